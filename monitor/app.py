@@ -1,0 +1,87 @@
+"""Wiring: the one place that builds clients and stores from `Settings`.
+
+`Runtime` holds the process-wide resources (the Redis connection, the token provider, the Graph
+client, the sinks) and hands out per-tenant views. Commands and services receive a runtime; they
+never build clients themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from monitor.errors import ConfigError
+from monitor.graph.auth import TokenProvider
+from monitor.graph.client import GraphClient
+from monitor.redis_conn import Redis, connect
+from monitor.settings import Settings, TenantConfig
+from monitor.sinks.base import Sink
+from monitor.sinks.jsonl import JsonlSink
+from monitor.sinks.jupiterone import Publisher, build_publisher
+from monitor.sources.base import Clock, SourceContext, utc_now
+from monitor.store import TenantStore
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: Redis
+    graph_client: GraphClient | None = None
+    clock: Clock = utc_now
+    sinks: list[Sink] = field(default_factory=list)
+    # The JupiterOne publisher, when MONITOR_SINK names `jupiterone`. Not a change-log consumer like
+    # the sinks: it publishes dirty scopes from the mirror (monitor.sinks.jupiterone).
+    publisher: Publisher | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings, *, graph: bool = True, clock: Clock = utc_now) -> Runtime:
+        """Connect to Redis (and prepare Graph access when `graph`); raises MonitorError subclasses."""
+        client = None
+        if graph:
+            client = GraphClient(settings, TokenProvider(settings))
+        redis = await connect(settings.redis_url)
+        try:
+            publisher = build_publisher(settings, redis)
+        except ConfigError:
+            await redis.aclose()
+            raise
+        return cls(settings, redis, client, clock, build_sinks(settings), publisher)
+
+    @property
+    def graph(self) -> GraphClient:
+        if self.graph_client is None:
+            raise ConfigError("this command needs Graph access (MONITOR_CLIENT_ID and a secret or certificate)")
+        return self.graph_client
+
+    def store(self, tenant_id: str) -> TenantStore:
+        return TenantStore(self.redis, tenant_id)
+
+    def context(self, tenant: TenantConfig) -> SourceContext:
+        return SourceContext(tenant, self.store(tenant.id), self.graph, self.clock)
+
+    def require_publisher(self) -> Publisher:
+        if self.publisher is None:
+            raise ConfigError("this command needs the JupiterOne publisher: add jupiterone to MONITOR_SINK")
+        return self.publisher
+
+    async def close(self) -> None:
+        for sink in self.sinks:
+            await sink.close()
+        if self.publisher is not None:
+            await self.publisher.close()
+        if self.graph_client is not None:
+            await self.graph_client.close()
+        await self.redis.aclose()
+
+
+def build_sinks(settings: Settings) -> list[Sink]:
+    sinks: list[Sink] = []
+    for spec in settings.sinks:
+        if spec.kind == "jsonl":
+            assert spec.target is not None
+            sinks.append(JsonlSink(Path(spec.target)))
+        elif spec.kind == "jupiterone":
+            continue  # not a log consumer: Runtime.publisher (build_publisher)
+        else:
+            raise ConfigError(f"MONITOR_SINK: the {spec.kind} sink is not available in this build")
+    return sinks

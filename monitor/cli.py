@@ -1,0 +1,97 @@
+"""`monitor` command line: parse, build settings once, call one function. Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from monitor import __version__
+from monitor.errors import ConfigError, MonitorError
+from monitor.logs import configure
+from monitor.settings import Settings, load_settings
+from monitor.sync import ALL_SOURCES, DIRECTORY_SOURCES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="monitor",
+        description="Watch Microsoft 365 and tell JupiterOne exactly what changed. "
+        "Configuration comes from MONITOR_* environment variables (see README).",
+    )
+    parser.add_argument("--version", action="version", version=f"monitor {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sync = commands.add_parser("sync", help="run one directory round now (account, users, groups) and exit")
+    sync.add_argument("--tenant", action="append", metavar="ID", help="only this tenant (repeatable)")
+    sync.add_argument("--signins", action="store_true", help="also sweep users' sign-in activity")
+    sync.add_argument("--full", action="store_true", help="ignore saved delta links: full rounds (reconciliation)")
+    sync.set_defaults(handler=_sync)
+
+    status = commands.add_parser("status", help="per tenant: last rounds, delta token age, change log, permissions")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_status)
+
+    reconcile = commands.add_parser(
+        "reconcile", help="re-publish every scope of a tenant to JupiterOne (the periodic reconciliation)"
+    )
+    reconcile.add_argument("--tenant", action="append", metavar="ID", help="only this tenant (repeatable)")
+    reconcile.set_defaults(handler=_reconcile)
+
+    demo = commands.add_parser("demo", help="everything against a built-in simulated tenant (no setup needed)")
+    demo.add_argument(
+        "--duration", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)"
+    )
+    demo.add_argument("--interval", type=float, default=3.0, help="seconds between changes in the simulated tenant")
+    demo.add_argument("--users", type=int, default=40, help="size of the simulated tenant")
+    demo.add_argument("--jsonl", metavar="PATH", help="also write the change records to this JSONL file")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from monitor.commands import sync_command
+
+    sources = ALL_SOURCES if args.signins else DIRECTORY_SOURCES
+    return asyncio.run(sync_command(_settings(), tenants=args.tenant, sources=sources, full=args.full))
+
+
+def _status(args: argparse.Namespace) -> int:
+    from monitor.commands import status_command
+
+    return asyncio.run(status_command(_settings(), as_json=args.json))
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from monitor.commands import reconcile_command
+
+    return asyncio.run(reconcile_command(_settings(), tenants=args.tenant))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from monitor.demo import run_demo
+
+    configure("WARNING", "text")
+    return asyncio.run(run_demo(duration=args.duration, interval=args.interval, users=args.users, jsonl=args.jsonl))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+        return code
+    except ConfigError as exc:
+        print(f"monitor: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except MonitorError as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,70 @@
+"""Delta queries for users and groups (GRAPH.md 7 and 8): the Graph side only.
+
+A round starts from the initial URL (with `$select`) or from the deltaLink the previous round
+ended with, follows `@odata.nextLink` page by page and ends on the page carrying
+`@odata.deltaLink`. Links are opaque and carry the query options, so they are followed verbatim
+(GRAPH.md 7.2). Expired or invalid state (`410 Gone` with a `Location`, or `syncStateNotFound` /
+`resyncRequired`) surfaces as `ResyncRequired`, and the caller starts a full round (GRAPH.md 8).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from monitor.graph.client import GraphClient, GraphError
+
+RESYNC_CODES = frozenset({"syncStateNotFound", "resyncRequired"})
+
+
+class ResyncRequired(Exception):
+    """The delta state is gone; start over with a full round (from `location` when Graph gave one)."""
+
+    def __init__(self, reason: str, location: str | None) -> None:
+        super().__init__(reason)
+        self.location = location or None
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaResource:
+    name: str
+    path: str
+    select: tuple[str, ...]
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the query a deltaLink was made for: links carry their `$select` (GRAPH.md
+        7.2), so a link saved by a version of monitor that selected other properties must not be
+        reused; a different fingerprint starts a full round."""
+        return hashlib.sha256(f"{self.path}?{','.join(self.select)}".encode()).hexdigest()[:16]
+
+    def initial_url(self, graph_url: str) -> str:
+        return f"{graph_url}{self.path}?$select={','.join(self.select)}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaPage:
+    objects: list[dict[str, Any]]
+    next_link: str | None
+    delta_link: str | None
+
+
+async def delta_pages(client: GraphClient, tenant: str, url: str) -> AsyncIterator[DeltaPage]:
+    """The pages of one round from `url` to the deltaLink. Raises `ResyncRequired` or `GraphError`."""
+    while True:
+        try:
+            response = await client.get(tenant, url)
+        except GraphError as exc:
+            if exc.status == 410 or exc.code in RESYNC_CODES:
+                raise ResyncRequired(str(exc), exc.headers.get("Location")) from exc
+            raise
+        body = response.body
+        next_link, delta_link = body.get("@odata.nextLink"), body.get("@odata.deltaLink")
+        if not next_link and not delta_link:
+            raise GraphError(f"delta page from {client.url(url)[:80]} has neither nextLink nor deltaLink")
+        yield DeltaPage(list(body.get("value", [])), next_link, delta_link)
+        if delta_link:
+            return
+        url = str(next_link)

@@ -1,0 +1,281 @@
+"""The Redis key layout, in one place. No other module builds a key string.
+
+Every per-tenant key carries the tenant id as a hash tag (`monitor:{<tenant>}:…`), so all keys of a
+tenant live in one Redis Cluster slot and a page commit (MULTI/EXEC over the mirror, the change log
+and the counters) stays a single-slot transaction (DESIGN.md, "Rules"). Keys shared by all tenants
+use fixed hash tags of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from monitor.scopes import ScopeId
+
+NAMESPACE = "monitor"
+
+
+@dataclass(frozen=True, slots=True)
+class TenantKeys:
+    """Keys of one tenant."""
+
+    tenant: str
+
+    @property
+    def base(self) -> str:
+        return f"{NAMESPACE}:{{{self.tenant}}}"
+
+    # -- mirror -----------------------------------------------------------------------------
+    def mirror(self, scope: ScopeId) -> str:
+        """HASH `_key` -> canonical JSON of the JupiterOne object, one hash per scope."""
+        return f"{self.base}:mirror:{scope}"
+
+    @property
+    def scopes(self) -> str:
+        """SET of scope ids that have ever held an object (to enumerate the mirror without SCAN)."""
+        return f"{self.base}:scopes"
+
+    def member_of(self, member_id: str) -> str:
+        """SET of group ids containing a placeholder member (device, service principal, contact).
+
+        The placeholder entity exists while this set is non-empty (JUPITERONE.md 1.4).
+        """
+        return f"{self.base}:memberof:{member_id}"
+
+    # -- change log -------------------------------------------------------------------------
+    @property
+    def scope_versions(self) -> str:
+        """HASH scope id -> seq of the last commit that wrote the scope.
+
+        A page commit checks that the scopes it writes still have the versions it read them at
+        (optimistic concurrency, one check per scope rather than per object).
+        """
+        return f"{self.base}:versions"
+
+    @property
+    def seq(self) -> str:
+        """STRING: the last change-record sequence number of the tenant."""
+        return f"{self.base}:seq"
+
+    @property
+    def changes(self) -> str:
+        """STREAM: the change log, one entry per committed page.
+
+        Entry id `<last seq of the page>-0`; fields `first` (the seq of its first record), `n` (the
+        number of records) and `r` (the records, one JSON object per line in seq order, without
+        their `seq`: line i has seq first + i). Kept without trimming: replaying it from the start
+        rebuilds the mirror (DESIGN.md).
+        """
+        return f"{self.base}:changes"
+
+    def sink_cursor(self, sink: str) -> str:
+        """STRING: the last seq a sink has delivered."""
+        return f"{self.base}:cursor:{sink}"
+
+    # -- delta and sweep state --------------------------------------------------------------
+    def delta_link(self, resource: str) -> str:
+        """HASH {link, saved_at}: the deltaLink of the last completed round.
+
+        No TTL: Graph expires directory delta tokens after 7 days (GRAPH.md 8) and answers
+        410/syncStateNotFound, which starts a full round; keeping a stale link costs nothing.
+        """
+        return f"{self.base}:delta:{resource}"
+
+    def round_seen(self, source: str) -> str:
+        """SET of object refs read by the full round in progress (deletion by absence at its end).
+
+        Expires after a day so that an abandoned round leaves nothing behind; a round restarts
+        from its first page and clears it anyway.
+        """
+        return f"{self.base}:round:{source}:seen"
+
+    ROUND_SEEN_TTL = 86400
+
+    def source_status(self, source: str) -> str:
+        """HASH: the last round of a source (when, what kind, counts, error)."""
+        return f"{self.base}:status:{source}"
+
+    @property
+    def permissions(self) -> str:
+        """HASH permission name -> JSON {granted, needed_for, checked_at, detail}."""
+        return f"{self.base}:permissions"
+
+    def lease(self, source: str) -> str:
+        """STRING holding the owner token of the (tenant, source) runner lease; PX-expiring."""
+        return f"{self.base}:lease:{source}"
+
+    # -- JupiterOne publishing --------------------------------------------------------------
+    @property
+    def dirty(self) -> str:
+        """HASH scope id -> seq of the scope's last change; the entry is removed once an upload of
+        the scope is confirmed, and only if the value is still the one the upload started from."""
+        return f"{self.base}:dirty"
+
+    def j1_lease(self, scope: ScopeId) -> str:
+        """STRING holding the owner token of the (tenant, scope) publisher lease; PX-expiring.
+
+        One publisher process at a time uploads a scope (`monitor.sinks.jupiterone`). The TTL is the
+        publisher's lease TTL, renewed while it works, so a crashed publisher frees the scope soon.
+        """
+        return f"{self.base}:j1:lease:{scope}"
+
+    @property
+    def j1_state(self) -> str:
+        """HASH: the tenant's publishing state for `monitor status` (last success, last error, last job)."""
+        return f"{self.base}:j1:state"
+
+    @property
+    def j1_inflight(self) -> str:
+        """HASH scope id -> JSON {job, mode, started_at}: jobs being uploaded or finalized right now.
+
+        Entries are removed when the job ends; one left by a crashed publisher is overwritten by the
+        next upload of that scope (status shows its start time, so a stale entry is recognisable).
+        """
+        return f"{self.base}:j1:inflight"
+
+    @property
+    def j1_errors(self) -> str:
+        """LIST of JSON errors, newest first, trimmed to `J1_ERRORS_KEPT` (offending key, rule, message)."""
+        return f"{self.base}:j1:errors"
+
+    J1_ERRORS_KEPT = 50
+
+    @property
+    def j1_rejected(self) -> str:
+        """HASH scope id -> JSON list of {key, rule, detail}: objects left out of the scope's last upload.
+
+        Replaced on every confirmed upload of the scope, so it always says what JupiterOne lacks.
+        """
+        return f"{self.base}:j1:rejected"
+
+    @property
+    def j1_blocked(self) -> str:
+        """HASH scope id -> the dirty counter at which JupiterOne refused the scope's upload (a 4xx).
+
+        The publisher does not retry such a scope blindly: it tries again once the counter moves (a new
+        change, or `monitor reconcile`).
+        """
+        return f"{self.base}:j1:blocked"
+
+    @property
+    def metrics(self) -> str:
+        """HASH metric name (with labels) -> counter, shared by every process of the deployment."""
+        return f"{self.base}:metrics"
+
+
+# -- keys shared by all tenants ---------------------------------------------------------------
+GLOBAL_METRICS = f"{NAMESPACE}:{{global}}:metrics"
+
+
+# -- Lua scripts ---------------------------------------------------------------------------------
+
+# Release a lease only if we still hold it.
+# KEYS[1] = the lease key; ARGV[1] = our owner token. Returns 1 if released, 0 otherwise.
+RELEASE_LEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+# Extend a lease only if we still hold it.
+# KEYS[1] = the lease key; ARGV[1] = our owner token; ARGV[2] = new time-to-live in ms.
+# Returns 1 if extended, 0 if the lease is gone or held by someone else.
+RENEW_LEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+# Clear a scope's dirty entry only if nothing changed it since the publisher's snapshot, and only
+# while the publisher still holds the scope's lease (so a publisher whose lease expired and was
+# taken over cannot clear a counter the new holder is working on).
+# KEYS[1] = TenantKeys.dirty; KEYS[2] = TenantKeys.j1_lease(scope).
+# ARGV[1] = scope id; ARGV[2] = the counter snapshotted before reading the mirror; ARGV[3] = lease token.
+# Returns 1 if cleared, 0 if the scope changed meanwhile (it stays dirty) or the lease is not ours.
+CLEAR_DIRTY_IF_UNCHANGED = """
+if redis.call('get', KEYS[2]) ~= ARGV[3] then return 0 end
+if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('hdel', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+# Read a page's objects and the versions of their scopes in one round trip.
+# KEYS[1] = the scope versions hash; KEYS[2..] = mirror hashes.
+# ARGV[1] = a JSON array: the number of scope ids S, the S scope ids, then for each mirror hash
+#   its KEYS index, the number of fields F and the F fields.
+# Returns the S versions (false when a scope was never written), then every field's value in order
+# (false when absent).
+# (Arguments travel as one JSON string: a page has thousands of them, and one string costs the
+# client a fraction of what thousands of separately encoded arguments do.)
+READ_PAGE = """
+local a = cjson.decode(ARGV[1])
+local out = redis.call('HMGET', KEYS[1], unpack(a, 2, a[1] + 1))
+local i = a[1] + 2
+while i <= #a do
+  local count = a[i + 1]
+  local values = redis.call('HMGET', KEYS[a[i]], unpack(a, i + 2, i + 1 + count))
+  for k = 1, count do out[#out + 1] = values[k] end
+  i = i + 2 + count
+end
+return out
+"""
+
+# Commit one page atomically: verify, write the mirror and bookkeeping, append the change records.
+# KEYS[1] = the sequence counter; KEYS[2] = the change-log stream; KEYS[3] = the scope versions
+#   hash; KEYS[4..] = every other key the page touches, referenced by index.
+# ARGV[2] = a blob of mirror values, referenced by (offset, length).
+# ARGV[3] = the page's change records, one JSON object per line, without their seq.
+# ARGV[1] = a JSON array: the number of change records N, the number of checks C, then C pairs
+#   (scope id, expected version or "" for never written): if a scope the page writes was written
+#   by anyone since the page read it, nothing is written and -1 is returned (the page is read
+#   again and recomputed). Then commands, each a code, a KEYS index and its arguments:
+#     H k n (field offset length)*n   HSET the n fields to their values in ARGV[2]
+#     D k n field*n                   HDEL            S k n member*n   SADD
+#     R k n member*n                  SREM            I k field by     HINCRBY
+#     E k seconds                     EXPIRE          V k n field*n    HSET each field to the
+#                                                                      page's last seq
+# Every scope the page writes gets the page's last seq as its new version. The records get the
+# next N sequence numbers and are appended as one stream entry with id "<last seq>-0" and fields
+# first (the first seq), n (N) and r (ARGV[3], verbatim).
+# Returns the seq before the page's first record, or -1 on conflict.
+COMMIT_PAGE = """
+local a = cjson.decode(ARGV[1])
+local blob = ARGV[2]
+local n = a[1]
+local i = 3
+local written = {}
+for _ = 1, a[2] do
+  if (redis.call('HGET', KEYS[3], a[i]) or '') ~= a[i + 1] then return -1 end
+  written[#written + 1] = a[i]
+  i = i + 2
+end
+local base = tonumber(redis.call('GET', KEYS[1]) or '0')
+local last = base + n
+while i <= #a do
+  local code, key = a[i], KEYS[a[i + 1]]
+  if code == 'H' then
+    local count, args = a[i + 2], {}
+    for k = 0, count - 1 do
+      local at = i + 3 + 3 * k
+      args[2 * k + 1] = a[at]
+      args[2 * k + 2] = string.sub(blob, a[at + 1] + 1, a[at + 1] + a[at + 2])
+    end
+    redis.call('HSET', key, unpack(args))
+    i = i + 3 + 3 * count
+  elseif code == 'V' then
+    local count, args = a[i + 2], {}
+    for k = 0, count - 1 do args[2 * k + 1] = a[i + 3 + k]; args[2 * k + 2] = last end
+    redis.call('HSET', key, unpack(args))
+    i = i + 3 + count
+  elseif code == 'D' or code == 'S' or code == 'R' then
+    local command = ({D = 'HDEL', S = 'SADD', R = 'SREM'})[code]
+    redis.call(command, key, unpack(a, i + 3, i + 2 + a[i + 2]))
+    i = i + 3 + a[i + 2]
+  elseif code == 'I' then redis.call('HINCRBY', key, a[i + 2], a[i + 3]); i = i + 4
+  elseif code == 'E' then redis.call('EXPIRE', key, a[i + 2]); i = i + 3
+  else return redis.error_reply('COMMIT_PAGE: unknown command ' .. tostring(code)) end
+end
+for k = 1, #written do redis.call('HSET', KEYS[3], written[k], last) end
+if n > 0 then
+  redis.call('XADD', KEYS[2], last .. '-0', 'first', base + 1, 'n', n, 'r', ARGV[3])
+  redis.call('SET', KEYS[1], last)
+end
+return base
+"""

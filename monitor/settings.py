@@ -1,0 +1,321 @@
+"""Configuration: one model, read once at start-up, passed down.
+
+Every setting is an environment variable with the prefix `MONITOR_` (DESIGN.md, "Contracts").
+Several tenants come from a TOML file (`MONITOR_TENANTS_FILE`). A misspelt `MONITOR_` variable, a
+missing required one, or an invalid value is a `ConfigError` that names it; nothing falls back to a
+silent default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from monitor.durations import parse_duration
+from monitor.errors import ConfigError
+
+ENV_PREFIX = "MONITOR_"
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+DEFAULT_POLLING_INTERVAL = 3600.0
+
+
+def _normalise_tenant_id(value: str) -> str:
+    if not _GUID.match(value):
+        raise ValueError(f"tenant id must be a directory (tenant) GUID, got {value!r}")
+    return value.lower()
+
+
+def _polling_interval(value: Any) -> float | None:
+    """`DISABLED` (manual runs only), a duration such as `1h`, or seconds."""
+    if value is None or isinstance(value, int | float):
+        return None if value is None else float(value)
+    if isinstance(value, str) and value.strip().upper() == "DISABLED":
+        return None
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise ValueError("polling_interval must be DISABLED or a duration such as 1h")
+
+
+class TenantConfig(BaseModel):
+    """One watched tenant (an entry of the tenants file, or `MONITOR_TENANT_ID`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    account_name: str | None = None
+    description: str | None = None
+    # Intune/sign-in sweep interval in seconds; None means DISABLED (manual `monitor sync` only).
+    polling_interval: float | None = DEFAULT_POLLING_INTERVAL
+    tag_account_name: bool = False
+    # The JupiterOne integration instance id the account key embeds (JUPITERONE.md 1.1); the
+    # tenant id stands in when there is none.
+    integration_instance_id: str | None = None
+
+    _check_id = field_validator("id")(classmethod(lambda cls, v: _normalise_tenant_id(v)))
+    _check_interval = field_validator("polling_interval", mode="before")(
+        classmethod(lambda cls, v: _polling_interval(v))
+    )
+
+
+class SinkSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["jsonl", "jupiterone", "webhook"]
+    target: str | None = None
+
+
+def parse_sinks(text: str) -> tuple[SinkSpec, ...]:
+    """`jsonl:PATH`, `jupiterone`, `webhook:URL`, several separated by commas."""
+    specs = []
+    for raw in (part.strip() for part in text.split(",")):
+        if not raw:
+            continue
+        kind, _, target = raw.partition(":")
+        if kind == "jupiterone" and not target:
+            specs.append(SinkSpec(kind="jupiterone"))
+        elif kind == "jsonl" and target:
+            specs.append(SinkSpec(kind="jsonl", target=target))
+        elif kind == "webhook" and target.startswith(("//", "https://", "http://")):
+            url = target if not target.startswith("//") else f"https:{target}"
+            specs.append(SinkSpec(kind="webhook", target=url))
+        else:
+            raise ValueError(f"unknown sink {raw!r}: use jsonl:PATH, jupiterone or webhook:URL")
+    return tuple(specs)
+
+
+class Settings(BaseSettings):
+    """Everything `monitor` can be told. Build it with `load_settings()` (or directly in tests)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    redis_url: str
+    graph_url: str = "https://graph.microsoft.com"
+    authority_url: str = "https://login.microsoftonline.com"
+    ca_bundle: Path | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    client_certificate: Path | None = None
+    tenant_id: str | None = None
+    tenants_file: Path | None = None
+    sink: str = ""
+    public_url: str | None = None
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    # Per-request timeout and retry budget for Graph (GRAPH.md 10.1: honour Retry-After, back off).
+    graph_timeout: float = Field(default=30.0, gt=0)
+    graph_max_retries: int = Field(default=6, ge=0, le=20)
+    graph_max_backoff: float = Field(default=60.0, gt=0)
+    # JupiterOne publisher (`MONITOR_SINK=jupiterone`; JUPITERONE.md 9-12). The account id and API key
+    # are required when that sink is configured.
+    j1_api_url: str = "https://api.us.jupiterone.io"
+    j1_account: str | None = None
+    j1_api_key: SecretStr | None = None
+    # Every upload scope is named `<prefix>/<tenant id>/<scope id>` at JupiterOne.
+    j1_scope_prefix: str = "monitor"
+    # Seconds the dirty scopes must stay unchanged before the worker publishes (a burst of changes to
+    # a scope costs one upload); waiting is capped at `j1_max_debounce` so a busy tenant still publishes.
+    j1_debounce: float = Field(default=2.0, ge=0)
+    j1_max_debounce: float = Field(default=20.0, ge=0)
+    # JUPITERONE.md 10.1: the backend refuses bodies over about 6 MB; keep each under 5 MB.
+    j1_max_request_bytes: int = Field(default=5_000_000, ge=10_000, le=6_000_000)
+    j1_timeout: float = Field(default=60.0, gt=0)
+    j1_max_retries: int = Field(default=8, ge=0, le=30)
+    j1_max_backoff: float = Field(default=60.0, gt=0)
+    # Finalize is asynchronous (JUPITERONE.md 9.2): poll the job, backing off up to this interval, and
+    # give up (the scope stays dirty) after `j1_finalize_timeout`.
+    j1_poll_interval: float = Field(default=2.0, gt=0)
+    j1_finalize_timeout: float = Field(default=900.0, gt=0)
+    # Scopes of one tenant uploaded at once by one publisher process.
+    j1_concurrency: int = Field(default=4, ge=1, le=64)
+    # Lease on a scope while it is uploaded; renewed by its holder, so only a crash lets it run out.
+    j1_lease_ttl: float = Field(default=60.0, gt=0)
+    # Interval of the periodic reconciliation (every scope re-published) that the scheduler runs.
+    j1_reconcile_interval: float = Field(default=86400.0, gt=0)
+
+    _tenants: tuple[TenantConfig, ...] = PrivateAttr(default=())
+    _sinks: tuple[SinkSpec, ...] = PrivateAttr(default=())
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment is read in exactly one place (`load_settings`), which also rejects
+        # misspelt variables; the model itself only validates what it is given.
+        return (init_settings,)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://", "memory://")):
+            raise ValueError("must start with redis://, rediss://, unix:// or memory:// (the embedded engine)")
+        return value
+
+    @field_validator("graph_url", "authority_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("public_url")
+    @classmethod
+    def _https_public_url(cls, value: str | None) -> str | None:
+        # GRAPH.md 2.1: notificationUrl must be HTTPS.
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("must be an https:// URL (Graph only calls HTTPS endpoints)")
+        return None if value is None else value.rstrip("/")
+
+    @field_validator("j1_api_url")
+    @classmethod
+    def _j1_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("j1_scope_prefix")
+    @classmethod
+    def _j1_prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", value):
+            raise ValueError("must be letters, digits, '.', '_' or '-' (it starts every JupiterOne scope name)")
+        return value
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant_guid(cls, value: str | None) -> str | None:
+        return None if value is None else _normalise_tenant_id(value)
+
+    @field_validator("ca_bundle", "client_certificate", "tenants_file")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.client_secret is not None and self.client_certificate is not None:
+            raise ConfigError("set only one of MONITOR_CLIENT_SECRET and MONITOR_CLIENT_CERTIFICATE")
+        if self.tenant_id is not None and self.tenants_file is not None:
+            raise ConfigError("set only one of MONITOR_TENANT_ID and MONITOR_TENANTS_FILE")
+        try:
+            self._sinks = parse_sinks(self.sink)
+        except ValueError as exc:
+            raise ConfigError(f"MONITOR_SINK: {exc}") from None
+        self._check_jupiterone()
+        if self.tenant_id is not None:
+            self._tenants = (TenantConfig(id=self.tenant_id),)
+        elif self.tenants_file is not None:
+            self._tenants = load_tenants_file(self.tenants_file)
+
+    @property
+    def tenants(self) -> tuple[TenantConfig, ...]:
+        return self._tenants
+
+    @property
+    def sinks(self) -> tuple[SinkSpec, ...]:
+        return self._sinks
+
+    def require_tenants(self) -> tuple[TenantConfig, ...]:
+        if not self._tenants:
+            raise ConfigError("no tenant configured: set MONITOR_TENANT_ID or MONITOR_TENANTS_FILE")
+        return self._tenants
+
+    @property
+    def jupiterone_enabled(self) -> bool:
+        """Whether `MONITOR_SINK` names the JupiterOne publisher."""
+        return any(spec.kind == "jupiterone" for spec in self._sinks)
+
+    def _check_jupiterone(self) -> None:
+        if not self.jupiterone_enabled:
+            return
+        if not self.j1_account:
+            raise ConfigError("MONITOR_J1_ACCOUNT is required for the jupiterone sink (MONITOR_SINK)")
+        if self.j1_api_key is None or not self.j1_api_key.get_secret_value():
+            raise ConfigError("MONITOR_J1_API_KEY is required for the jupiterone sink (MONITOR_SINK)")
+
+    def require_credentials(self) -> None:
+        """Graph needs an app registration: a client id and a secret or a certificate."""
+        if not self.client_id:
+            raise ConfigError("MONITOR_CLIENT_ID is required to call Microsoft Graph")
+        if self.client_secret is None and self.client_certificate is None:
+            raise ConfigError("set MONITOR_CLIENT_SECRET or MONITOR_CLIENT_CERTIFICATE (PEM with its private key)")
+
+
+def load_tenants_file(path: Path) -> tuple[TenantConfig, ...]:
+    """`[[tenant]]` tables; each needs `id` and may set the other `TenantConfig` fields."""
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"MONITOR_TENANTS_FILE {path}: {exc}") from None
+    unknown = set(document) - {"tenant"}
+    if unknown:
+        raise ConfigError(f"MONITOR_TENANTS_FILE {path}: unknown table(s) {sorted(unknown)}; expected [[tenant]]")
+    tenants = []
+    for index, entry in enumerate(document.get("tenant", [])):
+        try:
+            tenants.append(TenantConfig.model_validate(entry))
+        except ValidationError as exc:
+            raise ConfigError(f"MONITOR_TENANTS_FILE {path}, tenant #{index + 1}: {_describe(exc, '')}") from None
+    ids = [t.id for t in tenants]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"MONITOR_TENANTS_FILE {path}: a tenant id appears twice")
+    if not tenants:
+        raise ConfigError(f"MONITOR_TENANTS_FILE {path}: no [[tenant]] entries")
+    return tuple(tenants)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from `environ` (default: the process environment) plus explicit overrides."""
+    env = os.environ if environ is None else environ
+    fields = set(Settings.model_fields)
+    values: dict[str, Any] = {}
+    unknown = []
+    for name, value in env.items():
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        field = name[len(ENV_PREFIX) :].lower()
+        if field in fields:
+            values[field] = value
+        else:
+            unknown.append(name)
+    if unknown:
+        raise ConfigError("; ".join(_unknown_variable(name, fields) for name in sorted(unknown)))
+    if "port" not in values and env.get("PORT"):
+        values["port"] = env["PORT"]  # Procfile hosts (Heroku and friends) say where to listen
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, ENV_PREFIX)) from None
+
+
+def _unknown_variable(name: str, fields: set[str]) -> str:
+    guess = difflib.get_close_matches(name[len(ENV_PREFIX) :].lower(), sorted(fields), n=1)
+    hint = f" (did you mean {ENV_PREFIX}{guess[0].upper()}?)" if guess else ""
+    return f"unknown setting {name}{hint}"
+
+
+def _describe(exc: ValidationError, prefix: str) -> str:
+    parts = []
+    for error in exc.errors():
+        name = ".".join(str(p) for p in error["loc"]) or "value"
+        label = f"{prefix}{name.upper()}" if prefix else name
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = "is required"
+        parts.append(f"{label}: {message}")
+    return "; ".join(parts)

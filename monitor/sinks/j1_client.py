@@ -1,0 +1,352 @@
+"""The JupiterOne synchronization API client: jobs, uploads, finalize, retries (JUPITERONE.md 9-10).
+
+Together with `monitor.sinks.jupiterone` (the publisher) this is the one place that knows
+JupiterOne's API. Every call goes through `JupiterOneClient._send`, which owns the rules:
+
+- Headers (9.3): `Authorization: Bearer <key>`, `JupiterOne-Account: <account>`,
+  `Content-Type: application/json`; upload bodies are gzip-compressed with `Content-Encoding: gzip`
+  and carry a `JupiterOne-Correlation-Id` that stays the same across retries of that body.
+- 429 and 5xx, and transport failures, are retried through the project's `RetryPolicy`, honouring
+  `Retry-After` and, when it is absent, the `RateLimit-Reset` header that JupiterOne's rate limiter
+  sends (10.4).
+- Any other 4xx is not retried: it is raised as `J1Refused` with JupiterOne's error code and
+  message; `JOB_NOT_AWAITING_UPLOADS` (10.3: fatal for that job) as its subclass.
+- Uploads are split so each request body stays under the configured limit (10.1: the backend
+  refuses about 6 MB; the SDK batches at 5 MB, 10.2).
+- Finalize is asynchronous (9.2): `wait_finished` polls the job until `FINISHED`; any other
+  terminal status raises `J1JobFailed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+import orjson
+
+from monitor import __version__
+from monitor.errors import MonitorError
+from monitor.retry import RetryPolicy, RetryStats, parse_retry_after
+from monitor.settings import Settings
+from monitor.tls import client_context
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+UploadKind = Literal["entities", "relationships"]
+SyncMode = Literal["DIFF", "PATCH", "CROSS_SCOPE"]
+
+JOBS_PATH = "/persister/synchronization/jobs"  # 9.1
+FINISHED = "FINISHED"
+# 9.2: statuses of a job that is still on its way to FINISHED.
+IN_PROGRESS = frozenset({"AWAITING_UPLOADS", "FINALIZE_PENDING", "FINALIZING_ENTITIES", "FINALIZING_RELATIONSHIPS"})
+JOB_NOT_AWAITING_UPLOADS = "JOB_NOT_AWAITING_UPLOADS"
+# 4xx answers about the request's content (10.1, 10.3, 11): the same objects would be refused again.
+DATA_ERRORS = frozenset({400, 413, 415, 422})
+# A `RateLimit-Reset` above this is an epoch time in seconds rather than a number of seconds.
+_EPOCH_THRESHOLD = 1_000_000_000
+# gzip level: JSON of graph objects compresses ~10:1 already at a low level, at a fraction of the cost.
+_GZIP_LEVEL = 5
+# aiohttp's threshold (`TOO_LARGE_BYTES_BODY`, 1 MiB) above which a body goes as a stream.
+_STREAM_ABOVE = 1 << 20
+
+
+class J1Error(MonitorError):
+    """JupiterOne did not accept or confirm something; `transient` says whether trying later may help."""
+
+    def __init__(self, message: str, *, status: int = 0, code: str = "", key: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.key = key
+        self.transient = True
+
+
+class J1Unavailable(J1Error):
+    """JupiterOne kept answering 429/5xx, or could not be reached, until the retries ran out."""
+
+
+class J1Refused(J1Error):
+    """A 4xx other than 429: not retried. `transient` only when it is not about the data (a wrong
+    key, a vanished job): sending the same objects again later may then succeed."""
+
+    def __init__(self, message: str, *, status: int = 0, code: str = "", key: str | None = None) -> None:
+        super().__init__(message, status=status, code=code, key=key)
+        self.transient = status not in DATA_ERRORS
+
+
+class JobNotAwaitingUploads(J1Refused):
+    """10.3: the job no longer takes uploads (finalized or aborted); fatal for that job, but a new
+    job for the same scope may well succeed."""
+
+    def __init__(self, message: str, *, status: int = 0, code: str = "", key: str | None = None) -> None:
+        super().__init__(message, status=status, code=code, key=key)
+        self.transient = True
+
+
+class J1JobFailed(J1Error):
+    """The job ended in a terminal status other than FINISHED (9.2), or did not finish in time."""
+
+
+@dataclass(slots=True)
+class J1Stats(RetryStats):
+    """Requests, retries, and bytes: `bytes_sent` on the wire (compressed), `raw_bytes` of JSON."""
+
+    bytes_sent: int = 0
+    raw_bytes: int = 0
+    jobs: int = 0
+
+    def snapshot(self) -> dict[str, float]:
+        return {**RetryStats.snapshot(self), "bytes_sent": self.bytes_sent, "raw_bytes": self.raw_bytes}
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    requests: int
+    raw_bytes: int
+    wire_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    status: int
+    headers: Mapping[str, str]
+    body: dict[str, Any]
+
+
+def batch_bodies(kind: UploadKind, encoded: Iterable[bytes], limit: int) -> list[bytes]:
+    """`{"<kind>": [...]}` request bodies of already-serialized objects, each at most `limit` bytes.
+
+    An object that cannot fit even alone raises ValueError (the publisher leaves such objects out
+    before; JUPITERONE.md 10.2: the SDK drops them too).
+    """
+    head, tail = b'{"' + kind.encode() + b'":[', b"]}"
+    room = limit - len(head) - len(tail)
+    bodies: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 0
+    for item in encoded:
+        if len(item) > room:
+            raise ValueError(f"an object of {len(item):,} bytes cannot fit in a {limit:,}-byte request")
+        if chunk and size + 1 + len(item) > room:
+            bodies.append(head + b",".join(chunk) + tail)
+            chunk, size = [], 0
+        size += len(item) + (1 if chunk else 0)
+        chunk.append(item)
+    if chunk:
+        bodies.append(head + b",".join(chunk) + tail)
+    return bodies
+
+
+def job_of(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The job object of a create, finalize or status answer (`{"job": {...}}`, 9.1)."""
+    job = body.get("job", body)
+    return dict(job) if isinstance(job, Mapping) else {}
+
+
+def rate_limit_reset(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds until a `RateLimit-Reset` (10.4): seconds, or an epoch time in seconds; None if unreadable."""
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    if number > _EPOCH_THRESHOLD:
+        number -= time.time() if now is None else now
+    return max(0.0, number)
+
+
+class JupiterOneClient:
+    """Talks to one JupiterOne account's synchronization API. Reuse one per process; `close()` at the end."""
+
+    def __init__(self, settings: Settings, *, policy: RetryPolicy | None = None, sleep: Sleep = asyncio.sleep) -> None:
+        if not settings.j1_account or settings.j1_api_key is None:
+            raise MonitorError("the JupiterOne client needs MONITOR_J1_ACCOUNT and MONITOR_J1_API_KEY")
+        self.base_url = settings.j1_api_url
+        self._account = settings.j1_account
+        self._key = settings.j1_api_key
+        self._ca_bundle = settings.ca_bundle
+        self._timeout = aiohttp.ClientTimeout(total=settings.j1_timeout)
+        self.max_request_bytes = settings.j1_max_request_bytes
+        self.poll_interval = settings.j1_poll_interval
+        self.finalize_timeout = settings.j1_finalize_timeout
+        self.policy = policy or RetryPolicy(max_retries=settings.j1_max_retries, max_delay=settings.j1_max_backoff)
+        self._sleep = sleep
+        self._connections = max(8, settings.j1_concurrency * 2)
+        self._session: aiohttp.ClientSession | None = None
+        self.stats = J1Stats()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- the API (9.1) ---------------------------------------------------------------------------
+    async def create_job(self, *, scope: str, sync_mode: SyncMode, source: str = "api") -> dict[str, Any]:
+        """Start a job (9.3: `scope` is required for DIFF with `source: api`); returns the job object."""
+        body = orjson.dumps({"source": source, "scope": scope, "syncMode": sync_mode})
+        job = job_of(await self._send("POST", JOBS_PATH, body))
+        if not job.get("id"):
+            raise J1Error(f"JupiterOne created a job without an id for scope {scope}")
+        self.stats.jobs += 1
+        return job
+
+    async def upload(self, job_id: str, kind: UploadKind, encoded: list[bytes]) -> UploadResult:
+        """Upload serialized objects in as many requests as the size limit needs (none for no objects)."""
+        requests = raw = wire = 0
+        for body in batch_bodies(kind, encoded, self.max_request_bytes):
+            compressed = gzip.compress(body, compresslevel=_GZIP_LEVEL)
+            await self._send("POST", f"{JOBS_PATH}/{job_id}/{kind}", compressed, gzipped=True, raw_size=len(body))
+            requests, raw, wire = requests + 1, raw + len(body), wire + len(compressed)
+        return UploadResult(requests, raw, wire)
+
+    async def finalize(self, job_id: str) -> dict[str, Any]:
+        return job_of(await self._send("POST", f"{JOBS_PATH}/{job_id}/finalize", b"{}"))
+
+    async def job_status(self, job_id: str) -> dict[str, Any]:
+        return job_of(await self._send("GET", f"{JOBS_PATH}/{job_id}", None))
+
+    async def abort(self, job_id: str, reason: str) -> None:
+        """Abort a job we give up on (the SDK does the same on any upload error, 9.1); best effort."""
+        try:
+            await self._send("POST", f"{JOBS_PATH}/{job_id}/abort", orjson.dumps({"reason": reason}))
+        except J1Error as exc:
+            log.info("jupiterone: could not abort job %s: %s", job_id, exc)
+
+    async def wait_finished(self, job_id: str, job: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Poll a finalized job until FINISHED (9.2); `J1JobFailed` on another terminal status or timeout.
+
+        The first poll is immediate (a small job is often done already), then the interval doubles
+        from an eighth of `j1_poll_interval` up to it.
+        """
+        current = dict(job) if job is not None else await self.job_status(job_id)
+        delay, waited = self.poll_interval / 8, 0.0
+        while True:
+            status = str(current.get("status", ""))
+            if status == FINISHED:
+                return current
+            if status not in IN_PROGRESS:
+                raise J1JobFailed(f"job {job_id} ended {status or 'without a status'}", code=status)
+            if waited > self.finalize_timeout:
+                raise J1JobFailed(f"job {job_id} still {status} after {waited:.0f}s of polling", code=status)
+            current = await self.job_status(job_id)
+            if str(current.get("status", "")) in IN_PROGRESS:
+                await self._sleep(delay)
+                waited += delay
+                delay = min(self.poll_interval, delay * 2)
+
+    # -- transport ---------------------------------------------------------------------------
+    async def _send(
+        self, method: str, path: str, body: bytes | None, *, gzipped: bool = False, raw_size: int | None = None
+    ) -> dict[str, Any]:
+        headers = self._headers(gzipped)
+        retries = 0
+        while True:
+            if body is not None:  # every attempt counts: a retried body is sent again
+                self.stats.bytes_sent += len(body)
+                self.stats.raw_bytes += raw_size if raw_size is not None else len(body)
+            outcome = await self._attempt(method, path, body, headers)
+            if isinstance(outcome, _Response) and outcome.status < 400:
+                return outcome.body
+            if isinstance(outcome, _Response) and not self.policy.retryable_status(outcome.status):
+                raise _refused(outcome, method, path)
+            if not self.policy.should_retry(retries + 1):
+                raise _unavailable(outcome, method, path, retries)
+            retries += 1
+            await self._wait(outcome, retries, method, path)
+
+    def _headers(self, gzipped: bool) -> dict[str, str]:
+        headers = {
+            "Authorization": f"Bearer {self._key.get_secret_value()}",
+            "JupiterOne-Account": self._account,
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"monitor/{__version__}",
+        }
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+            # 9.3: the SDK keeps one correlation id across the retries of one batch.
+            headers["JupiterOne-Correlation-Id"] = str(uuid.uuid4())
+        return headers
+
+    async def _attempt(
+        self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]
+    ) -> _Response | BaseException:
+        self.stats.requests += 1
+        try:
+            session = self._session_for_loop()
+            # aiohttp streams a file-like body; a large `bytes` body would block the loop (and warns).
+            data = io.BytesIO(body) if body is not None and len(body) > _STREAM_ABOVE else body
+            async with session.request(method, f"{self.base_url}{path}", data=data, headers=headers) as response:
+                return _Response(response.status, response.headers, _json(await response.read()))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return exc
+
+    def _session_for_loop(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=client_context(self._ca_bundle), limit=self._connections)
+            # auto_decompress stays on for answers; our request bodies are compressed by hand.
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    async def _wait(self, outcome: _Response | BaseException, attempt: int, method: str, path: str) -> None:
+        retry_after = None
+        reason = type(outcome).__name__
+        if isinstance(outcome, _Response):
+            reason = str(outcome.status)
+            retry_after = parse_retry_after(outcome.headers.get("Retry-After"))
+            if outcome.status == 429:
+                self.stats.throttled += 1
+                if retry_after is None:
+                    retry_after = rate_limit_reset(outcome.headers.get("RateLimit-Reset"))
+        delay = self.policy.delay(attempt, retry_after)
+        self.stats.retries += 1
+        self.stats.by_reason[reason] += 1
+        self.stats.waited += delay
+        log.info("jupiterone %s %s: %s, retry %d in %.2fs", method, path, reason, attempt, delay)
+        await self._sleep(delay)
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {"error": {"code": "INVALID_RESPONSE", "message": raw[:200].decode(errors="replace")}}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _error_fields(body: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    """(code, message, offending key) of `{error: {code, message}}` (10.3), whatever is present."""
+    error = body.get("error")
+    if not isinstance(error, Mapping):
+        return "", str(body.get("message", "")), None
+    key = error.get("key", error.get("_key"))
+    return str(error.get("code", "")), str(error.get("message", "")), None if key is None else str(key)
+
+
+def _refused(response: _Response, method: str, path: str) -> J1Refused:
+    code, message, key = _error_fields(response.body)
+    text = f"JupiterOne {method} {path} answered {response.status}" + (f" {code}" if code else "")
+    text += f": {message}" if message else ""
+    kind = JobNotAwaitingUploads if code == JOB_NOT_AWAITING_UPLOADS else J1Refused
+    return kind(text, status=response.status, code=code or str(response.status), key=key)
+
+
+def _unavailable(outcome: _Response | BaseException, method: str, path: str, retries: int) -> J1Unavailable:
+    if isinstance(outcome, BaseException):
+        detail = str(outcome).splitlines()[0] if str(outcome) else type(outcome).__name__
+        return J1Unavailable(f"JupiterOne {method} {path}: cannot reach JupiterOne after {retries} retries: {detail}")
+    code, message, _ = _error_fields(outcome.body)
+    text = f"JupiterOne {method} {path} answered {outcome.status} after {retries} retries"
+    return J1Unavailable(text + (f": {code} {message}".rstrip() if code or message else ""), status=outcome.status)

@@ -1,0 +1,60 @@
+"""What every source gets (`SourceContext`) and what a delta source provides (`DeltaSource`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from monitor.graph.client import GraphClient
+from monitor.graph.delta import DeltaResource
+from monitor.model.account import account_key
+from monitor.model.types import Kind, Op, Placement
+from monitor.settings import TenantConfig
+from monitor.store import PageWrite, TenantStore
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceContext:
+    tenant: TenantConfig
+    store: TenantStore
+    client: GraphClient
+    clock: Clock = utc_now
+
+    @property
+    def account_key(self) -> str:
+        return account_key(self.tenant.integration_instance_id or self.tenant.id)
+
+
+@dataclass(slots=True)
+class PageOps:
+    """A page turned into operations (pure mapping) plus the keys a full round has now seen.
+
+    `hint` is what the mapping learnt that spares `expand` a scan of the ops (source-specific).
+    """
+
+    ops: list[Op]
+    seen: list[str]
+    hint: Any = None
+
+
+class DeltaSource(Protocol):
+    """A directory resource read with delta queries."""
+
+    name: str
+    resource: DeltaResource
+    # (kind, family) pairs whose objects a complete full round may delete by absence.
+    owned: tuple[tuple[Kind, str], ...]
+
+    def page_ops(self, objects: list[dict[str, Any]]) -> PageOps: ...
+
+    def placement_of(self, kind: Kind, family: str, key: str) -> Placement: ...
+
+    async def expand(self, ops: list[Op], hint: Any = None) -> PageWrite: ...

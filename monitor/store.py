@@ -1,0 +1,536 @@
+"""A tenant's state in Redis: the mirror, the change log, and the bookkeeping around them.
+
+The mirror holds every mapped JupiterOne object of the tenant, one Redis hash per scope
+(`monitor.scopes`). `commit()` applies one page of operations: it reads the current records,
+diffs them against the new ones (pure, `monitor.diff`), and writes the mirror, the change records,
+the sequence counter and the scopes to publish in **one MULTI/EXEC**, guarded by WATCH, so a page
+is either wholly applied with its change records or not at all. Re-applying a page that was
+already applied finds nothing changed and emits nothing: a round that is replayed after a crash
+emits nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from monitor.diff import Change, diff
+from monitor.keys import COMMIT_PAGE, READ_PAGE, TenantKeys
+from monitor.model.types import Delete, JsonObject, Kind, Op, Patch, Placement, Upsert
+from monitor.redis_conn import Redis
+from monitor.scopes import ScopeId, scope_of
+
+log = logging.getLogger(__name__)
+
+ChangeRecord = dict[str, Any]
+SlotId = tuple[str, str]  # (mirror hash key, object _key)
+MAX_COMMIT_RETRIES = 64
+# Items per command inside the scripts: Lua's unpack() has a stack limit of about 8,000.
+UNPACK_CHUNK = 1000
+
+
+def canonical(obj: JsonObject) -> bytes:
+    """The stored form of a record: compact JSON with sorted keys, so equal records are equal bytes."""
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+def iso_ms(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class MemberOf:
+    """Add or remove `group` in the set of groups that contain placeholder member `member`."""
+
+    member: str
+    group: str
+    present: bool
+
+
+@dataclass(slots=True)
+class PageWrite:
+    """Everything one page changes, committed together."""
+
+    ops: list[Op] = field(default_factory=list)
+    member_of: list[MemberOf] = field(default_factory=list)
+    # Keys read by a full round, so its end can tell which mirrored objects Graph no longer has.
+    seen: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One object touched by the page: where it lives, what the mirror had, what it will have."""
+
+    kind: Kind
+    mirror_key: str
+    scope: ScopeId
+    key: str
+    before_raw: bytes | None
+    current: JsonObject | None = None
+    current_raw: bytes | None = None
+    parsed: bool = False
+
+    def load(self) -> JsonObject | None:
+        if not self.parsed:
+            self.current = None if self.current_raw is None else orjson.loads(self.current_raw)
+            self.parsed = True
+        return self.current
+
+    def set(self, obj: JsonObject | None) -> None:
+        self.current, self.parsed = obj, True
+        self.current_raw = None if obj is None else canonical(obj)
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaState:
+    link: str
+    fingerprint: str
+    saved_at: float
+
+
+class TenantStore:
+    """Reads and writes one tenant's keys. Stateless apart from the connection."""
+
+    def __init__(self, redis: Redis, tenant: str) -> None:
+        self.redis = redis
+        self.tenant = tenant
+        self.keys = TenantKeys(tenant)
+        self._mirror_keys: dict[ScopeId, str] = {}
+        self._metric_names: dict[tuple[str, str, str], str] = {}
+        self._scope_names: dict[ScopeId, str] = {}
+        self._record_prefixes: dict[tuple[str, str, str], bytes] = {}
+        self._read_page: Any = redis.register_script(READ_PAGE)
+        self._commit_page: Any = redis.register_script(COMMIT_PAGE)
+
+    def mirror_key(self, scope: ScopeId) -> str:
+        key = self._mirror_keys.get(scope)
+        if key is None:
+            key = self._mirror_keys[scope] = self.keys.mirror(scope)
+        return key
+
+    # -- commit -----------------------------------------------------------------------------
+    async def commit(self, write: PageWrite, *, source: str, observed_at: datetime) -> list[ChangeRecord]:
+        """Apply one page atomically; returns the change records it emitted (maybe none).
+
+        Two round trips: one script reads every object the page touches, the diff runs here, and
+        one script writes everything if none of the objects it writes changed in between (another
+        source may share an object: a user's sign-in activity). On such a conflict nothing is
+        written and the page is recomputed.
+        """
+        changes, base, stamp = await self._commit(write, source, observed_at)
+        return self._records(changes, base, source, stamp)
+
+    async def commit_counts(self, write: PageWrite, *, source: str, observed_at: datetime) -> Counter[str]:
+        """Like `commit`, but only counts the records ("<kind> <op>"): a first round of a large
+        tenant emits a million of them and nobody needs them as Python objects."""
+        changes, _, _ = await self._commit(write, source, observed_at)
+        return Counter(f"{change.kind} {change.op}" for _, change in changes)
+
+    async def _commit(
+        self, write: PageWrite, source: str, observed_at: datetime
+    ) -> tuple[list[tuple[_Slot, Change]], int, str]:
+        stamp = iso_ms(observed_at)
+        if not write.ops and not write.member_of and not write.seen:
+            return [], 0, stamp
+        scopes = [scope_of(op.placement) for op in write.ops]
+        ids = [(self.mirror_key(scope), op.key) for scope, op in zip(scopes, write.ops, strict=True)]
+        placements = {
+            slot_id: (op.placement.kind, scope) for slot_id, op, scope in zip(ids, write.ops, scopes, strict=True)
+        }
+        for _ in range(MAX_COMMIT_RETRIES):
+            slots, versions = await self._read_slots(placements)
+            changes = _apply(zip(write.ops, ids, strict=True), slots)
+            if not changes and not write.member_of and not write.seen:
+                return [], 0, stamp
+            base = await self._write(changes, versions, write, source, stamp)
+            if base >= 0:
+                return changes, base, stamp
+            log.debug("tenant %s %s: page changed under us; recomputing", self.tenant, source)
+        raise RuntimeError(
+            f"tenant {self.tenant}: could not commit a page of {source} after {MAX_COMMIT_RETRIES} tries"
+        )
+
+    async def _read_slots(
+        self, placements: dict[SlotId, tuple[Kind, ScopeId]]
+    ) -> tuple[dict[SlotId, _Slot], dict[str, str]]:
+        """The current value of every object the page touches, and the versions of their scopes."""
+        if not placements:
+            return {}, {}
+        by_hash: dict[str, list[str]] = {}
+        scope_names: dict[str, None] = {}
+        for (mirror_key, key), (_, scope) in placements.items():
+            by_hash.setdefault(mirror_key, []).append(key)
+            scope_names[self.scope_name(scope)] = None
+        keys = [self.keys.scope_versions]
+        args: list[str | int] = [len(scope_names), *scope_names]
+        for mirror_key, fields in by_hash.items():
+            for start in range(0, len(fields), UNPACK_CHUNK):
+                chunk = fields[start : start + UNPACK_CHUNK]
+                args += [len(keys) + 1, len(chunk), *chunk]
+                keys.append(mirror_key)
+        values = await self._read_page(keys=keys, args=[orjson.dumps(args)])
+        versions = {name: _text(v) if v else "" for name, v in zip(scope_names, values, strict=False)}
+        raws = iter(values[len(scope_names) :])
+        slots: dict[SlotId, _Slot] = {}
+        for mirror_key, fields in by_hash.items():
+            for key in fields:
+                raw = next(raws)
+                kind, scope = placements[(mirror_key, key)]
+                before = raw if isinstance(raw, bytes) else None
+                slots[(mirror_key, key)] = _Slot(kind, mirror_key, scope, key, before, None, before)
+        return slots, versions
+
+    def scope_name(self, scope: ScopeId) -> str:
+        name = self._scope_names.get(scope)
+        if name is None:
+            name = self._scope_names[scope] = str(scope)
+        return name
+
+    def _records(self, changes: list[tuple[_Slot, Change]], base: int, source: str, stamp: str) -> list[ChangeRecord]:
+        return [
+            {
+                "seq": base + n,
+                "tenant": self.tenant,
+                "source": source,
+                "op": change.op,
+                "kind": change.kind,
+                "type": change.type,
+                "key": change.key,
+                "changed": list(change.changed),
+                "before": change.before,
+                "after": change.after,
+                "observedAt": stamp,
+            }
+            for n, (_, change) in enumerate(changes, start=1)
+        ]
+
+    def _record_line(self, slot: _Slot, change: Change, source: str, stamp: bytes) -> bytes:
+        """A change record's JSON without `seq`, splicing in the stored bytes of `before` and
+        `after` instead of serializing them again (they are most of the record)."""
+        prefix = self._record_prefixes.get((source, change.op, change.kind))
+        if prefix is None:
+            head = {"tenant": self.tenant, "source": source, "op": change.op, "kind": change.kind}
+            prefix = self._record_prefixes[(source, change.op, change.kind)] = orjson.dumps(head)[:-1]
+        return b"".join(
+            (
+                prefix,
+                b',"type":',
+                orjson.dumps(change.type),
+                b',"key":',
+                orjson.dumps(change.key),
+                b',"changed":',
+                orjson.dumps(change.changed),
+                b',"before":',
+                slot.before_raw or b"null",
+                b',"after":',
+                slot.current_raw or b"null",
+                b',"observedAt":"',
+                stamp,
+                b'"}',
+            )
+        )
+
+    def _metric(self, source: str, kind: str, op: str) -> str:
+        name = self._metric_names.get((source, kind, op))
+        if name is None:
+            name = f'monitor_changes_total{{source="{source}",kind="{kind}",op="{op}"}}'
+            self._metric_names[(source, kind, op)] = name
+        return name
+
+    async def _write(
+        self,
+        changes: list[tuple[_Slot, Change]],
+        versions: dict[str, str],
+        write: PageWrite,
+        source: str,
+        stamp: str,
+    ) -> int:
+        script = _CommitScript(self.keys.seq, self.keys.changes, self.keys.scope_versions)
+        written: dict[str, None] = {}
+        filled: dict[str, None] = {}
+        counters: Counter[str] = Counter()
+        stamp_bytes = stamp.encode()
+        for slot, change in changes:
+            script.record(self._record_line(slot, change, source, stamp_bytes))
+            name = self.scope_name(slot.scope)
+            if slot.current_raw is None:
+                script.delete(slot.mirror_key, slot.key)
+            else:
+                script.put(slot.mirror_key, slot.key, slot.current_raw)
+                filled[name] = None
+            written[name] = None
+            counters[self._metric(source, change.kind, change.op)] += 1
+        for name in written:
+            script.check(name, versions.get(name, ""))
+            script.stamp(self.keys.dirty, name)
+        for name in filled:
+            script.add(self.keys.scopes, name)
+        for metric, count in counters.items():
+            script.incr(self.keys.metrics, metric, count)
+        for member_of in write.member_of:
+            key = self.keys.member_of(member_of.member)
+            (script.add if member_of.present else script.remove)(key, member_of.group)
+        if write.seen:
+            seen = self.keys.round_seen(source)
+            for key in write.seen:
+                script.add(seen, key)
+            script.expire(seen, TenantKeys.ROUND_SEEN_TTL)
+        keys, args = script.build()
+        base: int = await self._commit_page(keys=keys, args=args)
+        return base
+
+    def _pipeline(self) -> Any:
+        # redis-py types pipeline commands as awaitables; they only queue. `Any` keeps the
+        # strict checker from demanding awaits that would be wrong here.
+        return self.redis.pipeline(transaction=False)
+
+    # -- reading the mirror -------------------------------------------------------------------
+    async def get(self, placement: Placement, key: str) -> JsonObject | None:
+        raw = await self.redis.hget(self.keys.mirror(scope_of(placement)), key)
+        return None if raw is None else _loads(raw)
+
+    async def scope_objects(self, scope: ScopeId) -> dict[str, JsonObject]:
+        raw = await self.redis.hgetall(self.keys.mirror(scope))
+        return {_text(k): _loads(v) for k, v in raw.items()}
+
+    async def scope_keys(self, scope: ScopeId, prefix: str = "") -> list[str]:
+        """Keys in a scope, optionally only those starting with `prefix` (e.g. a group's memberships).
+
+        A scope holds a few hundred objects, so HKEYS (one round trip) beats an HSCAN loop.
+        """
+        keys = (_text(k) for k in await self.redis.hkeys(self.keys.mirror(scope)))
+        return [k for k in keys if k.startswith(prefix)] if prefix else list(keys)
+
+    async def known_scopes(self, kind: Kind | None = None, family: str | None = None) -> list[ScopeId]:
+        scopes = sorted(ScopeId.parse(_text(raw)) for raw in await self.redis.smembers(self.keys.scopes))
+        return [s for s in scopes if (kind is None or s.kind == kind) and (family is None or s.family == family)]
+
+    async def mirror_dump(self) -> dict[tuple[Kind, str], JsonObject]:
+        """Every mirrored object (for checks and tests; the publisher reads scope by scope)."""
+        dump: dict[tuple[Kind, str], JsonObject] = {}
+        for scope in await self.known_scopes():
+            for key, obj in (await self.scope_objects(scope)).items():
+                dump[(scope.kind, key)] = obj
+        return dump
+
+    async def member_of(self, members: Iterable[str]) -> dict[str, set[str]]:
+        members = list(dict.fromkeys(members))
+        if not members:
+            return {}
+        reader = self._pipeline()
+        for member in members:
+            reader.smembers(self.keys.member_of(member))
+        results = await reader.execute()
+        return {m: {_text(g) for g in groups} for m, groups in zip(members, results, strict=True)}
+
+    # -- full rounds: deletion by absence ------------------------------------------------------
+    async def reset_seen(self, source: str) -> None:
+        await self.redis.delete(self.keys.round_seen(source))
+
+    async def unseen(self, source: str, keys: Sequence[str]) -> list[str]:
+        if not keys:
+            return []
+        flags = await self.redis.smismember(self.keys.round_seen(source), list(keys))
+        return [key for key, flag in zip(keys, flags, strict=True) if not flag]
+
+    # -- delta links ---------------------------------------------------------------------------
+    async def delta_state(self, resource: str) -> DeltaState | None:
+        raw = {_text(k): _text(v) for k, v in (await self.redis.hgetall(self.keys.delta_link(resource))).items()}
+        if "link" not in raw:
+            return None
+        return DeltaState(raw["link"], raw.get("fingerprint", ""), float(raw.get("saved_at", 0)))
+
+    async def save_delta_link(self, resource: str, link: str, fingerprint: str, saved_at: float) -> None:
+        await self.redis.hset(
+            self.keys.delta_link(resource), mapping={"link": link, "fingerprint": fingerprint, "saved_at": saved_at}
+        )
+
+    async def drop_delta_link(self, resource: str) -> None:
+        await self.redis.delete(self.keys.delta_link(resource))
+
+    # -- status ----------------------------------------------------------------------------------
+    async def record_status(self, source: str, fields: dict[str, Any]) -> None:
+        values: dict[str | bytes, str | bytes | int | float] = {
+            k: (v if isinstance(v, str | int | float) else orjson.dumps(v)) for k, v in fields.items()
+        }
+        await self.redis.hset(self.keys.source_status(source), mapping=values)  # type: ignore[arg-type]
+
+    async def status(self, source: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(self.keys.source_status(source))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def record_permission(self, name: str, granted: bool, needed_for: str, detail: str, checked_at: str) -> None:
+        value = {"granted": granted, "needed_for": needed_for, "detail": detail, "checked_at": checked_at}
+        await self.redis.hset(self.keys.permissions, name, orjson.dumps(value))
+
+    async def permissions(self) -> dict[str, dict[str, Any]]:
+        raw = await self.redis.hgetall(self.keys.permissions)
+        return {_text(k): orjson.loads(v) for k, v in raw.items()}
+
+    # -- change log --------------------------------------------------------------------------
+    async def last_seq(self) -> int:
+        return int(await self.redis.get(self.keys.seq) or 0)
+
+    async def changelog_entries(self) -> int:
+        """Stream entries (one per committed page) in the change log."""
+        length: int = await self.redis.xlen(self.keys.changes)
+        return length
+
+    async def read_changes(self, after_seq: int, count: int = 1000) -> list[ChangeRecord]:
+        """Records with seq > `after_seq`, in order: at least `count` of them when there are that many.
+
+        Entries are keyed by the last seq of their page, so the first entry read may also hold
+        records at or before `after_seq`; those are skipped.
+        """
+        records: list[ChangeRecord] = []
+        start = f"{after_seq + 1}-0"
+        while len(records) < count:
+            entries: Any = await self.redis.xrange(self.keys.changes, min=start, max="+", count=64)
+            if not entries:
+                break
+            for entry_id, fields in entries:
+                records += [r for r in _entry_records(fields) if r["seq"] > after_seq]
+                start = f"({_text(entry_id)}"
+        return records
+
+    async def cursor(self, sink: str) -> int:
+        return int(await self.redis.get(self.keys.sink_cursor(sink)) or 0)
+
+    async def set_cursor(self, sink: str, seq: int) -> None:
+        await self.redis.set(self.keys.sink_cursor(sink), seq)
+
+
+class _CommitScript:
+    """Builds the KEYS and ARGV of `COMMIT_PAGE` (see its comment in `monitor.keys`).
+
+    Commands are grouped per key (one HSET per hash with all its fields) because each command the
+    script runs costs a few microseconds in Redis, and a page has thousands of objects.
+    """
+
+    def __init__(self, seq_key: str, changes_key: str, versions_key: str) -> None:
+        self._keys: dict[str, int] = {seq_key: 1, changes_key: 2, versions_key: 3}
+        self._checks: list[str] = []
+        self._puts: dict[str, list[str | int]] = {}
+        self._grouped: dict[tuple[str, str], list[str]] = {}  # (code, key) -> fields or members
+        self._single: list[str | int] = []
+        self._tail: list[str | int] = []
+        self._blob: list[bytes] = []
+        self._offset = 0
+        self._records: list[bytes] = []
+
+    def _index(self, key: str) -> int:
+        return self._keys.setdefault(key, len(self._keys) + 1)
+
+    def check(self, scope: str, version: str) -> None:
+        self._checks += [scope, version]
+
+    def put(self, key: str, field: str, value: bytes) -> None:
+        self._puts.setdefault(key, []).extend((field, self._offset, len(value)))
+        self._blob.append(value)
+        self._offset += len(value)
+
+    def delete(self, key: str, field: str) -> None:
+        self._grouped.setdefault(("D", key), []).append(field)
+
+    def add(self, key: str, member: str) -> None:
+        self._grouped.setdefault(("S", key), []).append(member)
+
+    def remove(self, key: str, member: str) -> None:
+        self._grouped.setdefault(("R", key), []).append(member)
+
+    def stamp(self, key: str, field: str) -> None:
+        self._grouped.setdefault(("V", key), []).append(field)
+
+    def incr(self, key: str, field: str, by: int) -> None:
+        self._single += ["I", self._index(key), field, by]
+
+    def expire(self, key: str, seconds: int) -> None:
+        self._tail += ["E", self._index(key), seconds]
+
+    def record(self, body: bytes) -> None:
+        self._records.append(body)
+
+    def build(self) -> tuple[list[str], list[bytes]]:
+        commands: list[str | int] = []
+        for key, triples in self._puts.items():
+            for start in range(0, len(triples), 3 * UNPACK_CHUNK):
+                chunk = triples[start : start + 3 * UNPACK_CHUNK]
+                commands += ["H", self._index(key), len(chunk) // 3, *chunk]
+        for (code, key), items in self._grouped.items():
+            for start in range(0, len(items), UNPACK_CHUNK):
+                members = items[start : start + UNPACK_CHUNK]
+                commands += [code, self._index(key), len(members), *members]
+        header: list[str | int] = [len(self._records), len(self._checks) // 2, *self._checks]
+        structure = orjson.dumps(header + commands + self._single + self._tail)
+        return list(self._keys), [structure, b"".join(self._blob), b"\n".join(self._records)]
+
+
+def _entry_records(fields: dict[bytes, bytes]) -> list[ChangeRecord]:
+    first = int(fields[b"first"])
+    return [{"seq": first + i, **orjson.loads(line)} for i, line in enumerate(fields[b"r"].split(b"\n"))]
+
+
+def _loads(raw: bytes | str) -> JsonObject:
+    obj: JsonObject = orjson.loads(raw)
+    return obj
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _apply(
+    ops: Iterable[tuple[Op, tuple[str, str]]], slots: dict[tuple[str, str], _Slot]
+) -> list[tuple[_Slot, Change]]:
+    """Play the page's operations on the slots in order; the net change per object, first-touch order."""
+    touched: dict[tuple[str, str], _Slot] = {}
+    for op, slot_id in ops:
+        slot = slots[slot_id]
+        touched.setdefault(slot_id, slot)
+        _apply_one(op, slot)
+    changes = []
+    for slot in touched.values():
+        if slot.current_raw == slot.before_raw:
+            continue
+        before = None if slot.before_raw is None else _loads(slot.before_raw)
+        change = diff(slot.kind, before, slot.load())
+        if change is None:
+            # Equal under the diff rules (e.g. a reordered array): keep the mirror as it was.
+            slot.set(before)
+            continue
+        changes.append((slot, change))
+    return changes
+
+
+def _apply_one(op: Op, slot: _Slot) -> None:
+    if isinstance(op, Delete):
+        slot.set(None)
+    elif isinstance(op, Upsert):
+        obj = op.obj
+        if op.preserve:
+            current = slot.load() or {}
+            kept = {p: current[p] for p in op.preserve if p in current and p not in obj}
+            obj = {**obj, **kept} if kept else obj
+        raw = canonical(obj)
+        slot.current, slot.current_raw, slot.parsed = obj, raw, True
+    else:
+        _apply_patch(op, slot)
+
+
+def _apply_patch(op: Patch, slot: _Slot) -> None:
+    current = slot.load()
+    if current is None:
+        return
+    updated = {k: v for k, v in current.items() if k not in op.remove}
+    for name, value in op.props.items():
+        if value is None:
+            updated.pop(name, None)
+        else:
+            updated[name] = value
+    slot.set(updated)

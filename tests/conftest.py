@@ -1,0 +1,90 @@
+"""Shared fixtures: a private redis-server for the session, a fresh client per test.
+
+The suite never talks to a Redis someone else started: it runs its own `redis-server` on a free
+port with its own data directory, and stops it at the end (STYLE.md practice 12).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from monitor.app import Runtime
+from monitor.settings import Settings, load_settings
+from monitor.simulator import RunningSimulator, SimTenant, Simulator, serve_simulator
+from monitor.simulator.redis_process import RedisProcess, RedisServerMissing, start_redis_server
+
+RedisServer = RedisProcess
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    try:
+        server = start_redis_server(tmp_path_factory.mktemp("redis"))
+    except RedisServerMissing as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """A client on the suite's server, flushed before the test."""
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+# -- the simulated tenant and a runtime wired to it ------------------------------------------------
+
+TENANT_ID = "7d1a4c3e-5b6f-4a2d-9e8c-1f2a3b4c5d6e"
+CLIENT_ID = "0f9e8d7c-6b5a-4321-8fed-cba987654321"
+CLIENT_SECRET = "sim-secret-~value~-do-not-log"
+
+
+@pytest.fixture
+def sim() -> Simulator:
+    """A simulated Microsoft 365 with one tenant that has consented to our app."""
+    simulator = Simulator()
+    simulator.add_tenant(TENANT_ID, "Contoso")
+    simulator.register_app(CLIENT_ID, secret=CLIENT_SECRET)
+    simulator.grant(TENANT_ID, CLIENT_ID)
+    return simulator
+
+
+@pytest.fixture
+def tenant(sim: Simulator) -> SimTenant:
+    return sim.tenant(TENANT_ID)
+
+
+@pytest.fixture
+async def graph(sim: Simulator) -> AsyncIterator[RunningSimulator]:
+    async with serve_simulator(sim) as running:
+        yield running
+
+
+@pytest.fixture
+def settings(graph: RunningSimulator, redis_server: RedisServer, tmp_path: Path) -> Settings:
+    return load_settings(
+        {},
+        redis_url=redis_server.url,
+        graph_url=graph.url,
+        authority_url=graph.url,
+        ca_bundle=str(graph.ca_bundle_path),
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        tenant_id=TENANT_ID,
+        sink=f"jsonl:{tmp_path / 'changes.jsonl'}",
+    )
+
+
+@pytest.fixture
+async def runtime(settings: Settings, redis: aioredis.Redis) -> AsyncIterator[Runtime]:
+    """Everything a command would build, against the simulator and the suite's Redis (flushed)."""
+    opened = await Runtime.open(settings)
+    yield opened
+    await opened.close()

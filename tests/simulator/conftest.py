@@ -1,0 +1,56 @@
+"""Fixtures for the simulator's own tests: a simulator on a frozen clock, served over HTTPS."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from monitor.simulator.clock import SimClock
+from monitor.simulator.graph_app import ALL_PERMISSIONS, Simulator
+from monitor.simulator.server import RunningSimulator, serve_simulator
+from monitor.simulator.tenant import SimTenant
+from tests.simulator.support import CLIENT_ID, OTHER_TENANT_ID, SECRET, START, TENANT_ID, GraphClient
+
+
+@pytest.fixture
+def clock() -> SimClock:
+    return SimClock(START, frozen=True)
+
+
+@pytest.fixture
+def sim(clock: SimClock) -> Simulator:
+    simulator = Simulator(clock=clock)
+    simulator.add_tenant(TENANT_ID, "Contoso", rng_seed=7)
+    simulator.add_tenant(OTHER_TENANT_ID, "Fabrikam", rng_seed=8)
+    simulator.register_app(CLIENT_ID, secret=SECRET)
+    simulator.grant(TENANT_ID, CLIENT_ID, ALL_PERMISSIONS)
+    return simulator
+
+
+@pytest.fixture
+def tenant(sim: Simulator) -> SimTenant:
+    return sim.tenants[TENANT_ID]
+
+
+@pytest.fixture
+async def running(sim: Simulator) -> AsyncIterator[RunningSimulator]:
+    async with serve_simulator(sim) as served:
+        yield served
+
+
+@pytest.fixture
+async def http(running: RunningSimulator) -> AsyncIterator[aiohttp.ClientSession]:
+    context = ssl.create_default_context(cafile=str(running.ca_bundle_path))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+        yield session
+
+
+@pytest.fixture
+async def graph(http: aiohttp.ClientSession, running: RunningSimulator) -> GraphClient:
+    client = GraphClient(http, running.url)
+    body = await client.login()
+    assert "access_token" in body, body
+    return client

@@ -1,0 +1,182 @@
+"""The mirror and change log against the suite's real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from monitor.model.types import Delete, JsonObject, Kind, Patch, Upsert, entity_placement, relationship_placement
+from monitor.store import PageWrite, TenantStore
+
+TENANT = "11111111-2222-3333-4444-555555555555"
+NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+
+
+def user(uid: str, **props: Any) -> Upsert:
+    obj = {"_key": uid, "_type": "azure_user", "_class": ["User"], "name": uid, **props}
+    return Upsert(entity_placement("azure_user", uid), obj)
+
+
+def membership(group: str, member: str) -> Upsert:
+    key = f"{group}|has|{member}"
+    obj = {
+        "_key": key,
+        "_type": "azure_group_has_member",
+        "_class": "HAS",
+        "_fromEntityKey": group,
+        "_toEntityKey": member,
+    }
+    return Upsert(relationship_placement("azure_user_group", group), obj)
+
+
+def replay(records: list[dict[str, Any]]) -> dict[tuple[Kind, str], JsonObject]:
+    state: dict[tuple[Kind, str], JsonObject] = {}
+    for record in records:
+        if record["op"] == "delete":
+            del state[(record["kind"], record["key"])]
+        else:
+            state[(record["kind"], record["key"])] = record["after"]
+    return state
+
+
+async def commit(store: TenantStore, *ops: Any) -> list[dict[str, Any]]:
+    return await store.commit(PageWrite(ops=list(ops)), source="test", observed_at=NOW)
+
+
+async def test_new_objects_are_upserts_with_increasing_seq(redis: aioredis.Redis) -> None:
+    store = TenantStore(redis, TENANT)
+    records = await commit(store, user("user-00001"), user("user-00002"), membership("group-0001", "user-00001"))
+    assert [r["seq"] for r in records] == [1, 2, 3]
+    assert {(r["op"], r["kind"], r["before"]) for r in records} == {
+        ("upsert", "entity", None),
+        ("upsert", "relationship", None),
+    }
+    assert records[0]["tenant"] == TENANT and records[0]["observedAt"] == "2026-11-27T10:00:00.000Z"
+    assert await store.last_seq() == 3
+    assert await store.get(entity_placement("azure_user", "user-00001"), "user-00001") == user("user-00001").obj
+
+
+async def test_recommitting_a_page_emits_nothing(redis: aioredis.Redis) -> None:
+    store = TenantStore(redis, TENANT)
+    page = [user("user-00001", jobTitle="CTO"), membership("group-0001", "user-00001")]
+    assert len(await commit(store, *page)) == 2
+    assert await commit(store, *page) == []
+    assert await store.last_seq() == 2
+    assert await store.changelog_entries() == 1
+
+
+async def test_update_names_changed_properties_with_before_and_after(redis: aioredis.Redis) -> None:
+    store = TenantStore(redis, TENANT)
+    await commit(store, user("user-00001", jobTitle="CTO", active=True))
+    [record] = await commit(store, user("user-00001", jobTitle="CEO", active=True))
+    assert record["op"] == "upsert"
+    assert record["changed"] == ["jobTitle"]
+    assert record["before"]["jobTitle"] == "CTO" and record["after"]["jobTitle"] == "CEO"
+
+
+async def test_delete_and_delete_of_missing(redis: aioredis.Redis) -> None:
+    store = TenantStore(redis, TENANT)
+    await commit(store, user("user-00001"))
+    placement = entity_placement("azure_user", "user-00001")
+    [record] = await commit(store, Delete(placement, "user-00001"))
+    assert (record["op"], record["after"], record["before"]["_key"]) == ("delete", None, "user-00001")
+    assert await store.get(placement, "user-00001") is None
+    assert await commit(store, Delete(placement, "user-00001")) == []
+
+
+async def test_net_effect_within_a_page(redis: aioredis.Redis) -> None:
+    store = TenantStore(redis, TENANT)
+    placement = relationship_placement("azure_user_group", "group-0001")
+    assert (
+        await commit(store, membership("group-0001", "user-00001"), Delete(placement, "group-0001|has|user-00001"))
+        == []
+    )
+    [record] = await commit(store, user("user-00001", jobTitle="A"), user("user-00001", jobTitle="B"))
+    assert record["after"]["jobTitle"] == "B"
+
+
+async def test_preserve_and_patch(redis: aioredis.Redis) -> None:
+    store = TenantStore(redis, TENANT)
+    placement = entity_placement("azure_user", "user-00001")
+    await commit(store, user("user-00001"))
+    [patched] = await commit(store, Patch(placement, "user-00001", {"lastSignInDateTime": 1700000000000}))
+    assert patched["changed"] == ["lastSignInDateTime"]
+    kept = Upsert(placement, {**user("user-00001").obj, "jobTitle": "CTO"}, preserve=("lastSignInDateTime",))
+    [updated] = await commit(store, kept)
+    assert updated["changed"] == ["jobTitle"]
+    assert updated["after"]["lastSignInDateTime"] == 1700000000000
+    [replaced] = await commit(store, Patch(placement, "user-00001", {}, remove=("lastSignInDateTime",)))
+    assert "lastSignInDateTime" not in replaced["after"]
+    missing = entity_placement("azure_user", "user-99999")
+    assert await commit(store, Patch(missing, "user-99999", {"lastSignInDateTime": 1})) == []
+
+
+async def test_reordered_array_is_no_change_and_mirror_keeps_before(redis: aioredis.Redis) -> None:
+    store = TenantStore(redis, TENANT)
+    placement = entity_placement("azure_user", "user-00001")
+    await commit(store, user("user-00001", email=["a@x", "b@x"]))
+    assert await commit(store, user("user-00001", email=["b@x", "a@x"])) == []
+    mirrored = await store.get(placement, "user-00001")
+    assert mirrored is not None and mirrored["email"] == ["a@x", "b@x"]
+
+
+async def test_replaying_the_log_rebuilds_the_mirror(redis: aioredis.Redis) -> None:
+    store = TenantStore(redis, TENANT)
+    group = relationship_placement("azure_user_group", "group-0001")
+    await commit(
+        store,
+        *(user(f"user-{i:05}") for i in range(50)),
+        *(membership("group-0001", f"user-{i:05}") for i in range(20)),
+    )
+    await commit(store, user("user-00003", jobTitle="X"), Delete(group, "group-0001|has|user-00004"))
+    await commit(store, Delete(entity_placement("azure_user", "user-00007"), "user-00007"))
+    records = await store.read_changes(0, 10_000)
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    assert replay(records) == await store.mirror_dump()
+
+
+async def test_concurrent_writers_never_lose_or_reuse_a_seq(redis: aioredis.Redis) -> None:
+    """Two sources committing to the same scope at once: WATCH makes one of them retry."""
+    stores = [TenantStore(aioredis.Redis.from_url(_url(redis)), TENANT) for _ in range(4)]
+    try:
+        await asyncio.gather(
+            *(
+                commit(store, *(user(f"user-{w}-{i:04}", n=i) for i in range(30)))
+                for w, store in enumerate(stores)
+                for _ in range(3)
+            )
+        )
+        store = stores[0]
+        records = await store.read_changes(0, 10_000)
+        assert [r["seq"] for r in records] == list(range(1, 121))
+        assert replay(records) == await store.mirror_dump()
+    finally:
+        for store in stores:
+            await store.redis.aclose()
+
+
+def _url(client: aioredis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+async def test_writers_racing_on_one_object_form_an_unbroken_chain(redis: aioredis.Redis) -> None:
+    """Each record's `before` is exactly the previous record's `after`: no write is based on a stale read."""
+    clients = [aioredis.Redis.from_url(_url(redis)) for _ in range(6)]
+    try:
+        stores = [TenantStore(client, TENANT) for client in clients]
+        await asyncio.gather(
+            *(commit(store, user("user-00001", n=w * 100 + i)) for w, store in enumerate(stores) for i in range(15))
+        )
+        records = await stores[0].read_changes(0, 10_000)
+        assert len(records) == 90
+        for previous, record in zip(records, records[1:], strict=False):
+            assert record["before"] == previous["after"]
+        final = await stores[0].get(entity_placement("azure_user", "user-00001"), "user-00001")
+        assert final == records[-1]["after"]
+    finally:
+        for client in clients:
+            await client.aclose()
