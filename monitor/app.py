@@ -15,9 +15,12 @@ from monitor.graph.auth import TokenProvider
 from monitor.graph.client import GraphClient
 from monitor.redis_conn import Redis, connect
 from monitor.settings import Settings, TenantConfig
+from monitor.sinks.alerts import AlertDispatcher
 from monitor.sinks.base import Sink
 from monitor.sinks.jsonl import JsonlSink
 from monitor.sinks.jupiterone import Publisher, build_publisher
+from monitor.sinks.signing import WebhookClient
+from monitor.sinks.webhook import WebhookSink
 from monitor.sources.base import Clock, SourceContext, utc_now
 from monitor.store import TenantStore
 
@@ -32,6 +35,8 @@ class Runtime:
     # The JupiterOne publisher, when MONITOR_SINK names `jupiterone`. Not a change-log consumer like
     # the sinks: it publishes dirty scopes from the mirror (monitor.sinks.jupiterone).
     publisher: Publisher | None = None
+    # Sends alerts of the tenants' alert rules (monitor.sinks.alerts); built on first use.
+    alerts: AlertDispatcher | None = None
 
     @classmethod
     async def open(cls, settings: Settings, *, graph: bool = True, clock: Clock = utc_now) -> Runtime:
@@ -56,6 +61,18 @@ class Runtime:
     def store(self, tenant_id: str) -> TenantStore:
         return TenantStore(self.redis, tenant_id)
 
+    def tenant(self, tenant_id: str) -> TenantConfig | None:
+        """The configuration of a tenant we watch, or None."""
+        return next((t for t in self.settings.tenants if t.id == tenant_id.lower()), None)
+
+    def tenant_ids(self) -> list[str]:
+        return [t.id for t in self.settings.tenants]
+
+    def alert_dispatcher(self) -> AlertDispatcher:
+        if self.alerts is None:
+            self.alerts = AlertDispatcher(WebhookClient.from_settings(self.settings))
+        return self.alerts
+
     def context(self, tenant: TenantConfig) -> SourceContext:
         return SourceContext(tenant, self.store(tenant.id), self.graph, self.clock)
 
@@ -67,6 +84,8 @@ class Runtime:
     async def close(self) -> None:
         for sink in self.sinks:
             await sink.close()
+        if self.alerts is not None:
+            await self.alerts.close()
         if self.publisher is not None:
             await self.publisher.close()
         if self.graph_client is not None:
@@ -82,6 +101,7 @@ def build_sinks(settings: Settings) -> list[Sink]:
             sinks.append(JsonlSink(Path(spec.target)))
         elif spec.kind == "jupiterone":
             continue  # not a log consumer: Runtime.publisher (build_publisher)
-        else:
-            raise ConfigError(f"MONITOR_SINK: the {spec.kind} sink is not available in this build")
+        else:  # webhook:URL
+            assert spec.target is not None
+            sinks.append(WebhookSink(spec.target, WebhookClient.from_settings(settings)))
     return sinks

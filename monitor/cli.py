@@ -11,7 +11,7 @@ from monitor import __version__
 from monitor.errors import ConfigError, MonitorError
 from monitor.logs import configure
 from monitor.settings import Settings, load_settings
-from monitor.sync import ALL_SOURCES, DIRECTORY_SOURCES
+from monitor.sync import ALL_SOURCES, DIRECTORY_SOURCES, INTUNE_SOURCE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("sync", help="run one directory round now (account, users, groups) and exit")
     sync.add_argument("--tenant", action="append", metavar="ID", help="only this tenant (repeatable)")
     sync.add_argument("--signins", action="store_true", help="also sweep users' sign-in activity")
+    sync.add_argument("--intune", action="store_true", help="also run one Intune and account sweep")
     sync.add_argument("--full", action="store_true", help="ignore saved delta links: full rounds (reconciliation)")
     sync.set_defaults(handler=_sync)
 
@@ -38,6 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument("--tenant", action="append", metavar="ID", help="only this tenant (repeatable)")
     reconcile.set_defaults(handler=_reconcile)
+
+    serve = commands.add_parser("serve", help="web, worker and scheduler in one process")
+    serve.set_defaults(handler=_serve)
+    web = commands.add_parser("web", help="the webhook Graph calls, health and metrics (MONITOR_HOST:MONITOR_PORT)")
+    web.set_defaults(handler=_web)
+    worker = commands.add_parser("worker", help="run delta rounds, sweeps and upkeep as hints ask")
+    worker.add_argument("--burst", action="store_true", help="drain the queue, then exit")
+    worker.set_defaults(handler=_worker)
+    scheduler = commands.add_parser("scheduler", help="enqueue the periodic jobs (one leader among replicas)")
+    scheduler.set_defaults(handler=_scheduler)
 
     demo = commands.add_parser("demo", help="everything against a built-in simulated tenant (no setup needed)")
     demo.add_argument(
@@ -59,7 +70,7 @@ def _settings() -> Settings:
 def _sync(args: argparse.Namespace) -> int:
     from monitor.commands import sync_command
 
-    sources = ALL_SOURCES if args.signins else DIRECTORY_SOURCES
+    sources = (ALL_SOURCES if args.signins else DIRECTORY_SOURCES) + ((INTUNE_SOURCE,) if args.intune else ())
     return asyncio.run(sync_command(_settings(), tenants=args.tenant, sources=sources, full=args.full))
 
 
@@ -73,6 +84,30 @@ def _reconcile(args: argparse.Namespace) -> int:
     from monitor.commands import reconcile_command
 
     return asyncio.run(reconcile_command(_settings(), tenants=args.tenant))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from monitor.commands import web_command
+
+    return web_command(_settings(), worker=True, scheduler=True)
+
+
+def _web(args: argparse.Namespace) -> int:
+    from monitor.commands import web_command
+
+    return web_command(_settings())
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from monitor.commands import worker_command
+
+    return asyncio.run(worker_command(_settings(), burst=args.burst))
+
+
+def _scheduler(args: argparse.Namespace) -> int:
+    from monitor.commands import scheduler_command
+
+    return asyncio.run(scheduler_command(_settings()))
 
 
 def _demo(args: argparse.Namespace) -> int:

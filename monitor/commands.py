@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -14,6 +17,8 @@ from monitor.settings import Settings, TenantConfig
 from monitor.sinks.jupiterone import reconcile
 from monitor.status import render_tenant, tenant_status
 from monitor.sync import sync_tenant
+
+log = logging.getLogger(__name__)
 
 
 def select_tenants(settings: Settings, wanted: Sequence[str] | None) -> list[TenantConfig]:
@@ -74,3 +79,59 @@ async def reconcile_command(settings: Settings, *, tenants: Sequence[str] | None
     finally:
         await runtime.close()
     return 1 if failed else 0
+
+
+def web_command(settings: Settings, *, worker: bool = False, scheduler: bool = False) -> int:
+    """`monitor web` (and `monitor serve` with the worker and scheduler): serve until SIGTERM."""
+    from aiohttp import web
+
+    from monitor.web import create_app, ssl_context
+
+    app = create_app(settings, worker=worker, scheduler=scheduler)
+    log.info("listening on %s:%d", settings.host, settings.port)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_context=ssl_context(settings),
+        print=None,
+        access_log=None,
+        shutdown_timeout=30.0,
+    )
+    return 0
+
+
+async def worker_command(settings: Settings, *, burst: bool) -> int:
+    """`monitor worker`: run jobs from the hint queue until SIGTERM (or, with --burst, until done)."""
+    from monitor.worker import Worker
+
+    runtime = await Runtime.open(settings)
+    stop = _stop_on_signals()
+    try:
+        stats = await Worker(runtime, burst=burst).run(stop)
+    finally:
+        await runtime.close()
+    print(f"worker: {stats.summary()}", flush=True)
+    return 0
+
+
+async def scheduler_command(settings: Settings) -> int:
+    """`monitor scheduler`: enqueue the periodic jobs (while leader) until SIGTERM."""
+    from monitor.scheduler import Scheduler
+
+    runtime = await Runtime.open(settings, graph=False)
+    stop = _stop_on_signals()
+    try:
+        await Scheduler(runtime).run(stop)
+    finally:
+        await runtime.close()
+    return 0
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT: the process finishes what it holds and exits."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop

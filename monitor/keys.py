@@ -100,6 +100,16 @@ class TenantKeys:
         """HASH permission name -> JSON {granted, needed_for, checked_at, detail}."""
         return f"{self.base}:permissions"
 
+    @property
+    def subscriptions(self) -> str:
+        """HASH subscription id -> JSON {resource, clientState, expiration, notificationUrl, ...}.
+
+        Also holds `pending:<resource>` -> the clientState of a create in flight, written before
+        the create call, so a subscription whose creation response was lost can be adopted.
+        The webhook reads the clientState here to check each notification.
+        """
+        return f"{self.base}:subscriptions"
+
     def lease(self, source: str) -> str:
         """STRING holding the owner token of the (tenant, source) runner lease; PX-expiring."""
         return f"{self.base}:lease:{source}"
@@ -165,6 +175,24 @@ class TenantKeys:
 
 # -- keys shared by all tenants ---------------------------------------------------------------
 GLOBAL_METRICS = f"{NAMESPACE}:{{global}}:metrics"
+
+# STREAM of hints (notifications, timers, lifecycle events) for the workers' consumer group.
+# Workers acknowledge *and delete* an entry once its job has committed, so the stream holds only
+# work not yet done and needs no trimming (trimming could drop un-acknowledged work).
+HINTS = f"{NAMESPACE}:{{hints}}:stream"
+HINTS_GROUP = "workers"
+
+# STRING: the scheduler leader lease (only the holder enqueues timer jobs).
+SCHEDULER_LEADER = f"{NAMESPACE}:{{scheduler}}:leader"
+
+
+def worker_heartbeat(worker: str) -> str:
+    """STRING with a TTL: a live worker refreshes it; `monitor status` lists the live ones."""
+    return f"{NAMESPACE}:{{workers}}:heartbeat:{worker}"
+
+
+WORKER_HEARTBEAT_PATTERN = f"{NAMESPACE}:{{workers}}:heartbeat:*"
+WORKER_HEARTBEAT_TTL = 30
 
 
 # -- Lua scripts ---------------------------------------------------------------------------------

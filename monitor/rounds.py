@@ -13,6 +13,7 @@ Correctness rules (DESIGN.md, "Rules that keep it correct"):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -114,15 +115,17 @@ async def _read_round(
     if track:
         await store.reset_seen(source.name)
     result.full = full
-    async for page in delta_pages(context.client, context.tenant.id, url):
-        await _commit_page(context, source, page, track, result, on_records)
-        if progress is not None:
-            progress(result)
-        if page.delta_link:
-            if track:
-                await _delete_absent(context, source, result, on_records)
-                await store.reset_seen(source.name)
-            return page.delta_link
+    # aclosing: a cancelled round closes the page stream (and its prefetch) at once.
+    async with contextlib.aclosing(delta_pages(context.client, context.tenant.id, url)) as pages:
+        async for page in pages:
+            await _commit_page(context, source, page, track, result, on_records)
+            if progress is not None:
+                progress(result)
+            if page.delta_link:
+                if track:
+                    await _delete_absent(context, source, result, on_records)
+                    await store.reset_seen(source.name)
+                return page.delta_link
     raise AssertionError("delta_pages ends on the page with the deltaLink")  # pragma: no cover
 
 

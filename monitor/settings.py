@@ -16,7 +16,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from monitor.durations import parse_duration
@@ -44,10 +53,59 @@ def _polling_interval(value: Any) -> float | None:
     raise ValueError("polling_interval must be DISABLED or a duration such as 1h")
 
 
-class TenantConfig(BaseModel):
-    """One watched tenant (an entry of the tenants file, or `MONITOR_TENANT_ID`)."""
+AlertEvent = Literal["added", "removed"]
+
+
+class AlertRule(BaseModel):
+    """Which group membership changes raise an alert, and where the alert goes.
+
+    A rule watches groups by id, by a display-name pattern (shell-style, case-insensitive, e.g.
+    `*admin*`), and/or every role-assignable group; at least one of the three must be given.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    groups: tuple[str, ...] = ()
+    group_name_pattern: str | None = None
+    role_assignable: bool = False
+    events: tuple[AlertEvent, ...] = ("added", "removed")
+    # Members that are groups (nested groups) count as members too.
+    include_nested: bool = True
+    # "log", "jsonl:PATH" or "webhook:URL" (JSON POST signed with MONITOR_WEBHOOK_SECRET).
+    send_to: tuple[str, ...] = ("log",)
+    # More removals than this from one group in one batch of changes raise one mass-removal
+    # alert instead of one alert each.
+    mass_removal_threshold: int = Field(default=20, ge=1)
+
+    @field_validator("send_to")
+    @classmethod
+    def _destinations(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for destination in value:
+            kind, _, target = destination.partition(":")
+            if not (
+                destination == "log"
+                or (kind == "jsonl" and target)
+                or (kind == "webhook" and target.startswith(("https://", "http://")))
+            ):
+                raise ValueError(f"unknown alert destination {destination!r}: use log, jsonl:PATH or webhook:URL")
+        return value
+
+    @model_validator(mode="after")
+    def _watches_something(self) -> AlertRule:
+        if not (self.groups or self.group_name_pattern or self.role_assignable):
+            raise ValueError(
+                f"alert rule {self.name!r} watches nothing: set groups, group_name_pattern or role_assignable"
+            )
+        return self
+
+    @property
+    def webhooks(self) -> tuple[str, ...]:
+        return tuple(d.partition(":")[2] for d in self.send_to if d.startswith("webhook:"))
+
+
+class TenantConfig(BaseModel):
+    """One watched tenant (an entry of the tenants file, or `MONITOR_TENANT_ID`)."""
 
     id: str
     account_name: str | None = None
@@ -58,11 +116,20 @@ class TenantConfig(BaseModel):
     # The JupiterOne integration instance id the account key embeds (JUPITERONE.md 1.1); the
     # tenant id stands in when there is none.
     integration_instance_id: str | None = None
+    # Alert rules on group membership changes (`[[tenant.alert]]` tables, or MONITOR_ALERTS_FILE).
+    alerts: tuple[AlertRule, ...] = Field(default=(), alias="alert")
 
-    _check_id = field_validator("id")(classmethod(lambda cls, v: _normalise_tenant_id(v)))
-    _check_interval = field_validator("polling_interval", mode="before")(
-        classmethod(lambda cls, v: _polling_interval(v))
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        return _normalise_tenant_id(value)
+
+    @field_validator("polling_interval", mode="before")
+    @classmethod
+    def _check_interval(cls, value: Any) -> float | None:
+        return _polling_interval(value)
 
 
 class SinkSpec(BaseModel):
@@ -107,6 +174,29 @@ class Settings(BaseSettings):
     tenants_file: Path | None = None
     sink: str = ""
     public_url: str | None = None
+    # Alert rules for the MONITOR_TENANT_ID tenant: a TOML file of [[alert]] tables.
+    alerts_file: Path | None = None
+    # Signs every outgoing webhook (alerts and the webhook sink): header X-Monitor-Signature.
+    webhook_secret: SecretStr | None = None
+    # Outgoing webhooks (alerts, MONITOR_SINK=webhook:URL): per-attempt timeout, retries of 429/5xx and
+    # transport errors, and the longest wait between tries (a Retry-After above it is capped).
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    webhook_max_retries: int = Field(default=5, ge=0, le=20)
+    webhook_max_backoff: float = Field(default=60.0, gt=0)
+    # Serve `web` over TLS directly (otherwise a proxy or ingress terminates TLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Largest notification body accepted; Graph batches notifications, each well under 1 KB.
+    webhook_max_body: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # The worker waits this long after the first hint of a burst, so a burst costs one round.
+    coalesce_window: float = Field(default=0.25, ge=0)
+    # Safety-net delta round per tenant: Graph never tells directory subscribers about dropped
+    # notifications (GRAPH.md 5.4); delta tokens last 7 days, so this is far inside that.
+    delta_interval: float = Field(default=900.0, gt=0)
+    # How often subscriptions are reconciled, and how long before expiry they are renewed
+    # (directory subscriptions last at most 41,760 minutes, GRAPH.md 2.3).
+    subscription_check_interval: float = Field(default=3600.0, gt=0)
+    subscription_renew_before: float = Field(default=3 * 86400.0, gt=0)
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -199,7 +289,7 @@ class Settings(BaseSettings):
     def _tenant_guid(cls, value: str | None) -> str | None:
         return None if value is None else _normalise_tenant_id(value)
 
-    @field_validator("ca_bundle", "client_certificate", "tenants_file")
+    @field_validator("ca_bundle", "client_certificate", "tenants_file", "alerts_file", "tls_cert", "tls_key")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -216,10 +306,22 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ConfigError(f"MONITOR_SINK: {exc}") from None
         self._check_jupiterone()
+        if self.alerts_file is not None and self.tenant_id is None:
+            raise ConfigError("MONITOR_ALERTS_FILE is for MONITOR_TENANT_ID; in a tenants file use [[tenant.alert]]")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("set both MONITOR_TLS_CERT and MONITOR_TLS_KEY, or neither")
         if self.tenant_id is not None:
-            self._tenants = (TenantConfig(id=self.tenant_id),)
+            alerts = load_alerts_file(self.alerts_file) if self.alerts_file is not None else ()
+            self._tenants = (TenantConfig.model_validate({"id": self.tenant_id, "alert": alerts}),)
         elif self.tenants_file is not None:
             self._tenants = load_tenants_file(self.tenants_file)
+        if self.webhook_secret is None and self._uses_webhooks():
+            raise ConfigError("MONITOR_WEBHOOK_SECRET is required to sign webhook deliveries")
+
+    def _uses_webhooks(self) -> bool:
+        return any(s.kind == "webhook" for s in self._sinks) or any(
+            rule.webhooks for tenant in self._tenants for rule in tenant.alerts
+        )
 
     @property
     def tenants(self) -> tuple[TenantConfig, ...]:
@@ -276,6 +378,24 @@ def load_tenants_file(path: Path) -> tuple[TenantConfig, ...]:
     if not tenants:
         raise ConfigError(f"MONITOR_TENANTS_FILE {path}: no [[tenant]] entries")
     return tuple(tenants)
+
+
+def load_alerts_file(path: Path) -> tuple[AlertRule, ...]:
+    """`[[alert]]` tables, each an `AlertRule`."""
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"MONITOR_ALERTS_FILE {path}: {exc}") from None
+    unknown = set(document) - {"alert"}
+    if unknown:
+        raise ConfigError(f"MONITOR_ALERTS_FILE {path}: unknown table(s) {sorted(unknown)}; expected [[alert]]")
+    rules = []
+    for index, entry in enumerate(document.get("alert", [])):
+        try:
+            rules.append(AlertRule.model_validate(entry))
+        except ValidationError as exc:
+            raise ConfigError(f"MONITOR_ALERTS_FILE {path}, alert #{index + 1}: {_describe(exc, '')}") from None
+    return tuple(rules)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -9,7 +9,7 @@ from monitor.app import Runtime
 from monitor.durations import format_duration
 from monitor.settings import TenantConfig
 from monitor.sinks.jupiterone import publishing_status, render_publishing
-from monitor.sync import ALL_SOURCES, DELTA_PERMISSION
+from monitor.sync import ALL_SOURCES, DELTA_PERMISSION, INTUNE_SOURCE
 
 # Directory delta tokens expire after 7 days (GRAPH.md 8); warn well before.
 DELTA_TOKEN_WARN_AGE = 6 * 86400
@@ -19,7 +19,7 @@ async def tenant_status(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any
     store = runtime.store(tenant.id)
     last_seq = await store.last_seq()
     sources: dict[str, Any] = {}
-    for name in ALL_SOURCES:
+    for name in (*ALL_SOURCES, INTUNE_SOURCE):
         entry: dict[str, Any] = dict(await store.status(name))
         if name in DELTA_PERMISSION:
             state = await store.delta_state(name)
@@ -76,6 +76,8 @@ def _source_line(entry: dict[str, Any]) -> str:
     if age is not None:
         warning = "  WARNING: near Graph's 7-day limit" if age > DELTA_TOKEN_WARN_AGE else ""
         parts.append(f"delta token age {format_duration(age)}{warning}")
+    if entry.get("partial"):
+        parts.append(f"skipped parts: {entry['partial']}")
     if entry.get("error"):
         parts.append(f"LAST ERROR {entry.get('error_at', '')}: {entry['error']}")
     return "; ".join(parts)

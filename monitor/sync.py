@@ -17,11 +17,13 @@ from monitor.leases import Lease
 from monitor.permissions import NEEDED_FOR
 from monitor.rounds import Progress, RecordListener, RoundResult, run_delta_round
 from monitor.settings import TenantConfig
+from monitor.sinks.alerts import run_alerts
 from monitor.sinks.base import drain
 from monitor.sinks.jupiterone import publish_pending
 from monitor.sources.account import refresh_account
 from monitor.sources.base import SourceContext
 from monitor.sources.groups import GroupsSource
+from monitor.sources.intune import sweep_intune
 from monitor.sources.signins import sweep_sign_ins
 from monitor.sources.users import UsersSource
 from monitor.store import iso_ms
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 
 DIRECTORY_SOURCES = ("account", "users", "groups")
 ALL_SOURCES = ("account", "users", "groups", "signins")
+# The Intune and account sweep (monitor.sources.intune): scheduled per tenant `polling_interval`,
+# or run once by `monitor sync --intune`.
+INTUNE_SOURCE = "intune"
 # How long a runner waits for another runner of the same (tenant, source) to finish.
 LEASE_WAIT = 300.0
 LEASE_TTL = 60.0
@@ -98,6 +103,8 @@ async def _dispatch(
         return await refresh_account(context, on_records=on_records)
     if name == "signins":
         return await sweep_sign_ins(context, on_records=on_records)
+    if name == INTUNE_SOURCE:
+        return await sweep_intune(context, on_records=on_records, progress=progress)
     raise ValueError(f"unknown source {name!r}")
 
 
@@ -132,13 +139,24 @@ async def sync_tenant(
     return results, failures
 
 
-async def deliver(runtime: Runtime, tenant_id: str) -> int:
-    """Deliver new change records to the log sinks; then, with the JupiterOne publisher configured,
-    publish the tenant's dirty scopes (failures stay dirty for the worker or the next run)."""
+async def deliver(runtime: Runtime, tenant_id: str, *, publish: bool = True) -> int:
+    """Deliver new change records to the log sinks; then, with the JupiterOne publisher configured
+    and `publish`, publish the tenant's dirty scopes (failures stay dirty for the worker or the next
+    run). The worker passes `publish=False`: its own publisher loop debounces and publishes.
+
+    Alert rules run first, as near to the change as possible; an alert destination that is down is
+    logged and retried on the next call without holding up the sinks (monitor.sinks.alerts).
+
+    One deliverer per tenant at a time (a lease): two workers draining the same cursors at once
+    would deliver the same records twice."""
     store = runtime.store(tenant_id)
-    delivered = sum([await drain(store, sink) for sink in runtime.sinks])
-    if runtime.publisher is not None:
-        tenant = next((t for t in runtime.settings.tenants if t.id == tenant_id), None) or TenantConfig(id=tenant_id)
+    watched = runtime.tenant(tenant_id)
+    async with Lease(store.redis, store.keys.lease("deliver"), ttl=LEASE_TTL).held(wait=LEASE_WAIT):
+        if watched is not None and watched.alerts:
+            await run_alerts(store, watched, runtime.alert_dispatcher())
+        delivered = sum([await drain(store, sink) for sink in runtime.sinks])
+    if runtime.publisher is not None and publish:
+        tenant = runtime.tenant(tenant_id) or TenantConfig(id=tenant_id)
         result = await publish_pending(runtime.publisher, tenant)
         (log.warning if result.failures or result.rejected else log.info)("%s", result.summary(tenant_id))
     return delivered

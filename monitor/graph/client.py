@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +25,7 @@ import orjson
 from monitor import __version__
 from monitor.errors import MonitorError
 from monitor.graph.auth import TokenProvider
+from monitor.graph.pacing import IntunePacer
 from monitor.retry import RetryPolicy, RetryStats, parse_retry_after
 from monitor.settings import Settings
 from monitor.tls import client_context
@@ -32,6 +33,9 @@ from monitor.tls import client_context
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+
+# GRAPH.md 10.4: at most 20 requests in one JSON batch.
+BATCH_LIMIT = 20
 
 
 class GraphError(MonitorError):
@@ -68,9 +72,43 @@ class GraphStats(RetryStats):
 
     resource_units: int = 0
     by_path: dict[str, int] = field(default_factory=dict)
+    # Requests sent inside `$batch` envelopes (each counts against Graph's limits, GRAPH.md 10.4),
+    # and seconds spent waiting for the Intune pacer (monitor.graph.pacing).
+    inner_requests: int = 0
+    paced: float = 0.0
 
     def snapshot(self) -> dict[str, float]:
-        return {**RetryStats.snapshot(self), "resource_units": self.resource_units}
+        return {
+            **RetryStats.snapshot(self),
+            "resource_units": self.resource_units,
+            "inner_requests": self.inner_requests,
+            "paced": self.paced,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRequest:
+    """One request of a `$batch`: `url` is relative to the version root (`/deviceManagement/...`)."""
+
+    method: str
+    url: str
+    body: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResponse:
+    """The final answer to one `BatchRequest` (after any retries of an inner 429 or 5xx)."""
+
+    request: BatchRequest
+    status: int
+    headers: Mapping[str, str]
+    body: dict[str, Any]
+
+    def error(self) -> GraphError | None:
+        """The inner failure as a `GraphError` (a 4xx is the caller's to judge), None on success."""
+        if self.status < 400:
+            return None
+        return _as_error(GraphResponse(self.status, self.headers, self.body), self.request.method, self.request.url)
 
 
 class GraphClient:
@@ -83,6 +121,7 @@ class GraphClient:
         *,
         policy: RetryPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
+        pacer: IntunePacer | None = None,
     ) -> None:
         self.base_url = settings.graph_url
         self._origin = _origin(settings.graph_url)
@@ -93,6 +132,8 @@ class GraphClient:
             max_retries=settings.graph_max_retries, max_delay=settings.graph_max_backoff
         )
         self._sleep = sleep
+        # Intune calls are paced under Intune's per-app limits before Graph has to throttle them.
+        self.pacer = pacer if pacer is not None else IntunePacer()
         self._session: aiohttp.ClientSession | None = None
         self.stats = GraphStats()
 
@@ -140,7 +181,9 @@ class GraphClient:
         url = self.url(path_or_url)
         retries = 0
         refreshed = False
+        path = urlsplit(url).path
         while True:
+            self.stats.paced += await self.pacer.acquire_path(tenant, path)
             outcome = await self._attempt(tenant, method, url, params, json, headers)
             if isinstance(outcome, GraphResponse) and outcome.status < 400:
                 return outcome
@@ -165,6 +208,82 @@ class GraphClient:
             if not next_link:
                 return
             response = await self.get(tenant, next_link)
+
+    def relative_url(self, link: str, version: str = "v1.0") -> str:
+        """A link Graph returned (`@odata.nextLink`) in the form a `$batch` request takes: the path
+        below `/<version>` plus the query. Links off the Graph host or in another version are refused."""
+        parts = urlsplit(self.url(link))
+        prefix = f"/{version}/"
+        if not parts.path.startswith(prefix):
+            raise GraphError(f"cannot batch a link outside /{version}: {parts.path}")
+        return parts.path[len(prefix) - 1 :] + (f"?{parts.query}" if parts.query else "")
+
+    async def batch(
+        self, tenant: str, requests: Sequence[BatchRequest], *, version: str = "v1.0"
+    ) -> list[BatchResponse]:
+        """Send `requests` as JSON batches of 20 (`POST /<version>/$batch`, GRAPH.md 10.4); answers in
+        request order.
+
+        The envelope goes through `request` (its own 429/5xx retried there). Inner answers come in any
+        order; an inner 429 or 5xx is retried in a new batch with the other failed ones after the
+        longest inner `Retry-After` (or the policy's backoff), under the same `RetryPolicy` and
+        counted in `stats` like any retry. Inner 4xx answers are returned for the caller to judge
+        (`BatchResponse.error()`); so is an inner 429/5xx once the retries are spent. Each inner
+        request is paced in its Intune bucket: Graph counts them one by one.
+        """
+        results: list[BatchResponse | None] = [None] * len(requests)
+        indexed = list(enumerate(requests))
+        for start in range(0, len(indexed), BATCH_LIMIT):
+            await self._batch_chunk(tenant, version, indexed[start : start + BATCH_LIMIT], results)
+        return [r for r in results if r is not None]
+
+    async def _batch_chunk(
+        self,
+        tenant: str,
+        version: str,
+        pending: list[tuple[int, BatchRequest]],
+        results: list[BatchResponse | None],
+    ) -> None:
+        attempt = 0
+        while pending:
+            for _, item in pending:
+                self.stats.paced += await self.pacer.acquire_path(tenant, f"/{version}{item.url}")
+            body = {"requests": [_inner_request(index, item) for index, item in pending]}
+            envelope = await self.request(tenant, "POST", f"/{version}/$batch", json=body)
+            self.stats.inner_requests += len(pending)
+            answers = {str(a.get("id")): a for a in envelope.body.get("responses", []) if isinstance(a, dict)}
+            retry, retry_after = self._sort_answers(pending, answers, attempt + 1, results)
+            if retry:
+                attempt += 1
+                delay = self.policy.delay(attempt, retry_after)
+                self.stats.retries += len(retry)
+                self.stats.waited += delay
+                log.info("graph $batch: %d inner requests to retry (retry %d) in %.2fs", len(retry), attempt, delay)
+                await self._sleep(delay)
+            pending = retry
+
+    def _sort_answers(
+        self,
+        pending: list[tuple[int, BatchRequest]],
+        answers: dict[str, dict[str, Any]],
+        attempt: int,
+        results: list[BatchResponse | None],
+    ) -> tuple[list[tuple[int, BatchRequest]], float | None]:
+        """File final answers into `results`; the requests to retry and the longest inner Retry-After."""
+        retry: list[tuple[int, BatchRequest]] = []
+        longest: float | None = None
+        for index, item in pending:
+            answer = _inner_response(item, answers.get(str(index)))
+            if not (self.policy.retryable_status(answer.status) and self.policy.should_retry(attempt)):
+                results[index] = answer
+                continue
+            retry.append((index, item))
+            wait = parse_retry_after(_header(answer.headers, "Retry-After"))
+            if wait is not None and (longest is None or wait > longest):
+                longest = wait
+            self.stats.throttled += answer.status == 429
+            self.stats.by_reason[f"batch {answer.status}"] += 1
+        return retry, longest
 
     # -- internals -----------------------------------------------------------------------------
     async def _attempt(
@@ -273,3 +392,33 @@ def _int(value: str | None) -> int:
         return int(value) if value else 0
     except ValueError:
         return 0
+
+
+def _inner_request(index: int, item: BatchRequest) -> dict[str, Any]:
+    request: dict[str, Any] = {"id": str(index), "method": item.method.upper(), "url": item.url}
+    if item.body is not None:
+        # GRAPH.md 10.4: a request with a body must say its Content-Type.
+        request["body"] = item.body
+        request["headers"] = {"Content-Type": "application/json"}
+    return request
+
+
+def _inner_response(item: BatchRequest, answer: dict[str, Any] | None) -> BatchResponse:
+    """One inner answer; a missing one is treated as a 502 (retried like any transient failure)."""
+    if answer is None:
+        missing = {"error": {"code": "missingBatchResponse", "message": "the batch response has no answer for it"}}
+        return BatchResponse(item, 502, {}, missing)
+    headers = answer.get("headers")
+    body = answer.get("body")
+    return BatchResponse(
+        item,
+        int(answer.get("status") or 0),
+        {str(k): str(v) for k, v in headers.items()} if isinstance(headers, dict) else {},
+        body if isinstance(body, dict) else {},
+    )
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """Inner batch headers are a plain JSON object: look them up without regard to case."""
+    lowered = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == lowered), None)

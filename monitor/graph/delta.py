@@ -10,7 +10,7 @@ ended with, follows `@odata.nextLink` page by page and ends on the page carrying
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,7 @@ class DeltaPage:
     delta_link: str | None
 
 
-async def delta_pages(client: GraphClient, tenant: str, url: str) -> AsyncIterator[DeltaPage]:
+async def delta_pages(client: GraphClient, tenant: str, url: str) -> AsyncGenerator[DeltaPage, None]:
     """The pages of one round from `url` to the deltaLink. Raises `ResyncRequired` or `GraphError`."""
     while True:
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from monitor.model import intune
 from monitor.model.types import JsonObject, Placement, entity_placement
 
 EndFamilies = Callable[[JsonObject], tuple[str, str]]
@@ -33,8 +34,16 @@ RELATIONSHIP_ENDS: dict[str, EndFamilies] = {
     "azure_group_has_member": _membership_ends,
 }
 
+
+def _fixed(ends: tuple[str, str]) -> EndFamilies:
+    return lambda _: ends
+
+
+# Intune relationships: every one of them has fixed end families (monitor.model.intune).
+RELATIONSHIP_ENDS.update({rel_type: _fixed(ends) for rel_type, ends in intune.relationship_ends().items()})
+
 # Families whose entity keys are not their own anchors: key -> anchor key.
-ENTITY_ANCHORS: dict[str, Callable[[str], str]] = {}
+ENTITY_ANCHORS: dict[str, Callable[[str], str]] = {**intune.ENTITY_ANCHORS}
 
 
 def register_relationship(relationship_type: str, ends: EndFamilies) -> None:

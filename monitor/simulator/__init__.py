@@ -2,26 +2,34 @@
 
 `Simulator` holds tenants (`SimTenant`), registered apps and consent, a fault injector, a request
 log and a settable clock; `serve_simulator` serves it over HTTPS with a throwaway CA;
-`python -m monitor.simulator` runs a seeded one in its own process. See GRAPH.md for the Graph
-behaviours it reproduces.
+`python -m monitor.simulator` runs a seeded one in its own process. `sim.subscriptions` holds
+change-notification subscriptions and delivers their notifications to webhooks. See GRAPH.md for
+the Graph behaviours it reproduces.
 """
 
 from monitor.simulator.ca import CertificateAuthority, create_self_signed_client_certificate
 from monitor.simulator.clock import SimClock
+from monitor.simulator.delivery import DeliveryRecord
 from monitor.simulator.graph_app import ALL_PERMISSIONS, Simulator
 from monitor.simulator.seed import SeedResult, seed
 from monitor.simulator.server import RunningSimulator, serve_simulator
+from monitor.simulator.subscription_book import Subscription, SubscriptionOptions
+from monitor.simulator.subscriptions import SubscriptionService
 from monitor.simulator.tenant import DeltaOptions, SimTenant
 
 __all__ = [
     "ALL_PERMISSIONS",
     "CertificateAuthority",
+    "DeliveryRecord",
     "DeltaOptions",
     "RunningSimulator",
     "SeedResult",
     "SimClock",
     "SimTenant",
     "Simulator",
+    "Subscription",
+    "SubscriptionOptions",
+    "SubscriptionService",
     "create_self_signed_client_certificate",
     "seed",
     "serve_simulator",

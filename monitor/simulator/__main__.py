@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--client-secret", default="simulator-secret")
     parser.add_argument("--seed", type=int, default=1, help="random seed for the seeded directory")
     parser.add_argument("--ready-file", type=Path, help="also write the ready line to this file")
+    parser.add_argument(
+        "--extra-ca", type=Path, help="also trust this CA bundle (PEM) when delivering notifications to webhooks"
+    )
     return parser.parse_args(argv)
 
 
@@ -44,6 +47,8 @@ async def run(args: argparse.Namespace) -> None:
     seed(tenant, users=args.users, groups=args.groups, memberships=args.memberships, rng_seed=args.seed)
     sim.register_app(args.client_id, secret=args.client_secret)
     sim.grant(tenant.tenant_id, args.client_id, ALL_PERMISSIONS)
+    if args.extra_ca is not None:
+        sim.subscriptions.trust(args.extra_ca.read_bytes())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

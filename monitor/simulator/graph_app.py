@@ -30,9 +30,12 @@ from monitor.simulator.delta import DeltaRound
 from monitor.simulator.directory import DeltaRoutes
 from monitor.simulator.errors import GraphError, error_body
 from monitor.simulator.faults import Fault, FaultInjector, RequestLog, RequestRecord
+from monitor.simulator.intune import IntuneTenant
+from monitor.simulator.intune_routes import INTUNE_READ_PERMISSIONS, IntuneRoutes
 from monitor.simulator.lists import ListRoutes
 from monitor.simulator.login import LoginRoutes
 from monitor.simulator.request_keys import CLIENT, DROPPED, EXTRA_HEADERS, REQUEST_ID, TENANT
+from monitor.simulator.subscriptions import SubscriptionService
 from monitor.simulator.tenant import ExpiryMode, Resource, SimTenant
 from monitor.simulator.throttle import TokenBucket
 from monitor.simulator.tokens import BoundedStore, ListSnapshot
@@ -52,6 +55,8 @@ ALL_PERMISSIONS = frozenset(
         "Organization.Read.All",
         "AuditLog.Read.All",
     }
+    | INTUNE_READ_PERMISSIONS
+    | {"APIConnectors.Read.All"}
 )
 
 
@@ -94,6 +99,8 @@ class Simulator:
         self.buckets: dict[tuple[str, str], TokenBucket] = {}
         self.delta_rounds: BoundedStore[DeltaRound] = BoundedStore(round_store_size)
         self.list_snapshots: BoundedStore[ListSnapshot] = BoundedStore(round_store_size)
+        self.intune: dict[str, IntuneTenant] = {}  # tenants with Intune (intune_seed.seed_intune)
+        self.subscriptions = SubscriptionService(self)  # change notifications (GRAPH.md 2-5)
 
     @property
     def ca(self) -> CertificateAuthority:
@@ -182,6 +189,10 @@ class Simulator:
             self.buckets[key] = TokenBucket(limit, limit, self.clock.timestamp())
         return self.buckets[key]
 
+    def send_lifecycle(self, subscription_id: str, event: str, *, pause: bool = False) -> None:
+        """A lifecycle notification for a subscription (GRAPH.md 5); see SubscriptionService."""
+        self.subscriptions.send_lifecycle(subscription_id, event, pause=pause)
+
     def count(self, path_regex: str = ".*", *, method: str | None = None, status: int | None = None) -> int:
         """Logged requests whose path matches (re.search)."""
         return self.requests.count(path_regex, method=method, status=status)
@@ -194,6 +205,8 @@ class Simulator:
         DeltaRoutes(self).register(app.router)  # before ListRoutes: /users/delta is not /users/{id}
         ListRoutes(self).register(app.router)
         LoginRoutes(self).register(app.router)
+        IntuneRoutes(self).register(app.router)
+        self.subscriptions.install(app)
         return app
 
     def graph_error_response(self, request: web.Request, error: GraphError) -> web.Response:

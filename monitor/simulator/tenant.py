@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -49,6 +49,10 @@ class Change(NamedTuple):
     kind: str
     object_id: str
     detail: Any = None
+
+
+# Told of every journal entry as it is written; subscriptions.py turns them into notifications.
+ChangeObserver = Callable[["SimTenant", Change], None]
 
 
 @dataclass
@@ -142,6 +146,7 @@ class SimTenant:
         self.deleted_groups: dict[str, dict[str, Any]] = {}
         self.version = 0
         self.journal: list[Change] = []
+        self.observers: list[ChangeObserver] = []
         self._snapshots = 0
         self._members_born: dict[str, int] = {}
         self.domain = domain or _default_domain(display_name)
@@ -178,7 +183,12 @@ class SimTenant:
         return self.version
 
     def _record(self, resource: str, kind: str, object_id: str, detail: Any = None) -> None:
-        self.journal.append(Change(self._bump(), resource, kind, object_id, detail))
+        self._append(Change(self._bump(), resource, kind, object_id, detail))
+
+    def _append(self, change: Change) -> None:
+        self.journal.append(change)
+        for observer in self.observers:
+            observer(self, change)
 
     def new_id(self) -> str:
         """A deterministic GUID from the tenant's random source."""
@@ -359,12 +369,12 @@ class SimTenant:
             self.objects[obj["id"]] = obj
         for user in users:
             self.users[user["id"]] = user
-            self.journal.append(Change(version, "users", CREATED, user["id"]))
+            self._append(Change(version, "users", CREATED, user["id"]))
         for group in groups:
             self.groups[group["id"]] = group
             self.members[group["id"]] = {}
             self._members_born[group["id"]] = self._snapshots
-            self.journal.append(Change(version, "groups", CREATED, group["id"]))
+            self._append(Change(version, "groups", CREATED, group["id"]))
             loaded.add(group["id"])
         for group_id, group_members in members.items():
             if group_id not in loaded:

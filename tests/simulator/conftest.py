@@ -13,6 +13,7 @@ from monitor.simulator.graph_app import ALL_PERMISSIONS, Simulator
 from monitor.simulator.server import RunningSimulator, serve_simulator
 from monitor.simulator.tenant import SimTenant
 from tests.simulator.support import CLIENT_ID, OTHER_TENANT_ID, SECRET, START, TENANT_ID, GraphClient
+from tests.simulator.webhook import Webhook, serve_webhook
 
 
 @pytest.fixture
@@ -54,3 +55,17 @@ async def graph(http: aiohttp.ClientSession, running: RunningSimulator) -> Graph
     body = await client.login()
     assert "access_token" in body, body
     return client
+
+
+@pytest.fixture
+async def webhook(sim: Simulator, running: RunningSimulator) -> AsyncIterator[Webhook]:
+    """An HTTPS webhook with a certificate from the simulator's CA; delivery knobs made test-sized.
+
+    Timeouts stay generous (nothing should come near them); tests that need a timeout make the
+    webhook hang, which no timeout value can race.
+    """
+    sim.subscriptions.configure(
+        batch_window=0.0, delivery_timeout=5.0, retry_timeout=5.0, retry_initial_delay=0.01, validation_timeout=5.0
+    )
+    async with serve_webhook(sim.ca.issue_server_context()) as hook:
+        yield hook

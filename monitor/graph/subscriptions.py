@@ -1,0 +1,294 @@
+"""Graph change-notification subscriptions for a tenant's users and groups (GRAPH.md 2).
+
+`reconcile` makes Graph hold exactly the subscriptions we want, one per resource (`/users`,
+`/groups`, changeType `updated,deleted`), pointing at `MONITOR_PUBLIC_URL`:
+
+- a subscription we know (its clientState is in our registry) is kept and renewed well before it
+  expires (PATCH `expirationDateTime`, which also reauthorizes; GRAPH.md 2.5);
+- a renewal answered 404 means Graph dropped it: it is created again and the caller runs a delta
+  round for what may have been missed (GRAPH.md 5.2);
+- a subscription at our URL whose clientState we don't know cannot be checked, so it is deleted
+  and replaced, unless it is the one our own interrupted create made: the clientState is saved
+  before every create, so that one is adopted (and a 409 on create adopts it too);
+- any other subscription of ours at our URL (a stray: a duplicate, a resource no longer wanted)
+  is deleted; subscriptions pointing elsewhere are left alone (another deployment's).
+
+Permissions: `User.Read.All` for `/users`, `Group.Read.All` for `/groups` (GRAPH.md 2.1).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from monitor.graph.client import GraphClient, GraphError
+from monitor.model.common import epoch_ms
+from monitor.store import TenantStore, iso_ms
+
+log = logging.getLogger(__name__)
+
+RESOURCES = {"users": "/users", "groups": "/groups"}
+CHANGE_TYPE = "updated,deleted"
+# Directory subscriptions live at most 41,760 minutes (GRAPH.md 2.3); ask for a little less so
+# clock skew never makes the request exceed it.
+MAX_LIFETIME = timedelta(minutes=41760) - timedelta(minutes=5)
+# Never renew one subscription twice within this: a renew also reauthorizes, and Graph warns
+# against a reauthorize and a renew within 10 minutes of each other (GRAPH.md 2.5).
+RENEW_GUARD = timedelta(minutes=10)
+# How long a saved clientState of an interrupted create stays adoptable.
+PENDING_TTL = timedelta(hours=1)
+NOTIFICATIONS_PATH = "/graph/notifications"
+LIFECYCLE_PATH = "/graph/lifecycle"
+
+
+@dataclass(slots=True)
+class SubscriptionReport:
+    """What `reconcile` did, per resource, for logs, status and the caller's follow-up."""
+
+    created: list[str] = field(default_factory=list)
+    renewed: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    # Resources whose subscription was lost: changes may have been missed, run a delta round.
+    lost: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def graph_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_graph_time(text: str) -> datetime:
+    """A Graph timestamp (7 fractional digits, `Z` or an offset) as an aware UTC datetime."""
+    milliseconds = epoch_ms(text)
+    if milliseconds is None:
+        raise ValueError(f"not a timestamp: {text!r}")
+    return datetime.fromtimestamp(milliseconds / 1000, tz=UTC)
+
+
+class SubscriptionManager:
+    """Keeps one tenant's subscriptions in shape. Graph calls go through the shared client."""
+
+    def __init__(self, client: GraphClient, store: TenantStore, public_url: str, *, renew_before: float) -> None:
+        self.client = client
+        self.store = store
+        self.tenant = store.tenant
+        self.notification_url = public_url + NOTIFICATIONS_PATH
+        self.lifecycle_url = public_url + LIFECYCLE_PATH
+        self.renew_before = timedelta(seconds=renew_before)
+
+    async def reconcile(self, now: datetime) -> SubscriptionReport:
+        report = SubscriptionReport()
+        registry = await self.registry()
+        listed = [s async for s in self._listed()]
+        ours = [s for s in listed if s.get("notificationUrl") == self.notification_url]
+        for name, path in RESOURCES.items():
+            try:
+                await self._reconcile_resource(name, path, ours, registry, now, report)
+            except GraphError as exc:
+                report.errors[name] = str(exc)
+                log.error("tenant %s: subscription for %s: %s", self.tenant, path, exc, extra={"tenant": self.tenant})
+        wanted = {path for path in RESOURCES.values()}
+        for stray in ours:
+            if _resource(stray) not in wanted:
+                await self._delete(stray["id"], report)
+        await self._forget_missing(registry, {s["id"] for s in listed})
+        return report
+
+    async def renew(self, subscription_id: str, now: datetime) -> str:
+        """Renew one subscription (answering `reauthorizationRequired`). Returns what happened."""
+        registry = await self.registry()
+        record = registry.get(subscription_id)
+        if record is None:
+            return "unknown"
+        renewed_at = record.get("renewedAt")
+        if renewed_at and now - parse_graph_time(renewed_at) < RENEW_GUARD:
+            return "recently-renewed"
+        try:
+            await self._patch(subscription_id, record, now)
+        except GraphError as exc:
+            if exc.status != 404:
+                raise
+            await self._drop(subscription_id)
+            return "lost"
+        return "renewed"
+
+    async def registry(self) -> dict[str, dict[str, Any]]:
+        raw = await self.store.redis.hgetall(self.store.keys.subscriptions)
+        return {_text(k): orjson.loads(v) for k, v in raw.items() if not _text(k).startswith("pending:")}
+
+    async def delete_all(self) -> list[str]:
+        """Delete every subscription we hold for this tenant (tenant removal)."""
+        report = SubscriptionReport()
+        for subscription_id in await self.registry():
+            await self._delete(subscription_id, report)
+        return report.deleted
+
+    # -- one resource -------------------------------------------------------------------------
+    async def _reconcile_resource(
+        self,
+        name: str,
+        path: str,
+        ours: list[dict[str, Any]],
+        registry: dict[str, dict[str, Any]],
+        now: datetime,
+        report: SubscriptionReport,
+    ) -> None:
+        matches = [s for s in ours if _resource(s) == path and _change_types(s) == {"updated", "deleted"}]
+        keep = next((s for s in matches if s["id"] in registry), None)
+        if keep is None and any(record.get("resource") == path for record in registry.values()):
+            # We had one and Graph no longer lists it: it expired or was removed, and Graph does
+            # not tell directory subscribers (GRAPH.md 5.4). Changes since may have been missed.
+            report.lost.append(name)
+        if keep is None:
+            keep = await self._adoptable(path, matches, now)
+            if keep is not None:
+                report.adopted.append(name)
+        for other in matches:
+            if keep is None or other["id"] != keep["id"]:
+                await self._delete(other["id"], report)
+        if keep is None:
+            await self._create(name, path, now, report)
+            return
+        record = registry.get(keep["id"]) or {}
+        expires = parse_graph_time(keep.get("expirationDateTime") or record.get("expiration", graph_time(now)))
+        if expires - now < self.renew_before:
+            try:
+                await self._patch(keep["id"], {**record, "resource": path}, now)
+                report.renewed.append(name)
+            except GraphError as exc:
+                if exc.status != 404:
+                    raise
+                await self._drop(keep["id"])
+                report.lost.append(name)
+                await self._create(name, path, now, report)
+
+    async def _adoptable(self, path: str, matches: list[dict[str, Any]], now: datetime) -> dict[str, Any] | None:
+        """The subscription our own interrupted create made, if the listing shows one."""
+        pending = await self._pending(path)
+        if pending is None or now - parse_graph_time(pending["at"]) > PENDING_TTL or not matches:
+            return None
+        chosen = max(matches, key=lambda s: s.get("expirationDateTime", ""))
+        await self._save(chosen["id"], path, pending["clientState"], chosen.get("expirationDateTime", ""), now)
+        await self.store.redis.hdel(self.store.keys.subscriptions, f"pending:{path}")
+        return chosen
+
+    async def _create(self, name: str, path: str, now: datetime, report: SubscriptionReport) -> None:
+        client_state = secrets.token_urlsafe(48)  # 64 characters; Graph allows 128 (GRAPH.md 2.1)
+        pending = orjson.dumps({"clientState": client_state, "at": graph_time(now)})
+        await self.store.redis.hset(self.store.keys.subscriptions, f"pending:{path}", pending)
+        body = {
+            "changeType": CHANGE_TYPE,
+            "notificationUrl": self.notification_url,
+            "lifecycleNotificationUrl": self.lifecycle_url,
+            "resource": path,
+            "expirationDateTime": graph_time(now + MAX_LIFETIME),
+            "clientState": client_state,
+        }
+        try:
+            response = await self.client.request(self.tenant, "POST", "/v1.0/subscriptions", json=body)
+        except GraphError as exc:
+            if exc.status != 409:
+                raise GraphError(_explain(exc), status=exc.status, code=exc.code, headers=exc.headers) from exc
+            # Graph already holds one for this resource (GRAPH.md 2.9): the next reconcile adopts
+            # it if it is ours (same URL, our pending clientState), or replaces it.
+            report.errors[name] = "a subscription for this resource already exists; adopting it on the next check"
+            return
+        created = response.body
+        await self._save(created["id"], path, client_state, created.get("expirationDateTime", ""), now)
+        await self.store.redis.hdel(self.store.keys.subscriptions, f"pending:{path}")
+        report.created.append(name)
+        log.info("tenant %s: subscribed to %s (%s)", self.tenant, path, created["id"], extra={"tenant": self.tenant})
+
+    async def _patch(self, subscription_id: str, record: dict[str, Any], now: datetime) -> None:
+        body = {"expirationDateTime": graph_time(now + MAX_LIFETIME)}
+        response = await self.client.request(self.tenant, "PATCH", f"/v1.0/subscriptions/{subscription_id}", json=body)
+        expiration = response.body.get("expirationDateTime", body["expirationDateTime"])
+        await self._save(
+            subscription_id, record.get("resource", ""), record.get("clientState", ""), expiration, now, renewed=True
+        )
+
+    async def _delete(self, subscription_id: str, report: SubscriptionReport) -> None:
+        try:
+            await self.client.request(self.tenant, "DELETE", f"/v1.0/subscriptions/{subscription_id}")
+        except GraphError as exc:
+            if exc.status != 404:
+                raise
+        await self._drop(subscription_id)
+        report.deleted.append(subscription_id)
+
+    # -- registry -----------------------------------------------------------------------------
+    async def _save(
+        self,
+        subscription_id: str,
+        resource: str,
+        client_state: str,
+        expiration: str,
+        now: datetime,
+        *,
+        renewed: bool = False,
+    ) -> None:
+        key = self.store.keys.subscriptions
+        previous = await self.store.redis.hget(key, subscription_id)
+        record = orjson.loads(previous) if previous else {"createdAt": graph_time(now)}
+        record.update(
+            {
+                "id": subscription_id,
+                "resource": resource or record.get("resource", ""),
+                "clientState": client_state or record.get("clientState", ""),
+                "expiration": expiration,
+                "notificationUrl": self.notification_url,
+            }
+        )
+        if renewed:
+            record["renewedAt"] = graph_time(now)
+        await self.store.redis.hset(key, subscription_id, orjson.dumps(record))
+
+    async def _drop(self, subscription_id: str) -> None:
+        await self.store.redis.hdel(self.store.keys.subscriptions, subscription_id)
+
+    async def _forget_missing(self, registry: dict[str, dict[str, Any]], listed: set[str]) -> None:
+        for subscription_id in registry.keys() - listed:
+            await self._drop(subscription_id)
+
+    async def _pending(self, path: str) -> dict[str, str] | None:
+        raw = await self.store.redis.hget(self.store.keys.subscriptions, f"pending:{path}")
+        return None if raw is None else dict(orjson.loads(raw))
+
+    async def _listed(self) -> Any:
+        async for page in self.client.pages(self.tenant, "/v1.0/subscriptions"):
+            for subscription in page:
+                yield subscription
+
+
+def _resource(subscription: dict[str, Any]) -> str:
+    return "/" + str(subscription.get("resource", "")).strip("/").lower()
+
+
+def _change_types(subscription: dict[str, Any]) -> set[str]:
+    return {part.strip() for part in str(subscription.get("changeType", "")).split(",") if part.strip()}
+
+
+def _explain(exc: GraphError) -> str:
+    """A create failure in words an operator can act on (GRAPH.md 2.9)."""
+    if exc.status == 403:
+        return f"subscription refused (403): a quota was reached or a permission is missing: {exc}"
+    if exc.status == 400 and "alidation" in str(exc):
+        return (
+            "Graph could not validate MONITOR_PUBLIC_URL: the webhook must be reachable from the internet over "
+            f"HTTPS and answer the validation request: {exc}"
+        )
+    return str(exc)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def iso_now(now: datetime) -> str:
+    return iso_ms(now)

@@ -1,0 +1,99 @@
+"""Hints: small messages saying "something may have changed; look".
+
+Graph notifications are only hints (DESIGN.md): the webhook turns each valid one into a hint for
+the delta round of its tenant and resource; the scheduler adds timer hints (the safety-net round,
+sweeps, subscription upkeep, reconciliation); lifecycle notifications become lifecycle hints. All
+go through one Redis stream read by the workers' consumer group, and any number of hints for the
+same job collapse into one run of it (`Hint.job_key`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from monitor.keys import HINTS, HINTS_GROUP
+from monitor.redis_conn import Redis
+
+# What a hint can ask for. Sources are the names `monitor.sync.run_source` knows.
+SOURCE_JOBS = frozenset({"users", "groups", "account", "signins", "intune"})
+OTHER_JOBS = frozenset({"subscriptions", "reconcile", "lifecycle"})
+JOBS = SOURCE_JOBS | OTHER_JOBS
+LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    tenant: str
+    job: str
+    reason: str
+    subscription: str = ""
+    event: str = ""
+    at: int = 0  # epoch ms when the hint was made
+
+    @property
+    def job_key(self) -> tuple[str, ...]:
+        """Hints with the same key are answered by one run of the job."""
+        if self.job == "lifecycle":
+            return (self.tenant, self.job, self.subscription, self.event)
+        return (self.tenant, self.job)
+
+    def fields(self) -> dict[str, str]:
+        return {
+            "tenant": self.tenant,
+            "job": self.job,
+            "reason": self.reason,
+            "subscription": self.subscription,
+            "event": self.event,
+            "at": str(self.at or int(time.time() * 1000)),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: dict[Any, Any]) -> Hint | None:
+        """A hint from a stream entry, or None if the entry is not one (never trust the stream)."""
+        values = {_text(k): _text(v) for k, v in fields.items()}
+        job = values.get("job", "")
+        if job not in JOBS or not values.get("tenant"):
+            return None
+        if job == "lifecycle" and values.get("event") not in LIFECYCLE_EVENTS:
+            return None
+        try:
+            at = int(values.get("at", "0"))
+        except ValueError:
+            at = 0
+        return cls(
+            values["tenant"], job, values.get("reason", ""), values.get("subscription", ""), values.get("event", ""), at
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def enqueue(redis: Redis, hints: Sequence[Hint]) -> None:
+    """Append hints to the stream (one round trip). Raises if Redis does not take them."""
+    if not hints:
+        return
+    pipeline: Any = redis.pipeline(transaction=False)
+    for hint in hints:
+        pipeline.xadd(HINTS, hint.fields())
+    await pipeline.execute()
+
+
+async def ensure_group(redis: Redis) -> None:
+    """Create the consumer group (and the stream) if they don't exist yet."""
+    try:
+        await redis.xgroup_create(HINTS, HINTS_GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def queue_depth(redis: Redis) -> int:
+    """Hints not yet done (the stream only holds those: done ones are deleted)."""
+    depth: int = await redis.xlen(HINTS)
+    return depth

@@ -1,0 +1,105 @@
+"""Metrics kept as counters in Redis, rendered in the Prometheus text format by `web`.
+
+Counters live in Redis hashes (one for the deployment, one per tenant) rather than in process
+memory, so every process (web replicas, workers, the scheduler) adds to the same numbers and any
+web replica serves them all. Gauges (queue depth, subscription expiry) are read at scrape time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from monitor.keys import GLOBAL_METRICS, TenantKeys
+from monitor.redis_conn import Redis
+
+HELP = {
+    "monitor_notifications_total": "Graph notification items received, by outcome (accepted or the reason dropped).",
+    "monitor_webhook_requests_total": "Webhook POSTs, by endpoint and HTTP status.",
+    "monitor_lifecycle_events_total": "Lifecycle notifications received, by event.",
+    "monitor_hints_queue_depth": "Hints waiting for a worker.",
+    "monitor_jobs_total": "Jobs run by workers, by job and outcome.",
+    "monitor_changes_total": "Change records emitted, by source, kind and op.",
+    "monitor_graph_requests_total": "Graph requests made, by source.",
+    "monitor_graph_retries_total": "Graph requests retried, by source.",
+    "monitor_graph_throttled_total": "Graph 429 answers, by source.",
+    "monitor_subscription_expiry_seconds": "Seconds until a Graph subscription expires.",
+    "monitor_delta_token_age_seconds": "Age of the saved delta link, by resource.",
+    "monitor_alerts_total": "Alerts raised, by rule.",
+}
+GAUGES = frozenset(
+    {"monitor_hints_queue_depth", "monitor_subscription_expiry_seconds", "monitor_delta_token_age_seconds"}
+)
+
+
+def metric(name: str, **labels: str) -> str:
+    """The series key `name{a="1",b="2"}` (labels sorted, values escaped as Prometheus wants)."""
+    if not labels:
+        return name
+    body = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{body}}}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def queue_increments(pipeline: Any, key: str, counts: Mapping[str, int]) -> None:
+    """Add HINCRBYs for `counts` to an open pipeline (so they travel with other writes)."""
+    for series, count in counts.items():
+        if count:
+            pipeline.hincrby(key, series, count)
+
+
+async def increment(redis: Redis, key: str, counts: Mapping[str, int]) -> None:
+    pipeline: Any = redis.pipeline(transaction=False)
+    queue_increments(pipeline, key, counts)
+    await pipeline.execute()
+
+
+async def tenant_increment(redis: Redis, tenant: str, counts: Mapping[str, int]) -> None:
+    await increment(redis, TenantKeys(tenant).metrics, counts)
+
+
+async def render(redis: Redis, tenants: Iterable[str], gauges: Mapping[str, float] | None = None) -> str:
+    """Every counter (deployment-wide and per tenant, the latter labelled `tenant`) and `gauges`."""
+    series: dict[str, float] = {}
+    for field, value in (await redis.hgetall(GLOBAL_METRICS)).items():
+        series[_text(field)] = float(value)
+    for tenant in tenants:
+        for field, value in (await redis.hgetall(TenantKeys(tenant).metrics)).items():
+            series[_with_label(_text(field), "tenant", tenant)] = float(value)
+    series.update(gauges or {})
+    return _format(series)
+
+
+def _with_label(series: str, label: str, value: str) -> str:
+    name, brace, rest = series.partition("{")
+    extra = f'{label}="{_escape(value)}"'
+    return f"{name}{{{extra},{rest}" if brace else f"{name}{{{extra}}}"
+
+
+def _format(series: Mapping[str, float]) -> str:
+    by_name: dict[str, list[tuple[str, float]]] = {}
+    for key, value in series.items():
+        by_name.setdefault(key.partition("{")[0], []).append((key, value))
+    lines: list[str] = []
+    for name in sorted(by_name):
+        if name in HELP:
+            lines.append(f"# HELP {name} {HELP[name]}")
+        lines.append(f"# TYPE {name} {'gauge' if name in GAUGES else 'counter'}")
+        lines += [f"{key} {_number(value)}" for key, value in sorted(by_name[name])]
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else f"{value:.3f}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,132 @@
+"""The scheduler: the clock of the deployment. It only enqueues hints; workers do the work.
+
+Jobs (APScheduler 3.x, `coalesce=True`, `max_instances=1`, a deliberate `misfire_grace_time`):
+
+- every `MONITOR_DELTA_INTERVAL` (15 minutes): a delta round of users and groups per tenant, the
+  safety net for notifications Graph dropped without telling (GRAPH.md 5.4), and the account;
+- every `MONITOR_SUBSCRIPTION_CHECK_INTERVAL` (and at start): subscription upkeep per tenant
+  (create, renew, replace; only with `MONITOR_PUBLIC_URL`);
+- per tenant, every `polling_interval` (unless DISABLED): the Intune and sign-in sweeps;
+- every `MONITOR_J1_RECONCILE_INTERVAL` (daily): JupiterOne reconciliation (with the publisher).
+
+Several scheduler processes may run (for availability); a Redis lease elects one leader and only
+the leader's jobs enqueue anything. Enqueuing twice would be harmless anyway: hints coalesce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from monitor.app import Runtime
+from monitor.hints import Hint, enqueue
+from monitor.keys import SCHEDULER_LEADER
+from monitor.leases import Lease
+from monitor.metrics import now_ms
+
+log = logging.getLogger(__name__)
+
+LEADER_TTL = 30.0
+# A job that missed its time (process paused, leader change) still runs if it is this late.
+MISFIRE_GRACE = 300
+
+
+class Scheduler:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.lease = Lease(runtime.redis, SCHEDULER_LEADER, ttl=LEADER_TTL)
+        self.leader = False
+        self.enqueued = 0
+        self._apscheduler: Any = None
+
+    def jobs(self) -> list[tuple[str, float, Callable[[], list[Hint]]]]:
+        """(name, interval in seconds, the hints it enqueues) for every periodic job."""
+        settings = self.runtime.settings
+        jobs: list[tuple[str, float, Callable[[], list[Hint]]]] = [
+            ("delta", settings.delta_interval, lambda: self._hints(("account", "users", "groups"), "timer")),
+        ]
+        if settings.public_url is not None:
+            jobs.append(
+                (
+                    "subscriptions",
+                    settings.subscription_check_interval,
+                    lambda: self._hints(("subscriptions",), "timer"),
+                )
+            )
+        if self.runtime.publisher is not None:
+            jobs.append(("reconcile", settings.j1_reconcile_interval, lambda: self._hints(("reconcile",), "timer")))
+        for tenant in settings.tenants:
+            if tenant.polling_interval is not None:
+                tenant_id = tenant.id
+                jobs.append(
+                    (f"sweep:{tenant_id}", tenant.polling_interval, lambda t=tenant_id: self._sweep_hints(t))  # type: ignore[misc]
+                )
+        return jobs
+
+    def _hints(self, jobs: Sequence[str], reason: str) -> list[Hint]:
+        stamp = now_ms()
+        return [Hint(tenant, job, reason, at=stamp) for tenant in self.runtime.tenant_ids() for job in jobs]
+
+    def _sweep_hints(self, tenant: str) -> list[Hint]:
+        stamp = now_ms()
+        return [Hint(tenant, job, "timer", at=stamp) for job in ("signins", "intune")]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Hold (or wait for) leadership and run the jobs while leader, until `stop`."""
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        self._apscheduler = scheduler
+        start = self.runtime.clock() + timedelta(seconds=1)
+        for name, interval, hints in self.jobs():
+            scheduler.add_job(
+                self._fire,
+                "interval",
+                seconds=interval,
+                args=[name, hints],
+                id=name,
+                next_run_time=start if name in ("delta", "subscriptions") else start + timedelta(seconds=interval),
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=MISFIRE_GRACE,
+            )
+        scheduler.start(paused=True)
+        try:
+            await self._lead(stop)
+        finally:
+            scheduler.shutdown(wait=False)
+            if self.leader:
+                await self.lease.release()
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            held = await (self.lease.renew() if self.leader else self.lease.acquire())
+            if held != self.leader:
+                self.leader = held
+                (self._apscheduler.resume if held else self._apscheduler.pause)()
+                log.info("scheduler: %s", "leading: jobs running" if held else "not the leader: jobs paused")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=LEADER_TTL / 3)
+
+    async def _fire(self, name: str, hints: Callable[[], list[Hint]]) -> None:
+        if not self.leader:
+            return
+        batch = hints()
+        try:
+            await enqueue(self.runtime.redis, batch)
+        except Exception as exc:  # the next tick tries again
+            log.error("scheduler: %s: cannot enqueue: %s", name, exc)
+            return
+        self.enqueued += len(batch)
+        log.info("scheduler: %s: enqueued %d hint(s)", name, len(batch))
+
+
+def next_runs(scheduler: Scheduler) -> dict[str, datetime | None]:
+    """When each job runs next (for status)."""
+    if scheduler._apscheduler is None:
+        return {}
+    return {job.id: job.next_run_time for job in scheduler._apscheduler.get_jobs()}

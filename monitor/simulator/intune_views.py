@@ -1,0 +1,182 @@
+"""What the simulated Intune endpoints return: Graph-shaped JSON built from `IntuneTenant` state.
+
+Shapes follow the (beta) managedDevice, deviceComplianceDeviceStatus / deviceConfigurationDeviceStatus,
+mobileApp, detectedApp resources and the reports API's Schema/Values table (JUPITERONE.md 3).
+Values derived from a device's index are stable between calls, so an unchanged tenant answers an
+unchanged sweep with identical objects.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from monitor.simulator.intune import NEVER, IntuneTenant, SimDevice, _iso, _mix, serial_number
+from monitor.simulator.intune_catalog import INSTALL_STATES
+
+_INSTALL_STATE_NAMES = {code: name for name, code in INSTALL_STATES.items()}
+REPORT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("DeviceId", "String"),
+    ("ApplicationId", "String"),
+    ("UserId", "String"),
+    ("DeviceName", "String"),
+    ("UserPrincipalName", "String"),
+    ("UserName", "String"),
+    ("Platform", "String"),
+    ("AppVersion", "String"),
+    ("ErrorCode", "Int32"),
+    ("InstallState", "Int32"),
+    ("InstallStateDetail", "Int32"),
+    ("LastModifiedDateTime", "DateTime"),
+    ("HexErrorCode", "String"),
+    ("AppInstallState", "String"),
+    ("AppInstallState_loc", "String"),
+    ("AppInstallStateDetails", "String"),
+    ("AppInstallStateDetails_loc", "String"),
+)
+# Fields a device listing can render without building the whole object.
+_CHEAP_FIELDS = frozenset({"id", "deviceName", "deviceType", "model", "operatingSystem", "userId"})
+
+
+def _mac(index: int, salt: int) -> str:
+    return f"{(_mix(index, salt) << 16 | _mix(salt, index) & 0xFFFF) & 0xFFFFFFFFFFFF:012X}"
+
+
+def _owner(intune: IntuneTenant, device: SimDevice) -> Mapping[str, Any]:
+    return intune.directory.users.get(device.user_id or "") or {}
+
+
+def select_view(view: Mapping[str, Any], select: Iterable[str] | None) -> dict[str, Any]:
+    """`view` cut to `$select` (id and @odata.type always stay); absent names come back as null."""
+    if select is None:
+        return dict(view)
+    keep = {"@odata.type": view["@odata.type"]} if "@odata.type" in view else {}
+    return {**keep, "id": view.get("id"), **{name: view.get(name) for name in select if name != "id"}}
+
+
+def device_view(intune: IntuneTenant, device: SimDevice, select: tuple[str, ...] | None = None) -> dict[str, Any]:
+    spec = device.spec
+    index = device.index
+    model = spec.models[index % len(spec.models)]
+    if select is not None and _CHEAP_FIELDS.issuperset(select):
+        cheap = {
+            "id": device.id,
+            "deviceName": device.name,
+            "deviceType": spec.device_type,
+            "model": model,
+            "operatingSystem": spec.operating_system,
+            "userId": device.user_id,
+        }
+        return {"id": device.id, **{name: cheap[name] for name in select}}
+    return select_view(_full_device(intune, device, model), select)
+
+
+def _full_device(intune: IntuneTenant, device: SimDevice, model: str) -> dict[str, Any]:
+    spec, index = device.spec, device.index
+    owner = _owner(intune, device)
+    serial = serial_number(index)
+    wifi = _mac(index, 11)
+    aad_id = str(uuid.uuid5(uuid.NAMESPACE_OID, device.id))
+    ip = f"10.{(index >> 16) & 255}.{(index >> 8) & 255}.{(index & 255) or 1}"
+    windows = spec.operating_system == "Windows"
+    return {
+        "id": device.id,
+        "userId": device.user_id,
+        "deviceName": device.name,
+        "managedDeviceOwnerType": spec.owner_type,
+        "enrolledDateTime": _iso(device.enrolled),
+        "lastSyncDateTime": _iso(device.last_sync),
+        "operatingSystem": spec.operating_system,
+        "complianceState": intune.compliance_state(device),
+        "jailBroken": "False" if spec.phone else "Unknown",
+        "managementAgent": spec.management_agent,
+        "osVersion": spec.os_versions[index % len(spec.os_versions)],
+        "easActivated": spec.phone,
+        "easDeviceId": f"EAS{serial}" if spec.phone else "",
+        "easActivationDateTime": NEVER,
+        "azureADRegistered": True,
+        "azureADDeviceId": aad_id,
+        "azureActiveDirectoryDeviceId": aad_id,
+        "deviceRegistrationState": "registered",
+        "deviceCategoryDisplayName": "Corporate" if spec.owner_type == "company" else "Unknown",
+        "isSupervised": spec.platform == "ios" and spec.owner_type == "company",
+        "isEncrypted": index % 10 != 0,
+        "emailAddress": owner.get("mail") or "",
+        "userPrincipalName": owner.get("userPrincipalName") or "",
+        "userDisplayName": owner.get("displayName") or "",
+        "model": model,
+        "manufacturer": spec.manufacturer,
+        "serialNumber": serial,
+        "imei": f"35{_mix(index, 21) % 10**13:013d}" if spec.phone else "",
+        "meid": "",
+        "iccid": f"8901{_mix(index, 22) % 10**15:015d}" if spec.phone else "",
+        "udid": f"{_mix(index, 23):08x}-{_mix(index, 24):016x}" if spec.platform == "ios" else "",
+        "phoneNumber": f"+1 206 555 {index % 10000:04d}" if spec.phone else "",
+        "wiFiMacAddress": wifi,
+        "ethernetMacAddress": _mac(index, 12) if spec.ethernet else None,
+        "managementState": "managed",
+        "deviceType": spec.device_type,
+        "hardwareInformation": {
+            "serialNumber": serial,
+            "manufacturer": spec.manufacturer,
+            "model": model,
+            "ipAddressV4": ip,
+            "wifiMac": wifi,
+            "totalStorageSpace": 256 * 1024**3,
+            "operatingSystemLanguage": "en-US",
+        },
+        "deviceHealthAttestationState": {"lastUpdateDateTime": _iso(device.enrolled)} if windows else None,
+        "usersLoggedOn": [
+            {"userId": user_id, "lastLogOnDateTime": _iso(device.last_sync - 3600 * (n + 1))}
+            for n, user_id in enumerate(device.logged_on)
+        ],
+    }
+
+
+def status_view(intune: IntuneTenant, policy_id: str, device: SimDevice, status: str) -> dict[str, Any]:
+    owner = _owner(intune, device)
+    return {
+        "id": f"{intune.account_id}_{policy_id}_{device.id}",
+        "deviceDisplayName": device.name,
+        "userName": owner.get("displayName") or "",
+        "deviceModel": device.spec.models[device.index % len(device.spec.models)],
+        "platform": 0,
+        "complianceGracePeriodExpirationDateTime": "9999-12-31T23:59:59Z",
+        "status": status,
+        "lastReportedDateTime": _iso(device.last_sync),
+        "userPrincipalName": owner.get("userPrincipalName") or "",
+    }
+
+
+def report_row(intune: IntuneTenant, app_id: str, device: SimDevice, state: int) -> list[Any]:
+    """One row of `getDeviceInstallStatusReport`, in `REPORT_COLUMNS` order."""
+    owner = _owner(intune, device)
+    app = intune.mobile_apps[app_id]
+    name = _INSTALL_STATE_NAMES.get(state, "unknown")
+    failed = state == INSTALL_STATES["failed"]
+    version = next((str(app[f]) for f in ("displayVersion", "versionName", "versionNumber") if app.get(f)), "")
+    return [
+        device.id,
+        app_id,
+        device.user_id or "",
+        device.name,
+        owner.get("userPrincipalName") or "",
+        owner.get("displayName") or "",
+        device.spec.operating_system,
+        version,
+        -2016330712 if failed else 0,
+        state,
+        0,
+        _iso(device.last_sync),
+        "0x87D1041C" if failed else "0x0",
+        name,
+        name.capitalize(),
+        "",
+        "",
+    ]
+
+
+def detected_view(intune: IntuneTenant, app_id: str) -> dict[str, Any]:
+    app = intune.detected[app_id]
+    return {**app, "deviceCount": intune.device_count(app_id)}

@@ -1,0 +1,202 @@
+"""Alert delivery: a tenant's alert rules as a change-log consumer, and the alert destinations.
+
+`run_alerts` reads the tenant's change log from its own cursor (`alerts`), asks the pure core
+(`monitor.alerts`) which alerts a batch raises, fetching from the mirror only the facts the core says
+it needs, and hands them to the `AlertDispatcher`, which sends each to its rule's destinations:
+
+- `log`: one WARNING line on logger `monitor.alerts`, the alert as JSON;
+- `jsonl:PATH`: one alert per line, appended, flushed and fsynced; alerts whose `seq` the file already
+  holds for the tenant are skipped, so a redelivered batch is not written twice;
+- `webhook:URL`: one signed JSON POST per alert (`monitor.sinks.signing`).
+
+Delivery is at least once. The cursor advances only when every destination took the batch; when a
+webhook is unreachable after its retries, or a file cannot be written, the other destinations still
+get the batch, and the whole batch comes again on the next delivery (receivers deduplicate by alert
+id; the log may repeat a line). A webhook that *refuses* an alert (4xx other than 429) is not asked
+again: the refusal is logged at ERROR with the complete alert, and later alerts are not held up
+behind one the receiver will never take.
+
+The first time alerts run for a tenant, the cursor starts at the end of the log: the tenant's first
+groups round reports every existing membership as added, and history from before the rules existed
+is not news. Until that first groups round has completed, nothing is evaluated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from monitor.alerts import Alert, Facts, Ref, batch_facts, evaluate, group_refs, match, member_refs, membership_changes
+from monitor.model.types import JsonObject, entity_placement
+from monitor.settings import TenantConfig
+from monitor.sinks.base import drain
+from monitor.sinks.jsonl import last_sequences
+from monitor.sinks.signing import DeliveryError, WebhookClient, WebhookRejected, redact
+from monitor.store import ChangeRecord, TenantStore
+
+log = logging.getLogger(__name__)
+# The `log` destination: operators route and filter alerts by this logger's name.
+alert_log = logging.getLogger("monitor.alerts")
+
+ALERTS_SINK = "alerts"
+# The source whose first complete round is the tenant's membership baseline (monitor.sources.groups).
+GROUPS_SOURCE = "groups"
+
+
+class AlertDispatcher:
+    """Sends alerts to their destinations. One per process; `close()` at the end."""
+
+    def __init__(self, webhooks: WebhookClient) -> None:
+        self.webhooks = webhooks
+
+    async def dispatch(self, alerts: Sequence[Alert]) -> None:
+        """Send each alert to every destination of its rule; `DeliveryError` if any destination
+        failed (after trying all of them), naming each failure."""
+        by_destination: dict[str, list[Alert]] = {}
+        for alert in alerts:
+            for destination in alert.send_to:
+                by_destination.setdefault(destination, []).append(alert)
+        failures = []
+        for destination, batch in by_destination.items():
+            kind, _, target = destination.partition(":")
+            try:
+                if kind == "log":
+                    _log(batch)
+                elif kind == "jsonl":
+                    await asyncio.to_thread(append_alerts, Path(target), batch)
+                else:
+                    await self._post(target, batch)
+            except DeliveryError as exc:
+                failures.append(str(exc))
+            except OSError as exc:
+                failures.append(f"alerts file {target}: {exc}")
+        if failures:
+            raise DeliveryError("; ".join(failures))
+
+    async def _post(self, url: str, alerts: Iterable[Alert]) -> None:
+        # In seq order, one at a time: an unreachable receiver stops here (WebhookUnavailable) and
+        # gets the rest with the redelivered batch.
+        for alert in alerts:
+            body = alert.to_json()
+            try:
+                await self.webhooks.post(url, orjson.dumps(body))
+            except WebhookRejected as exc:
+                log.error(
+                    "alert %s not delivered to %s: %s; the alert: %s",
+                    alert.id,
+                    redact(url),
+                    exc,
+                    orjson.dumps(body).decode(),
+                    extra={"tenant": alert.tenant},
+                )
+
+    async def close(self) -> None:
+        await self.webhooks.close()
+
+
+def _log(alerts: Iterable[Alert]) -> None:
+    for alert in alerts:
+        alert_log.warning("%s", orjson.dumps(alert.to_json()).decode(), extra={"tenant": alert.tenant})
+
+
+def append_alerts(path: Path, alerts: Sequence[Alert]) -> int:
+    """Append the alerts the file does not hold yet (by tenant and seq); returns how many."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    last = last_sequences(path)
+    lines = [orjson.dumps(a.to_json()) + b"\n" for a in alerts if a.seq > last.get(a.tenant, 0)]
+    if lines:
+        with path.open("ab") as handle:
+            handle.write(b"".join(lines))
+            handle.flush()
+            os.fsync(handle.fileno())
+    return len(lines)
+
+
+async def _mirror_facts(store: TenantStore, refs: Iterable[Ref]) -> dict[Ref, JsonObject]:
+    facts = {}
+    for family, key in sorted(refs):
+        obj = await store.get(entity_placement(family, key), key)
+        if obj is not None:
+            facts[(family, key)] = obj
+    return facts
+
+
+async def alerts_for(store: TenantStore, tenant: TenantConfig, records: Sequence[ChangeRecord]) -> list[Alert]:
+    """The alerts a batch raises: the pure core, with the mirror facts it needs fetched first.
+
+    Two stages of lookups, each only for what the batch does not say itself: the groups (which rules
+    match depends on their names and role-assignability), then the members the alerts will name.
+    """
+    changes = membership_changes(records)
+    if not changes or not tenant.alerts:
+        return []
+    known = batch_facts(records)
+    mirror = await _mirror_facts(store, group_refs(changes) - known.keys())
+    facts: Facts = {**mirror, **known}
+    matches = match(tenant.alerts, changes, facts)
+    mirror |= await _mirror_facts(store, member_refs(matches) - facts.keys())
+    return evaluate(tenant.id, tenant.alerts, records, mirror)
+
+
+class AlertSink:
+    """One tenant's alert rules as a change-log consumer (a `Sink` for `drain`)."""
+
+    name = ALERTS_SINK
+
+    def __init__(self, store: TenantStore, tenant: TenantConfig, dispatcher: AlertDispatcher) -> None:
+        self.store = store
+        self.tenant = tenant
+        self.dispatcher = dispatcher
+
+    async def deliver(self, records: Sequence[ChangeRecord]) -> None:
+        alerts = await alerts_for(self.store, self.tenant, records)
+        if alerts:
+            await self.dispatcher.dispatch(alerts)
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRun:
+    """What one `run_alerts` did: records evaluated, and why it stopped early (if it did)."""
+
+    evaluated: int
+    error: str | None = None
+
+
+async def _started(store: TenantStore) -> bool:
+    """Whether the tenant's alert cursor exists; creates it at the end of the log once the first
+    groups round (the membership baseline) has completed."""
+    if await store.redis.exists(store.keys.sink_cursor(ALERTS_SINK)):
+        return True
+    if await store.delta_state(GROUPS_SOURCE) is None:
+        return False
+    end = await store.last_seq()
+    # NX: of two processes starting the cursor at once, the first wins and neither moves it back.
+    if await store.redis.set(store.keys.sink_cursor(ALERTS_SINK), end, nx=True):
+        log.info("tenant %s: alerts start after seq %d (the existing directory is the baseline)", store.tenant, end)
+    return False
+
+
+async def run_alerts(store: TenantStore, tenant: TenantConfig, dispatcher: AlertDispatcher) -> AlertRun:
+    """Evaluate the tenant's rules on the change records the alert cursor has not passed, and send
+    the alerts. A delivery failure is logged and returned, never raised: the cursor stays at the
+    failed batch, and the next call (after the next round) delivers it again."""
+    if not tenant.alerts or not await _started(store):
+        return AlertRun(0)
+    sink = AlertSink(store, tenant, dispatcher)
+    before = await store.cursor(ALERTS_SINK)
+    try:
+        evaluated = await drain(store, sink)
+    except DeliveryError as exc:
+        done = await store.cursor(ALERTS_SINK) - before
+        log.error("tenant %s: alerts not delivered, will retry: %s", tenant.id, exc, extra={"tenant": tenant.id})
+        return AlertRun(done, str(exc))
+    return AlertRun(evaluated)

@@ -1,0 +1,216 @@
+"""The Intune and account sweep: Graph has neither delta queries nor change notifications for Intune
+(GRAPH.md 9), so a periodic sweep lists it, diffs it against the mirror, and emits only what changed.
+
+One sweep (`sweep_intune`, run by `run_source(context, "intune")`):
+
+1. Probe the tenant with `GET /v1.0/deviceManagement?$select=intuneAccountId,subscriptionState`
+   (GRAPH.md 9; `DeviceManagementServiceConfig.Read.All` or `DeviceManagementConfiguration.Read.All`).
+   A 400 "Request not applicable to target tenant." means the tenant has no Intune, and a
+   `subscriptionState` other than active or warning means its subscription is not usable: either
+   way the sweep is off, says so in the status, and deletes nothing. A 403 on the probe is a
+   missing permission, not a missing Intune: it is recorded and the passes still run (each one
+   finds out for itself). The public integration read any probe failure as "no Intune" and then
+   dropped the data (JUPITERONE.md 6).
+2. Patch the account entity with `intuneAccountId`, `intuneSubscriptionState` and
+   `mobileDeviceManagementAuthority` (`GET /organization/{id}?$select=mobileDeviceManagementAuthority`,
+   `Organization.Read.All`); the account source owns the entity, so this is a `Patch`.
+3. Run the passes (`monitor.sources.intune_passes`) in order: devices first, since the others look
+   up the `_type` of the devices they relate to. Each pass deletes by absence only after it read
+   everything; a pass answered 403 is skipped (nothing of it deleted) and its permission recorded
+   as missing by name; a pass that fails otherwise deletes nothing, the other passes still run, and
+   the sweep ends with the error, so the status shows it. A failed device pass stops the sweep:
+   the others relate to its devices.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Literal
+
+from monitor.graph.client import GraphError
+from monitor.model.intune import account_enrichment
+from monitor.permissions import NEEDED_FOR
+from monitor.rounds import Progress, RecordListener, RoundResult
+from monitor.sources.base import SourceContext
+from monitor.sources.intune_passes import PASSES, IntunePass
+from monitor.sources.intune_sweep import SOURCE, PassWriter, delete_absent, has_objects, seen_source
+from monitor.store import iso_ms
+
+log = logging.getLogger(__name__)
+
+PROBE_PERMISSION = "DeviceManagementServiceConfig.Read.All"
+ORGANIZATION_PERMISSION = "Organization.Read.All"
+NOT_APPLICABLE = "Request not applicable to target tenant"
+# subscriptionState values under which Intune serves data (GRAPH.md 9 lists the others).
+USABLE_STATES = frozenset({"active", "warning"})
+
+PassStatus = Literal["complete", "forbidden", "not applicable", "failed"]
+
+
+def not_applicable(exc: GraphError) -> bool:
+    """Graph's answer for a tenant without Intune (JUPITERONE.md 1.1, 4.3)."""
+    return exc.status == 400 and NOT_APPLICABLE.lower() in str(exc).lower()
+
+
+@dataclass(slots=True)
+class Probe:
+    """What `GET /deviceManagement` said: on, off (with why), or unknown (the probe was refused)."""
+
+    state: Literal["on", "off", "unknown"]
+    account_id: str | None = None
+    subscription_state: str | None = None
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class PassOutcome:
+    name: str
+    permission: str
+    status: PassStatus
+    detail: str = ""
+    objects: int = 0
+    deleted: int = 0
+    http_status: int = 0
+
+
+@dataclass(slots=True)
+class SweepReport:
+    probe: Probe
+    passes: list[PassOutcome] = field(default_factory=list)
+
+    def partial(self) -> str:
+        return "; ".join(f"{o.name}: {o.status} ({o.detail})" for o in self.passes if o.status != "complete")
+
+
+async def sweep_intune(
+    context: SourceContext, *, on_records: RecordListener | None = None, progress: Progress | None = None
+) -> RoundResult:
+    """One sweep of the tenant's Intune estate and account enrichment; raises GraphError when a pass
+    failed (after the other passes ran), so the caller records the sweep as failed."""
+    result = RoundResult(context.tenant.id, SOURCE, sweep=True)
+    probe = await _probe(context)
+    await _enrich_account(context, probe, result, on_records)
+    report = SweepReport(probe)
+    if probe.state == "off":
+        log.warning("tenant %s: Intune sweep off: %s", context.tenant.id, probe.reason)
+        await context.store.record_status(SOURCE, {"skipped": probe.reason, "partial": ""})
+        return result
+    for intune_pass in PASSES:
+        outcome = await _run_pass(context, intune_pass, result, on_records, progress)
+        report.passes.append(outcome)
+        if intune_pass.required and outcome.status == "failed":
+            break
+    await _record_permissions(context, report)
+    await context.store.record_status(SOURCE, {"skipped": "", "partial": report.partial()})
+    failed = [o for o in report.passes if o.status == "failed"]
+    if failed:
+        detail = "; ".join(f"{o.name}: {o.detail}" for o in failed)
+        raise GraphError(f"Intune sweep incomplete, nothing deleted for {detail}", status=failed[0].http_status)
+    return result
+
+
+async def _probe(context: SourceContext) -> Probe:
+    now = iso_ms(context.clock())
+    try:
+        response = await context.client.get(
+            context.tenant.id, "/v1.0/deviceManagement", params={"$select": "intuneAccountId,subscriptionState"}
+        )
+    except GraphError as exc:
+        if not_applicable(exc):
+            return Probe("off", reason="the tenant has no Intune (Graph: Request not applicable to target tenant)")
+        if not exc.forbidden:
+            raise
+        detail = f"{exc} (DeviceManagementConfiguration.Read.All also allows it)"
+        await context.store.record_permission(PROBE_PERMISSION, False, NEEDED_FOR[PROBE_PERMISSION], detail, now)
+        return Probe("unknown", reason=str(exc))
+    await context.store.record_permission(PROBE_PERMISSION, True, NEEDED_FOR[PROBE_PERMISSION], "", now)
+    state = str(response.body.get("subscriptionState") or "")
+    account_id = response.body.get("intuneAccountId")
+    if state not in USABLE_STATES:
+        return Probe("off", account_id, state or None, f"the tenant's Intune subscription is {state or 'unknown'}")
+    return Probe("on", account_id, state)
+
+
+async def _mdm_authority(context: SourceContext) -> tuple[bool, str | None]:
+    """(known, value) of the organization's `mobileDeviceManagementAuthority`."""
+    tenant = context.tenant.id
+    try:
+        response = await context.client.get(
+            tenant, f"/v1.0/organization/{tenant}", params={"$select": "mobileDeviceManagementAuthority"}
+        )
+    except GraphError as exc:
+        if not_applicable(exc):
+            return True, None
+        if not exc.forbidden:
+            raise
+        now = iso_ms(context.clock())
+        needed = NEEDED_FOR[ORGANIZATION_PERMISSION]
+        await context.store.record_permission(ORGANIZATION_PERMISSION, False, needed, str(exc), now)
+        return False, None
+    return True, response.body.get("mobileDeviceManagementAuthority")
+
+
+async def _enrich_account(
+    context: SourceContext, probe: Probe, result: RoundResult, on_records: RecordListener | None
+) -> None:
+    """Patch the account entity; what could not be read (a refused probe) is left as it was."""
+    known, authority = await _mdm_authority(context)
+    patch = account_enrichment(
+        context.account_key,
+        intune_account_id=probe.account_id,
+        subscription_state=probe.subscription_state,
+        mdm_authority=authority,
+    )
+    if probe.state == "unknown":
+        patch.props.pop("intuneAccountId")
+        patch.props.pop("intuneSubscriptionState")
+    if not known:
+        patch.props.pop("mobileDeviceManagementAuthority")
+    if not patch.props:
+        return
+    writer = PassWriter(context, "account", result, track=False, on_records=on_records)
+    await writer.commit([patch])
+
+
+async def _run_pass(
+    context: SourceContext,
+    intune_pass: IntunePass,
+    result: RoundResult,
+    on_records: RecordListener | None,
+    progress: Progress | None,
+) -> PassOutcome:
+    store, name, permission = context.store, intune_pass.name, intune_pass.permission
+    # A pass over an empty mirror has nothing to delete, so it skips the seen-set bookkeeping.
+    track = await has_objects(context, intune_pass.families)
+    if track:
+        await store.reset_seen(seen_source(name))
+    writer = PassWriter(context, name, result, track=track, on_records=on_records, progress=progress)
+    try:
+        await intune_pass.run(writer)
+    except GraphError as exc:
+        if exc.forbidden:
+            log.warning("tenant %s: Intune %s skipped, nothing deleted: %s", context.tenant.id, name, exc)
+            return PassOutcome(name, permission, "forbidden", f"missing {permission}: {exc}", writer.objects)
+        if not_applicable(exc):
+            return PassOutcome(name, permission, "not applicable", str(exc), writer.objects)
+        log.error("tenant %s: Intune %s failed, nothing deleted: %s", context.tenant.id, name, exc)
+        return PassOutcome(name, permission, "failed", str(exc), writer.objects, http_status=exc.status)
+    deleted = 0
+    if track:
+        deleted = await delete_absent(writer, await intune_pass.owned(writer))
+        await store.reset_seen(seen_source(name))
+    return PassOutcome(name, permission, "complete", "", writer.objects, deleted)
+
+
+async def _record_permissions(context: SourceContext, report: SweepReport) -> None:
+    """Each pass permission: missing if any pass needing it was refused, granted if one succeeded."""
+    now = iso_ms(context.clock())
+    verdicts: dict[str, tuple[bool, str]] = {}
+    for outcome in report.passes:
+        if outcome.status == "forbidden":
+            verdicts[outcome.permission] = (False, outcome.detail)
+        elif outcome.status == "complete":
+            verdicts.setdefault(outcome.permission, (True, ""))
+    for permission, (granted, detail) in verdicts.items():
+        await context.store.record_permission(permission, granted, NEEDED_FOR[permission], detail, now)

@@ -1,0 +1,157 @@
+"""The HTTP side: `create_app(settings)` builds the aiohttp application of `monitor web`.
+
+Routes: the Graph webhook (`POST /graph/notifications`, `POST /graph/lifecycle`), `GET /healthz`
+(the process answers), `GET /readyz` (Redis answers; subscription health is reported in the body)
+and `GET /metrics` (Prometheus text). With `worker=True, scheduler=True` (`monitor serve`) the same
+application also runs the worker and the scheduler as tasks of its event loop.
+
+`create_app` lives here rather than in `monitor.app` (which holds the `Runtime` it wires) because
+the worker and scheduler it may start import `monitor.app` themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from monitor.app import Runtime
+from monitor.graph.subscriptions import parse_graph_time
+from monitor.hints import queue_depth
+from monitor.metrics import metric, render
+from monitor.scheduler import Scheduler
+from monitor.settings import Settings
+from monitor.webhook import INTAKE, MAX_BODY, Intake, lifecycle, notifications
+from monitor.worker import Worker
+
+log = logging.getLogger(__name__)
+
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+STOP_GRACE = 30.0
+
+
+def create_app(
+    settings: Settings, *, worker: bool = False, scheduler: bool = False, runtime: Runtime | None = None
+) -> web.Application:
+    """The application; resources are opened on start-up and closed on shutdown (cleanup_ctx)."""
+    app = web.Application(client_max_size=settings.webhook_max_body)
+    app[MAX_BODY] = settings.webhook_max_body
+
+    async def lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
+        opened = runtime or await Runtime.open(settings, graph=worker)
+        app[RUNTIME] = opened
+        app[INTAKE] = Intake(opened.redis, opened.tenant_ids)
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[Any]] = []
+        if worker:
+            tasks.append(asyncio.create_task(Worker(opened).run(stop), name="worker"))
+        if scheduler:
+            tasks.append(asyncio.create_task(Scheduler(opened).run(stop), name="scheduler"))
+        yield
+        stop.set()
+        await _finish(tasks)
+        if runtime is None:
+            await opened.close()
+
+    app.cleanup_ctx.append(lifecycle_ctx)
+    app.router.add_post("/graph/notifications", notifications)
+    app.router.add_post("/graph/lifecycle", lifecycle)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app
+
+
+async def _finish(tasks: list[asyncio.Task[Any]]) -> None:
+    """Let the worker finish its jobs in hand (graceful stop), then cancel what is left."""
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
+    for task in pending:
+        task.cancel()
+    for task in [*done, *pending]:
+        with contextlib.suppress(asyncio.CancelledError):
+            error = await task if task in pending else task.exception()
+            if isinstance(error, BaseException):
+                log.error("%s ended with an error: %s", task.get_name(), error)
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """503 when Redis does not answer (nothing can be enqueued). Subscriptions are reported, not
+    gated on: an unready webhook would be taken out of the load balancer, and Graph could then not
+    validate the very subscription that needs repairing."""
+    runtime = request.app[RUNTIME]
+    try:
+        await asyncio.wait_for(runtime.redis.ping(), timeout=2.0)
+    except (RedisError, OSError, TimeoutError) as exc:
+        return web.json_response({"status": "unavailable", "redis": str(exc)}, status=503)
+    subscriptions = {tenant: await _subscription_health(runtime, tenant) for tenant in runtime.tenant_ids()}
+    healthy = all(state == "ok" for states in subscriptions.values() for state in states.values())
+    body = {"status": "ok" if healthy else "degraded", "redis": "ok", "subscriptions": subscriptions}
+    return web.json_response(body)
+
+
+async def _subscription_health(runtime: Runtime, tenant: str) -> dict[str, str]:
+    if runtime.settings.public_url is None:
+        return {"notifications": "off (no MONITOR_PUBLIC_URL; timer rounds only)"}
+    now = runtime.clock()
+    states: dict[str, str] = {"users": "missing", "groups": "missing"}
+    for record in await _registry(runtime, tenant):
+        name = str(record.get("resource", "")).strip("/")
+        expires = parse_graph_time(str(record.get("expiration") or "1970-01-01T00:00:00Z"))
+        states[name] = "ok" if expires > now else "expired"
+    return states
+
+
+async def _registry(runtime: Runtime, tenant: str) -> list[dict[str, Any]]:
+    raw = await runtime.redis.hgetall(runtime.store(tenant).keys.subscriptions)
+    return [
+        orjson.loads(v)
+        for k, v in raw.items()
+        if not (k.decode() if isinstance(k, bytes) else k).startswith("pending:")
+    ]
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    tenants = runtime.tenant_ids()
+    gauges: dict[str, float] = {"monitor_hints_queue_depth": float(await queue_depth(runtime.redis))}
+    now = runtime.clock()
+    for tenant in tenants:
+        for record in await _registry(runtime, tenant):
+            if record.get("expiration"):
+                expires = parse_graph_time(str(record["expiration"]))
+                series = metric(
+                    "monitor_subscription_expiry_seconds", tenant=tenant, resource=str(record.get("resource"))
+                )
+                gauges[series] = (expires - now).total_seconds()
+        store = runtime.store(tenant)
+        for resource in ("users", "groups"):
+            state = await store.delta_state(resource)
+            if state is not None:
+                series = metric("monitor_delta_token_age_seconds", tenant=tenant, resource=resource)
+                gauges[series] = time.time() - state.saved_at
+    text = await render(runtime.redis, tenants, gauges)
+    return web.Response(
+        text=text, content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"}
+    )

@@ -1,0 +1,236 @@
+"""The webhook Graph calls: the validation handshake and notification intake (GRAPH.md 3 and 4).
+
+Order of work for a POST (STYLE.md practice 7):
+
+1. `validationToken` in the query string: answer it at once, before looking at the body — 200,
+   `text/plain`, the URL-decoded token (GRAPH.md 3.1; the validation POST has no JSON body).
+2. Content type and size: JSON only, and no larger than `MONITOR_WEBHOOK_MAX_BODY`.
+3. Schema: a `changeNotificationCollection` (GRAPH.md 4.1), validated by pydantic.
+4. Each item: a tenant we watch, a subscription we made for it, and its `clientState` compared in
+   constant time with the one we gave that subscription. Items failing any check are dropped and
+   counted by reason, never enqueued. One POST may mix tenants, subscriptions and lifecycle events.
+5. Valid items become hints on the Redis stream (one per job, however many items ask for it),
+   and the answer is 202 — or 503 if Redis cannot take them, so Graph retries (GRAPH.md 4.2).
+
+No Graph call and no diffing here: Graph marks an endpoint slow past 3 seconds and drops
+notifications for good when too many responses pass 10 (GRAPH.md 4.3).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import orjson
+from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from redis.exceptions import RedisError
+
+from monitor.hints import LIFECYCLE_EVENTS, Hint
+from monitor.keys import GLOBAL_METRICS, HINTS, TenantKeys
+from monitor.metrics import metric, now_ms, queue_increments
+from monitor.redis_conn import Redis
+
+log = logging.getLogger(__name__)
+
+GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+Guid = Annotated[str, StringConstraints(pattern=GUID)]
+# Positive subscription lookups are cached briefly so a burst of notifications costs one Redis
+# round trip (the enqueue); a miss always asks Redis, so a new subscription is known at once.
+CACHE_SECONDS = 10.0
+# Graph batches notifications, but never thousands in one POST; more is not Graph.
+MAX_ITEMS = 1000
+RESOURCE_JOBS = {"/users": "users", "/groups": "groups"}
+
+
+class ChangeNotification(BaseModel):
+    """One item of `value` (GRAPH.md 4.1). Unknown fields are ignored, known ones checked."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    subscription_id: Guid = Field(alias="subscriptionId")
+    tenant_id: Guid = Field(alias="tenantId")
+    client_state: Annotated[str, StringConstraints(max_length=255)] | None = Field(default=None, alias="clientState")
+    change_type: Annotated[str, StringConstraints(max_length=64)] | None = Field(default=None, alias="changeType")
+    resource: Annotated[str, StringConstraints(max_length=512)] | None = None
+    lifecycle_event: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, alias="lifecycleEvent"
+    )
+
+
+class ChangeNotificationCollection(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    value: Annotated[list[ChangeNotification], Field(min_length=1, max_length=MAX_ITEMS)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscription:
+    client_state: str
+    job: str
+    cached_at: float
+
+
+class Intake:
+    """Checks notification items against our subscriptions and turns the valid ones into hints."""
+
+    def __init__(self, redis: Redis, tenants: Any) -> None:
+        self.redis = redis
+        # A callable returning the ids of the tenants we watch (they can change at run time).
+        self.tenants = tenants
+        self._cache: dict[tuple[str, str], _Subscription] = {}
+
+    async def accept(self, items: list[ChangeNotification]) -> tuple[list[Hint], Counter[str]]:
+        """The hints to enqueue (one per job) and a count of every item's outcome."""
+        outcomes: Counter[str] = Counter()
+        watched = set(self.tenants())
+        candidates = []
+        for item in items:
+            if item.tenant_id.lower() in watched:
+                candidates.append(item)
+            else:
+                outcomes["unknown_tenant"] += 1
+        subscriptions = await self._subscriptions(candidates)
+        hints: dict[tuple[str, ...], Hint] = {}
+        stamp = now_ms()
+        for item, subscription in zip(candidates, subscriptions, strict=True):
+            outcome, hint = _judge(item, subscription, stamp)
+            outcomes[outcome] += 1
+            if hint is not None:
+                hints.setdefault(hint.job_key, hint)
+        return list(hints.values()), outcomes
+
+    async def _subscriptions(self, items: list[ChangeNotification]) -> list[_Subscription | None]:
+        now = time.monotonic()
+        found: dict[int, _Subscription | None] = {}
+        missing = []
+        for index, item in enumerate(items):
+            cached = self._cache.get((item.tenant_id.lower(), item.subscription_id))
+            if cached is not None and now - cached.cached_at < CACHE_SECONDS:
+                found[index] = cached
+            else:
+                missing.append(index)
+        if missing:
+            pipeline: Any = self.redis.pipeline(transaction=False)
+            for index in missing:
+                item = items[index]
+                pipeline.hget(TenantKeys(item.tenant_id.lower()).subscriptions, item.subscription_id)
+            for index, raw in zip(missing, await pipeline.execute(), strict=True):
+                found[index] = self._remember(items[index], raw, now)
+        return [found[index] for index in range(len(items))]
+
+    def _remember(self, item: ChangeNotification, raw: bytes | None, now: float) -> _Subscription | None:
+        if raw is None:
+            return None
+        record = orjson.loads(raw)
+        job = RESOURCE_JOBS.get(str(record.get("resource", "")).lower(), "")
+        subscription = _Subscription(str(record.get("clientState", "")), job, now)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[(item.tenant_id.lower(), item.subscription_id)] = subscription
+        return subscription
+
+
+def _judge(item: ChangeNotification, subscription: _Subscription | None, stamp: int) -> tuple[str, Hint | None]:
+    if subscription is None:
+        return "unknown_subscription", None
+    # Constant time: the comparison must not tell an attacker how much of a guess was right.
+    if not subscription.client_state or not hmac.compare_digest(
+        (item.client_state or "").encode(), subscription.client_state.encode()
+    ):
+        return "bad_client_state", None
+    tenant = item.tenant_id.lower()
+    if item.lifecycle_event is not None:
+        if item.lifecycle_event not in LIFECYCLE_EVENTS:
+            return "unknown_lifecycle_event", None
+        hint = Hint(tenant, "lifecycle", "lifecycle", item.subscription_id, item.lifecycle_event, stamp)
+        return "lifecycle", hint
+    if not subscription.job:
+        return "unknown_subscription", None
+    return "accepted", Hint(tenant, subscription.job, "notification", item.subscription_id, "", stamp)
+
+
+# -- the HTTP side ------------------------------------------------------------------------------
+
+INTAKE: web.AppKey[Intake] = web.AppKey("intake", Intake)
+MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
+
+
+async def notifications(request: web.Request) -> web.Response:
+    """`POST /graph/notifications` (the subscription's notificationUrl)."""
+    return await _receive(request, "notifications")
+
+
+async def lifecycle(request: web.Request) -> web.Response:
+    """`POST /graph/lifecycle` (the lifecycleNotificationUrl; same handshake, same intake)."""
+    return await _receive(request, "lifecycle")
+
+
+async def _receive(request: web.Request, endpoint: str) -> web.Response:
+    token = request.query.get("validationToken")
+    if token is not None:
+        # aiohttp has already URL-decoded it; Graph wants it back exactly, as plain text.
+        return web.Response(text=token, content_type="text/plain", headers={"X-Content-Type-Options": "nosniff"})
+    intake = request.app[INTAKE]
+    checked = await _check_envelope(request)
+    if isinstance(checked, web.Response):
+        await _count(intake.redis, endpoint, checked.status, Counter({_REASONS[checked.status]: 1}))
+        return checked
+    try:
+        hints, outcomes = await intake.accept(checked.value)
+        await _enqueue(intake.redis, hints, endpoint, outcomes)
+    except (RedisError, OSError) as exc:
+        # Not stored: a 5xx makes Graph deliver the notifications again (GRAPH.md 4.2).
+        log.error("webhook: cannot store notifications: %s", exc)
+        return web.Response(status=503, text="cannot store the notifications now; retry")
+    return web.Response(status=202)
+
+
+_REASONS = {400: "malformed", 413: "too_large", 415: "wrong_content_type"}
+
+
+async def _check_envelope(request: web.Request) -> ChangeNotificationCollection | web.Response:
+    if request.content_type != "application/json":
+        return web.Response(status=415, text="notifications must be application/json")
+    limit = request.app[MAX_BODY]
+    if request.content_length is not None and request.content_length > limit:
+        return web.Response(status=413, text=f"body over {limit} bytes")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return web.Response(status=413, text=f"body over {limit} bytes")
+    except RequestPayloadError as exc:  # e.g. a body that claims gzip and is not
+        return web.Response(status=400, text=f"unreadable body: {exc}"[:300])
+    try:
+        return ChangeNotificationCollection.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return web.Response(status=400, text=f"not a change notification collection: {where}: {first['msg']}"[:300])
+
+
+async def _enqueue(redis: Redis, hints: list[Hint], endpoint: str, outcomes: Counter[str]) -> None:
+    """The hints and the counters in one round trip."""
+    pipeline: Any = redis.pipeline(transaction=False)
+    for hint in hints:
+        pipeline.xadd(HINTS, hint.fields())
+    counts = {metric("monitor_notifications_total", outcome=o): n for o, n in outcomes.items()}
+    counts[metric("monitor_webhook_requests_total", endpoint=endpoint, status="202")] = 1
+    queue_increments(pipeline, GLOBAL_METRICS, counts)
+    await pipeline.execute()
+
+
+async def _count(redis: Redis, endpoint: str, status: int, outcomes: Counter[str]) -> None:
+    counts = {metric("monitor_notifications_total", outcome=o): n for o, n in outcomes.items()}
+    counts[metric("monitor_webhook_requests_total", endpoint=endpoint, status=str(status))] = 1
+    pipeline: Any = redis.pipeline(transaction=False)
+    queue_increments(pipeline, GLOBAL_METRICS, counts)
+    try:
+        await pipeline.execute()
+    except (RedisError, OSError):
+        pass  # a rejected request is answered whether or not it could be counted
