@@ -7,6 +7,7 @@ never build clients themselves.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from monitor.sinks.signing import WebhookClient
 from monitor.sinks.webhook import WebhookSink
 from monitor.sources.base import Clock, SourceContext, utc_now
 from monitor.store import TenantStore
+from monitor.tenant_registry import RegistrySnapshot, TenantRegistry
 
 
 @dataclass
@@ -37,6 +39,10 @@ class Runtime:
     publisher: Publisher | None = None
     # Sends alerts of the tenants' alert rules (monitor.sinks.alerts); built on first use.
     alerts: AlertDispatcher | None = None
+    # The tenants registered at run time (monitor.tenant_registry), as last read from Redis; kept
+    # fresh by `refresh_tenants()`, which the web app, the worker and the scheduler call.
+    registered: RegistrySnapshot = field(default_factory=RegistrySnapshot)
+    _tenants_checked_at: float = field(default=float("-inf"), repr=False)
 
     @classmethod
     async def open(cls, settings: Settings, *, graph: bool = True, clock: Clock = utc_now) -> Runtime:
@@ -50,7 +56,9 @@ class Runtime:
         except ConfigError:
             await redis.aclose()
             raise
-        return cls(settings, redis, client, clock, build_sinks(settings), publisher)
+        runtime = cls(settings, redis, client, clock, build_sinks(settings), publisher)
+        await runtime.refresh_tenants()
+        return runtime
 
     @property
     def graph(self) -> GraphClient:
@@ -62,11 +70,39 @@ class Runtime:
         return TenantStore(self.redis, tenant_id)
 
     def tenant(self, tenant_id: str) -> TenantConfig | None:
-        """The configuration of a tenant we watch, or None."""
-        return next((t for t in self.settings.tenants if t.id == tenant_id.lower()), None)
+        """The configuration of a tenant we watch (configured or registered), or None."""
+        wanted = tenant_id.lower()
+        configured = next((t for t in self.settings.tenants if t.id == wanted), None)
+        return configured or self.registered.tenants.get(wanted)
 
     def tenant_ids(self) -> list[str]:
-        return [t.id for t in self.settings.tenants]
+        return [t.id for t in self.tenants()]
+
+    def tenants(self) -> list[TenantConfig]:
+        """Every tenant we watch: the configured ones, then those registered at run time (a tenant in
+        both is the configured one: the settings are what the operator deployed)."""
+        configured = list(self.settings.tenants)
+        known = {t.id for t in configured}
+        return configured + [t for t_id, t in sorted(self.registered.tenants.items()) if t_id not in known]
+
+    @property
+    def registry(self) -> TenantRegistry:
+        return TenantRegistry(self.redis)
+
+    async def refresh_tenants(self, *, max_age: float = 0.0) -> None:
+        """Re-read the registered tenants if the registry changed since the last read (one GET).
+
+        With `max_age`, skip the check when the last one is more recent than that: the webhook's
+        hot path must not pay a Redis round trip per request for a list that changes rarely.
+        """
+        now = time.monotonic()
+        if max_age and now - self._tenants_checked_at < max_age:
+            return
+        self._tenants_checked_at = now
+        registry = self.registry
+        if self.registered.version is not None and await registry.version() == self.registered.version:
+            return
+        self.registered = await registry.load()
 
     def alert_dispatcher(self) -> AlertDispatcher:
         if self.alerts is None:

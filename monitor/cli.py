@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from monitor import __version__
 from monitor.errors import ConfigError, MonitorError
@@ -50,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     scheduler = commands.add_parser("scheduler", help="enqueue the periodic jobs (one leader among replicas)")
     scheduler.set_defaults(handler=_scheduler)
 
+    _tenant_commands(commands)
+    cert = commands.add_parser("cert", help="app registration certificates")
+    cert_commands = cert.add_subparsers(dest="cert_command", required=True, metavar="ACTION")
+    create = cert_commands.add_parser("create", help="make a self-signed certificate and key; print its thumbprints")
+    create.add_argument("--out", default=".", metavar="DIR", help="where to write NAME.pem and NAME.crt")
+    create.add_argument("--name", default="monitor", help="file name stem (default: monitor)")
+    create.add_argument("--common-name", default="monitor", help="the certificate's subject CN")
+    create.add_argument("--days", type=int, default=730, help="validity in days (default: 730)")
+    create.add_argument("--force", action="store_true", help="replace existing files")
+    create.set_defaults(handler=_cert_create)
+
     demo = commands.add_parser("demo", help="everything against a built-in simulated tenant (no setup needed)")
     demo.add_argument(
         "--duration", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)"
@@ -59,6 +71,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--jsonl", metavar="PATH", help="also write the change records to this JSONL file")
     demo.set_defaults(handler=_demo)
     return parser
+
+
+def _tenant_commands(commands: Any) -> None:
+    tenants = commands.add_parser("tenants", help="list, add, show or remove watched tenants")
+    actions = tenants.add_subparsers(dest="tenants_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="every tenant watched (configured and registered)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(handler=_tenants_list)
+    show = actions.add_parser("show", help="a tenant's configuration and permissions")
+    show.add_argument("tenant", metavar="ID")
+    show.add_argument("--check", action="store_true", help="probe the permissions now (needs Graph credentials)")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(handler=_tenants_show)
+    add = actions.add_parser("add", help="register a tenant that has granted admin consent; start its sync")
+    add.add_argument("tenant", metavar="ID")
+    add.add_argument("--account-name", help="the account name (default: the organization's name)")
+    add.add_argument("--description")
+    add.add_argument("--polling-interval", help="Intune and sign-in sweep interval: DISABLED or e.g. 1h")
+    add.add_argument("--tag-account-name", action="store_true", help="tag every entity with tag.AccountName")
+    add.add_argument("--integration-instance-id", help="JupiterOne integration instance id for the account key")
+    add.add_argument("--alerts", metavar="FILE", help="alert rules: a TOML file of [[alert]] tables")
+    add.set_defaults(handler=_tenants_add)
+    remove = actions.add_parser("remove", help="stop watching a registered tenant; delete its subscriptions and data")
+    remove.add_argument("tenant", metavar="ID")
+    remove.set_defaults(handler=_tenants_remove)
 
 
 def _settings() -> Settings:
@@ -108,6 +145,47 @@ def _scheduler(args: argparse.Namespace) -> int:
     from monitor.commands import scheduler_command
 
     return asyncio.run(scheduler_command(_settings()))
+
+
+def _tenants_list(args: argparse.Namespace) -> int:
+    from monitor.commands import tenants_list_command
+
+    return asyncio.run(tenants_list_command(_settings(), as_json=args.json))
+
+
+def _tenants_show(args: argparse.Namespace) -> int:
+    from monitor.commands import tenants_show_command
+
+    return asyncio.run(tenants_show_command(_settings(), args.tenant, check=args.check, as_json=args.json))
+
+
+def _tenants_add(args: argparse.Namespace) -> int:
+    from monitor.commands import tenants_add_command
+    from monitor.tenants import tenant_from_options
+
+    settings = _settings()
+    tenant = tenant_from_options(
+        args.tenant,
+        account_name=args.account_name,
+        description=args.description,
+        polling_interval=args.polling_interval,
+        tag_account_name=args.tag_account_name,
+        integration_instance_id=args.integration_instance_id,
+        alerts_file=args.alerts,
+    )
+    return asyncio.run(tenants_add_command(settings, tenant))
+
+
+def _tenants_remove(args: argparse.Namespace) -> int:
+    from monitor.commands import tenants_remove_command
+
+    return asyncio.run(tenants_remove_command(_settings(), args.tenant))
+
+
+def _cert_create(args: argparse.Namespace) -> int:
+    from monitor.commands import cert_create_command
+
+    return cert_create_command(args.out, name=args.name, common_name=args.common_name, days=args.days, force=args.force)
 
 
 def _demo(args: argparse.Namespace) -> int:

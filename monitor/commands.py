@@ -13,32 +13,38 @@ import orjson
 from monitor.app import Runtime
 from monitor.console import ProgressLine, sync_summary
 from monitor.errors import ConfigError
+from monitor.probes import serve_probes
 from monitor.settings import Settings, TenantConfig
 from monitor.sinks.jupiterone import reconcile
-from monitor.status import render_tenant, tenant_status
+from monitor.status import all_statuses, render_tenant
 from monitor.sync import sync_tenant
 
 log = logging.getLogger(__name__)
 
 
-def select_tenants(settings: Settings, wanted: Sequence[str] | None) -> list[TenantConfig]:
-    configured = settings.require_tenants()
+def select_tenants(runtime: Runtime, wanted: Sequence[str] | None) -> list[TenantConfig]:
+    """The tenants asked for, among those configured and registered (all of them by default)."""
+    watched = runtime.tenants()
+    if not watched:
+        raise ConfigError(
+            "no tenant configured: set MONITOR_TENANT_ID or MONITOR_TENANTS_FILE, or register one "
+            "(monitor tenants add, or the /onboard admin consent)"
+        )
     if not wanted:
-        return list(configured)
-    by_id = {t.id: t for t in configured}
+        return watched
+    by_id = {t.id: t for t in watched}
     unknown = [w for w in wanted if w.lower() not in by_id]
     if unknown:
-        raise ConfigError(f"not a configured tenant: {', '.join(unknown)}")
+        raise ConfigError(f"not a configured or registered tenant: {', '.join(unknown)}")
     return [by_id[w.lower()] for w in wanted]
 
 
 async def sync_command(settings: Settings, *, tenants: Sequence[str] | None, sources: Sequence[str], full: bool) -> int:
     """One round of each source for each tenant, a summary per tenant; exit 1 if any source failed."""
-    selected = select_tenants(settings, tenants)
     runtime = await Runtime.open(settings)
     failed = False
     try:
-        for tenant in selected:
+        for tenant in select_tenants(runtime, tenants):
             before = runtime.graph.stats.snapshot()
             progress = ProgressLine()
             results, failures = await sync_tenant(runtime, tenant, sources, progress=progress, full=full)
@@ -55,7 +61,8 @@ async def sync_command(settings: Settings, *, tenants: Sequence[str] | None, sou
 async def status_command(settings: Settings, *, as_json: bool) -> int:
     runtime = await Runtime.open(settings, graph=False)
     try:
-        statuses = [await tenant_status(runtime, tenant) for tenant in settings.require_tenants()]
+        select_tenants(runtime, None)  # none at all is a configuration error
+        statuses = await all_statuses(runtime)
     finally:
         await runtime.close()
     if as_json:
@@ -67,12 +74,11 @@ async def status_command(settings: Settings, *, as_json: bool) -> int:
 
 async def reconcile_command(settings: Settings, *, tenants: Sequence[str] | None) -> int:
     """Mark every scope of each tenant dirty and publish it to JupiterOne; exit 1 if a scope failed."""
-    selected = select_tenants(settings, tenants)
     runtime = await Runtime.open(settings, graph=False)
     failed = False
     try:
         publisher = runtime.require_publisher()
-        for tenant in selected:
+        for tenant in select_tenants(runtime, tenants):
             result = await reconcile(publisher, tenant)
             print(result.summary(tenant.id), flush=True)
             failed = failed or bool(result.failures)
@@ -108,7 +114,9 @@ async def worker_command(settings: Settings, *, burst: bool) -> int:
     runtime = await Runtime.open(settings)
     stop = _stop_on_signals()
     try:
-        stats = await Worker(runtime, burst=burst).run(stop)
+        task = asyncio.create_task(Worker(runtime, burst=burst).run(stop), name="worker")
+        async with serve_probes(settings.host, settings.probe_port, runtime.redis, lambda: not task.done()):
+            stats = await task
     finally:
         await runtime.close()
     print(f"worker: {stats.summary()}", flush=True)
@@ -122,7 +130,9 @@ async def scheduler_command(settings: Settings) -> int:
     runtime = await Runtime.open(settings, graph=False)
     stop = _stop_on_signals()
     try:
-        await Scheduler(runtime).run(stop)
+        task = asyncio.create_task(Scheduler(runtime).run(stop), name="scheduler")
+        async with serve_probes(settings.host, settings.probe_port, runtime.redis, lambda: not task.done()):
+            await task
     finally:
         await runtime.close()
     return 0
@@ -135,3 +145,90 @@ def _stop_on_signals() -> asyncio.Event:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     return stop
+
+
+# -- tenants and certificates ---------------------------------------------------------------------
+
+
+async def tenants_list_command(settings: Settings, *, as_json: bool) -> int:
+    """Every tenant watched: where it comes from, its name, how many permissions it lacks."""
+    from monitor.tenants import describe, render_list_line
+
+    runtime = await Runtime.open(settings, graph=False)
+    try:
+        entries = [await describe(runtime, tenant) for tenant in runtime.tenants()]
+    finally:
+        await runtime.close()
+    if as_json:
+        sys.stdout.write(orjson.dumps(entries, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif not entries:
+        print("no tenants: set MONITOR_TENANT_ID or MONITOR_TENANTS_FILE, or add one (monitor tenants add ID)")
+    else:
+        print("\n".join(render_list_line(entry) for entry in entries))
+    return 0
+
+
+async def tenants_show_command(settings: Settings, tenant_id: str, *, check: bool, as_json: bool) -> int:
+    """One tenant's configuration and permissions; with `check`, the permissions are probed anew."""
+    from monitor.permission_check import record_report
+    from monitor.store import iso_ms
+    from monitor.tenants import describe, render_description, validate
+
+    runtime = await Runtime.open(settings, graph=check)
+    try:
+        tenant = runtime.tenant(tenant_id)
+        if tenant is None:
+            raise ConfigError(f"not a configured or registered tenant: {tenant_id}")
+        if check:
+            report = await validate(runtime, tenant.id)
+            await record_report(runtime.redis, tenant.id, report, iso_ms(runtime.clock()))
+        entry = await describe(runtime, tenant)
+    finally:
+        await runtime.close()
+    if as_json:
+        sys.stdout.write(orjson.dumps(entry, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(render_description(entry))
+    return 0
+
+
+async def tenants_add_command(settings: Settings, tenant: TenantConfig) -> int:
+    """Register a tenant that has consented already: validate, save, start its first sync."""
+    from monitor.tenants import describe, onboard, render_description
+
+    runtime = await Runtime.open(settings)
+    try:
+        done = await onboard(runtime, tenant)
+        entry = await describe(runtime, done.tenant)
+    finally:
+        await runtime.close()
+    print(render_description(entry))
+    print(f"first sync enqueued ({', '.join(done.jobs)}): a running `monitor worker` picks it up")
+    return 0
+
+
+async def tenants_remove_command(settings: Settings, tenant_id: str) -> int:
+    """Stop watching a registered tenant: its Graph subscriptions and every Redis key of it go."""
+    from monitor.tenants import remove
+
+    has_credentials = bool(settings.client_id) and (
+        settings.client_secret is not None or settings.client_certificate is not None
+    )
+    runtime = await Runtime.open(settings, graph=has_credentials)
+    try:
+        removal = await remove(runtime, tenant_id)
+    finally:
+        await runtime.close()
+    print(removal.summary())
+    return 1 if removal.subscriptions_error else 0
+
+
+def cert_create_command(directory: str, *, name: str, common_name: str, days: int, force: bool) -> int:
+    """Write a self-signed certificate and key for the app registration; print the thumbprints."""
+    from pathlib import Path
+
+    from monitor.certs import create_certificate
+
+    created = create_certificate(Path(directory), name=name, common_name=common_name, days=days, overwrite=force)
+    print(created.instructions())
+    return 0

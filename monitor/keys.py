@@ -25,6 +25,11 @@ class TenantKeys:
     def base(self) -> str:
         return f"{NAMESPACE}:{{{self.tenant}}}"
 
+    @property
+    def pattern(self) -> str:
+        """SCAN MATCH pattern of every key of the tenant (tenant removal deletes them all)."""
+        return f"{self.base}:*"
+
     # -- mirror -----------------------------------------------------------------------------
     def mirror(self, scope: ScopeId) -> str:
         """HASH `_key` -> canonical JSON of the JupiterOne object, one hash per scope."""
@@ -114,6 +119,12 @@ class TenantKeys:
         """STRING holding the owner token of the (tenant, source) runner lease; PX-expiring."""
         return f"{self.base}:lease:{source}"
 
+    @property
+    def lease_patterns(self) -> tuple[str, str]:
+        """SCAN MATCH patterns of the tenant's runner and publisher leases: while one exists, a job of
+        the tenant is running somewhere (tenant removal waits for them)."""
+        return (f"{self.base}:lease:*", f"{self.base}:j1:lease:*")
+
     # -- JupiterOne publishing --------------------------------------------------------------
     @property
     def dirty(self) -> str:
@@ -193,6 +204,23 @@ def worker_heartbeat(worker: str) -> str:
 
 WORKER_HEARTBEAT_PATTERN = f"{NAMESPACE}:{{workers}}:heartbeat:*"
 WORKER_HEARTBEAT_TTL = 30
+
+# HASH tenant id -> JSON of its `TenantConfig`: the tenants registered at run time (admin consent
+# onboarding, `monitor tenants add`), next to those of MONITOR_TENANT_ID / MONITOR_TENANTS_FILE.
+TENANTS_REGISTRY = f"{NAMESPACE}:{{tenants}}:registry"
+# STRING counter, incremented in the same MULTI as every change of the registry (same hash tag, so
+# also on Redis Cluster): a process compares it (one GET) before re-reading the registry.
+TENANTS_VERSION = f"{NAMESPACE}:{{tenants}}:version"
+
+
+def onboard_state(state: str) -> str:
+    """STRING with a TTL: an admin-consent `state` handed out by `GET /onboard`, holding JSON
+    {binding (SHA-256 of the operator's browser cookie), created_at, tenant options}.
+
+    Single use (the callback takes it with GETDEL) and short-lived (`MONITOR_ONBOARD_STATE_TTL`), so a
+    stolen or replayed callback URL is refused.
+    """
+    return f"{NAMESPACE}:{{onboard}}:state:{state}"
 
 
 # -- Lua scripts ---------------------------------------------------------------------------------

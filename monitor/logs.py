@@ -8,11 +8,27 @@ from __future__ import annotations
 
 import logging
 import logging.config
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
 
 CONTEXT_FIELDS = ("tenant", "source", "request_id", "subscription", "scope")
+# The id of the HTTP request being served (set by the web app's request-id middleware). aiohttp runs
+# every request in a task of its own, so each request sees its own value.
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+class RequestContext(logging.Filter):
+    """Stamps the current request id on every record logged while a request is served, so a log
+    call deep in the code needs no `extra` to be traced back to its request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            request_id = REQUEST_ID.get()
+            if request_id is not None:
+                record.request_id = request_id
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,8 +60,14 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
             "version": 1,
             "disable_existing_loggers": False,
             "formatters": {"default": formatter},
+            "filters": {"request": {"()": RequestContext}},
             "handlers": {
-                "stderr": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
+                "stderr": {
+                    "class": "logging.StreamHandler",
+                    "formatter": "default",
+                    "stream": "ext://sys.stderr",
+                    "filters": ["request"],
+                }
             },
             "root": {"level": level, "handlers": ["stderr"]},
             # aiohttp logs every request at INFO; the access log is noise next to our own.

@@ -70,6 +70,18 @@ class RetryPolicy:
         ceiling = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
         return self.rng.uniform(ceiling / 2, ceiling)
 
+    def plan(self, stats: RetryStats, attempt: int, *, reason: str, retry_after: float | None) -> float:
+        """Count retry number `attempt` in `stats` and return how long to wait before it.
+
+        `reason` is the HTTP status as text (or the error's name); a 429 also counts as throttled.
+        """
+        delay = self.delay(attempt, retry_after)
+        stats.retries += 1
+        stats.throttled += reason == "429"
+        stats.by_reason[reason] += 1
+        stats.waited += delay
+        return delay
+
     def should_retry(self, attempt: int) -> bool:
         return attempt <= self.max_retries
 

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from redis.exceptions import RedisError
 
 from monitor.app import Runtime
 from monitor.hints import Hint, enqueue
@@ -61,13 +62,29 @@ class Scheduler:
             )
         if self.runtime.publisher is not None:
             jobs.append(("reconcile", settings.j1_reconcile_interval, lambda: self._hints(("reconcile",), "timer")))
-        for tenant in settings.tenants:
+        for tenant in self.runtime.tenants():
             if tenant.polling_interval is not None:
                 tenant_id = tenant.id
                 jobs.append(
                     (f"sweep:{tenant_id}", tenant.polling_interval, lambda t=tenant_id: self._sweep_hints(t))  # type: ignore[misc]
                 )
         return jobs
+
+    def sync_sweeps(self) -> None:
+        """Add the sweep job of a tenant registered since the start, drop that of one removed (or whose
+        interval changed: it comes back with the new one)."""
+        if self._apscheduler is None:
+            return
+        wanted = {name: (interval, hints) for name, interval, hints in self.jobs() if name.startswith("sweep:")}
+        for job in self._apscheduler.get_jobs():
+            if job.id.startswith("sweep:") and (
+                job.id not in wanted or job.trigger.interval.total_seconds() != wanted[job.id][0]
+            ):
+                job.remove()
+        present = {job.id for job in self._apscheduler.get_jobs()}
+        for name, (interval, hints) in wanted.items():
+            if name not in present:
+                self._add(name, interval, hints, first=self.runtime.clock() + timedelta(seconds=interval))
 
     def _hints(self, jobs: Sequence[str], reason: str) -> list[Hint]:
         stamp = now_ms()
@@ -83,16 +100,11 @@ class Scheduler:
         self._apscheduler = scheduler
         start = self.runtime.clock() + timedelta(seconds=1)
         for name, interval, hints in self.jobs():
-            scheduler.add_job(
-                self._fire,
-                "interval",
-                seconds=interval,
-                args=[name, hints],
-                id=name,
-                next_run_time=start if name in ("delta", "subscriptions") else start + timedelta(seconds=interval),
-                coalesce=True,
-                max_instances=1,
-                misfire_grace_time=MISFIRE_GRACE,
+            self._add(
+                name,
+                interval,
+                hints,
+                first=start if name in ("delta", "subscriptions") else start + timedelta(seconds=interval),
             )
         scheduler.start(paused=True)
         try:
@@ -102,8 +114,26 @@ class Scheduler:
             if self.leader:
                 await self.lease.release()
 
+    def _add(self, name: str, interval: float, hints: Callable[[], list[Hint]], *, first: datetime) -> None:
+        self._apscheduler.add_job(
+            self._fire,
+            "interval",
+            seconds=interval,
+            args=[name, hints],
+            id=name,
+            next_run_time=first,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=MISFIRE_GRACE,
+        )
+
     async def _lead(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            try:
+                await self.runtime.refresh_tenants()
+                self.sync_sweeps()
+            except (RedisError, OSError) as exc:
+                log.warning("scheduler: cannot re-read the tenant registry: %s", exc)
             held = await (self.lease.renew() if self.leader else self.lease.acquire())
             if held != self.leader:
                 self.leader = held
@@ -115,6 +145,8 @@ class Scheduler:
     async def _fire(self, name: str, hints: Callable[[], list[Hint]]) -> None:
         if not self.leader:
             return
+        with contextlib.suppress(RedisError, OSError):  # the copy in hand serves if Redis blinks
+            await self.runtime.refresh_tenants()
         batch = hints()
         try:
             await enqueue(self.runtime.redis, batch)

@@ -183,6 +183,12 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(default=10.0, gt=0)
     webhook_max_retries: int = Field(default=5, ge=0, le=20)
     webhook_max_backoff: float = Field(default=60.0, gt=0)
+    # Guards the operator endpoints of `web` (`/onboard`, `/status`): sent as `Authorization: Bearer
+    # <token>`, or once as `?token=` by a browser starting the admin-consent onboarding. Unset, they
+    # answer 404.
+    operator_token: SecretStr | None = None
+    # How long an admin-consent `state` handed out by `/onboard` stays valid (single use anyway).
+    onboard_state_ttl: float = Field(default=600.0, gt=0, le=3600)
     # Serve `web` over TLS directly (otherwise a proxy or ingress terminates TLS).
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -199,6 +205,8 @@ class Settings(BaseSettings):
     subscription_renew_before: float = Field(default=3 * 86400.0, gt=0)
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
+    # `worker` and `scheduler` answer GET /healthz and /readyz here (Kubernetes probes); unset: no port.
+    probe_port: int | None = Field(default=None, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     # Per-request timeout and retry budget for Graph (GRAPH.md 10.1: honour Retry-After, back off).
@@ -282,6 +290,14 @@ class Settings(BaseSettings):
     def _j1_prefix(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9._-]+", value):
             raise ValueError("must be letters, digits, '.', '_' or '-' (it starts every JupiterOne scope name)")
+        return value
+
+    @field_validator("operator_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # It opens onboarding and the status of every tenant: not something to guess.
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 32`)")
         return value
 
     @field_validator("tenant_id")

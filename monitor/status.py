@@ -5,9 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
+
 from monitor.app import Runtime
 from monitor.durations import format_duration
+from monitor.graph.subscriptions import parse_graph_time
+from monitor.permission_check import render_permission
 from monitor.settings import TenantConfig
+from monitor.sinks.alerts import ALERTS_SINK
 from monitor.sinks.jupiterone import publishing_status, render_publishing
 from monitor.sync import ALL_SOURCES, DELTA_PERMISSION, INTUNE_SOURCE
 
@@ -32,13 +37,70 @@ async def tenant_status(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any
     return {
         "tenant": tenant.id,
         "account_name": tenant.account_name,
+        "description": tenant.description,
+        "polling_interval": tenant.polling_interval,
         # seq starts at 1 and the log is never trimmed, so the last seq is the number of records.
         "change_log": {"records": last_seq, "entries": await store.changelog_entries(), "last_seq": last_seq},
         "sources": sources,
         "permissions": await store.permissions(),
+        "subscriptions": await _subscriptions(runtime, tenant),
         "sinks": sinks,
-        "jupiterone": await publishing_status(runtime.redis, tenant.id) if runtime.publisher is not None else None,
+        "alerts": await _alerts(runtime, tenant, last_seq),
+        "jupiterone": await _jupiterone(runtime, tenant) if runtime.publisher is not None else None,
     }
+
+
+async def all_statuses(runtime: Runtime) -> list[dict[str, Any]]:
+    """`tenant_status` of every tenant watched (configured and registered), for `status` and `/status`."""
+    await runtime.refresh_tenants()
+    return [await tenant_status(runtime, tenant) for tenant in runtime.tenants()]
+
+
+async def _subscriptions(runtime: Runtime, tenant: TenantConfig) -> list[dict[str, Any]]:
+    """Our Graph subscriptions of the tenant (the registry the webhook checks) and when each expires.
+    The clientState is a shared secret with Graph and is left out."""
+    raw = await runtime.redis.hgetall(runtime.store(tenant.id).keys.subscriptions)
+    now = runtime.clock()
+    found = []
+    for key, value in sorted(raw.items()):
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        if name.startswith("pending:"):
+            continue
+        record = orjson.loads(value)
+        expiration = str(record.get("expiration") or "")
+        left = (parse_graph_time(expiration) - now).total_seconds() if expiration else None
+        found.append(
+            {
+                "id": name,
+                "resource": record.get("resource"),
+                "expiration": expiration or None,
+                "expires_in_seconds": None if left is None else round(left),
+            }
+        )
+    return found
+
+
+async def _alerts(runtime: Runtime, tenant: TenantConfig, last_seq: int) -> dict[str, Any]:
+    rules = tenant.alerts
+    cursor = await runtime.store(tenant.id).cursor(ALERTS_SINK) if rules else 0
+    return {
+        "rules": len(rules),
+        "names": [rule.name for rule in rules],
+        "destinations": sum(len(rule.send_to) for rule in rules),
+        "behind": max(0, last_seq - cursor) if rules and cursor else 0,
+    }
+
+
+async def _jupiterone(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any]:
+    """The publishing state, plus the lag: how long changes have waited since the last confirmed
+    upload (0 when nothing is waiting; None when nothing was ever confirmed)."""
+    state = await publishing_status(runtime.redis, tenant.id)
+    last = state.get("last_success_at")
+    if not state["dirty_scopes"]:
+        state["lag_seconds"] = 0
+    else:
+        state["lag_seconds"] = None if last is None else round(time.time() - float(last))
+    return state
 
 
 def render_tenant(status: dict[str, Any]) -> str:
@@ -51,12 +113,23 @@ def render_tenant(status: dict[str, Any]) -> str:
     for source, entry in status["sources"].items():
         lines.append(f"  {source:<12} {_source_line(entry)}")
     for permission, entry in sorted(status["permissions"].items()):
-        state = "granted" if entry.get("granted") else f"MISSING: no {entry.get('needed_for')}"
-        lines.append(f"  permission   {permission}: {state}")
+        lines.append(f"  permission   {render_permission(permission, entry)}")
+    for subscription in status.get("subscriptions", []):
+        left = subscription["expires_in_seconds"]
+        when = "no expiry known" if left is None else (f"expires in {format_duration(left)}" if left > 0 else "EXPIRED")
+        lines.append(f"  subscription {subscription['resource']}: {when} ({subscription['expiration']})")
     for sink, entry in status["sinks"].items():
         lines.append(f"  sink         {sink}: at seq {entry['cursor']:,} ({entry['behind']:,} behind)")
+    alerts = status.get("alerts") or {}
+    if alerts.get("rules"):
+        lines.append(
+            f"  alerts       {alerts['rules']} rule(s) ({', '.join(alerts['names'])}), "
+            f"{alerts['destinations']} destination(s), {alerts['behind']:,} records behind"
+        )
     if status.get("jupiterone") is not None:
         lines.extend(render_publishing(status["jupiterone"]))
+        lag = status["jupiterone"].get("lag_seconds")
+        lines.append(f"  j1 lag       {'nothing confirmed yet' if lag is None else format_duration(lag)}")
     return "\n".join(lines)
 
 

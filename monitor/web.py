@@ -2,8 +2,11 @@
 
 Routes: the Graph webhook (`POST /graph/notifications`, `POST /graph/lifecycle`), `GET /healthz`
 (the process answers), `GET /readyz` (Redis answers; subscription health is reported in the body)
-and `GET /metrics` (Prometheus text). With `worker=True, scheduler=True` (`monitor serve`) the same
-application also runs the worker and the scheduler as tasks of its event loop.
+and `GET /metrics` (Prometheus text); behind the operator token, `GET /onboard` and its callback
+(admin-consent onboarding, `monitor.onboarding`) and `GET /status` (`monitor.operator`). Every
+response carries an `X-Request-Id`, which is also in every log record written while serving it.
+With `worker=True, scheduler=True` (`monitor serve`) the same application also runs the worker and
+the scheduler as tasks of its event loop.
 
 `create_app` lives here rather than in `monitor.app` (which holds the `Runtime` it wires) because
 the worker and scheduler it may start import `monitor.app` themselves.
@@ -27,6 +30,8 @@ from monitor.app import Runtime
 from monitor.graph.subscriptions import parse_graph_time
 from monitor.hints import queue_depth
 from monitor.metrics import metric, render
+from monitor.onboarding import routes as onboarding_routes
+from monitor.operator import fresh_tenants, request_ids, status_handler
 from monitor.scheduler import Scheduler
 from monitor.settings import Settings
 from monitor.webhook import INTAKE, MAX_BODY, Intake, lifecycle, notifications
@@ -42,11 +47,15 @@ def create_app(
     settings: Settings, *, worker: bool = False, scheduler: bool = False, runtime: Runtime | None = None
 ) -> web.Application:
     """The application; resources are opened on start-up and closed on shutdown (cleanup_ctx)."""
-    app = web.Application(client_max_size=settings.webhook_max_body)
+    app = web.Application(
+        client_max_size=settings.webhook_max_body, middlewares=[request_ids(), fresh_tenants(RUNTIME)]
+    )
     app[MAX_BODY] = settings.webhook_max_body
 
     async def lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
-        opened = runtime or await Runtime.open(settings, graph=worker)
+        # Graph access for the worker, and for onboarding (it validates a consented tenant) when the
+        # app registration is configured; a bare webhook needs none.
+        opened = runtime or await Runtime.open(settings, graph=worker or _has_credentials(settings))
         app[RUNTIME] = opened
         app[INTAKE] = Intake(opened.redis, opened.tenant_ids)
         stop = asyncio.Event()
@@ -67,7 +76,13 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_routes(onboarding_routes(RUNTIME))
+    app.router.add_get("/status", status_handler(RUNTIME))
     return app
+
+
+def _has_credentials(settings: Settings) -> bool:
+    return bool(settings.client_id) and (settings.client_secret is not None or settings.client_certificate is not None)
 
 
 async def _finish(tasks: list[asyncio.Task[Any]]) -> None:

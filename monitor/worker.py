@@ -27,8 +27,8 @@ from typing import Any
 from monitor.app import Runtime
 from monitor.graph.subscriptions import RESOURCES, SubscriptionManager
 from monitor.hints import SOURCE_JOBS, Hint, ensure_group
-from monitor.keys import HINTS, HINTS_GROUP, WORKER_HEARTBEAT_TTL, worker_heartbeat
-from monitor.metrics import metric, tenant_increment
+from monitor.keys import GLOBAL_METRICS, HINTS, HINTS_GROUP, WORKER_HEARTBEAT_TTL, worker_heartbeat
+from monitor.metrics import increment, metric, tenant_increment
 from monitor.settings import TenantConfig
 from monitor.sync import SourceFailed, deliver, run_source
 
@@ -97,7 +97,7 @@ class Worker:
                 elif self.burst and await self._drained():
                     break
             if self.burst and self.publish and self.runtime.publisher is not None:
-                for tenant in self.runtime.settings.tenants:
+                for tenant in self.runtime.tenants():
                     await self.runtime.publisher.publish_pending(tenant)
         finally:
             for task in background:
@@ -143,6 +143,8 @@ class Worker:
 
     # -- running -----------------------------------------------------------------------------
     async def _process(self, entries: list[tuple[str, dict[Any, Any]]]) -> None:
+        # Tenants registered or removed since the last batch (one GET when nothing changed).
+        await self.runtime.refresh_tenants()
         jobs: dict[tuple[str, ...], _Job] = {}
         invalid = []
         for entry_id, fields in entries:
@@ -159,7 +161,8 @@ class Worker:
             await self._ack(invalid)
         await asyncio.gather(*(self._run(job) for job in jobs.values()))
         for tenant in {job.hint.tenant for job in jobs.values()}:
-            await self._deliver(tenant)
+            if self.runtime.tenant(tenant) is not None:  # a removed tenant gets no keys written again
+                await self._deliver(tenant)
 
     async def _run(self, job: _Job) -> None:
         async with self._semaphore:
@@ -175,10 +178,15 @@ class Worker:
                 await self._failed(job, None)
             else:
                 await self._ack(job.entries)
+            if self.runtime.tenant(job.hint.tenant) is None:
+                outcome = "unknown_tenant"  # counted deployment-wide: the tenant has no keys any more
             self.stats.jobs[f"{job.hint.job}:{outcome}"] += 1
             series = metric("monitor_jobs_total", job=job.hint.job, outcome=outcome)
             with contextlib.suppress(Exception):
-                await tenant_increment(self.redis, job.hint.tenant, {series: 1})
+                if outcome == "unknown_tenant":
+                    await increment(self.redis, GLOBAL_METRICS, {series: 1})
+                else:
+                    await tenant_increment(self.redis, job.hint.tenant, {series: 1})
 
     async def _failed(self, job: _Job, error: BaseException | None) -> None:
         """Leave the hints pending for a retry, unless they have been tried too often."""
@@ -268,12 +276,14 @@ class Worker:
     async def _heartbeat(self) -> None:
         while True:
             await self.redis.set(worker_heartbeat(self.name), self.runtime.clock().isoformat(), ex=WORKER_HEARTBEAT_TTL)
+            # Also when no hints come: the publisher loop follows the registered tenants.
+            await self.runtime.refresh_tenants()
             await asyncio.sleep(WORKER_HEARTBEAT_TTL / 3)
 
     async def _publish_loop(self, stop: asyncio.Event) -> None:
         publisher = self.runtime.publisher
         assert publisher is not None
-        await publisher.run(self.runtime.settings.tenants, stop)
+        await publisher.run(self.runtime.tenants, stop)
 
 
 def _report_status(report: Any, runtime: Runtime) -> dict[str, Any]:

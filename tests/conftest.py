@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -67,19 +68,24 @@ async def graph(sim: Simulator) -> AsyncIterator[RunningSimulator]:
         yield running
 
 
+def simulator_settings(graph: RunningSimulator, redis_server: RedisServer, **overrides: Any) -> Settings:
+    """Settings pointing at the simulated Graph and the suite's Redis, as our app, for our tenant."""
+    values: dict[str, Any] = {
+        "redis_url": redis_server.url,
+        "graph_url": graph.url,
+        "authority_url": graph.url,
+        "ca_bundle": str(graph.ca_bundle_path),
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "tenant_id": TENANT_ID,
+    }
+    values.update(overrides)
+    return load_settings({}, **{k: v for k, v in values.items() if v is not None})
+
+
 @pytest.fixture
 def settings(graph: RunningSimulator, redis_server: RedisServer, tmp_path: Path) -> Settings:
-    return load_settings(
-        {},
-        redis_url=redis_server.url,
-        graph_url=graph.url,
-        authority_url=graph.url,
-        ca_bundle=str(graph.ca_bundle_path),
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        tenant_id=TENANT_ID,
-        sink=f"jsonl:{tmp_path / 'changes.jsonl'}",
-    )
+    return simulator_settings(graph, redis_server, sink=f"jsonl:{tmp_path / 'changes.jsonl'}")
 
 
 @pytest.fixture

@@ -131,6 +131,12 @@ class TokenProvider:
         """Forget the cached token (Graph said 401): the next call asks MSAL again."""
         self._tokens.pop(tenant, None)
 
+    def reset(self, tenant: str) -> None:
+        """Forget the tenant's token and MSAL app (whose cache would serve the same token again): after
+        an administrator consents anew, only a fresh token carries the new permissions."""
+        self._tokens.pop(tenant, None)
+        self._apps.pop(tenant, None)
+
     def token_age(self, tenant: str) -> float | None:
         """Seconds until the cached token expires, or None."""
         cached = self._tokens.get(tenant)

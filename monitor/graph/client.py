@@ -137,6 +137,11 @@ class GraphClient:
         self._session: aiohttp.ClientSession | None = None
         self.stats = GraphStats()
 
+    @property
+    def token_provider(self) -> TokenProvider:
+        """The tokens this client sends (onboarding reads the consented roles from a fresh one)."""
+        return self._tokens
+
     async def __aenter__(self) -> GraphClient:
         return self
 
@@ -337,12 +342,7 @@ class GraphClient:
         if isinstance(outcome, GraphResponse):
             retry_after = parse_retry_after(outcome.headers.get("Retry-After"))
             reason = str(outcome.status)
-            if outcome.status == 429:
-                self.stats.throttled += 1
-        delay = self.policy.delay(attempt, retry_after)
-        self.stats.retries += 1
-        self.stats.by_reason[reason] += 1
-        self.stats.waited += delay
+        delay = self.policy.plan(self.stats, attempt, reason=reason, retry_after=retry_after)
         log.info(
             "graph %s %s: %s, retry %d in %.2fs%s",
             method,

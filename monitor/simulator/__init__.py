@@ -3,14 +3,17 @@
 `Simulator` holds tenants (`SimTenant`), registered apps and consent, a fault injector, a request
 log and a settable clock; `serve_simulator` serves it over HTTPS with a throwaway CA;
 `python -m monitor.simulator` runs a seeded one in its own process. `sim.subscriptions` holds
-change-notification subscriptions and delivers their notifications to webhooks. See GRAPH.md for
-the Graph behaviours it reproduces.
+change-notification subscriptions and delivers their notifications to webhooks. `sim.intune` holds
+the Intune estates `seed_intune` creates (intune_routes.py serves them). See GRAPH.md for the Graph
+behaviours it reproduces.
 """
 
 from monitor.simulator.ca import CertificateAuthority, create_self_signed_client_certificate
 from monitor.simulator.clock import SimClock
 from monitor.simulator.delivery import DeliveryRecord
 from monitor.simulator.graph_app import ALL_PERMISSIONS, Simulator
+from monitor.simulator.intune import IntuneTenant
+from monitor.simulator.intune_seed import seed_intune
 from monitor.simulator.seed import SeedResult, seed
 from monitor.simulator.server import RunningSimulator, serve_simulator
 from monitor.simulator.subscription_book import Subscription, SubscriptionOptions
@@ -22,6 +25,7 @@ __all__ = [
     "CertificateAuthority",
     "DeliveryRecord",
     "DeltaOptions",
+    "IntuneTenant",
     "RunningSimulator",
     "SeedResult",
     "SimClock",
@@ -32,5 +36,6 @@ __all__ = [
     "SubscriptionService",
     "create_self_signed_client_certificate",
     "seed",
+    "seed_intune",
     "serve_simulator",
 ]

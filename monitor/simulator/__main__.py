@@ -15,6 +15,8 @@ from pathlib import Path
 
 from monitor.simulator.clock import SimClock
 from monitor.simulator.graph_app import ALL_PERMISSIONS, Simulator
+from monitor.simulator.intune_seed import add_arguments as add_intune_arguments
+from monitor.simulator.intune_seed import seed_from_arguments as seed_intune_from_arguments
 from monitor.simulator.seed import seed
 from monitor.simulator.server import serve_simulator
 
@@ -38,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--extra-ca", type=Path, help="also trust this CA bundle (PEM) when delivering notifications to webhooks"
     )
+    add_intune_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -47,6 +50,7 @@ async def run(args: argparse.Namespace) -> None:
     seed(tenant, users=args.users, groups=args.groups, memberships=args.memberships, rng_seed=args.seed)
     sim.register_app(args.client_id, secret=args.client_secret)
     sim.grant(tenant.tenant_id, args.client_id, ALL_PERMISSIONS)
+    seed_intune_from_arguments(sim, tenant.tenant_id, args)
     if args.extra_ca is not None:
         sim.subscriptions.trust(args.extra_ca.read_bytes())
     stop = asyncio.Event()

@@ -11,7 +11,6 @@ calls in lists.py, both behind graph_auth.py), `/_sim/...` is the control API (c
 from __future__ import annotations
 
 import asyncio
-import secrets
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,8 +22,10 @@ from aiohttp import web
 from cryptography import x509
 
 from monitor.simulator._json import json_response
+from monitor.simulator.access_tokens import jwt_shaped_token
 from monitor.simulator.ca import CertificateAuthority
 from monitor.simulator.clock import SimClock, inner_error_date
+from monitor.simulator.consent import AdminConsent
 from monitor.simulator.control import ControlRoutes
 from monitor.simulator.delta import DeltaRound
 from monitor.simulator.directory import DeltaRoutes
@@ -101,6 +102,7 @@ class Simulator:
         self.list_snapshots: BoundedStore[ListSnapshot] = BoundedStore(round_store_size)
         self.intune: dict[str, IntuneTenant] = {}  # tenants with Intune (intune_seed.seed_intune)
         self.subscriptions = SubscriptionService(self)  # change notifications (GRAPH.md 2-5)
+        self.consent = AdminConsent(self)  # the admin-consent endpoint (GRAPH.md 11.3)
 
     @property
     def ca(self) -> CertificateAuthority:
@@ -154,10 +156,18 @@ class Simulator:
         self.grants.pop((self.tenant(tenant_id).tenant_id, client_id), None)
 
     def issue_token(self, tenant: SimTenant, client_id: str) -> tuple[str, AccessToken]:
-        """An opaque access token carrying the permissions consented at issue time."""
-        token = secrets.token_urlsafe(48)
+        """An access token carrying the permissions consented at issue time (JWT-shaped, `roles`)."""
         permissions = self.grants[(tenant.tenant_id, client_id)]
-        issued = AccessToken(tenant.tenant_id, client_id, permissions, self.clock.timestamp() + tenant.token_lifetime)
+        now = self.clock.timestamp()
+        issued = AccessToken(tenant.tenant_id, client_id, permissions, now + tenant.token_lifetime)
+        token = jwt_shaped_token(
+            tenant_id=tenant.tenant_id,
+            client_id=client_id,
+            audience=self.base_url,
+            roles=permissions,
+            issued_at=now,
+            expires_at=issued.expires_at,
+        )
         self.tokens[token] = issued
         self.tokens_issued[(tenant.tenant_id, client_id)] += 1
         return token, issued
@@ -205,6 +215,7 @@ class Simulator:
         DeltaRoutes(self).register(app.router)  # before ListRoutes: /users/delta is not /users/{id}
         ListRoutes(self).register(app.router)
         LoginRoutes(self).register(app.router)
+        self.consent.register(app.router)
         IntuneRoutes(self).register(app.router)
         self.subscriptions.install(app)
         return app

@@ -374,14 +374,6 @@ def serial_number(index: int) -> str:
     return f"SN{_mix(index, 7):08X}{index % 100:02d}"
 
 
-def kind_index(device_type: str, model: str | None = None) -> int:
-    """The catalogue index of the first kind with this deviceType (and model, when given)."""
-    for index, kind in enumerate(DEVICE_KINDS):
-        if kind.device_type == device_type and (model is None or model in kind.models):
-            return index
-    raise KeyError(device_type)
-
-
 def seed_policies(intune: IntuneTenant, compliance: int, configurations: int) -> None:
     for name, odata_type, platform in COMPLIANCE_POLICIES[:compliance]:
         intune.add_policy("compliance", name, odata_type, platform)

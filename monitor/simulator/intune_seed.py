@@ -9,11 +9,12 @@ check-ins, compliance flips, software installed and removed, renames, retirement
 
 from __future__ import annotations
 
+import argparse
 import random
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from monitor.simulator.intune import IntuneTenant, kind_index, seed_policies
+from monitor.simulator.intune import IntuneTenant, seed_policies
 from monitor.simulator.intune_catalog import DEVICE_KINDS
 
 if TYPE_CHECKING:
@@ -120,4 +121,27 @@ def churn(intune: IntuneTenant, fraction: float, rng_seed: int = 1) -> Counter[s
     return done
 
 
-__all__ = ["add_devices", "churn", "kind_index", "seed_intune"]
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The Intune seeding flags of `python -m monitor.simulator`."""
+    group = parser.add_argument_group("Intune")
+    group.add_argument("--intune-devices", type=int, help="seed Intune with this many managed devices")
+    group.add_argument("--intune-unlicensed", action="store_true", help="a tenant without Intune (400 not applicable)")
+    group.add_argument("--intune-detected-titles", type=int, default=40, help="synthetic detected software titles")
+    group.add_argument("--intune-apps-per-device", type=int, default=6, help="detected apps per device (about)")
+    group.add_argument("--intune-page-size", type=int, default=1000, help="items per page of the Intune lists")
+
+
+def seed_from_arguments(sim: Simulator, tenant_id: str, args: argparse.Namespace) -> IntuneTenant | None:
+    if args.intune_unlicensed:
+        return seed_intune(sim, tenant_id, licensed=False)
+    if args.intune_devices is None:
+        return None
+    return seed_intune(
+        sim,
+        tenant_id,
+        devices=args.intune_devices,
+        detected_titles=args.intune_detected_titles,
+        apps_per_profile=args.intune_apps_per_device,
+        page_size=args.intune_page_size,
+        rng_seed=args.seed,
+    )

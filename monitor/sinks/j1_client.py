@@ -304,14 +304,9 @@ class JupiterOneClient:
         if isinstance(outcome, _Response):
             reason = str(outcome.status)
             retry_after = parse_retry_after(outcome.headers.get("Retry-After"))
-            if outcome.status == 429:
-                self.stats.throttled += 1
-                if retry_after is None:
-                    retry_after = rate_limit_reset(outcome.headers.get("RateLimit-Reset"))
-        delay = self.policy.delay(attempt, retry_after)
-        self.stats.retries += 1
-        self.stats.by_reason[reason] += 1
-        self.stats.waited += delay
+            if outcome.status == 429 and retry_after is None:
+                retry_after = rate_limit_reset(outcome.headers.get("RateLimit-Reset"))
+        delay = self.policy.plan(self.stats, attempt, reason=reason, retry_after=retry_after)
         log.info("jupiterone %s %s: %s, retry %d in %.2fs", method, path, reason, attempt, delay)
         await self._sleep(delay)
 

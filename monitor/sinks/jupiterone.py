@@ -551,17 +551,27 @@ class Publisher:
         return await publishing_status(self.redis, tenant_id)
 
     # -- the worker loop ---------------------------------------------------------------------
-    async def run(self, tenants: Iterable[TenantConfig], stop: asyncio.Event, *, idle: float = 0.5) -> None:
+    async def run(
+        self,
+        tenants: Iterable[TenantConfig] | Callable[[], Iterable[TenantConfig]],
+        stop: asyncio.Event,
+        *,
+        idle: float = 0.5,
+    ) -> None:
         """Publish dirty scopes of `tenants` until `stop` is set (the worker process's loop).
+
+        `tenants` may be a callable, asked before every pass: tenants are registered and removed
+        while the worker runs (`Runtime.tenants`).
 
         Each pass waits for the debounce first. After passes that confirm nothing while failing,
         the loop backs off through the retry policy, so an outage is not hammered.
         """
-        tenants = list(tenants)
+        fixed = None if callable(tenants) else list(tenants)
         backoff = RetryPolicy(max_retries=1_000_000, base_delay=idle, max_delay=self.settings.j1_max_backoff)
         failing = 0
         while not stop.is_set():
-            progressed, failed = await self._run_once(tenants)
+            current = fixed if fixed is not None else list(tenants())  # type: ignore[operator]
+            progressed, failed = await self._run_once(current)
             failing = failing + 1 if failed and not progressed else 0
             if progressed and not failed:
                 continue

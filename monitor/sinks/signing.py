@@ -185,12 +185,7 @@ class WebhookClient:
         if isinstance(outcome, _Answer):
             reason = str(outcome.status)
             retry_after = parse_retry_after(outcome.retry_after)
-            if outcome.status == 429:
-                self.stats.throttled += 1
-        delay = self.policy.delay(attempt, retry_after)
-        self.stats.retries += 1
-        self.stats.by_reason[reason] += 1
-        self.stats.waited += delay
+        delay = self.policy.plan(self.stats, attempt, reason=reason, retry_after=retry_after)
         log.info("webhook %s: %s, retry %d in %.2fs", redact(url), reason, attempt, delay)
         await self._sleep(delay)
 

@@ -15,11 +15,12 @@ One sweep (`sweep_intune`, run by `run_source(context, "intune")`):
    `mobileDeviceManagementAuthority` (`GET /organization/{id}?$select=mobileDeviceManagementAuthority`,
    `Organization.Read.All`); the account source owns the entity, so this is a `Patch`.
 3. Run the passes (`monitor.sources.intune_passes`) in order: devices first, since the others look
-   up the `_type` of the devices they relate to. Each pass deletes by absence only after it read
-   everything; a pass answered 403 is skipped (nothing of it deleted) and its permission recorded
-   as missing by name; a pass that fails otherwise deletes nothing, the other passes still run, and
-   the sweep ends with the error, so the status shows it. A failed device pass stops the sweep:
-   the others relate to its devices.
+   up the `_type` of the devices they relate to. A pass answered 403 is skipped and its permission
+   recorded as missing by name; a pass that fails otherwise is recorded, the other passes still
+   run, and the sweep ends with the error, so the status shows it. A failed device pass stops the
+   sweep: the others relate to its devices.
+4. Delete by absence what the *complete* passes own and did not see (`intune_sweep.delete_absent`);
+   nothing that a skipped, refused or failed pass owns is deleted.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from monitor.model.intune import account_enrichment
 from monitor.permissions import NEEDED_FOR
 from monitor.rounds import Progress, RecordListener, RoundResult
 from monitor.sources.base import SourceContext
-from monitor.sources.intune_passes import PASSES, IntunePass
+from monitor.sources.intune_passes import FAMILIES, PASSES, IntunePass, ownership
 from monitor.sources.intune_sweep import SOURCE, PassWriter, delete_absent, has_objects, seen_source
 from monitor.store import iso_ms
 
@@ -70,7 +71,6 @@ class PassOutcome:
     status: PassStatus
     detail: str = ""
     objects: int = 0
-    deleted: int = 0
     http_status: int = 0
 
 
@@ -87,20 +87,32 @@ async def sweep_intune(
     context: SourceContext, *, on_records: RecordListener | None = None, progress: Progress | None = None
 ) -> RoundResult:
     """One sweep of the tenant's Intune estate and account enrichment; raises GraphError when a pass
-    failed (after the other passes ran), so the caller records the sweep as failed."""
+    failed (after the other passes ran and the complete ones deleted), so the caller records the
+    sweep as failed."""
     result = RoundResult(context.tenant.id, SOURCE, sweep=True)
     probe = await _probe(context)
     await _enrich_account(context, probe, result, on_records)
-    report = SweepReport(probe)
     if probe.state == "off":
         log.warning("tenant %s: Intune sweep off: %s", context.tenant.id, probe.reason)
         await context.store.record_status(SOURCE, {"skipped": probe.reason, "partial": ""})
         return result
+    report = SweepReport(probe)
+    # Nothing to delete on a first sweep (an empty mirror): it skips the seen-set bookkeeping.
+    track = await has_objects(context, FAMILIES)
     for intune_pass in PASSES:
-        outcome = await _run_pass(context, intune_pass, result, on_records, progress)
+        if track:
+            await context.store.reset_seen(seen_source(intune_pass.name))
+        outcome = await _run_pass(context, intune_pass, result, track, on_records, progress)
         report.passes.append(outcome)
         if intune_pass.required and outcome.status == "failed":
             break
+    complete = frozenset(o.name for o in report.passes if o.status == "complete")
+    if track and complete:
+        writer = PassWriter(context, "deletions", result, track=False, on_records=on_records)
+        await delete_absent(writer, FAMILIES, complete, await ownership(writer))
+    if track:
+        for intune_pass in PASSES:
+            await context.store.reset_seen(seen_source(intune_pass.name))
     await _record_permissions(context, report)
     await context.store.record_status(SOURCE, {"skipped": "", "partial": report.partial()})
     failed = [o for o in report.passes if o.status == "failed"]
@@ -111,6 +123,8 @@ async def sweep_intune(
 
 
 async def _probe(context: SourceContext) -> Probe:
+    """`GET /v1.0/deviceManagement` (DeviceManagementServiceConfig.Read.All, or
+    DeviceManagementConfiguration.Read.All; GRAPH.md 9): is Intune there, and usable?"""
     now = iso_ms(context.clock())
     try:
         response = await context.client.get(
@@ -133,7 +147,8 @@ async def _probe(context: SourceContext) -> Probe:
 
 
 async def _mdm_authority(context: SourceContext) -> tuple[bool, str | None]:
-    """(known, value) of the organization's `mobileDeviceManagementAuthority`."""
+    """(known, value) of the organization's `mobileDeviceManagementAuthority`:
+    `GET /v1.0/organization/{id}?$select=mobileDeviceManagementAuthority` (Organization.Read.All)."""
     tenant = context.tenant.id
     try:
         response = await context.client.get(
@@ -177,14 +192,11 @@ async def _run_pass(
     context: SourceContext,
     intune_pass: IntunePass,
     result: RoundResult,
+    track: bool,
     on_records: RecordListener | None,
     progress: Progress | None,
 ) -> PassOutcome:
-    store, name, permission = context.store, intune_pass.name, intune_pass.permission
-    # A pass over an empty mirror has nothing to delete, so it skips the seen-set bookkeeping.
-    track = await has_objects(context, intune_pass.families)
-    if track:
-        await store.reset_seen(seen_source(name))
+    name, permission = intune_pass.name, intune_pass.permission
     writer = PassWriter(context, name, result, track=track, on_records=on_records, progress=progress)
     try:
         await intune_pass.run(writer)
@@ -196,11 +208,7 @@ async def _run_pass(
             return PassOutcome(name, permission, "not applicable", str(exc), writer.objects)
         log.error("tenant %s: Intune %s failed, nothing deleted: %s", context.tenant.id, name, exc)
         return PassOutcome(name, permission, "failed", str(exc), writer.objects, http_status=exc.status)
-    deleted = 0
-    if track:
-        deleted = await delete_absent(writer, await intune_pass.owned(writer))
-        await store.reset_seen(seen_source(name))
-    return PassOutcome(name, permission, "complete", "", writer.objects, deleted)
+    return PassOutcome(name, permission, "complete", "", writer.objects)
 
 
 async def _record_permissions(context: SourceContext, report: SweepReport) -> None:

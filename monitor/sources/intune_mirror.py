@@ -9,7 +9,6 @@ all devices in memory.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,10 +16,6 @@ from monitor.model.intune import DEVICE_FAMILY, USER_FAMILY
 from monitor.model.types import entity_placement
 from monitor.scopes import scope_of
 from monitor.store import TenantStore
-
-# Stored records are canonical JSON (sorted keys, no spaces), so the top-level `_type` reads as
-# `"_type":"<value>"`; the same text inside a string value would have its quotes escaped.
-_TYPE = re.compile(rb'"_type":"([^"\\]+)"')
 
 
 def _grouped(store: TenantStore, family: str, keys: Iterable[str]) -> dict[str, list[str]]:
@@ -46,18 +41,41 @@ async def known_users(store: TenantStore, user_ids: Iterable[str]) -> set[str]:
 
 
 async def device_types(store: TenantStore, device_ids: Iterable[str]) -> dict[str, str]:
-    """Managed device id -> the `_type` of its device entity, for the devices the mirror has."""
+    """Managed device id -> the `_type` of its device entity, for the devices the mirror has.
+
+    One script call: Redis reads the records and returns only their `_type`s, so a page of a thousand
+    statuses costs a few kilobytes of answer instead of the thousand device records.
+    """
     by_hash = _grouped(store, DEVICE_FAMILY, device_ids)
     if not by_hash:
         return {}
-    pipeline: Any = store.redis.pipeline(transaction=False)
-    for mirror_key, keys in by_hash.items():
-        pipeline.hmget(mirror_key, keys)
-    answers = await pipeline.execute()
-    types: dict[str, str] = {}
-    for keys, values in zip(by_hash.values(), answers, strict=True):
-        for key, raw in zip(keys, values, strict=True):
-            match = _TYPE.search(raw) if raw else None
-            if match:
-                types[key] = match.group(1).decode()
-    return types
+    args: list[str | int] = []
+    for keys in by_hash.values():
+        args += [len(keys), *keys]
+    script: Any = store.redis.register_script(RECORD_TYPES)  # a hash of the text; EVALSHA after the first
+    answers = await script(keys=list(by_hash), args=args)
+    ordered = [key for keys in by_hash.values() for key in keys]
+    return {key: _text(kind) for key, kind in zip(ordered, answers, strict=True) if kind}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# The `_type` of mirrored records, read inside Redis (read-only).
+# KEYS = mirror hashes (all of one tenant: one hash tag, one cluster slot).
+# ARGV = for each KEYS[k] in order: the number of fields n, then the n fields.
+# Returns one `_type` per field, in order; "" where the field is absent. Stored records are canonical
+# JSON (sorted keys, no spaces), so the top-level `_type` reads as `"_type":"<value>"`; the same text
+# inside a string value would have its quotes escaped.
+RECORD_TYPES = """
+local out, i = {}, 1
+for k = 1, #KEYS do
+  local n = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, n do
+    local raw = redis.call('HGET', KEYS[k], ARGV[i]); i = i + 1
+    out[#out + 1] = raw and (string.match(raw, '"_type":"([^"\\\\]+)"') or '') or ''
+  end
+end
+return out
+"""

@@ -30,25 +30,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor.graph.client import BatchRequest, BatchResponse
-from monitor.model.common import relationship_type
 from monitor.model.intune import (
-    AGENT_TYPE,
+    AGENT_KEY_PREFIX,
     APPLICATION_FAMILY,
     COMPLIANCE_POLICY_TYPE,
     CONFIGURATION_TYPE,
-    DETECTED_APP_TYPE,
+    DETECTED_KEY_PREFIX,
     DEVICE_FAMILY,
-    DEVICE_TYPES,
     FINDING_FAMILY,
-    FINDING_TYPE,
-    MANAGED_APP_TYPE,
     POLICY_FAMILY,
-    USER_TYPE,
 )
 from monitor.model.intune_apps import (
     DETECTED_APP_SELECT,
     REPORT_COLUMNS,
     DetectedAppCatalog,
+    app_version,
     map_install_row,
     map_installed,
     map_managed_app,
@@ -65,9 +61,9 @@ from monitor.model.intune_policies import (
     policy_ref,
     status_device_id,
 )
-from monitor.model.types import JsonObject, Kind, Op
+from monitor.model.types import Kind, Op
 from monitor.sources.intune_mirror import device_types, known_users
-from monitor.sources.intune_sweep import Batched, Owned, PassWriter, next_link
+from monitor.sources.intune_sweep import Batched, Ownership, PassWriter, next_link
 
 MANAGED_DEVICES_PATH = "/beta/deviceManagement/managedDevices"
 INSTALL_REPORT_URL = "/deviceManagement/reports/getDeviceInstallStatusReport"  # below /beta
@@ -78,16 +74,10 @@ CONFIGURATION = "DeviceManagementConfiguration.Read.All"
 APPS = "DeviceManagementApps.Read.All"
 
 
-def _types(*names: str) -> Callable[[JsonObject], bool]:
-    wanted = frozenset(names)
-    return lambda obj: obj.get("_type") in wanted
-
-
 @dataclass(frozen=True)
 class IntunePass:
-    """One resource of the sweep: its name, the permission it needs, how it runs, what it owns.
+    """One resource of the sweep: its name, the permission it needs, and how it runs.
 
-    `owned` is built when the pass deletes (findings need to know which policies are whose).
     `required`: the later passes depend on it (they look up its devices), so when it fails the sweep
     stops there; the later passes would otherwise delete relationships of devices it did not update.
     """
@@ -95,16 +85,10 @@ class IntunePass:
     name: str
     permission: str
     run: Callable[[PassWriter], Awaitable[None]]
-    owned: Callable[[PassWriter], Awaitable[tuple[Owned, ...]]]
-    families: tuple[tuple[Kind, str], ...]
     required: bool = False
 
 
 # -- devices -------------------------------------------------------------------------------------
-
-_DEVICE_PASS_RELATIONSHIPS = [relationship_type(AGENT_TYPE, "MANAGES", t) for t in DEVICE_TYPES] + [
-    relationship_type(USER_TYPE, verb, t) for t in DEVICE_TYPES for verb in ("HAS", "USES")
-]
 
 
 async def run_devices(writer: PassWriter) -> None:
@@ -117,13 +101,6 @@ async def run_devices(writer: PassWriter) -> None:
         await writer.commit(ops, objects=len(page))
 
 
-async def owned_by_devices(_: PassWriter) -> tuple[Owned, ...]:
-    return (
-        Owned("entity", DEVICE_FAMILY, _types(*DEVICE_TYPES, AGENT_TYPE)),
-        Owned("relationship", DEVICE_FAMILY, _types(*_DEVICE_PASS_RELATIONSHIPS)),
-    )
-
-
 # -- compliance policies and device configurations -------------------------------------------------
 
 _POLICY_LISTS: dict[PolicyKind, str] = {
@@ -133,9 +110,7 @@ _POLICY_LISTS: dict[PolicyKind, str] = {
 _POLICY_TYPES: dict[PolicyKind, str] = {"compliance": COMPLIANCE_POLICY_TYPE, "configuration": CONFIGURATION_TYPE}
 
 
-def _policy_pass(
-    kind: PolicyKind,
-) -> tuple[Callable[[PassWriter], Awaitable[None]], Callable[[PassWriter], Awaitable[tuple[Owned, ...]]]]:
+def _policy_pass(kind: PolicyKind) -> Callable[[PassWriter], Awaitable[None]]:
     list_path = _POLICY_LISTS[kind]
 
     async def run(writer: PassWriter) -> None:
@@ -144,66 +119,22 @@ def _policy_pass(
         client, tenant = context.client, context.tenant.id
         params = {"$select": ",".join(POLICY_SELECT)}
         batched: Batched[PolicyRef] = Batched(client, tenant, next_link(client, "v1.0"))
+        select = ",".join(STATUS_SELECT)
+        refs: list[PolicyRef] = []
         async for page in client.pages(tenant, f"/v1.0{list_path}", params=params):
             await writer.commit([map_policy(kind, policy) for policy in page], objects=len(page))
-            select = ",".join(STATUS_SELECT)
-            first = [
-                (policy_ref(kind, p), BatchRequest("GET", f"{list_path}/{p['id']}/deviceStatuses?$select={select}"))
-                for p in page
-            ]
-            async for policy, answer in batched.pages(first):
-                await _commit_statuses(writer, policy, answer.body.get("value") or [])
+            refs += [policy_ref(kind, policy) for policy in page]
+        first = [(ref, BatchRequest("GET", f"{list_path}/{ref.id}/deviceStatuses?$select={select}")) for ref in refs]
+        async for policy, answer in batched.pages(first):
+            await _commit_statuses(writer, policy, answer.body.get("value") or [])
 
-    async def owned(writer: PassWriter) -> tuple[Owned, ...]:
-        mine = await _policy_keys(writer, _POLICY_TYPES[kind])
-        others = await _policy_keys(writer, _POLICY_TYPES["configuration" if kind == "compliance" else "compliance"])
-        return (
-            Owned("entity", POLICY_FAMILY, _types(_POLICY_TYPES[kind])),
-            Owned(
-                "relationship", DEVICE_FAMILY, _types(relationship_type(AGENT_TYPE, "ASSIGNED", _POLICY_TYPES[kind]))
-            ),
-            Owned("entity", FINDING_FAMILY, _finding_owner(mine, others)),
-            Owned("relationship", FINDING_FAMILY, _finding_owner(mine, others)),
-        )
-
-    return run, owned
+    return run
 
 
 async def _commit_statuses(writer: PassWriter, policy: PolicyRef, statuses: list[dict[str, Any]]) -> None:
     known = await device_types(writer.context.store, (status_device_id(s) for s in statuses))
     ops: list[Op] = [op for s in statuses for op in map_status(policy, s, known.get(status_device_id(s)))]
     await writer.commit(ops, objects=len(statuses))
-
-
-async def _policy_keys(writer: PassWriter, policy_type: str) -> frozenset[str]:
-    store = writer.context.store
-    keys: set[str] = set()
-    for scope in await store.known_scopes("entity", POLICY_FAMILY):
-        keys.update(key for key, obj in (await store.scope_objects(scope)).items() if obj["_type"] == policy_type)
-    return frozenset(keys)
-
-
-def _finding_owner(mine: frozenset[str], others: frozenset[str]) -> Callable[[JsonObject], bool]:
-    """Findings of both kinds share their `_type`s and scopes: a finding (and its IDENTIFIED and HAS)
-    belongs to the pass whose policy its key names (`<account>_<policy>_<device>`). A finding whose
-    policy the mirror no longer has is stale, and either pass may delete it."""
-    relationship_types = {relationship_type(t, "HAS", FINDING_TYPE) for t in DEVICE_TYPES} | {
-        relationship_type(COMPLIANCE_POLICY_TYPE, "IDENTIFIED", FINDING_TYPE),
-        relationship_type(CONFIGURATION_TYPE, "IDENTIFIED", FINDING_TYPE),
-    }
-
-    def owns(obj: JsonObject) -> bool:
-        if obj.get("_type") == FINDING_TYPE:
-            finding = str(obj["_key"])
-        elif obj.get("_type") in relationship_types:
-            finding = str(obj["_toEntityKey"])
-        else:
-            return False
-        parts = finding.split("_")
-        policy = parts[-2] if len(parts) >= 3 else ""
-        return policy in mine or policy not in others
-
-    return owns
 
 
 # -- managed applications ------------------------------------------------------------------------
@@ -233,36 +164,34 @@ def _next_report_page(request: BatchRequest, answer: BatchResponse) -> BatchRequ
 async def run_apps(writer: PassWriter) -> None:
     """Managed apps and their per-device install states (permission DeviceManagementApps.Read.All).
 
+    The app list is read to its end before the reports start, so its page token stays fresh while
+    the reports take their time (a tenant has hundreds of apps, not devices).
+
     No `$select` on mobileApps: the version lives in properties of the derived types (`versionName`,
     `identityVersion`, ...), which a `$select` on the base collection cannot name.
     """
     context = writer.context
     client, tenant = context.client, context.tenant.id
     batched: Batched[dict[str, Any]] = Batched(client, tenant, _next_report_page, version="beta")
+    assigned: list[dict[str, Any]] = []
     async for page in client.pages(tenant, "/v1.0/deviceAppManagement/mobileApps"):
         await writer.commit([map_managed_app(app) for app in page], objects=len(page))
         # An app assigned to no group is installed by no one: its report would be empty.
-        first = [(app, _report_request(app["id"], 0)) for app in page if app.get("isAssigned") is not False]
-        async for app, answer in batched.pages(first):
-            rows = list(report_rows(answer.body))
-            known = await device_types(context.store, (str(row.get("DeviceId")) for row in rows))
-            ops: list[Op] = []
-            for row in rows:
-                upsert = map_install_row(app, row, known.get(str(row.get("DeviceId"))))
-                if upsert is not None:
-                    ops.append(upsert)
-            await writer.commit(ops, objects=len(rows))
+        assigned += [{"id": app["id"], **_versions(app)} for app in page if app.get("isAssigned") is not False]
+    async for app, answer in batched.pages((app, _report_request(app["id"], 0)) for app in assigned):
+        rows = list(report_rows(answer.body))
+        known = await device_types(context.store, (str(row.get("DeviceId")) for row in rows))
+        ops: list[Op] = []
+        for row in rows:
+            upsert = map_install_row(app, row, known.get(str(row.get("DeviceId"))))
+            if upsert is not None:
+                ops.append(upsert)
+        await writer.commit(ops, objects=len(rows))
 
 
-async def owned_by_apps(_: PassWriter) -> tuple[Owned, ...]:
-    return (
-        Owned("entity", APPLICATION_FAMILY, _types(MANAGED_APP_TYPE)),
-        Owned(
-            "relationship",
-            DEVICE_FAMILY,
-            _types(*(relationship_type(t, "ASSIGNED", MANAGED_APP_TYPE) for t in DEVICE_TYPES)),
-        ),
-    )
+def _versions(app: dict[str, Any]) -> dict[str, Any]:
+    """What an install row needs of its app besides the id (the app's version, `app_version`)."""
+    return {"version": app_version(app)}
 
 
 # -- detected applications -----------------------------------------------------------------------
@@ -273,78 +202,106 @@ async def run_detected(writer: PassWriter) -> None:
 
     `GET /detectedApps/{id}/managedDevices` per app (batched) instead of the public integration's
     `GET /managedDevices/{id}?$expand=detectedApps` per device: a tenant has far fewer distinct
-    detected apps than devices. The app entities are written once the whole list is read (one per
-    name, `DetectedAppCatalog`).
+    detected apps than devices. The list of detected apps is read to its end before the per-app
+    lists start (its page token stays fresh; memory grows with distinct apps, not devices), and the
+    app entities are written at the end (one per name, `DetectedAppCatalog`).
     """
     context = writer.context
     client, tenant = context.client, context.tenant.id
     catalog = DetectedAppCatalog()
     batched: Batched[dict[str, Any]] = Batched(client, tenant, next_link(client, "v1.0"))
     params = {"$select": ",".join(DETECTED_APP_SELECT)}
+    wanted: list[dict[str, Any]] = []
     async for page in client.pages(tenant, "/v1.0/deviceManagement/detectedApps", params=params):
         for app in page:
             catalog.add(app)
-        first = [
-            (app, BatchRequest("GET", f"/deviceManagement/detectedApps/{app['id']}/managedDevices?$select=id"))
+        wanted += [
+            {name: app.get(name) for name in ("id", "displayName", "version")}
             for app in page
             if app.get("deviceCount") != 0
         ]
-        async for app, answer in batched.pages(first):
-            devices = [str(d["id"]) for d in answer.body.get("value") or []]
-            known = await device_types(context.store, devices)
-            ops: list[Op] = [map_installed(app, d, known[d]) for d in devices if d in known]
-            await writer.commit(ops, objects=len(devices))
+    first = (
+        (app, BatchRequest("GET", f"/deviceManagement/detectedApps/{app['id']}/managedDevices?$select=id"))
+        for app in wanted
+    )
+    async for app, answer in batched.pages(first):
+        devices = [str(d["id"]) for d in answer.body.get("value") or []]
+        known = await device_types(context.store, devices)
+        ops: list[Op] = [map_installed(app, d, known[d]) for d in devices if d in known]
+        await writer.commit(ops, objects=len(devices))
     entities = list(catalog.entities())
     for start in range(0, len(entities), 1000):
         await writer.commit(entities[start : start + 1000], objects=0)
 
 
-async def owned_by_detected(_: PassWriter) -> tuple[Owned, ...]:
-    installed = (relationship_type(t, "INSTALLED", DETECTED_APP_TYPE) for t in DEVICE_TYPES)
-    return (
-        Owned("entity", APPLICATION_FAMILY, _types(DETECTED_APP_TYPE)),
-        Owned("relationship", DEVICE_FAMILY, _types(*installed)),
-    )
-
-
-_run_compliance, _owned_by_compliance = _policy_pass("compliance")
-_run_configurations, _owned_by_configurations = _policy_pass("configuration")
-
 PASSES: tuple[IntunePass, ...] = (
-    IntunePass(
-        "devices",
-        MANAGED_DEVICES,
-        run_devices,
-        owned_by_devices,
-        (("entity", DEVICE_FAMILY), ("relationship", DEVICE_FAMILY)),
-        required=True,
-    ),
-    IntunePass(
-        "compliance",
-        CONFIGURATION,
-        _run_compliance,
-        _owned_by_compliance,
-        (("entity", POLICY_FAMILY), ("relationship", DEVICE_FAMILY), ("entity", FINDING_FAMILY)),
-    ),
-    IntunePass(
-        "configurations",
-        CONFIGURATION,
-        _run_configurations,
-        _owned_by_configurations,
-        (("entity", POLICY_FAMILY), ("relationship", DEVICE_FAMILY), ("entity", FINDING_FAMILY)),
-    ),
-    IntunePass(
-        "apps",
-        APPS,
-        run_apps,
-        owned_by_apps,
-        (("entity", APPLICATION_FAMILY), ("relationship", DEVICE_FAMILY)),
-    ),
-    IntunePass(
-        "detected",
-        MANAGED_DEVICES,
-        run_detected,
-        owned_by_detected,
-        (("entity", APPLICATION_FAMILY), ("relationship", DEVICE_FAMILY)),
-    ),
+    IntunePass("devices", MANAGED_DEVICES, run_devices, required=True),
+    IntunePass("compliance", CONFIGURATION, _policy_pass("compliance")),
+    IntunePass("configurations", CONFIGURATION, _policy_pass("configuration")),
+    IntunePass("apps", APPS, run_apps),
+    IntunePass("detected", MANAGED_DEVICES, run_detected),
 )
+
+# -- ownership: which pass may delete an object by absence -----------------------------------------
+
+# Every family an Intune pass writes, in the order the deletion phase walks them.
+FAMILIES: tuple[tuple[Kind, str], ...] = (
+    ("relationship", DEVICE_FAMILY),
+    ("relationship", FINDING_FAMILY),
+    ("entity", FINDING_FAMILY),
+    ("entity", DEVICE_FAMILY),
+    ("entity", POLICY_FAMILY),
+    ("entity", APPLICATION_FAMILY),
+)
+
+
+def _device_relationship_owner(key: str) -> str | None:
+    """The pass of a relationship anchored on a device, from its key (JUPITERONE.md 2.1 formats):
+    `<device>|<app>` ASSIGNED app; `<from>|manages|`, `|has|`, `|uses|` the device pass's;
+    `<agent>|assigned|<policy>`; `<statusId>|<agent>|<configuration>`; `<device>|installed|...`."""
+    parts = key.split("|", 2)
+    if len(parts) == 2:
+        return "apps"
+    verb = parts[1]
+    if verb in ("manages", "has", "uses"):
+        return "devices"
+    if verb == "assigned":
+        return "compliance"
+    if verb == "installed":
+        return "detected"
+    return "configurations" if verb.startswith(AGENT_KEY_PREFIX) else None
+
+
+def make_ownership(compliance: frozenset[str], configurations: frozenset[str]) -> Ownership:
+    """Who owns what, by key; `compliance` / `configurations` are the policy ids of each kind.
+
+    Findings of both kinds share their `_type`s and scopes: a finding (and its IDENTIFIED and HAS)
+    belongs to the pass whose policy its key names (`<account>_<policy>_<device>`); a finding whose
+    policy the mirror no longer has is stale and goes with the compliance pass.
+    """
+
+    def owner(kind: Kind, family: str, key: str) -> str | None:
+        if family == DEVICE_FAMILY:
+            return "devices" if kind == "entity" else _device_relationship_owner(key)
+        if family == APPLICATION_FAMILY:
+            return "detected" if key.startswith(DETECTED_KEY_PREFIX) else "apps"
+        if family == POLICY_FAMILY:
+            return "compliance" if key in compliance else "configurations" if key in configurations else None
+        if family == FINDING_FAMILY:
+            finding = key if kind == "entity" else key.rsplit("|", maxsplit=1)[-1]
+            parts = finding.split("_")
+            policy = parts[-2] if len(parts) >= 3 else ""
+            return "configurations" if policy in configurations else "compliance"
+        return None
+
+    return owner
+
+
+async def ownership(writer: PassWriter) -> Ownership:
+    """The ownership of the mirror as it is now (reads the policy entities: a few hundred)."""
+    store = writer.context.store
+    kinds: dict[str, set[str]] = {COMPLIANCE_POLICY_TYPE: set(), CONFIGURATION_TYPE: set()}
+    for scope in await store.known_scopes("entity", POLICY_FAMILY):
+        for key, obj in (await store.scope_objects(scope)).items():
+            kinds.get(obj["_type"], set()).add(key)
+    return make_ownership(frozenset(kinds[COMPLIANCE_POLICY_TYPE]), frozenset(kinds[CONFIGURATION_TYPE]))

@@ -1,15 +1,18 @@
-"""The machinery of a sweep pass: commit pages as they come, remember what the pass saw, delete what
-it no longer sees, and page through per-object lists in JSON batches.
+"""The machinery of a sweep: commit pages as they come, remember what each pass saw, delete what a
+complete pass no longer sees, and page through per-object lists in JSON batches.
 
 Rules (DESIGN.md, "Rules that keep it correct"; issue 4):
 
 - Each page is committed (mirror + change log, atomically) before the next one is read: memory
   holds a page (or one batch of 20 pages), never the tenant.
-- A pass over one resource records every object it produced in a seen set of its own (Redis,
-  `TenantKeys.round_seen("intune.<pass>")`). Only after the pass read *everything* are the objects
-  of the `_type`s it owns that it did not see deleted; a pass that fails part-way, or whose
-  endpoint answers 403, deletes nothing. Several passes write into the same device-anchored scopes
-  (ASSIGNED, INSTALLED, ...), so a pass deletes only objects its `owns` predicate accepts.
+- Each pass records every object it produced in a seen set of its own (Redis,
+  `TenantKeys.round_seen("intune.<pass>")`). Deletion by absence runs once, after the passes: an
+  object is deleted only if the pass that owns it (`Ownership`, by key) read *everything* and did
+  not see it. A pass that failed part-way, or whose endpoint answered 403, owns objects that stay.
+  Several passes write into the same device-anchored scopes (MANAGES, ASSIGNED, INSTALLED, ...), so
+  ownership is per object, never per scope.
+- The deletion phase reads each Intune scope once, keys only (a few hundred per scope), a pipeline
+  of scopes per round trip; it reads an object's JSON only when it deletes it (for its anchor).
 - Seen-set members are 64-bit digests of "<kind>:<key>", not the keys: a large estate's passes see
   millions of relationships, and a digest costs Redis a quarter of a key. A collision could only
   make an absent object look seen (kept one more sweep), never delete a present one.
@@ -23,7 +26,9 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+import orjson
 
 from monitor.graph.client import BATCH_LIMIT, BatchRequest, BatchResponse, GraphClient
 from monitor.model.registry import end_placements, entity_anchor
@@ -37,9 +42,11 @@ log = logging.getLogger(__name__)
 
 SOURCE = "intune"
 DELETE_BATCH = 500
+SCOPES_PER_READ = 64
 T = TypeVar("T")
-Owns = Callable[[JsonObject], bool]
 Follow = Callable[[BatchRequest, BatchResponse], BatchRequest | None]
+# (kind, family, key) -> the name of the pass that owns the object, or None (never deleted).
+Ownership = Callable[[Kind, str, str], str | None]
 
 
 def seen_ref(kind: Kind, key: str) -> str:
@@ -48,15 +55,6 @@ def seen_ref(kind: Kind, key: str) -> str:
 
 def seen_source(pass_name: str) -> str:
     return f"{SOURCE}.{pass_name}"
-
-
-@dataclass(frozen=True, slots=True)
-class Owned:
-    """Objects of (`kind`, `family`) that a pass may delete by absence: those `owns` accepts."""
-
-    kind: Kind
-    family: str
-    owns: Owns
 
 
 class PassWriter:
@@ -80,15 +78,19 @@ class PassWriter:
         self.progress = progress
         self.objects = 0
 
-    async def commit(self, ops: Sequence[Op], *, objects: int = 0) -> None:
-        """Commit one page of operations; `objects` Graph objects were read to make them."""
+    async def commit(self, ops: Sequence[Op], *, objects: int = 0) -> int:
+        """Commit one page of operations; `objects` Graph objects were read to make them. Returns the
+        number of change records the page emitted."""
         store, now = self.context.store, self.context.clock()
         write = PageWrite(ops=list(ops))
         if self.on_records is None:
-            self.result.changes.update(await store.commit_counts(write, source=SOURCE, observed_at=now))
+            counts = await store.commit_counts(write, source=SOURCE, observed_at=now)
+            self.result.changes.update(counts)
+            emitted = sum(counts.values())
         else:
             records = await store.commit(write, source=SOURCE, observed_at=now)
             self.result.add(records)
+            emitted = len(records)
             if records:
                 self.on_records(records)
         if self.track:
@@ -100,6 +102,7 @@ class PassWriter:
         self.objects += objects
         if self.progress is not None:
             self.progress(self.result)
+        return emitted
 
 
 async def has_objects(context: SourceContext, families: Iterable[tuple[Kind, str]]) -> bool:
@@ -117,26 +120,76 @@ def placement_in(scope: ScopeId, obj: JsonObject) -> Placement:
     return Placement("relationship", scope.family, anchor)
 
 
-async def delete_absent(writer: PassWriter, owned: Sequence[Owned]) -> int:
-    """After a complete pass: delete the owned objects the pass did not see. Returns how many."""
+async def delete_absent(
+    writer: PassWriter, families: Sequence[tuple[Kind, str]], complete: frozenset[str], owner_of: Ownership
+) -> int:
+    """After the passes: delete what a complete pass owns and did not see. Returns how many.
+
+    Three round trips per `SCOPES_PER_READ` scopes (their keys; the seen-set lookups of every owner;
+    the records of what goes), plus the commits of the deletions.
+    """
     store = writer.context.store
-    source = seen_source(writer.pass_name)
     deleted = 0
-    for item in owned:
-        for scope in await store.known_scopes(item.kind, item.family):
-            objects = [obj for obj in (await store.scope_objects(scope)).values() if item.owns(obj)]
-            missing = set(await store.unseen(source, [seen_ref(item.kind, obj["_key"]) for obj in objects]))
-            deletes: list[Op] = [
-                Delete(placement_in(scope, obj), obj["_key"])
-                for obj in objects
-                if seen_ref(item.kind, obj["_key"]) in missing
-            ]
-            for start in range(0, len(deletes), DELETE_BATCH):
-                chunk = deletes[start : start + DELETE_BATCH]
-                before = writer.result.changes.copy()
-                await writer.commit(chunk)
-                deleted += sum((writer.result.changes - before).values())
+    for kind, family in families:
+        scopes = await store.known_scopes(kind, family)
+        for start in range(0, len(scopes), SCOPES_PER_READ):
+            chunk = scopes[start : start + SCOPES_PER_READ]
+            keys = await _scope_keys(writer, chunk)
+            missing = await _unseen(writer, kind, family, dict(zip(chunk, keys, strict=True)), complete, owner_of)
+            for scope, gone in missing.items():
+                deleted += await _delete(writer, scope, gone)
     writer.result.deleted_by_absence += deleted
+    return deleted
+
+
+async def _scope_keys(writer: PassWriter, scopes: Sequence[ScopeId]) -> list[list[str]]:
+    store = writer.context.store
+    pipeline: Any = store.redis.pipeline(transaction=False)
+    for scope in scopes:
+        pipeline.hkeys(store.mirror_key(scope))
+    answers = await pipeline.execute()
+    return [[k.decode() if isinstance(k, bytes) else k for k in keys] for keys in answers]
+
+
+async def _unseen(
+    writer: PassWriter,
+    kind: Kind,
+    family: str,
+    scope_keys: dict[ScopeId, list[str]],
+    complete: frozenset[str],
+    owner_of: Ownership,
+) -> dict[ScopeId, list[str]]:
+    """The keys per scope that a complete pass owns and did not see (one pipeline of SMISMEMBER)."""
+    by_owner: dict[str, list[tuple[ScopeId, str]]] = {}
+    for scope, keys in scope_keys.items():
+        for key in keys:
+            owner = owner_of(kind, family, key)
+            if owner in complete:
+                by_owner.setdefault(owner, []).append((scope, key))
+    if not by_owner:
+        return {}
+    store = writer.context.store
+    pipeline: Any = store.redis.pipeline(transaction=False)
+    for owner, owned in by_owner.items():
+        pipeline.smismember(store.keys.round_seen(seen_source(owner)), [seen_ref(kind, key) for _, key in owned])
+    missing: dict[ScopeId, list[str]] = {}
+    for owned, flags in zip(by_owner.values(), await pipeline.execute(), strict=True):
+        for (scope, key), seen in zip(owned, flags, strict=True):
+            if not seen:
+                missing.setdefault(scope, []).append(key)
+    return missing
+
+
+async def _delete(writer: PassWriter, scope: ScopeId, keys: list[str]) -> int:
+    store = writer.context.store
+    raws = await store.redis.hmget(store.mirror_key(scope), keys)
+    ops: list[Op] = []
+    for key, raw in zip(keys, raws, strict=True):
+        if raw is not None:
+            ops.append(Delete(placement_in(scope, orjson.loads(raw)), key))
+    deleted = 0
+    for start in range(0, len(ops), DELETE_BATCH):
+        deleted += await writer.commit(ops[start : start + DELETE_BATCH])
     return deleted
 
 
@@ -154,8 +207,8 @@ def next_link(client: GraphClient, version: str) -> Follow:
 class Batched(Generic[T]):
     """Per-object lists (a policy's device statuses, an app's devices) read 20 at a time in `$batch`.
 
-    Each tag's first request goes in the queue; `follow` turns an answer into the tag's next request
-    (its next page), which joins the back of the queue. Answers are yielded page by page; a status
+    Each tag's first request waits its turn; `follow` turns an answer into the tag's next request (its
+    next page), sent in the next batch. Answers are yielded page by page; a status
     in `tolerate` (a 404: the object went away since it was listed) ends that tag quietly, any other
     error raises it (a 403 names the missing permission; the pass then deletes nothing).
     """
@@ -167,11 +220,16 @@ class Batched(Generic[T]):
     tolerate: frozenset[int] = frozenset({404})
 
     async def pages(self, first: Iterable[tuple[T, BatchRequest]]) -> AsyncIterator[tuple[T, BatchResponse]]:
-        pending: deque[tuple[T, BatchRequest]] = deque(first)
-        while pending:
-            chunk = [pending.popleft() for _ in range(min(BATCH_LIMIT, len(pending)))]
-            answers = await self.client.batch(self.tenant, [request for _, request in chunk], version=self.version)
-            for (tag, request), answer in zip(chunk, answers, strict=True):
+        # At most 20 lists are open at a time, each followed to its end before another starts: page
+        # tokens stay fresh, and the queue holds 20 requests whatever the number of objects.
+        waiting: deque[tuple[T, BatchRequest]] = deque(first)
+        active: list[tuple[T, BatchRequest]] = []
+        while waiting or active:
+            while len(active) < BATCH_LIMIT and waiting:
+                active.append(waiting.popleft())
+            answers = await self.client.batch(self.tenant, [request for _, request in active], version=self.version)
+            following: list[tuple[T, BatchRequest]] = []
+            for (tag, request), answer in zip(active, answers, strict=True):
                 error = answer.error()
                 if error is not None:
                     if answer.status in self.tolerate:
@@ -179,6 +237,7 @@ class Batched(Generic[T]):
                         continue
                     raise error
                 yield tag, answer
-                following = self.follow(request, answer)
-                if following is not None:
-                    pending.append((tag, following))
+                next_request = self.follow(request, answer)
+                if next_request is not None:
+                    following.append((tag, next_request))
+            active = following

@@ -17,11 +17,10 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from monitor.app import Runtime
-from monitor.settings import load_settings
 from monitor.simulator import RunningSimulator
 from monitor.sinks.alerts import AlertDispatcher
 from monitor.sinks.signing import WebhookClient
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, TENANT_ID, RedisServer
+from tests.conftest import RedisServer, simulator_settings
 
 SECRET = "whsec-test-5f1d2c"
 
@@ -115,15 +114,9 @@ async def make_runtime(
     async def make(rules: list[dict[str, Any]], *, sink: str = "", max_retries: int = 2) -> Runtime:
         path = tmp_path / "alerts.toml"
         path.write_text(toml_rules(rules))
-        settings = load_settings(
-            {},
-            redis_url=redis_server.url,
-            graph_url=graph.url,
-            authority_url=graph.url,
-            ca_bundle=str(graph.ca_bundle_path),
-            client_id=CLIENT_ID,
-            client_secret=CLIENT_SECRET,
-            tenant_id=TENANT_ID,
+        settings = simulator_settings(
+            graph,
+            redis_server,
             alerts_file=str(path),
             webhook_secret=SECRET,
             webhook_max_retries=max_retries,

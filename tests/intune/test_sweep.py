@@ -15,8 +15,11 @@ import pytest
 from monitor.app import Runtime
 from monitor.model.account import account_key
 from monitor.model.types import entity_placement
+from monitor.rounds import RoundResult
 from monitor.simulator import SimTenant, Simulator
 from monitor.simulator.intune import IntuneTenant, SimDevice
+from monitor.sources.intune_passes import FAMILIES, PASSES, ownership
+from monitor.sources.intune_sweep import PassWriter
 from monitor.status import render_tenant, tenant_status
 from monitor.store import ChangeRecord
 from monitor.sync import SourceFailed, sync_tenant
@@ -401,3 +404,52 @@ async def test_an_inner_429_during_the_sweep_is_retried(
     assert sim.count("deviceStatuses", status=429) == 3
     assert runtime.graph.stats.throttled >= 3
     assert await mirror(runtime) == expected_intune(estate, set(tenant.users))
+
+
+def pass_of(obj: dict[str, Any], estate: IntuneTenant) -> str:
+    """Which pass writes an object, by its `_type` (and, for findings, by its policy)."""
+    kind = obj["_type"]
+    if (
+        kind in DEVICE_TYPES
+        or kind == "intune_host_agent"
+        or kind.startswith(("intune_host_agent_manages_", "azure_user_"))
+    ):
+        return "devices"
+    if "noncompliance_finding" in kind and not kind.startswith(("intune_compliance", "intune_device_configuration")):
+        finding = obj["_key"] if kind == "intune_noncompliance_finding" else obj["_toEntityKey"]
+        return "compliance" if finding.split("_")[1] in estate.compliance_policies else "configurations"
+    if "compliance_policy" in kind:
+        return "compliance"
+    if "device_configuration" in kind:
+        return "configurations"
+    return "apps" if "managed_application" in kind else "detected"
+
+
+async def test_every_object_is_owned_by_the_pass_that_writes_it(runtime: Runtime, estate: IntuneTenant) -> None:
+    """The deletion phase finds an object's owner from its key alone: check it on every object."""
+    await first_sweep(runtime)
+    context = runtime.context(runtime.settings.tenants[0])
+    writer = PassWriter(context, "check", RoundResult(TENANT_ID, "intune"), track=False)
+    owner_of = await ownership(writer)
+    owners = set()
+    for kind, family in FAMILIES:
+        for scope in await context.store.known_scopes(kind, family):
+            for key, obj in (await context.store.scope_objects(scope)).items():
+                assert owner_of(kind, family, key) == pass_of(obj, estate), obj
+                owners.add(pass_of(obj, estate))
+    assert owners == {p.name for p in PASSES}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the account source replaces the account entity without preserving INTUNE_PROPERTIES "
+    "(monitor/sources/account.py: Upsert(..., preserve=INTUNE_PROPERTIES)); until then every account "
+    "refresh removes the Intune enrichment and the next sweep patches it back",
+)
+async def test_account_refresh_and_sweep_together_emit_nothing_when_nothing_changed(
+    runtime: Runtime, estate: IntuneTenant
+) -> None:
+    await first_sweep(runtime)
+    records, failures = await sync(runtime, ("account", "intune"))
+    assert failures == []
+    assert records == []

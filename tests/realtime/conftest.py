@@ -16,13 +16,13 @@ from aiohttp import web
 from monitor.app import Runtime
 from monitor.hints import Hint, enqueue
 from monitor.keys import HINTS
-from monitor.settings import Settings, load_settings
+from monitor.settings import Settings
 from monitor.simulator import RunningSimulator, SimTenant, Simulator
 from monitor.simulator.redis_process import free_port
 from monitor.simulator.subscription_book import Subscription
 from monitor.web import create_app
 from monitor.worker import Worker, WorkerStats
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, TENANT_ID, RedisServer
+from tests.conftest import TENANT_ID, RedisServer, simulator_settings
 
 ALERT_RULES = """
 [[alert]]
@@ -81,15 +81,9 @@ async def live(
     alerts_path = tmp_path / "alerts.jsonl"
     rules = tmp_path / "alerts.toml"
     rules.write_text(ALERT_RULES.format(path=alerts_path))
-    settings = load_settings(
-        {},
-        redis_url=redis_server.url,
-        graph_url=graph.url,
-        authority_url=graph.url,
-        ca_bundle=str(graph.ca_bundle_path),
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        tenant_id=TENANT_ID,
+    settings = simulator_settings(
+        graph,
+        redis_server,
         public_url=public_url,
         alerts_file=str(rules),
         sink=f"jsonl:{tmp_path / 'changes.jsonl'}",

@@ -1,0 +1,306 @@
+"""Intune sweep benchmark: a first sweep, an unchanged sweep, a sweep after 1% of devices changed,
+and the public integration's per-device call pattern over the same simulated estate.
+
+`python -m bench.intune [--scale S]` prints the BENCHMARKS.md section (`python -m bench intune`
+writes it). At scale 1: 100,000 managed devices (every kind), 60,000 users, 8 compliance policies,
+10 device configurations, 12 managed apps and about 1,500 detected apps, about 10 per device.
+
+The simulator (Intune's limits enforced: GRAPH.md 10.3) and Redis run in their own processes; each
+sweep runs in a child process of its own (`python -m bench.intune --sweep-once`, which runs only
+`run_source(context, "intune")`), so wall time and peak RSS are the sweep's alone (`os.wait4`).
+Graph calls are counted by the simulator: every request under /v1.0 or /beta, each request
+inside a `$batch` counted on its own as Graph counts it; HTTP requests count a batch once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from bench.common import TENANT, ChildRun, Environment, command_line, environment, machine, number, status
+from monitor.app import Runtime
+from monitor.graph.auth import TokenProvider
+from monitor.graph.client import GraphClient, GraphError
+from monitor.graph.pacing import INTUNE_LIMITS, IntunePacer, intune_bucket
+from monitor.settings import load_settings
+from monitor.sync import INTUNE_SOURCE, run_source
+from monitor.tls import client_context
+
+SECTION = "intune"
+# The command shown in the section: `python -m bench ...` unless run as `python -m bench.intune`.
+_COMMAND: list[str] = []
+GRAPH_CALLS = r"^/(v1\.0|beta)/(?!\$batch)"
+PUBLIC_CONCURRENCY = 16
+
+
+@dataclass
+class Sweep:
+    run: ChildRun
+    status: dict[str, Any]
+    calls: int  # Graph calls, batch-inner counted one by one
+    http: int  # HTTP requests (a batch once)
+
+    @property
+    def entry(self) -> dict[str, Any]:
+        entry: dict[str, Any] = self.status["sources"][INTUNE_SOURCE]
+        return entry
+
+    @property
+    def records(self) -> int:
+        return int(self.entry["changes"])
+
+    @property
+    def seconds(self) -> float:
+        return float(self.entry["duration"])
+
+
+@dataclass
+class PublicPattern:
+    calls: int
+    expands: int
+    seconds: float
+    by_bucket: Counter[str]
+
+    def floor_seconds(self) -> float:
+        """The least time Intune's per-app limits allow for these calls (GRAPH.md 10.3)."""
+        return max((n * 20 / INTUNE_LIMITS[b] for b, n in self.by_bucket.items() if b in INTUNE_LIMITS), default=0.0)
+
+
+def run(scale: float) -> str:
+    devices, users = int(100_000 * scale), max(100, int(60_000 * scale))
+    titles = max(40, int(1_500 * scale))
+    simulator = [
+        *("--users", str(users), "--groups", "0", "--memberships", "0"),
+        *("--intune-devices", str(devices), "--intune-detected-titles", str(titles), "--intune-apps-per-device", "10"),
+    ]
+    with environment(simulator) as env:
+        monitor_env = env.monitor_env()
+        subprocess.run([sys.executable, "-m", "monitor", "sync"], env=monitor_env, check=True, capture_output=True)
+        first = _sweep(env)
+        redis_mb = asyncio.run(_redis_memory_mb(env))
+        unchanged = _sweep(env)
+        churned = asyncio.run(_control(env, "POST", "churn", {"fraction": 0.01, "seed": 7}))
+        changed = _sweep(env)
+        public = asyncio.run(_public_pattern(env))
+    return _report(scale, devices, users, first, redis_mb, unchanged, churned, changed, public)
+
+
+def _sweep(env: Environment) -> Sweep:
+    asyncio.run(_control(env, "DELETE", None, None, path="/_sim/requests"))
+    child = _run_sweep_child(env.monitor_env())
+    calls = asyncio.run(_count(env, GRAPH_CALLS))
+    current = status(env.monitor_env())
+    return Sweep(child, current, calls, int(current["sources"][INTUNE_SOURCE]["requests"]))
+
+
+def _run_sweep_child(env: dict[str, str]) -> ChildRun:
+    """`python -m bench.intune --sweep-once` as a child: its wall time, peak RSS and CPU time alone."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.monotonic()
+        command = [sys.executable, "-m", "bench.intune", "--sweep-once"]
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=err)
+        _, code, usage = os.wait4(process.pid, 0)  # this child's own resource use
+        wall = time.monotonic() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if os.waitstatus_to_exitcode(code) != 0:
+        raise RuntimeError(f"the sweep failed: {stderr[-2000:]}")
+    return ChildRun(wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, stdout, stderr)
+
+
+async def sweep_once() -> dict[str, Any]:
+    """One Intune sweep of the configured tenant (the child process of the benchmark)."""
+    runtime = await Runtime.open(load_settings())
+    try:
+        context = runtime.context(runtime.settings.tenants[0])
+        result = await run_source(context, INTUNE_SOURCE)
+        return {"changes": dict(result.changes), "requests": result.requests, "seconds": result.duration}
+    finally:
+        await runtime.close()
+
+
+async def _http(env: Environment) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_context(Path(env.ca_bundle))))
+
+
+async def _control(
+    env: Environment, method: str, action: str | None, body: dict[str, Any] | None, *, path: str | None = None
+) -> dict[str, Any]:
+    url = env.sim_url + (path or f"/_sim/tenants/{TENANT}/intune" + (f"/{action}" if action else ""))
+    async with await _http(env) as http, http.request(method, url, json=body) as response:
+        response.raise_for_status()
+        answer: dict[str, Any] = await response.json() if response.status != 204 else {}
+        return answer
+
+
+async def _count(env: Environment, path_regex: str) -> int:
+    async with (
+        await _http(env) as http,
+        http.get(f"{env.sim_url}/_sim/requests/count", params={"path_regex": path_regex}) as response,
+    ):
+        response.raise_for_status()
+        return int((await response.json())["count"])
+
+
+async def _redis_memory_mb(env: Environment) -> float:
+    client = aioredis.Redis.from_url(env.redis.url)
+    try:
+        info = await client.info("memory")
+        return float(info["used_memory"]) / 2**20
+    finally:
+        await client.aclose()
+
+
+async def _public_pattern(env: Environment) -> PublicPattern:
+    """The public integration's Intune steps over the same estate (JUPITERONE.md 3), made with the
+    same client: the account's enrichment calls, the device list, every policy's and configuration's
+    status list, one install report per app, and one `GET managedDevices/{id}?$expand=detectedApps`
+    per device. Run with Intune's limits lifted in the simulator and no pacing, PUBLIC_CONCURRENCY
+    requests at a time, so it finishes; `PublicPattern.floor_seconds` is what the limits would cost.
+    """
+    await _control(env, "PATCH", None, {"limits": {}})
+    settings = load_settings(env.monitor_env())
+    client = GraphClient(settings, TokenProvider(settings), pacer=IntunePacer(limits={}))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        await _public_account(client)
+        device_ids = [
+            d["id"] async for page in client.pages(TENANT, "/beta/deviceManagement/managedDevices") for d in page
+        ]
+        await _public_policies(client)
+        await _public_apps(client)
+        gate = asyncio.Semaphore(PUBLIC_CONCURRENCY)
+
+        async def expand(device_id: str) -> None:
+            async with gate:
+                path = f"/beta/deviceManagement/managedDevices/{device_id}"
+                await client.get(TENANT, path, params={"$expand": "detectedApps"})
+
+        await asyncio.gather(*(expand(device_id) for device_id in device_ids))
+        seconds = loop.time() - started
+        by_bucket: Counter[str] = Counter()
+        for path, count in client.stats.by_path.items():
+            by_bucket[intune_bucket(path) or "other Graph"] += count
+        return PublicPattern(client.stats.requests, len(device_ids), seconds, by_bucket)
+    finally:
+        await client.close()
+        await _control(env, "PATCH", None, {"limits": dict(INTUNE_LIMITS)})
+
+
+async def _public_account(client: GraphClient) -> None:
+    await client.get(TENANT, "/v1.0/organization")
+    await client.get(TENANT, "/v1.0/deviceManagement", params={"$select": "intuneAccountId"})
+    try:  # undocumented beta; the simulator does not serve it, the call counts all the same
+        await client.get(TENANT, "/beta/deviceManagement/subscriptionState")
+    except GraphError:
+        pass
+    await client.get(TENANT, f"/v1.0/organization/{TENANT}", params={"$select": "mobileDeviceManagementAuthority"})
+
+
+async def _public_policies(client: GraphClient) -> None:
+    for kind, version in (("deviceCompliancePolicies", "beta"), ("deviceConfigurations", "v1.0")):
+        policies = [p async for page in client.pages(TENANT, f"/v1.0/deviceManagement/{kind}") for p in page]
+        for policy in policies:
+            async for _ in client.pages(TENANT, f"/{version}/deviceManagement/{kind}/{policy['id']}/deviceStatuses"):
+                pass
+
+
+async def _public_apps(client: GraphClient) -> None:
+    where = "(isAssigned eq true or microsoft.graph.managedApp/appAvailability eq null)"
+    apps = [
+        a
+        async for page in client.pages(TENANT, "/beta/deviceAppManagement/mobileApps", params={"$filter": where})
+        for a in page
+    ]
+    for app in apps:
+        body = {"filter": f"(ApplicationId eq '{app['id']}')"}
+        await client.request(TENANT, "POST", "/beta/deviceManagement/reports/getDeviceInstallStatusReport", json=body)
+
+
+def _row(label: str, *cells: str) -> str:
+    return "| " + " | ".join((label, *cells)) + " |"
+
+
+def _report(
+    scale: float,
+    devices: int,
+    users: int,
+    first: Sweep,
+    redis_mb: float,
+    unchanged: Sweep,
+    churned: dict[str, Any],
+    changed: Sweep,
+    public: PublicPattern,
+) -> str:
+    sweeps = (first, unchanged, changed)
+    churn = ", ".join(f"{count} {kind}" for kind, count in sorted(churned.items()))
+    sweep_rows = [
+        _row("Wall time of the sweep process", *(f"{s.run.wall:.1f} s" for s in sweeps)),
+        _row("Sweep time (status `duration`)", *(f"{s.seconds:.1f} s" for s in sweeps)),
+        _row("Graph calls (each `$batch` request counted)", *(number(s.calls) for s in sweeps)),
+        _row("HTTP requests (a `$batch` counted once)", *(number(s.http) for s in sweeps)),
+        _row("Change records emitted", *(f"**{number(s.records)}**" for s in sweeps)),
+        _row("Peak memory of the sweep process (RSS)", *(f"{s.run.peak_rss_mb:.0f} MB" for s in sweeps)),
+        _row("CPU time of the sweep process", *(f"{s.run.cpu:.1f} s" for s in sweeps)),
+    ]
+    floor = public.floor_seconds()
+    public_rows = [
+        _row("Graph calls", number(public.calls), f"{public.calls / max(1, changed.calls):,.0f}×"),
+        _row("of which `GET managedDevices/{id}?$expand=detectedApps`, one per device", number(public.expands), ""),
+        _row(
+            "Least time Intune's per-app limits allow for them", f"{floor:,.0f} s", f"{floor / changed.seconds:,.1f}×"
+        ),
+        _row(f"Time here (limits lifted, {PUBLIC_CONCURRENCY} requests at a time)", f"{public.seconds:.1f} s", ""),
+    ]
+    newline = "\n"
+    return f"""## Intune: sweeps over {number(devices)} managed devices, and the public integration's per-device pattern
+
+Command: `{_COMMAND[0] if _COMMAND else command_line()}` — {machine()}.
+Estate: {number(devices)} managed devices (every device kind) of {number(users)} users, with their host
+agents, 8 compliance policies, 10 device configurations, 12 managed apps and about 10 detected apps per
+device (scale {scale:g}). The simulator enforces Intune's per-app limits (GRAPH.md 10.3); monitor paces
+under them. Each sweep runs alone in its own process (`run_source(context, "intune")`).
+
+| Sweep | first (empty mirror) | unchanged | after 1% of devices changed |
+|---|---|---|---|
+{newline.join(sweep_rows)}
+
+Redis memory after the first sweep (mirror and change log, users included): {redis_mb:.0f} MB.
+The 1% change ({number(sum(churned.values()))} devices): {churn}.
+
+| The public integration's Intune steps over the same estate | | ratio to our sweep after the change |
+|---|---|---|
+{newline.join(public_rows)}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.intune", description=__doc__)
+    parser.add_argument("--scale", type=float, default=1.0, help="estate size as a fraction of 100,000 devices")
+    parser.add_argument("--sweep-once", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.sweep_once:
+        print(json.dumps(asyncio.run(sweep_once())))
+        return 0
+    _COMMAND.append(f"python -m bench.intune --scale {args.scale:g}")
+    print(run(args.scale))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""The operator's side of `monitor web`: the operator token, `GET /status`, and the middleware every
+request passes (request ids, fresh tenant list).
+
+The operator token (`MONITOR_OPERATOR_TOKEN`) guards `/onboard` and `/status`. Scripts send it as
+`Authorization: Bearer <token>`; a browser starting an onboarding cannot add a header, so `/onboard`
+also takes it once as `?token=` (see `monitor.onboarding` for how the rest of that flow is bound to
+the browser without the token). It is compared in constant time, never logged, never echoed. Without
+a configured token the operator endpoints do not exist (404): an unprotected status page would tell
+anyone the tenants watched.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from redis.exceptions import RedisError
+
+from monitor.app import Runtime
+from monitor.logs import REQUEST_ID
+from monitor.settings import Settings
+from monitor.status import all_statuses
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID_HEADER = "X-Request-Id"
+# An incoming id is kept when it is short and plain (it ends up in logs); otherwise one is made.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+def presented_token(request: web.Request, *, query: bool) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return request.query.get("token") if query else None
+
+
+def operator_allowed(settings: Settings, presented: str | None) -> bool:
+    expected = settings.operator_token
+    if expected is None or presented is None:
+        return False
+    # Constant time: the comparison must not reveal how much of a guess was right.
+    return hmac.compare_digest(presented.encode(), expected.get_secret_value().encode())
+
+
+def refusal(settings: Settings, request: web.Request, *, query: bool = False) -> web.Response | None:
+    """None when the request carries the operator token; else the answer to give."""
+    if settings.operator_token is None:
+        return web.Response(status=404, text="operator endpoints are off: set MONITOR_OPERATOR_TOKEN", headers=NO_STORE)
+    if operator_allowed(settings, presented_token(request, query=query)):
+        return None
+    log.warning("operator endpoint %s: missing or wrong operator token", request.path)
+    headers = {**NO_STORE, "WWW-Authenticate": 'Bearer realm="monitor"'}
+    return web.Response(status=401, text="the operator token is missing or wrong", headers=headers)
+
+
+def status_handler(runtime_key: web.AppKey[Runtime]) -> Handler:
+    """`GET /status`: what `monitor status --json` prints, for every tenant; read-only."""
+
+    async def status(request: web.Request) -> web.StreamResponse:
+        runtime = request.app[runtime_key]
+        refused = refusal(runtime.settings, request)
+        if refused is not None:
+            return refused
+        try:
+            body = {"tenants": await all_statuses(runtime)}
+        except (RedisError, OSError) as exc:
+            return web.json_response({"error": f"Redis: {exc}"}, status=503, headers=NO_STORE)
+        return web.json_response(body, headers=NO_STORE)
+
+    return status
+
+
+def request_ids() -> Middleware:
+    """Middleware: honour an incoming `X-Request-Id` (or make one), echo it, and put it in every log
+    record written while the request is served (`monitor.logs.REQUEST_ID`)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+        try:
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                exc.headers[REQUEST_ID_HEADER] = request_id
+                raise
+            response.headers[REQUEST_ID_HEADER] = request_id
+            return response
+        finally:
+            REQUEST_ID.reset(token)
+
+    return middleware
+
+
+def fresh_tenants(runtime_key: web.AppKey[Runtime]) -> Middleware:
+    """Middleware: re-read the tenant registry if it changed (one GET) before serving, so every web
+    replica knows a tenant registered or removed a moment ago (`monitor.tenant_registry`)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        runtime = request.app.get(runtime_key)
+        if runtime is not None and request.path not in ("/healthz",):
+            try:
+                # At most once a second: a tenant registered a moment ago gets its subscriptions
+                # seconds later anyway, and a removed tenant's late hint is dropped by the worker.
+                await runtime.refresh_tenants(max_age=1.0)
+            except (RedisError, OSError) as exc:
+                # The handler reports Redis trouble its own way (the webhook answers 503).
+                log.warning("cannot re-read the tenant registry: %s", exc)
+        return await handler(request)
+
+    return middleware
