@@ -113,6 +113,38 @@ def run_child(args: Sequence[str], env: dict[str, str]) -> ChildRun:
     return ChildRun(wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, stdout, stderr)
 
 
+@contextlib.contextmanager
+def process(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A helper process (a server) for the block, terminated afterwards."""
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield child
+    finally:
+        child.terminate()
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+async def wait_http(url: str, *, accept: tuple[int, ...] = (200,), **kwargs: Any) -> None:
+    """Wait until `url` answers with one of `accept` (a server just started)."""
+    import asyncio
+
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        for _ in range(600):
+            try:
+                async with http.get(url, **kwargs) as response:
+                    if response.status in accept:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} never answered")
+
+
 def status(env: dict[str, str]) -> dict[str, Any]:
     run = subprocess.run(
         [sys.executable, "-m", "monitor", "status", "--json"], env=env, capture_output=True, check=True

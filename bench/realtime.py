@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ import aiohttp
 import orjson
 import redis.asyncio as aioredis
 
-from bench.common import TENANT, command_line, environment, machine
+from bench.common import TENANT, command_line, environment, machine, process, wait_http
 from monitor.keys import TenantKeys
 from monitor.simulator.ca import CertificateAuthority
 from monitor.simulator.redis_process import free_port, start_redis_server
@@ -82,11 +79,11 @@ async def _receiver() -> tuple[Load, Load]:
         env |= {"MONITOR_HOST": "127.0.0.1", "MONITOR_PORT": str(monitor_port)}
         try:
             with (
-                _process([sys.executable, "-m", "monitor", "web"], env),
-                _process([sys.executable, "-m", "bench.bare", str(bare_port)], env),
+                process([sys.executable, "-m", "monitor", "web"], env),
+                process([sys.executable, "-m", "bench.bare", str(bare_port)], env),
             ):
-                await _wait_http(f"http://127.0.0.1:{monitor_port}/healthz")
-                await _wait_http(f"http://127.0.0.1:{bare_port}/healthz")
+                await wait_http(f"http://127.0.0.1:{monitor_port}/healthz")
+                await wait_http(f"http://127.0.0.1:{bare_port}/healthz")
                 body = _notification(subscription)
                 monitor_load = await _open_loop(f"http://127.0.0.1:{monitor_port}/graph/notifications", body)
                 bare_load = await _open_loop(f"http://127.0.0.1:{bare_port}/graph/notifications", body)
@@ -197,7 +194,7 @@ def _end_to_end() -> tuple[list[float], list[float]]:
                 MONITOR_TLS_KEY=str(work / "key.pem"),
                 MONITOR_ALERTS_FILE=str(work / "alerts.toml"),
             )
-            with _process([sys.executable, "-m", "monitor", "serve"], serve_env):
+            with process([sys.executable, "-m", "monitor", "serve"], serve_env):
                 return asyncio.run(_measure(env.sim_url, env.ca_bundle, env.redis.url, port, work))
 
 
@@ -276,32 +273,6 @@ async def _recorded(store: TenantStore, group: str, user: str) -> bool:
 
 async def _alerted(path: Path, user: str) -> bool:
     return await asyncio.to_thread(lambda: path.exists() and user.encode() in path.read_bytes())
-
-
-@contextmanager
-def _process(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-async def _wait_http(url: str, **kwargs: Any) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            try:
-                async with http.get(url, **kwargs) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} never answered")
 
 
 def _clean_env() -> dict[str, str]:

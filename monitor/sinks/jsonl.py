@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -25,6 +26,8 @@ class JsonlSink:
         self.path = path
         self._handle: IO[bytes] | None = None
         self._last_seq: dict[str, int] | None = None
+        # Writes run in worker threads, and tenants deliver concurrently to the one file.
+        self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -34,11 +37,16 @@ class JsonlSink:
         await asyncio.to_thread(self._write, records)
 
     async def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        with self._lock:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
 
     def _write(self, records: Sequence[ChangeRecord]) -> None:
+        with self._lock:
+            self._write_locked(records)
+
+    def _write_locked(self, records: Sequence[ChangeRecord]) -> None:
         if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._last_seq = last_sequences(self.path)

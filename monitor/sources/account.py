@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from monitor.graph.client import GraphError
-from monitor.model.account import map_account
+from monitor.model.account import INTUNE_PROPERTIES, map_account
+from monitor.model.types import Upsert
 from monitor.permissions import NEEDED_FOR
 from monitor.rounds import RecordListener, RoundResult
 from monitor.sources.base import SourceContext
@@ -34,7 +35,9 @@ async def refresh_account(context: SourceContext, *, on_records: RecordListener 
     if not organizations:
         raise GraphError(f"tenant {context.tenant.id}: /organization returned no organization")
     await context.store.record_permission(PERMISSION, True, NEEDED_FOR[PERMISSION], "", iso_ms(context.clock()))
-    upsert = map_account(organizations[0], key=context.account_key, display_name=context.tenant.account_name)
+    mapped = map_account(organizations[0], key=context.account_key, display_name=context.tenant.account_name)
+    # The Intune sweep patches its enrichment onto the account; a refresh must not wipe it.
+    upsert = Upsert(mapped.placement, mapped.obj, preserve=INTUNE_PROPERTIES)
     records = await context.store.commit(PageWrite(ops=[upsert]), source=SOURCE, observed_at=context.clock())
     result.pages, result.objects = 1, 1
     result.add(records)

@@ -440,12 +440,6 @@ async def test_every_object_is_owned_by_the_pass_that_writes_it(runtime: Runtime
     assert owners == {p.name for p in PASSES}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the account source replaces the account entity without preserving INTUNE_PROPERTIES "
-    "(monitor/sources/account.py: Upsert(..., preserve=INTUNE_PROPERTIES)); until then every account "
-    "refresh removes the Intune enrichment and the next sweep patches it back",
-)
 async def test_account_refresh_and_sweep_together_emit_nothing_when_nothing_changed(
     runtime: Runtime, estate: IntuneTenant
 ) -> None:
