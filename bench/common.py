@@ -20,6 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
+
+from monitor.keys import TenantKeys
 from monitor.simulator.redis_process import RedisProcess, start_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,3 +190,21 @@ ratios measured within one run rather than absolute times across runs.
 
 def number(value: float) -> str:
     return f"{value:,.0f}"
+
+
+@dataclass
+class RedisMemory:
+    """Redis `used_memory`, and how much of it is the tenant's change log."""
+
+    total_mb: float
+    changelog_mb: float
+
+
+async def redis_memory(env: Environment) -> RedisMemory:
+    client = aioredis.Redis.from_url(env.redis.url)
+    try:
+        info = await client.info("memory")
+        changelog = await client.memory_usage(TenantKeys(TENANT).changes, samples=0)
+        return RedisMemory(float(info["used_memory"]) / 2**20, float(changelog or 0) / 2**20)
+    finally:
+        await client.aclose()

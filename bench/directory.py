@@ -19,7 +19,18 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
-from bench.common import TENANT, Environment, command_line, environment, machine, number, run_child, status
+from bench.common import (
+    TENANT,
+    Environment,
+    RedisMemory,
+    command_line,
+    environment,
+    machine,
+    number,
+    redis_memory,
+    run_child,
+    status,
+)
 from monitor.graph.auth import TokenProvider
 from monitor.graph.client import GraphClient
 from monitor.model.users import USER_SELECT
@@ -46,21 +57,12 @@ def run(scale: float) -> str:
         monitor_env = env.monitor_env()
         first = run_child(["sync"], monitor_env)
         first_status = status(monitor_env)
-        redis_mb = asyncio.run(_redis_memory_mb(env))
+        redis_mb = asyncio.run(redis_memory(env))
         changed = asyncio.run(_change_memberships(env, 100))
         incremental = run_child(["sync"], monitor_env)
         incremental_status = status(monitor_env)
         public = asyncio.run(_public_pattern(env))
     return _report(scale, first, first_status, redis_mb, changed, incremental, incremental_status, public)
-
-
-async def _redis_memory_mb(env: Environment) -> float:
-    client = aioredis.Redis.from_url(env.redis.url)
-    try:
-        info = await client.info("memory")
-        return float(info["used_memory"]) / 2**20
-    finally:
-        await client.aclose()
 
 
 async def _change_memberships(env: Environment, count: int) -> int:
@@ -140,7 +142,7 @@ def _report(
     scale: float,
     first: Any,
     first_status: dict[str, Any],
-    redis_mb: float,
+    redis_mb: RedisMemory,
     changed: int,
     incremental: Any,
     incremental_status: dict[str, Any],
@@ -168,7 +170,7 @@ Tenant: {number(public.users)} users, {number(public.groups)} groups, {number(pu
 | Change records per second of wall time | {number(records / first.wall)} |
 | Peak memory of the monitor process (RSS) | {first.peak_rss_mb:.0f} MB |
 | CPU time of the monitor process | {first.cpu:.1f} s |
-| Redis memory after the round (mirror + change log) | {redis_mb:.0f} MB |
+| Redis memory after the round: all / the change log in it | {redis_mb.total_mb:.0f} / {redis_mb.changelog_mb:.0f} MB |
 
 | Incremental round after {changed} membership changes in {changed} groups | |
 |---|---|

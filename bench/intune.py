@@ -28,9 +28,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
 
-from bench.common import TENANT, ChildRun, Environment, command_line, environment, machine, number, status
+from bench.common import (
+    TENANT,
+    ChildRun,
+    Environment,
+    RedisMemory,
+    command_line,
+    environment,
+    machine,
+    number,
+    redis_memory,
+    status,
+)
 from monitor.app import Runtime
 from monitor.graph.auth import TokenProvider
 from monitor.graph.client import GraphClient, GraphError
@@ -90,7 +100,7 @@ def run(scale: float) -> str:
         monitor_env = env.monitor_env()
         subprocess.run([sys.executable, "-m", "monitor", "sync"], env=monitor_env, check=True, capture_output=True)
         first = _sweep(env)
-        redis_mb = asyncio.run(_redis_memory_mb(env))
+        redis_mb = asyncio.run(redis_memory(env))
         unchanged = _sweep(env)
         churned = asyncio.run(_control(env, "POST", "churn", {"fraction": 0.01, "seed": 7}))
         changed = _sweep(env)
@@ -154,15 +164,6 @@ async def _count(env: Environment, path_regex: str) -> int:
     ):
         response.raise_for_status()
         return int((await response.json())["count"])
-
-
-async def _redis_memory_mb(env: Environment) -> float:
-    client = aioredis.Redis.from_url(env.redis.url)
-    try:
-        info = await client.info("memory")
-        return float(info["used_memory"]) / 2**20
-    finally:
-        await client.aclose()
 
 
 async def _public_pattern(env: Environment) -> PublicPattern:
@@ -241,7 +242,7 @@ def _report(
     devices: int,
     users: int,
     first: Sweep,
-    redis_mb: float,
+    redis_mb: RedisMemory,
     unchanged: Sweep,
     churned: dict[str, Any],
     changed: Sweep,
@@ -280,7 +281,8 @@ under them. Each sweep runs alone in its own process (`run_source(context, "intu
 |---|---|---|---|
 {newline.join(sweep_rows)}
 
-Redis memory after the first sweep (mirror and change log, users included): {redis_mb:.0f} MB.
+Redis memory after the first sweep (mirror and change log, users included): {redis_mb.total_mb:.0f} MB,
+of which the change log {redis_mb.changelog_mb:.0f} MB.
 The 1% change ({number(sum(churned.values()))} devices): {churn}.
 
 | The public integration's Intune steps over the same estate | | ratio to our sweep after the change |

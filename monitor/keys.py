@@ -1,7 +1,7 @@
 """The Redis key layout, in one place. No other module builds a key string.
 
 Every per-tenant key carries the tenant id as a hash tag (`monitor:{<tenant>}:…`), so all keys of a
-tenant live in one Redis Cluster slot and a page commit (MULTI/EXEC over the mirror, the change log
+tenant live in one Redis Cluster slot and a page commit (one script over the mirror, the change log
 and the counters) stays a single-slot transaction (DESIGN.md, "Rules"). Keys shared by all tenants
 use fixed hash tags of their own.
 """
@@ -67,9 +67,10 @@ class TenantKeys:
         """STREAM: the change log, one entry per committed page.
 
         Entry id `<last seq of the page>-0`; fields `first` (the seq of its first record), `n` (the
-        number of records) and `r` (the records, one JSON object per line in seq order, without
-        their `seq`: line i has seq first + i). Kept without trimming: replaying it from the start
-        rebuilds the mirror (DESIGN.md).
+        number of records) and `z` (the records, one JSON object per line in seq order, without
+        their `seq`: line i has seq first + i; zlib-compressed, since records of one page repeat
+        the same property names and the log is most of a tenant's memory). Kept without trimming:
+        replaying it from the start rebuilds the mirror (DESIGN.md).
         """
         return f"{self.base}:changes"
 
@@ -277,7 +278,7 @@ return out
 # KEYS[1] = the sequence counter; KEYS[2] = the change-log stream; KEYS[3] = the scope versions
 #   hash; KEYS[4..] = every other key the page touches, referenced by index.
 # ARGV[2] = a blob of mirror values, referenced by (offset, length).
-# ARGV[3] = the page's change records, one JSON object per line, without their seq.
+# ARGV[3] = the page's change records, one JSON object per line, without their seq, zlib-compressed.
 # ARGV[1] = a JSON array: the number of change records N, the number of checks C, then C pairs
 #   (scope id, expected version or "" for never written): if a scope the page writes was written
 #   by anyone since the page read it, nothing is written and -1 is returned (the page is read
@@ -289,7 +290,7 @@ return out
 #                                                                      page's last seq
 # Every scope the page writes gets the page's last seq as its new version. The records get the
 # next N sequence numbers and are appended as one stream entry with id "<last seq>-0" and fields
-# first (the first seq), n (N) and r (ARGV[3], verbatim).
+# first (the first seq), n (N) and z (ARGV[3], verbatim).
 # Returns the seq before the page's first record, or -1 on conflict.
 COMMIT_PAGE = """
 local a = cjson.decode(ARGV[1])
@@ -330,7 +331,7 @@ while i <= #a do
 end
 for k = 1, #written do redis.call('HSET', KEYS[3], written[k], last) end
 if n > 0 then
-  redis.call('XADD', KEYS[2], last .. '-0', 'first', base + 1, 'n', n, 'r', ARGV[3])
+  redis.call('XADD', KEYS[2], last .. '-0', 'first', base + 1, 'n', n, 'z', ARGV[3])
   redis.call('SET', KEYS[1], last)
 end
 return base

@@ -3,15 +3,18 @@
 The mirror holds every mapped JupiterOne object of the tenant, one Redis hash per scope
 (`monitor.scopes`). `commit()` applies one page of operations: it reads the current records,
 diffs them against the new ones (pure, `monitor.diff`), and writes the mirror, the change records,
-the sequence counter and the scopes to publish in **one MULTI/EXEC**, guarded by WATCH, so a page
-is either wholly applied with its change records or not at all. Re-applying a page that was
+the sequence counter and the scopes to publish in **one script** (`COMMIT_PAGE`), which first
+checks that no scope it writes changed since the read, so a page is either wholly applied with
+its change records or not at all. Re-applying a page that was
 already applied finds nothing changed and emits nothing: a round that is replayed after a crash
 emits nothing twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ from monitor.diff import Change, diff
 from monitor.keys import COMMIT_PAGE, READ_PAGE, TenantKeys
 from monitor.model.types import Delete, JsonObject, Kind, Op, Patch, Placement, Upsert
 from monitor.redis_conn import Redis
+from monitor.retry import RetryPolicy
 from monitor.scopes import ScopeId, scope_of
 
 log = logging.getLogger(__name__)
@@ -31,8 +35,12 @@ log = logging.getLogger(__name__)
 ChangeRecord = dict[str, Any]
 SlotId = tuple[str, str]  # (mirror hash key, object _key)
 MAX_COMMIT_RETRIES = 64
+COMMIT_BACKOFF = RetryPolicy(base_delay=0.002, max_delay=0.1)
 # Items per command inside the scripts: Lua's unpack() has a stack limit of about 8,000.
 UNPACK_CHUNK = 1000
+# zlib's fastest level: a page's records shrink about fivefold already (they repeat the same
+# property names), and a first round compresses a gigabyte of them.
+COMPRESSION_LEVEL = 1
 
 
 def canonical(obj: JsonObject) -> bytes:
@@ -143,7 +151,7 @@ class TenantStore:
         placements = {
             slot_id: (op.placement.kind, scope) for slot_id, op, scope in zip(ids, write.ops, scopes, strict=True)
         }
-        for _ in range(MAX_COMMIT_RETRIES):
+        for attempt in range(1, MAX_COMMIT_RETRIES + 1):
             slots, versions = await self._read_slots(placements)
             changes = _apply(zip(write.ops, ids, strict=True), slots)
             if not changes and not write.member_of and not write.seen:
@@ -152,6 +160,8 @@ class TenantStore:
             if base >= 0:
                 return changes, base, stamp
             log.debug("tenant %s %s: page changed under us; recomputing", self.tenant, source)
+            # Writers that collided would collide again if they all retried at once.
+            await asyncio.sleep(COMMIT_BACKOFF.delay(attempt, None))
         raise RuntimeError(
             f"tenant {self.tenant}: could not commit a page of {source} after {MAX_COMMIT_RETRIES} tries"
         )
@@ -468,12 +478,14 @@ class _CommitScript:
                 commands += [code, self._index(key), len(members), *members]
         header: list[str | int] = [len(self._records), len(self._checks) // 2, *self._checks]
         structure = orjson.dumps(header + commands + self._single + self._tail)
-        return list(self._keys), [structure, b"".join(self._blob), b"\n".join(self._records)]
+        records = zlib.compress(b"\n".join(self._records), COMPRESSION_LEVEL)
+        return list(self._keys), [structure, b"".join(self._blob), records]
 
 
 def _entry_records(fields: dict[bytes, bytes]) -> list[ChangeRecord]:
     first = int(fields[b"first"])
-    return [{"seq": first + i, **orjson.loads(line)} for i, line in enumerate(fields[b"r"].split(b"\n"))]
+    lines = zlib.decompress(fields[b"z"])
+    return [{"seq": first + i, **orjson.loads(line)} for i, line in enumerate(lines.split(b"\n"))]
 
 
 def _loads(raw: bytes | str) -> JsonObject:
