@@ -29,9 +29,11 @@ behaves this way):
 - A relationship is only created if both its ends exist at finalize. So every pass publishes the
   dirty entity scopes first, and publishes relationship scopes only when none of them failed for
   a reason that may pass (otherwise the relationship scopes stay dirty for the next pass).
-  Relationships JupiterOne still skips (an end left out as invalid, a mirror that is briefly
-  inconsistent) are reported from the job's answer; they are not retried by themselves (their
-  scope did not change), and the periodic reconciliation (`reconcile`) re-sends them.
+  Relationships JupiterOne still skips are reported from the job's answer. When an end of one
+  lives in an entity scope that is dirty again (a user and its membership committed between the
+  entity and the relationship phase of a pass), the relationship scope stays dirty, so the next
+  pass publishes that entity first and then the relationship. Otherwise (an end left out as
+  invalid) the skip stands until the end changes or the periodic reconciliation (`reconcile`).
 
 Invalid objects (`monitor.sinks.j1_validate`) are left out of their scope's upload and reported
 with their key and rule; at JupiterOne that deletes them from the scope (a DIFF omits them). A 4xx
@@ -468,10 +470,31 @@ class Publisher:
         result.rejected.extend(payload.rejected)
         skipped = _job_errors(job)
         result.skipped_by_jupiterone.extend(skipped)
-        cleared = await self.redis.eval(CLEAR_DIRTY_IF_UNCHANGED, 2, keys.dirty, lease.key, name, counter, lease.token)
+        if skipped and await self._ends_pending(keys, objects, skipped):
+            cleared = 0  # stays dirty: published again after the entity scopes it waits for
+        else:
+            cleared = await self.redis.eval(
+                CLEAR_DIRTY_IF_UNCHANGED, 2, keys.dirty, lease.key, name, counter, lease.token
+            )
         await self._record_success(keys, name, str(job.get("id", "")), payload.rejected, skipped)
         log.debug("jupiterone %s %s: %d objects, cleared=%s", tenant.id, name, len(payload.encoded), bool(cleared))
         return _Outcome(done=True)
+
+    async def _ends_pending(self, keys: TenantKeys, objects: Mapping[str, JsonObject], skipped: list[Invalid]) -> bool:
+        """Whether an end of a relationship JupiterOne skipped lives in an entity scope still to be
+        published: dirty, and not set aside after a refusal (that would wait for a change anyway)."""
+        ends: set[str] = set()
+        for problem in skipped:
+            relationship = objects.get(problem.key)
+            with contextlib.suppress(KeyError):
+                if relationship is not None:
+                    ends.update(str(scope_of(end)) for end in end_placements(relationship))
+        if not ends:
+            return False
+        names = sorted(ends)
+        dirty: list[Raw | None] = await self.redis.hmget(keys.dirty, names)
+        blocked: list[Raw | None] = await self.redis.hmget(keys.j1_blocked, names)
+        return any(counter is not None and counter != aside for counter, aside in zip(dirty, blocked, strict=True))
 
     async def _run_job(self, keys: TenantKeys, name: str, payload: Payload) -> dict[str, Any]:
         """Create, upload, finalize and wait (9.1-9.2); the job is listed as in flight meanwhile."""

@@ -19,14 +19,18 @@ from tests.conftest import RedisServer
 from tests.jupiterone.conftest import Sleeps, make_settings
 from tests.jupiterone.directory import (
     ACCOUNT_KEY,
+    GENERATED_GROUPS,
     PREFIX,
     TENANT_ID,
     assert_j1_matches_mirror,
     commit,
     dirty_counters,
     generated_user,
+    group_ops,
     j1_prefix,
     seed,
+    user_member,
+    user_ops,
 )
 
 USER = generated_user(5)
@@ -143,6 +147,27 @@ async def test_throttling_is_retried_after_ratelimit_reset(
     assert result.failures == [] and publisher.client.stats.throttled == 3
     assert len(sleeps.delays) == 3 and all(delay >= 7 for delay in sleeps.delays)
     await assert_j1_matches_mirror(j1, store)
+
+
+async def test_a_relationship_sent_before_its_new_end_is_sent_again_after_it(
+    j1: SimJupiterOne, publisher: Publisher, store: TenantStore, tenant: TenantConfig, redis: aioredis.Redis
+) -> None:
+    """A user and its membership committed between a pass's entity and relationship phases: the
+    membership reaches JupiterOne before its user and is skipped; the next pass sends both."""
+    await seed(store)
+    await publisher.publish_pending(tenant)
+    newcomer, group = generated_user(107), GENERATED_GROUPS[0]
+    joined = group_ops([{**group, "members@delta": [user_member(newcomer)]}])
+    membership = next(op for op in joined if op.placement.kind == "relationship" and newcomer["id"] in op.key)
+    await commit(store, [*user_ops([newcomer]), *joined])
+
+    early = await publisher.publish_scope(tenant, scope_of(membership.placement))
+
+    assert [problem.key for problem in early.skipped_by_jupiterone] == [membership.key]
+    assert str(scope_of(membership.placement)) in await dirty(redis)
+    await publisher.publish_pending(tenant)
+    await assert_j1_matches_mirror(j1, store)
+    assert await dirty(redis) == {}
 
 
 async def test_an_invalid_object_is_reported_and_the_rest_of_its_scope_lands(
