@@ -150,8 +150,9 @@ class TenantKeys:
     def j1_inflight(self) -> str:
         """HASH scope id -> JSON {job, mode, started_at}: jobs being uploaded or finalized right now.
 
-        Entries are removed when the job ends; one left by a crashed publisher is overwritten by the
-        next upload of that scope (status shows its start time, so a stale entry is recognisable).
+        Entries are removed when the job ends; one left by a crashed publisher stays until the next
+        upload of that scope aborts its job (status shows its start time, so a stale entry is
+        recognisable).
         """
         return f"{self.base}:j1:inflight"
 

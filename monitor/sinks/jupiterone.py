@@ -101,6 +101,8 @@ ACCOUNT_NAME_TAG = "tag.AccountName"
 # Room in a request body for `{"entities":[` and `]}` around one object (see `batch_bodies`).
 _BODY_OVERHEAD = 32
 _ERRORS_SHOWN = 10
+# How long a cancelled publisher spends aborting its open job before it gives up (shutdown waits).
+ABORT_TIMEOUT = 2.0
 
 
 def j1_scope_name(prefix: str, tenant_id: str, scope: ScopeId) -> str:
@@ -497,11 +499,20 @@ class Publisher:
         return any(counter is not None and counter != aside for counter, aside in zip(dirty, blocked, strict=True))
 
     async def _run_job(self, keys: TenantKeys, name: str, payload: Payload) -> dict[str, Any]:
-        """Create, upload, finalize and wait (9.1-9.2); the job is listed as in flight meanwhile."""
+        """Create, upload, finalize and wait (9.1-9.2); the job is listed as in flight meanwhile.
+
+        A job that will not be finalized is aborted, as the SDK does (9.1): on a refused upload, on
+        cancellation (shutdown, a killed pass), and, for a publisher that died, by the next one to
+        publish the scope (it holds the scope's lease, so the listed job is nobody's any more). A
+        publisher that dies between creating a job and listing it leaves that job open; never
+        finalized, it is never applied.
+        """
+        await self._abort_left_open(keys, name)
         job = await self.client.create_job(scope=payload.j1_scope, sync_mode=payload.mode)
         job_id = str(job["id"])
         entry = {"job": job_id, "mode": payload.mode, "j1_scope": payload.j1_scope, "started_at": self._clock()}
         await self.redis.hset(keys.j1_inflight, name, orjson.dumps(entry))
+        finalized: dict[str, Any] | None = None
         try:
             try:
                 await self.client.upload(job_id, payload.kind, payload.encoded)
@@ -511,11 +522,23 @@ class Publisher:
                 raise
             finalized = await self.client.finalize(job_id)
             return await self.client.wait_finished(job_id, finalized)
+        except asyncio.CancelledError:
+            if finalized is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.client.abort(job_id, "monitor: publisher stopped"), ABORT_TIMEOUT)
+            raise
         finally:
-            # Also when cancelled (shutdown, or a killed pass): the status must not show a job that
-            # nobody follows any more. A crash leaves the entry; the next upload overwrites it.
+            # Also when cancelled: the status must not show a job that nobody follows any more.
             with contextlib.suppress(RedisError):
                 await self.redis.hdel(keys.j1_inflight, name)
+
+    async def _abort_left_open(self, keys: TenantKeys, name: str) -> None:
+        left = await self.redis.hget(keys.j1_inflight, name)
+        if left is None:
+            return
+        job_id = str(orjson.loads(left).get("job", ""))
+        log.info("jupiterone %s: aborting job %s, left open by a publisher that stopped", name, job_id)
+        await self.client.abort(job_id, "monitor: left open by a publisher that stopped")
 
     # -- status bookkeeping ------------------------------------------------------------------
     async def _failed(self, keys: TenantKeys, name: str, counter: Raw, payload: Payload, exc: J1Error) -> _Outcome:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 
 import orjson
 import pytest
@@ -12,7 +14,7 @@ from monitor.model.types import Upsert, entity_placement
 from monitor.model.users import USER_FAMILY, map_user
 from monitor.scopes import scope_of
 from monitor.settings import Settings, TenantConfig
-from monitor.simulator.jupiterone import SimJupiterOne, serve_jupiterone
+from monitor.simulator.jupiterone import RunningJupiterOne, SimJupiterOne, serve_jupiterone
 from monitor.sinks.jupiterone import Publisher, j1_scope_name, publishing_status
 from monitor.store import TenantStore
 from tests.conftest import RedisServer
@@ -42,8 +44,9 @@ async def dirty(redis: aioredis.Redis) -> dict[str, int]:
     return await dirty_counters(TenantStore(redis, TENANT_ID))
 
 
-# What the killed publisher's job is left as, per request it was killed in.
-LEFT_AS = {"entities": "AWAITING_UPLOADS", "finalize": "FINALIZE_PENDING", "status": "FINISHED"}
+# What the killed publisher's job is left as, per request it was killed in: a job it had not
+# finalized is aborted on the way out (9.1); one it had finalized is JupiterOne's to finish.
+LEFT_AS = {"entities": "ABORTED", "finalize": "ABORTED", "status": "FINISHED"}
 
 
 @pytest.mark.parametrize("action", sorted(LEFT_AS))
@@ -85,6 +88,54 @@ async def test_a_publisher_killed_mid_job_and_restarted_converges(
     assert await dirty(redis) == {}
     await assert_j1_matches_mirror(j1, store)  # nothing missing, nothing duplicated
     assert j1.graph_for_prefix(j1_prefix()).entities[USER["id"]]["jobTitle"] == "Principal Engineer"
+
+
+async def test_jobs_of_a_publisher_that_died_are_aborted_by_the_next(
+    j1: SimJupiterOne,
+    j1_server: RunningJupiterOne,
+    publisher: Publisher,
+    redis_server: RedisServer,
+    store: TenantStore,
+    tenant: TenantConfig,
+) -> None:
+    """`monitor reconcile` killed with SIGKILL mid-upload cannot abort its open jobs; the next
+    publisher of those scopes does, then publishes them."""
+    await seed(store)
+    blocker = j1.block("entities")
+    env = {
+        "MONITOR_REDIS_URL": redis_server.url,
+        "MONITOR_TENANT_ID": TENANT_ID,
+        "MONITOR_SINK": "jupiterone",
+        "MONITOR_J1_API_URL": j1_server.url,
+        "MONITOR_J1_ACCOUNT": j1.account,
+        "MONITOR_J1_API_KEY": j1.api_key,
+        "MONITOR_J1_LEASE_TTL": "1",
+    }
+    if j1_server.ca_bundle_path is not None:
+        env["MONITOR_CA_BUNDLE"] = str(j1_server.ca_bundle_path)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "monitor", "reconcile", env={**clean, **env}, stderr=asyncio.subprocess.PIPE
+    )
+    exited, held = asyncio.create_task(process.wait()), asyncio.create_task(blocker.arrived.wait())
+    await asyncio.wait([exited, held], return_when=asyncio.FIRST_COMPLETED)
+    held.cancel()
+    assert process.returncode is None, (await process.stderr.read()).decode() if process.stderr else ""
+    process.kill()
+    await exited
+    blocker.release()
+    await blocker.handled.wait()
+    # Jobs it had started uploading to (it records a job before its first upload; one killed
+    # between creating a job and recording it cannot be found; never finalized, it changes nothing).
+    uploaded = {r.path.rsplit("/", 2)[1] for r in j1.requests if r.path.endswith(("/entities", "/relationships"))}
+    left_open = [job for job in j1.jobs.values() if job.status == "AWAITING_UPLOADS" and job.id in uploaded]
+    assert left_open  # at least the job whose upload was held
+
+    await publisher.publish_pending(tenant)
+
+    assert {job.status for job in left_open} == {"ABORTED"}
+    await assert_j1_matches_mirror(j1, store)
+    assert (await publishing_status(store.redis, TENANT_ID))["in_flight"] == []
 
 
 async def test_jupiterone_down_then_back_converges(
