@@ -8,12 +8,13 @@ with the same `memory://` URL shares one engine, so `monitor serve` behaves as w
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitor.errors import RedisUnavailable
@@ -39,14 +40,25 @@ def is_memory(url: str) -> bool:
     return url.startswith("memory://")
 
 
+def is_cluster(url: str) -> bool:
+    return url.startswith(("redis+cluster://", "rediss+cluster://"))
+
+
 def client_for(url: str) -> Redis:
-    """A client for `url` (no I/O yet)."""
+    """A client for `url` (no I/O yet). Use `connect`: a cluster client must learn the cluster's
+    layout once before it is used concurrently (concurrent first commands race in redis-py)."""
     if is_memory(url):
         import fakeredis
 
         server = _memory_servers.setdefault(url, fakeredis.FakeServer())
         client: Redis = fakeredis.FakeAsyncRedis(server=server)
         return client
+    if is_cluster(url):
+        # The cluster client speaks the same commands; every key of a tenant shares one hash tag,
+        # so each script, transaction and multi-key command stays in one slot (monitor.keys).
+        seed = url.replace("+cluster://", "://", 1)
+        cluster = RedisCluster.from_url(seed, socket_connect_timeout=5, socket_keepalive=True)
+        return cast(Redis, cluster)
     return aioredis.Redis.from_url(url, health_check_interval=30, socket_connect_timeout=5, socket_keepalive=True)
 
 
@@ -58,6 +70,9 @@ async def connect(url: str) -> Redis:
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         await client.aclose()
         raise RedisUnavailable(f"cannot reach Redis at {redact(url)}: {exc}") from None
+    except RedisClusterException as exc:  # not a RedisError: no seed answered, or not a cluster
+        await client.aclose()
+        raise RedisUnavailable(f"cannot use the Redis Cluster at {redact(url)}: {exc}") from None
     except RedisError as exc:
         await client.aclose()
         raise RedisUnavailable(f"Redis at {redact(url)} refused us: {exc}") from None

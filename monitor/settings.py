@@ -259,8 +259,13 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://", "memory://")):
-            raise ValueError("must start with redis://, rediss://, unix:// or memory:// (the embedded engine)")
+        if not value.startswith(
+            ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://", "unix://", "memory://")
+        ):
+            raise ValueError(
+                "must start with redis://, rediss://, redis+cluster:// or rediss+cluster:// (Redis Cluster),"
+                " unix:// or memory:// (the embedded engine)"
+            )
         return value
 
     @field_validator("graph_url", "authority_url")

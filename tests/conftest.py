@@ -6,6 +6,7 @@ port with its own data directory, and stops it at the end (STYLE.md practice 12)
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,17 +15,31 @@ import pytest
 import redis.asyncio as aioredis
 
 from monitor.app import Runtime
+from monitor.redis_conn import connect
 from monitor.settings import Settings, load_settings
 from monitor.simulator import RunningSimulator, SimTenant, Simulator, serve_simulator
-from monitor.simulator.redis_process import RedisProcess, RedisServerMissing, start_redis_server
+from monitor.simulator.redis_process import (
+    RedisClusterProcesses,
+    RedisProcess,
+    RedisServerMissing,
+    start_redis_cluster,
+    start_redis_server,
+)
 
-RedisServer = RedisProcess
+RedisServer = RedisProcess | RedisClusterProcesses
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One `redis-server`, or with MONITOR_TEST_REDIS_CLUSTER=1 a Redis Cluster of three (CI runs
+    the suite both ways)."""
+    data_dir = tmp_path_factory.mktemp("redis")
+    server: RedisServer
     try:
-        server = start_redis_server(tmp_path_factory.mktemp("redis"))
+        if os.environ.get("MONITOR_TEST_REDIS_CLUSTER") == "1":
+            server = start_redis_cluster(data_dir)
+        else:
+            server = start_redis_server(data_dir)
     except RedisServerMissing as exc:
         pytest.fail(str(exc))
     yield server
@@ -33,8 +48,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture
 async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    """A client on the suite's server, flushed before the test."""
-    client = aioredis.Redis.from_url(redis_server.url)
+    """A client on the suite's server (or cluster), flushed before the test."""
+    client = await connect(redis_server.url)
     await client.flushall()
     yield client
     await client.aclose()

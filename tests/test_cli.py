@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from monitor.simulator import RunningSimulator, SimTenant, seed
+from monitor.simulator.redis_process import start_redis_server
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, TENANT_ID, RedisServer
 
 
@@ -80,12 +81,34 @@ async def test_bad_configuration_is_one_line_and_exit_2(env: dict[str, str], mes
     assert message in err
 
 
-async def test_unreachable_redis_is_one_line(tmp_path: Path) -> None:
-    env = {"MONITOR_REDIS_URL": "redis://:hunter2@127.0.0.1:1/0", "MONITOR_TENANT_ID": TENANT_ID}
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://:hunter2@127.0.0.1:1/0", "monitor: cannot reach Redis at redis://:***@127.0.0.1:1/0: "),
+        (
+            "redis+cluster://:hunter2@127.0.0.1:1",
+            "monitor: cannot use the Redis Cluster at redis+cluster://:***@127.0.0.1:1: ",
+        ),
+    ],
+)
+async def test_unreachable_redis_is_one_line(url: str, message: str) -> None:
+    env = {"MONITOR_REDIS_URL": url, "MONITOR_TENANT_ID": TENANT_ID}
     code, out, err = await run("status", env=env)
     assert code == 1
-    assert err.startswith("monitor: cannot reach Redis at redis://:***@127.0.0.1:1/0")
+    assert err.startswith(message) and err.count("\n") == 1
     assert "hunter2" not in err and "Traceback" not in err
+
+
+async def test_a_cluster_url_for_a_server_that_is_no_cluster_is_one_line(tmp_path: Path) -> None:
+    standalone = start_redis_server(tmp_path)
+    try:
+        url = f"redis+cluster://{standalone.host}:{standalone.port}"
+        code, out, err = await run("status", env={"MONITOR_REDIS_URL": url, "MONITOR_TENANT_ID": TENANT_ID})
+    finally:
+        standalone.stop()
+    assert code == 1
+    assert err.startswith(f"monitor: cannot use the Redis Cluster at {url}: ") and err.count("\n") == 1
+    assert "Cluster mode is not enabled" in err
 
 
 async def test_sync_then_status(

@@ -9,7 +9,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from monitor.model.types import Delete, JsonObject, Kind, Patch, Upsert, entity_placement, relationship_placement
+from monitor.redis_conn import connect
 from monitor.store import PageWrite, TenantStore
+from tests.conftest import RedisServer
 
 TENANT = "11111111-2222-3333-4444-555555555555"
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -138,9 +140,9 @@ async def test_replaying_the_log_rebuilds_the_mirror(redis: aioredis.Redis) -> N
     assert replay(records) == await store.mirror_dump()
 
 
-async def test_concurrent_writers_never_lose_or_reuse_a_seq(redis: aioredis.Redis) -> None:
-    """Two sources committing to the same scope at once: WATCH makes one of them retry."""
-    stores = [TenantStore(aioredis.Redis.from_url(_url(redis)), TENANT) for _ in range(4)]
+async def test_concurrent_writers_never_lose_or_reuse_a_seq(redis: aioredis.Redis, redis_server: RedisServer) -> None:
+    """Sources committing to the same scopes at once: the commit's version check makes the losers retry."""
+    stores = [TenantStore(await connect(redis_server.url), TENANT) for _ in range(4)]
     try:
         await asyncio.gather(
             *(
@@ -158,14 +160,11 @@ async def test_concurrent_writers_never_lose_or_reuse_a_seq(redis: aioredis.Redi
             await store.redis.aclose()
 
 
-def _url(client: aioredis.Redis) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
-
-
-async def test_writers_racing_on_one_object_form_an_unbroken_chain(redis: aioredis.Redis) -> None:
+async def test_writers_racing_on_one_object_form_an_unbroken_chain(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
     """Each record's `before` is exactly the previous record's `after`: no write is based on a stale read."""
-    clients = [aioredis.Redis.from_url(_url(redis)) for _ in range(6)]
+    clients = [await connect(redis_server.url) for _ in range(6)]
     try:
         stores = [TenantStore(client, TENANT) for client in clients]
         await asyncio.gather(

@@ -12,6 +12,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 START_TIMEOUT = 15.0
 
@@ -81,3 +82,64 @@ def start_redis_server(data_dir: Path, *extra_args: str) -> RedisProcess:
         process.kill()
         process.wait()
     raise RuntimeError(f"redis-server did not start; see {data_dir / 'redis.log'}")
+
+
+@dataclass(frozen=True)
+class RedisClusterProcesses:
+    """A Redis Cluster of private `redis-server` processes (masters only, slots split evenly)."""
+
+    nodes: tuple[RedisProcess, ...]
+
+    @property
+    def url(self) -> str:
+        """monitor's URL for it: any node is a seed; the client discovers the others."""
+        first = self.nodes[0]
+        return f"redis+cluster://{first.host}:{first.port}"
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_redis_cluster(data_dir: Path, masters: int = 3) -> RedisClusterProcesses:
+    """Start `masters` cluster-enabled servers, give each a share of the 16,384 slots, join them,
+    and wait until every node reports the cluster healthy."""
+    import redis
+
+    nodes: list[RedisProcess] = []
+    try:
+        for n in range(masters):
+            node_dir = data_dir / f"node-{n}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            nodes.append(
+                start_redis_server(node_dir, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+            )
+        clients: list[Any] = [redis.Redis(host=node.host, port=node.port) for node in nodes]
+        share = CLUSTER_SLOTS // masters
+        for n, client in enumerate(clients):
+            last = CLUSTER_SLOTS - 1 if n == masters - 1 else (n + 1) * share - 1
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", n * share, last)
+        for client in clients[1:]:
+            client.execute_command("CLUSTER", "MEET", nodes[0].host, nodes[0].port)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not all(_cluster_ok(client, masters) for client in clients):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Redis Cluster did not form; see the logs under {data_dir}")
+            time.sleep(0.1)
+        for client in clients:
+            client.close()
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return RedisClusterProcesses(tuple(nodes))
+
+
+CLUSTER_SLOTS = 16_384
+
+
+def _cluster_ok(client: Any, masters: int) -> bool:
+    info = client.execute_command("CLUSTER", "INFO")
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return fields.get("cluster_state") == "ok" and fields.get("cluster_known_nodes") == str(masters)
