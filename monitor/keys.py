@@ -69,7 +69,8 @@ class TenantKeys:
         Entry id `<last seq of the page>-0`; fields `first` (the seq of its first record), `n` (the
         number of records) and `z` (the records, one JSON object per line in seq order, without
         their `seq`: line i has seq first + i; zlib-compressed, since records of one page repeat
-        the same property names and the log is most of a tenant's memory). Kept without trimming:
+        the same property names and the log is most of a tenant's memory). Entries written before
+        compression hold the same lines uncompressed in `r`; both are read. Kept without trimming:
         replaying it from the start rebuilds the mirror (DESIGN.md).
         """
         return f"{self.base}:changes"

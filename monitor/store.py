@@ -5,9 +5,8 @@ The mirror holds every mapped JupiterOne object of the tenant, one Redis hash pe
 diffs them against the new ones (pure, `monitor.diff`), and writes the mirror, the change records,
 the sequence counter and the scopes to publish in **one script** (`COMMIT_PAGE`), which first
 checks that no scope it writes changed since the read, so a page is either wholly applied with
-its change records or not at all. Re-applying a page that was
-already applied finds nothing changed and emits nothing: a round that is replayed after a crash
-emits nothing twice.
+its change records or not at all. Re-applying a page that was already applied finds nothing
+changed and emits nothing: a round that is replayed after a crash emits nothing twice.
 """
 
 from __future__ import annotations
@@ -34,8 +33,8 @@ log = logging.getLogger(__name__)
 
 ChangeRecord = dict[str, Any]
 SlotId = tuple[str, str]  # (mirror hash key, object _key)
-MAX_COMMIT_RETRIES = 64
-COMMIT_BACKOFF = RetryPolicy(base_delay=0.002, max_delay=0.1)
+# A page that collides with another writer is read and recomputed, after a short jittered wait.
+COMMIT_RETRIES = RetryPolicy(max_retries=64, base_delay=0.002, max_delay=0.1)
 # Items per command inside the scripts: Lua's unpack() has a stack limit of about 8,000.
 UNPACK_CHUNK = 1000
 # zlib's fastest level: a page's records shrink about fivefold already (they repeat the same
@@ -151,7 +150,7 @@ class TenantStore:
         placements = {
             slot_id: (op.placement.kind, scope) for slot_id, op, scope in zip(ids, write.ops, scopes, strict=True)
         }
-        for attempt in range(1, MAX_COMMIT_RETRIES + 1):
+        for attempt in range(1, COMMIT_RETRIES.max_retries + 1):
             slots, versions = await self._read_slots(placements)
             changes = _apply(zip(write.ops, ids, strict=True), slots)
             if not changes and not write.member_of and not write.seen:
@@ -161,9 +160,9 @@ class TenantStore:
                 return changes, base, stamp
             log.debug("tenant %s %s: page changed under us; recomputing", self.tenant, source)
             # Writers that collided would collide again if they all retried at once.
-            await asyncio.sleep(COMMIT_BACKOFF.delay(attempt, None))
+            await asyncio.sleep(COMMIT_RETRIES.delay(attempt, None))
         raise RuntimeError(
-            f"tenant {self.tenant}: could not commit a page of {source} after {MAX_COMMIT_RETRIES} tries"
+            f"tenant {self.tenant}: could not commit a page of {source} after {COMMIT_RETRIES.max_retries} tries"
         )
 
     async def _read_slots(
@@ -484,7 +483,8 @@ class _CommitScript:
 
 def _entry_records(fields: dict[bytes, bytes]) -> list[ChangeRecord]:
     first = int(fields[b"first"])
-    lines = zlib.decompress(fields[b"z"])
+    # `r`: the uncompressed form that logs written before compression hold.
+    lines = zlib.decompress(fields[b"z"]) if b"z" in fields else fields[b"r"]
     return [{"seq": first + i, **orjson.loads(line)} for i, line in enumerate(lines.split(b"\n"))]
 
 

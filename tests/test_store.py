@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 
 from monitor.model.types import Delete, JsonObject, Kind, Patch, Upsert, entity_placement, relationship_placement
@@ -137,6 +138,23 @@ async def test_replaying_the_log_rebuilds_the_mirror(redis: aioredis.Redis) -> N
     await commit(store, Delete(entity_placement("azure_user", "user-00007"), "user-00007"))
     records = await store.read_changes(0, 10_000)
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    assert replay(records) == await store.mirror_dump()
+
+
+async def test_a_log_written_before_compression_still_reads(redis: aioredis.Redis) -> None:
+    """Entries of the earlier layout (records uncompressed, in field `r`) read back in order with
+    the compressed entries committed after an upgrade."""
+    store = TenantStore(redis, TENANT)
+    [created] = await commit(store, user("user-00001"))
+    line = orjson.dumps({k: v for k, v in created.items() if k != "seq"})
+    await redis.delete(store.keys.changes)
+    await redis.xadd(store.keys.changes, {"first": 1, "n": 1, "r": line}, id="1-0")
+    await commit(store, user("user-00001", jobTitle="Auditor"), user("user-00002"))
+
+    records = await store.read_changes(0)
+
+    assert [r["seq"] for r in records] == [1, 2, 3]
+    assert records[0] == created
     assert replay(records) == await store.mirror_dump()
 
 

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
+
 START_TIMEOUT = 15.0
+CLUSTER_SLOTS = 16_384
 
 
 class RedisServerMissing(RuntimeError):
@@ -104,8 +107,6 @@ class RedisClusterProcesses:
 def start_redis_cluster(data_dir: Path, masters: int = 3) -> RedisClusterProcesses:
     """Start `masters` cluster-enabled servers, give each a share of the 16,384 slots, join them,
     and wait until every node reports the cluster healthy."""
-    import redis
-
     nodes: list[RedisProcess] = []
     try:
         for n in range(masters):
@@ -133,9 +134,6 @@ def start_redis_cluster(data_dir: Path, masters: int = 3) -> RedisClusterProcess
             node.stop()
         raise
     return RedisClusterProcesses(tuple(nodes))
-
-
-CLUSTER_SLOTS = 16_384
 
 
 def _cluster_ok(client: Any, masters: int) -> bool:

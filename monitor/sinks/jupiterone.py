@@ -488,9 +488,10 @@ class Publisher:
         ends: set[str] = set()
         for problem in skipped:
             relationship = objects.get(problem.key)
-            with contextlib.suppress(KeyError):
-                if relationship is not None:
-                    ends.update(str(scope_of(end)) for end in end_placements(relationship))
+            if relationship is None:
+                continue
+            with contextlib.suppress(KeyError):  # ends it cannot name were refused before upload
+                ends.update(str(scope_of(end)) for end in end_placements(relationship))
         if not ends:
             return False
         names = sorted(ends)
