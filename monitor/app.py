@@ -14,6 +14,7 @@ from pathlib import Path
 from monitor.errors import ConfigError
 from monitor.graph.auth import TokenProvider
 from monitor.graph.client import GraphClient
+from monitor.metrics import throttle_counter
 from monitor.redis_conn import Redis, connect
 from monitor.settings import Settings, TenantConfig
 from monitor.sinks.alerts import AlertDispatcher
@@ -51,6 +52,8 @@ class Runtime:
         if graph:
             client = GraphClient(settings, TokenProvider(settings))
         redis = await connect(settings.redis_url)
+        if client is not None:
+            client.on_throttled = throttle_counter(redis)
         try:
             publisher = build_publisher(settings, redis)
         except ConfigError:

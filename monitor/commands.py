@@ -16,7 +16,7 @@ from monitor.errors import ConfigError
 from monitor.probes import serve_probes
 from monitor.settings import Settings, TenantConfig
 from monitor.sinks.jupiterone import reconcile
-from monitor.status import all_statuses, render_tenant
+from monitor.status import all_statuses, deployment_status, render_deployment, render_tenant
 from monitor.sync import sync_tenant
 
 log = logging.getLogger(__name__)
@@ -63,12 +63,13 @@ async def status_command(settings: Settings, *, as_json: bool) -> int:
     try:
         select_tenants(runtime, None)  # none at all is a configuration error
         statuses = await all_statuses(runtime)
+        deployment = await deployment_status(runtime)
     finally:
         await runtime.close()
     if as_json:
         sys.stdout.write(orjson.dumps(statuses, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        print("\n\n".join(render_tenant(status) for status in statuses))
+        print("\n\n".join([render_deployment(deployment), *(render_tenant(status) for status in statuses)]))
     return 0
 
 

@@ -97,3 +97,28 @@ async def queue_depth(redis: Redis) -> int:
     """Hints not yet done (the stream only holds those: done ones are deleted)."""
     depth: int = await redis.xlen(HINTS)
     return depth
+
+
+async def queue_status(redis: Redis, now_ms: int) -> dict[str, Any]:
+    """The hint queue for status and metrics: `length` (hints not yet done), `pending` (of those, the
+    ones a worker has taken and not yet acknowledged) and `oldest_age_seconds` (how long the oldest
+    has waited; 0 when the queue is empty). Workers delete a hint once its job committed, so a hint
+    that stays old means no worker is getting through the queue."""
+    pipeline: Any = redis.pipeline(transaction=False)
+    pipeline.xlen(HINTS)
+    pipeline.xrange(HINTS, count=1)
+    length, oldest = await pipeline.execute()
+    pending = 0
+    if length:
+        try:
+            summary: Any = await redis.xpending(HINTS, HINTS_GROUP)
+            pending = int(summary.get("pending", 0)) if summary else 0
+        except ResponseError:  # no consumer group yet: no worker has ever started
+            pending = 0
+    age = 0.0
+    if oldest:
+        # A stream entry id starts with the milliseconds at which Redis appended it.
+        entry_id = oldest[0][0]
+        added_ms = int((entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)).partition("-")[0])
+        age = max(0.0, (now_ms - added_ms) / 1000)
+    return {"length": int(length), "pending": pending, "oldest_age_seconds": round(age, 3)}

@@ -186,6 +186,14 @@ class TenantKeys:
         """HASH metric name (with labels) -> counter, shared by every process of the deployment."""
         return f"{self.base}:metrics"
 
+    @property
+    def recent_alerts(self) -> str:
+        """LIST of JSON alerts, newest first, trimmed to `RECENT_ALERTS_KEPT`: what the status page
+        shows as recent alerts (the destinations hold the full history)."""
+        return f"{self.base}:alerts:recent"
+
+    RECENT_ALERTS_KEPT = 20
+
 
 # -- keys shared by all tenants ---------------------------------------------------------------
 GLOBAL_METRICS = f"{NAMESPACE}:{{global}}:metrics"

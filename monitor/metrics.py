@@ -7,12 +7,17 @@ web replica serves them all. Gauges (queue depth, subscription expiry) are read 
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from monitor.keys import GLOBAL_METRICS, TenantKeys
 from monitor.redis_conn import Redis
+
+log = logging.getLogger(__name__)
 
 HELP = {
     "monitor_notifications_total": "Graph notification items received, by outcome (accepted or the reason dropped).",
@@ -23,13 +28,42 @@ HELP = {
     "monitor_changes_total": "Change records emitted, by source, kind and op.",
     "monitor_graph_requests_total": "Graph requests made, by source.",
     "monitor_graph_retries_total": "Graph requests retried, by source.",
-    "monitor_graph_throttled_total": "Graph 429 answers, by source.",
+    "monitor_graph_throttled_total": "Graph 429 answers (each throttled request or $batch part), by tenant.",
     "monitor_subscription_expiry_seconds": "Seconds until a Graph subscription expires.",
     "monitor_delta_token_age_seconds": "Age of the saved delta link, by resource.",
-    "monitor_alerts_total": "Alerts raised, by rule.",
+    "monitor_alerts_total": "Alerts sent, by tenant and rule.",
+    "monitor_j1_jobs_total": "JupiterOne bulk upload jobs, by result (finished or failed).",
+    "monitor_j1_objects_total": "Objects uploaded to JupiterOne.",
+    "monitor_j1_bytes_total": "Bytes uploaded to JupiterOne.",
+    "monitor_j1_rejected_total": "Invalid objects left out of JupiterOne uploads.",
+    # Gauges read from the status at scrape time (monitor.status.status_gauges).
+    "monitor_hints_pending": "Hints a worker has taken and not yet acknowledged.",
+    "monitor_hints_oldest_age_seconds": "How long the oldest hint not yet done has waited (0 when none waits).",
+    "monitor_source_last_round_age_seconds": "Seconds since the source's last completed round, by tenant and source.",
+    "monitor_source_failing": "1 when the source's last run failed, by tenant and source.",
+    "monitor_sink_cursor": "The last seq a sink delivered, by tenant and sink (alerts included).",
+    "monitor_sink_records_behind": "Change records a sink has not delivered yet, by tenant and sink.",
+    "monitor_subscription_upkeep_failed": "1 when the tenant's last subscription check (renewal, repair) failed.",
+    "monitor_jupiterone_dirty_scopes": "Scopes with changes JupiterOne has not confirmed yet.",
+    "monitor_jupiterone_lag_seconds": "How long changes have waited since the last confirmed JupiterOne upload.",
+    "monitor_jupiterone_last_success_timestamp_seconds": "Unix time of the last confirmed JupiterOne upload.",
 }
 GAUGES = frozenset(
-    {"monitor_hints_queue_depth", "monitor_subscription_expiry_seconds", "monitor_delta_token_age_seconds"}
+    {
+        "monitor_hints_queue_depth",
+        "monitor_subscription_expiry_seconds",
+        "monitor_delta_token_age_seconds",
+        "monitor_hints_pending",
+        "monitor_hints_oldest_age_seconds",
+        "monitor_source_last_round_age_seconds",
+        "monitor_source_failing",
+        "monitor_sink_cursor",
+        "monitor_sink_records_behind",
+        "monitor_subscription_upkeep_failed",
+        "monitor_jupiterone_dirty_scopes",
+        "monitor_jupiterone_lag_seconds",
+        "monitor_jupiterone_last_success_timestamp_seconds",
+    }
 )
 
 
@@ -60,6 +94,21 @@ async def increment(redis: Redis, key: str, counts: Mapping[str, int]) -> None:
 
 async def tenant_increment(redis: Redis, tenant: str, counts: Mapping[str, int]) -> None:
     await increment(redis, TenantKeys(tenant).metrics, counts)
+
+
+def throttle_counter(redis: Redis) -> Callable[[str, int], Awaitable[None]]:
+    """A Graph client's `on_throttled`: counts 429s per tenant (`monitor_graph_throttled_total`).
+
+    A Redis failure here is logged, not raised: the Graph call it was counting goes on (the retry
+    it is about to make does not depend on the count)."""
+
+    async def count(tenant: str, throttled: int) -> None:
+        try:
+            await tenant_increment(redis, tenant, {"monitor_graph_throttled_total": throttled})
+        except (RedisError, OSError) as exc:
+            log.warning("cannot count Graph throttling for tenant %s: %s", tenant, exc)
+
+    return count
 
 
 async def render(redis: Redis, tenants: Iterable[str], gauges: Mapping[str, float] | None = None) -> str:

@@ -4,7 +4,8 @@ request passes (request ids, fresh tenant list).
 The operator token (`MONITOR_OPERATOR_TOKEN`) guards `/onboard` and `/status`. Scripts send it as
 `Authorization: Bearer <token>`; a browser starting an onboarding cannot add a header, so `/onboard`
 also takes it once as `?token=` (see `monitor.onboarding` for how the rest of that flow is bound to
-the browser without the token). It is compared in constant time, never logged, never echoed. Without
+the browser without the token), and a browser opening `/status` signs in with a form that trades the
+token for a session cookie (`monitor.status_page`). It is compared in constant time, never logged, never echoed. Without
 a configured token the operator endpoints do not exist (404): an unprotected status page would tell
 anyone the tenants watched.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -24,7 +26,17 @@ from redis.exceptions import RedisError
 from monitor.app import Runtime
 from monitor.logs import REQUEST_ID
 from monitor.settings import Settings
-from monitor.status import all_statuses
+from monitor.status import all_statuses, deployment_status
+from monitor.status_page import (
+    SESSION_PATH,
+    error_page,
+    html_response,
+    sign_in_page,
+    signed_in,
+    start_session,
+    status_page,
+    wants_html,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +62,14 @@ def operator_allowed(settings: Settings, presented: str | None) -> bool:
     return hmac.compare_digest(presented.encode(), expected.get_secret_value().encode())
 
 
+def operator_endpoints_off() -> web.Response:
+    return web.Response(status=404, text="operator endpoints are off: set MONITOR_OPERATOR_TOKEN", headers=NO_STORE)
+
+
 def refusal(settings: Settings, request: web.Request, *, query: bool = False) -> web.Response | None:
     """None when the request carries the operator token; else the answer to give."""
     if settings.operator_token is None:
-        return web.Response(status=404, text="operator endpoints are off: set MONITOR_OPERATOR_TOKEN", headers=NO_STORE)
+        return operator_endpoints_off()
     if operator_allowed(settings, presented_token(request, query=query)):
         return None
     log.warning("operator endpoint %s: missing or wrong operator token", request.path)
@@ -66,16 +82,43 @@ def status_handler(runtime_key: web.AppKey[Runtime]) -> Handler:
 
     async def status(request: web.Request) -> web.StreamResponse:
         runtime = request.app[runtime_key]
-        refused = refusal(runtime.settings, request)
-        if refused is not None:
-            return refused
+        browser = wants_html(request)
+        if not signed_in(runtime.settings, request, time.time()):
+            refused = refusal(runtime.settings, request)
+            if refused is not None:
+                if browser and refused.status == 401:
+                    return html_response(401, sign_in_page(), {"WWW-Authenticate": 'Bearer realm="monitor"'})
+                return refused
         try:
-            body = {"tenants": await all_statuses(runtime)}
+            tenants, deployment = await all_statuses(runtime), await deployment_status(runtime)
         except (RedisError, OSError) as exc:
+            if browser:
+                return html_response(503, error_page(f"Redis: {exc}"))
             return web.json_response({"error": f"Redis: {exc}"}, status=503, headers=NO_STORE)
-        return web.json_response(body, headers=NO_STORE)
+        if browser:
+            return html_response(200, status_page(tenants, deployment, runtime.clock()))
+        return web.json_response({"tenants": tenants, **deployment}, headers={**NO_STORE, "Vary": "Accept"})
 
     return status
+
+
+def status_login_handler(runtime_key: web.AppKey[Runtime]) -> Handler:
+    """`POST /status/login`: the status page's sign-in form (`monitor.status_page`). The right operator
+    token earns a session cookie and a redirect to the page; a wrong one, the form again."""
+
+    async def login(request: web.Request) -> web.StreamResponse:
+        settings = request.app[runtime_key].settings
+        if settings.operator_token is None:
+            return operator_endpoints_off()
+        token = (await request.post()).get("token")
+        if not isinstance(token, str) or not operator_allowed(settings, token.strip()):
+            log.warning("operator endpoint %s: wrong operator token", request.path)
+            return html_response(401, sign_in_page("That is not the operator token."))
+        response = web.Response(status=303, headers={**NO_STORE, "Location": SESSION_PATH})
+        start_session(response, request, settings, time.time())
+        return response
+
+    return login
 
 
 def request_ids() -> Middleware:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -10,14 +11,19 @@ import orjson
 from monitor.app import Runtime
 from monitor.durations import format_duration
 from monitor.graph.subscriptions import parse_graph_time
+from monitor.hints import queue_status
+from monitor.metrics import metric
 from monitor.permission_check import render_permission
 from monitor.settings import TenantConfig
-from monitor.sinks.alerts import ALERTS_SINK
+from monitor.sinks.alerts import ALERTS_SINK, recent_alerts
 from monitor.sinks.jupiterone import publishing_status, render_publishing
 from monitor.sync import ALL_SOURCES, DELTA_PERMISSION, INTUNE_SOURCE
 
 # Directory delta tokens expire after 7 days (GRAPH.md 8); warn well before.
 DELTA_TOKEN_WARN_AGE = 6 * 86400
+# The worker records each subscription check under this status name (monitor.worker).
+UPKEEP_STATUS = "subscriptions"
+RECENT_ALERTS_SHOWN = 10
 
 
 async def tenant_status(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any]:
@@ -26,6 +32,8 @@ async def tenant_status(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any
     sources: dict[str, Any] = {}
     for name in (*ALL_SOURCES, INTUNE_SOURCE):
         entry: dict[str, Any] = dict(await store.status(name))
+        if entry.get("last_round_at"):
+            entry["last_round_age_seconds"] = _age_seconds(runtime, entry["last_round_at"])
         if name in DELTA_PERMISSION:
             state = await store.delta_state(name)
             entry["delta_token_age_seconds"] = None if state is None else round(time.time() - state.saved_at)
@@ -44,6 +52,8 @@ async def tenant_status(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any
         "sources": sources,
         "permissions": await store.permissions(),
         "subscriptions": await _subscriptions(runtime, tenant),
+        # The last subscription check (renewals, re-creations) and its error, if any.
+        "subscription_upkeep": await store.status(UPKEEP_STATUS) or None,
         "sinks": sinks,
         "alerts": await _alerts(runtime, tenant, last_seq),
         "jupiterone": await _jupiterone(runtime, tenant) if runtime.publisher is not None else None,
@@ -54,6 +64,71 @@ async def all_statuses(runtime: Runtime) -> list[dict[str, Any]]:
     """`tenant_status` of every tenant watched (configured and registered), for `status` and `/status`."""
     await runtime.refresh_tenants()
     return [await tenant_status(runtime, tenant) for tenant in runtime.tenants()]
+
+
+async def deployment_status(runtime: Runtime) -> dict[str, Any]:
+    """What belongs to no tenant: the hint queue every worker reads."""
+    return {"hints": await queue_status(runtime.redis, int(runtime.clock().timestamp() * 1000))}
+
+
+def _age_seconds(runtime: Runtime, timestamp: str) -> int | None:
+    """Seconds since `timestamp` (ISO 8601) by the runtime's clock; None if it cannot be read."""
+    try:
+        moment = parse_graph_time(timestamp)
+    except ValueError:
+        return None
+    return round((runtime.clock() - moment).total_seconds())
+
+
+async def operational_gauges(runtime: Runtime) -> dict[str, float]:
+    """`status_gauges` of the status right now (what `/metrics` adds to the counters)."""
+    return status_gauges(await all_statuses(runtime), await deployment_status(runtime))
+
+
+def status_gauges(statuses: Sequence[dict[str, Any]], deployment: dict[str, Any]) -> dict[str, float]:
+    """The status's figures as Prometheus gauges, so the alerting rules watch the very numbers the
+    status page shows: the hint queue, each source's last round, each sink's cursor, subscription
+    upkeep and JupiterOne publishing."""
+    hints = deployment["hints"]
+    gauges = {
+        "monitor_hints_pending": float(hints["pending"]),
+        "monitor_hints_oldest_age_seconds": float(hints["oldest_age_seconds"]),
+    }
+    for status in statuses:
+        gauges.update(_tenant_gauges(status))
+    return gauges
+
+
+def _tenant_gauges(status: dict[str, Any]) -> dict[str, float]:
+    tenant = status["tenant"]
+    gauges: dict[str, float] = {}
+    for source, entry in status["sources"].items():
+        if entry.get("last_round_age_seconds") is not None:
+            gauges[metric("monitor_source_last_round_age_seconds", tenant=tenant, source=source)] = float(
+                entry["last_round_age_seconds"]
+            )
+        if entry.get("last_round_at") or entry.get("error"):
+            gauges[metric("monitor_source_failing", tenant=tenant, source=source)] = float(bool(entry.get("error")))
+    sinks = dict(status["sinks"])
+    alerts = status.get("alerts") or {}
+    if alerts.get("rules") and alerts.get("cursor"):
+        sinks[ALERTS_SINK] = alerts
+    for sink, entry in sinks.items():
+        gauges[metric("monitor_sink_cursor", tenant=tenant, sink=sink)] = float(entry["cursor"])
+        gauges[metric("monitor_sink_records_behind", tenant=tenant, sink=sink)] = float(entry["behind"])
+    upkeep = status.get("subscription_upkeep") or {}
+    if upkeep.get("checked_at"):
+        gauges[metric("monitor_subscription_upkeep_failed", tenant=tenant)] = float(bool(upkeep.get("error")))
+    j1 = status.get("jupiterone")
+    if j1 is not None:
+        gauges[metric("monitor_jupiterone_dirty_scopes", tenant=tenant)] = float(j1["dirty_scopes"])
+        if j1.get("lag_seconds") is not None:
+            gauges[metric("monitor_jupiterone_lag_seconds", tenant=tenant)] = float(j1["lag_seconds"])
+        if j1.get("last_success_at") is not None:
+            gauges[metric("monitor_jupiterone_last_success_timestamp_seconds", tenant=tenant)] = float(
+                j1["last_success_at"]
+            )
+    return gauges
 
 
 async def _subscriptions(runtime: Runtime, tenant: TenantConfig) -> list[dict[str, Any]]:
@@ -87,7 +162,9 @@ async def _alerts(runtime: Runtime, tenant: TenantConfig, last_seq: int) -> dict
         "rules": len(rules),
         "names": [rule.name for rule in rules],
         "destinations": sum(len(rule.send_to) for rule in rules),
+        "cursor": cursor,
         "behind": max(0, last_seq - cursor) if rules and cursor else 0,
+        "recent": await recent_alerts(runtime.store(tenant.id), RECENT_ALERTS_SHOWN),
     }
 
 
@@ -118,6 +195,10 @@ def render_tenant(status: dict[str, Any]) -> str:
         left = subscription["expires_in_seconds"]
         when = "no expiry known" if left is None else (f"expires in {format_duration(left)}" if left > 0 else "EXPIRED")
         lines.append(f"  subscription {subscription['resource']}: {when} ({subscription['expiration']})")
+    upkeep = status.get("subscription_upkeep") or {}
+    if upkeep.get("checked_at"):
+        outcome = f"FAILED: {upkeep['error']}" if upkeep.get("error") else "ok"
+        lines.append(f"  subscriptions last checked {upkeep['checked_at']}: {outcome}")
     for sink, entry in status["sinks"].items():
         lines.append(f"  sink         {sink}: at seq {entry['cursor']:,} ({entry['behind']:,} behind)")
     alerts = status.get("alerts") or {}
@@ -126,11 +207,23 @@ def render_tenant(status: dict[str, Any]) -> str:
             f"  alerts       {alerts['rules']} rule(s) ({', '.join(alerts['names'])}), "
             f"{alerts['destinations']} destination(s), {alerts['behind']:,} records behind"
         )
+        for alert in alerts.get("recent", [])[:3]:
+            group = (alert.get("group") or {}).get("name") or (alert.get("group") or {}).get("id")
+            lines.append(
+                f"  alert        {alert.get('observedAt')} {alert.get('change')} in {group} ({alert.get('rule')})"
+            )
     if status.get("jupiterone") is not None:
         lines.extend(render_publishing(status["jupiterone"]))
         lag = status["jupiterone"].get("lag_seconds")
         lines.append(f"  j1 lag       {'nothing confirmed yet' if lag is None else format_duration(lag)}")
     return "\n".join(lines)
+
+
+def render_deployment(deployment: dict[str, Any]) -> str:
+    hints = deployment["hints"]
+    age = hints["oldest_age_seconds"]
+    waited = f", the oldest waiting {format_duration(age)}" if hints["length"] else ""
+    return f"hint queue   {hints['length']:,} hints, {hints['pending']:,} taken by a worker{waited}"
 
 
 def _source_line(entry: dict[str, Any]) -> str:

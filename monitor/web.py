@@ -3,7 +3,8 @@
 Routes: the Graph webhook (`POST /graph/notifications`, `POST /graph/lifecycle`), `GET /healthz`
 (the process answers), `GET /readyz` (Redis answers; subscription health is reported in the body)
 and `GET /metrics` (Prometheus text); behind the operator token, `GET /onboard` and its callback
-(admin-consent onboarding, `monitor.onboarding`) and `GET /status` (`monitor.operator`). Every
+(admin-consent onboarding, `monitor.onboarding`) and `GET /status` (`monitor.operator`; HTML for a
+browser, which signs in at `POST /status/login`: `monitor.status_page`). Every
 response carries an `X-Request-Id`, which is also in every log record written while serving it.
 With `worker=True, scheduler=True` (`monitor serve`) the same application also runs the worker and
 the scheduler as tasks of its event loop.
@@ -31,9 +32,10 @@ from monitor.graph.subscriptions import parse_graph_time
 from monitor.hints import queue_depth
 from monitor.metrics import metric, render
 from monitor.onboarding import routes as onboarding_routes
-from monitor.operator import fresh_tenants, request_ids, status_handler
+from monitor.operator import fresh_tenants, request_ids, status_handler, status_login_handler
 from monitor.scheduler import Scheduler
 from monitor.settings import Settings
+from monitor.status import operational_gauges
 from monitor.webhook import INTAKE, MAX_BODY, Intake, lifecycle, notifications
 from monitor.worker import Worker
 
@@ -78,6 +80,7 @@ def create_app(
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_routes(onboarding_routes(RUNTIME))
     app.router.add_get("/status", status_handler(RUNTIME))
+    app.router.add_post("/status/login", status_login_handler(RUNTIME))
     return app
 
 
@@ -166,6 +169,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
             if state is not None:
                 series = metric("monitor_delta_token_age_seconds", tenant=tenant, resource=resource)
                 gauges[series] = time.time() - state.saved_at
+    gauges.update(await operational_gauges(runtime))
     text = await render(runtime.redis, tenants, gauges)
     return web.Response(
         text=text, content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"}

@@ -33,6 +33,9 @@ from monitor.tls import client_context
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+# Told of each 429 Graph answers, with the tenant and how many (the runtime counts them in Redis for
+# /metrics, where sustained throttling raises an alert).
+ThrottleListener = Callable[[str, int], Awaitable[None]]
 
 # GRAPH.md 10.4: at most 20 requests in one JSON batch.
 BATCH_LIMIT = 20
@@ -136,6 +139,7 @@ class GraphClient:
         self.pacer = pacer if pacer is not None else IntunePacer()
         self._session: aiohttp.ClientSession | None = None
         self.stats = GraphStats()
+        self.on_throttled: ThrottleListener | None = None
 
     @property
     def token_provider(self) -> TokenProvider:
@@ -192,6 +196,8 @@ class GraphClient:
             outcome = await self._attempt(tenant, method, url, params, json, headers)
             if isinstance(outcome, GraphResponse) and outcome.status < 400:
                 return outcome
+            if isinstance(outcome, GraphResponse) and outcome.status == 429:
+                await self._throttled(tenant, 1)
             if isinstance(outcome, GraphResponse) and outcome.status == 401 and not refreshed:
                 # A token can be revoked or expire early; fetch a new one once (GRAPH.md 11.1).
                 self._tokens.invalidate(tenant)
@@ -257,6 +263,7 @@ class GraphClient:
             envelope = await self.request(tenant, "POST", f"/{version}/$batch", json=body)
             self.stats.inner_requests += len(pending)
             answers = {str(a.get("id")): a for a in envelope.body.get("responses", []) if isinstance(a, dict)}
+            await self._throttled(tenant, sum(_int(str(a.get("status"))) == 429 for a in answers.values()))
             retry, retry_after = self._sort_answers(pending, answers, attempt + 1, results)
             if retry:
                 attempt += 1
@@ -330,6 +337,10 @@ class GraphClient:
             connector = aiohttp.TCPConnector(ssl=client_context(self._ca_bundle), limit=32)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
+
+    async def _throttled(self, tenant: str, count: int) -> None:
+        if count and self.on_throttled is not None:
+            await self.on_throttled(tenant, count)
 
     def _retryable(self, outcome: GraphResponse | BaseException) -> bool:
         if isinstance(outcome, BaseException):

@@ -26,13 +26,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from monitor.alerts import Alert, Facts, Ref, batch_facts, evaluate, group_refs, match, member_refs, membership_changes
+from monitor.metrics import metric, queue_increments
 from monitor.model.types import JsonObject, entity_placement
 from monitor.settings import TenantConfig
 from monitor.sinks.base import drain
@@ -144,6 +147,27 @@ async def alerts_for(store: TenantStore, tenant: TenantConfig, records: Sequence
     return evaluate(tenant.id, tenant.alerts, records, mirror)
 
 
+async def remember_alerts(store: TenantStore, alerts: Sequence[Alert]) -> None:
+    """Keep the newest alerts for the status page and count them by rule (`monitor_alerts_total`).
+
+    Called once a batch's alerts went out, so a batch delivered again after a failure is counted
+    once. A mass removal is kept without its sample of members (the count says how many)."""
+    keys = store.keys
+    pipeline: Any = store.redis.pipeline(transaction=False)
+    for alert in alerts:
+        body = {k: v for k, v in alert.to_json().items() if k != "sample"}
+        pipeline.lpush(keys.recent_alerts, orjson.dumps(body))
+    pipeline.ltrim(keys.recent_alerts, 0, keys.RECENT_ALERTS_KEPT - 1)
+    queue_increments(pipeline, keys.metrics, Counter(metric("monitor_alerts_total", rule=a.rule) for a in alerts))
+    await pipeline.execute()
+
+
+async def recent_alerts(store: TenantStore, count: int) -> list[dict[str, Any]]:
+    """The newest `count` alerts `remember_alerts` kept, newest first."""
+    raw = await store.redis.lrange(store.keys.recent_alerts, 0, count - 1)
+    return [orjson.loads(entry) for entry in raw]
+
+
 class AlertSink:
     """One tenant's alert rules as a change-log consumer (a `Sink` for `drain`)."""
 
@@ -158,6 +182,7 @@ class AlertSink:
         alerts = await alerts_for(self.store, self.tenant, records)
         if alerts:
             await self.dispatcher.dispatch(alerts)
+            await remember_alerts(self.store, alerts)
 
     async def close(self) -> None:
         return None

@@ -139,11 +139,18 @@ async def test_an_inner_429_is_retried_after_its_retry_after(
     make_client: ClientFactory, sim: Simulator, sleeps: Sleeps, estate: IntuneTenant
 ) -> None:
     client = make_client()
+    told: list[tuple[str, int]] = []
+
+    async def listener(tenant: str, count: int) -> None:
+        told.append((tenant, count))
+
+    client.on_throttled = listener
     requests = status_requests(estate, 5)
     throttled = requests[2].url.split("/")[3]
     sim.faults.inject("GET", f"{throttled}/deviceStatuses", 429, headers={"Retry-After": "7"}, times=2)
     answers = await client.batch(TENANT_ID, requests)
     assert [a.status for a in answers] == [200] * 5
+    assert told == [(TENANT_ID, 1), (TENANT_ID, 1)]  # each inner 429, for /metrics
     assert len(sleeps.delays) == 2 and all(7 <= d <= 7.7 for d in sleeps.delays)
     assert (client.stats.throttled, client.stats.retries) == (2, 2)
     assert sim.count(f"{throttled}/deviceStatuses", status=429) == 2
