@@ -27,6 +27,7 @@ HELP = {
     "monitor_subscription_expiry_seconds": "Seconds until a Graph subscription expires.",
     "monitor_delta_token_age_seconds": "Age of the saved delta link, by resource.",
     "monitor_alerts_total": "Alerts raised, by rule.",
+    "monitor_intune_passes_total": "Intune sweep passes, by pass and outcome (invalid_response: a wrong answer).",
 }
 GAUGES = frozenset(
     {"monitor_hints_queue_depth", "monitor_subscription_expiry_seconds", "monitor_delta_token_age_seconds"}

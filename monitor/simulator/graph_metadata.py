@@ -26,6 +26,7 @@ from typing import Any, Literal
 NAMESPACE = "microsoft.graph"
 COLLECTION = "C:"
 STREAM = "Edm.Stream"
+DIRECTORY_OBJECT = f"{NAMESPACE}.directoryObject"
 VERSIONS = ("v1.0", "beta")
 ProblemKind = Literal["segment", "property", "parameter", "uncovered", "response"]
 
@@ -270,6 +271,8 @@ class VersionMetadata:
                 continue
             info = self.type(owner)
             name = part.lower()
+            if name not in info.properties and name not in info.navigation and owner == DIRECTORY_OBJECT:
+                info = self._directory_object_union()
             if name in info.properties:
                 ref = info.properties[name][1]
                 owner = _split(ref)[0] if ref is not None else None
@@ -279,6 +282,18 @@ class VersionMetadata:
             else:
                 yield _property(part, owner)
                 return
+
+    @functools.cache  # noqa: B019 - one instance per version for the life of the process
+    def _directory_object_union(self) -> TypeInfo:
+        """directoryObject with the properties of all its derived types. The directory accepts them on a
+        collection of directoryObjects: Graph's own description of `group.members` gives
+        `$expand=members($select=id,userPrincipalName,displayName)` as an example (v1.0 metadata)."""
+        union = TypeInfo(DIRECTORY_OBJECT, True, (DIRECTORY_OBJECT,))
+        for name in (DIRECTORY_OBJECT, *sorted(_descendants_of(self.derived, DIRECTORY_OBJECT))):
+            info = self.type(name)
+            union.properties = {**info.properties, **union.properties}
+            union.navigation = {**info.navigation, **union.navigation}
+        return union
 
     def check_body(self, method: str, target: Target, body: Any) -> Iterator[Problem]:
         """An action's parameters, or the properties of an entity being created or updated."""
@@ -311,6 +326,17 @@ class VersionMetadata:
         if target.terminal or target.type_name is None:
             return None
         return target.type_name, target.collection
+
+
+def _descendants_of(derived: Mapping[str, set[str]], name: str) -> set[str]:
+    found: set[str] = set()
+    stack = list(derived.get(name, ()))
+    while stack:
+        current = stack.pop()
+        if current not in found:
+            found.add(current)
+            stack.extend(derived.get(current, ()))
+    return found
 
 
 def _segment(segment: str) -> Problem:
