@@ -228,9 +228,12 @@ async def _public_apps(client: GraphClient) -> None:
         async for page in client.pages(TENANT, "/beta/deviceAppManagement/mobileApps", params={"$filter": where})
         for a in page
     ]
+    # The public integration's beta getDeviceInstallStatusReport is in no version of Graph's metadata any
+    # more (the simulator refuses it, as Graph does): one call per app to the report that exists instead.
+    report = "/v1.0/deviceManagement/reports/retrieveDeviceAppInstallationStatusReport"
     for app in apps:
         body = {"filter": f"(ApplicationId eq '{app['id']}')"}
-        await client.request(TENANT, "POST", "/beta/deviceManagement/reports/getDeviceInstallStatusReport", json=body)
+        await client.request(TENANT, "POST", report, json=body)
 
 
 def _row(label: str, *cells: str) -> str:

@@ -47,6 +47,7 @@ HELP = {
     "monitor_jupiterone_dirty_scopes": "Scopes with changes JupiterOne has not confirmed yet.",
     "monitor_jupiterone_lag_seconds": "How long changes have waited since the last confirmed JupiterOne upload.",
     "monitor_jupiterone_last_success_timestamp_seconds": "Unix time of the last confirmed JupiterOne upload.",
+    "monitor_intune_passes_total": "Intune sweep passes, by pass and outcome (invalid_response: a wrong answer).",
 }
 GAUGES = frozenset(
     {

@@ -7,11 +7,18 @@ exponential backoff and jitter, honouring `Retry-After` as seconds or as an HTTP
 
 Links that Graph returns (`@odata.nextLink`, `@odata.deltaLink`, a 410's `Location`) are followed
 verbatim, but only on the configured Graph host: the bearer token never leaves for another origin.
+
+An answer whose body is not what the call returns (a success that is not a JSON object, a list page
+without `value`, an inner `$batch` body of the wrong kind) is a `GraphError` with code
+`invalidResponse`, never an empty result: a sweep that took it for "nothing there" would delete what
+it had stored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -39,6 +46,8 @@ ThrottleListener = Callable[[str, int], Awaitable[None]]
 
 # GRAPH.md 10.4: at most 20 requests in one JSON batch.
 BATCH_LIMIT = 20
+# The code of a GraphError for an answer whose body is not what the call returns.
+INVALID_RESPONSE = "invalidResponse"
 
 
 class GraphError(MonitorError):
@@ -67,6 +76,7 @@ class GraphResponse:
     status: int
     headers: Mapping[str, str]
     body: dict[str, Any]
+    valid: bool = True  # False: the body was not a JSON object (`body` then holds an error for it)
 
 
 @dataclass(slots=True)
@@ -100,18 +110,52 @@ class BatchRequest:
 
 @dataclass(frozen=True, slots=True)
 class BatchResponse:
-    """The final answer to one `BatchRequest` (after any retries of an inner 429 or 5xx)."""
+    """The final answer to one `BatchRequest` (after any retries of an inner 429 or 5xx). `content` is
+    the inner body as the envelope carried it: a JSON value, or a string for a body that is not JSON."""
 
     request: BatchRequest
     status: int
     headers: Mapping[str, str]
-    body: dict[str, Any]
+    content: Any
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The body as a JSON object; `GraphError` (invalidResponse) when it is anything else."""
+        if not isinstance(self.content, dict):
+            raise self.invalid(f"a {type(self.content).__name__} where a JSON object belongs")
+        return self.content
+
+    def invalid(self, what: str) -> GraphError:
+        return GraphError(
+            f"Graph {self.request.method} {self.request.url} (in $batch) answered {self.status} with {what}",
+            status=self.status,
+            code=INVALID_RESPONSE,
+        )
 
     def error(self) -> GraphError | None:
         """The inner failure as a `GraphError` (a 4xx is the caller's to judge), None on success."""
         if self.status < 400:
             return None
-        return _as_error(GraphResponse(self.status, self.headers, self.body), self.request.method, self.request.url)
+        body = self.content if isinstance(self.content, dict) else {}
+        return _as_error(GraphResponse(self.status, self.headers, body), self.request.method, self.request.url)
+
+    def stream_json(self) -> dict[str, Any]:
+        """The JSON object in the body of an action that returns a stream (`Edm.Stream`, sent as
+        `application/octet-stream`), such as Intune's report actions.
+
+        Graph's documentation does not say in which form `$batch` carries such a body, so every reading
+        is accepted, and anything else is refused: a base64 string (the OData JSON batch format encodes a
+        body that is not JSON as base64url, https://docs.oasis-open.org/odata/odata-json-format/v4.01/
+        odata-json-format-v4.01.html "Batch Requests and Responses"; answers in the standard alphabet
+        are seen too, https://learn.microsoft.com/en-us/answers/questions/1352007), the JSON text as a
+        string, or the JSON object itself. Raises `GraphError` (invalidResponse).
+        """
+        content = self.content
+        if isinstance(content, str):
+            content = _decode_stream_text(content)
+        if not isinstance(content, dict):
+            raise self.invalid("a stream that is not a base64-encoded JSON object")
+        return content
 
 
 class GraphClient:
@@ -195,6 +239,8 @@ class GraphClient:
             self.stats.paced += await self.pacer.acquire_path(tenant, path)
             outcome = await self._attempt(tenant, method, url, params, json, headers)
             if isinstance(outcome, GraphResponse) and outcome.status < 400:
+                if not outcome.valid:
+                    raise _as_error(outcome, method, url)
                 return outcome
             if isinstance(outcome, GraphResponse) and outcome.status == 429:
                 await self._throttled(tenant, 1)
@@ -211,10 +257,14 @@ class GraphClient:
     async def pages(
         self, tenant: str, path: str, *, params: Mapping[str, str] | None = None
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """The `value` of each page of a list, following `@odata.nextLink` to the end."""
+        """The `value` of each page of a list, following `@odata.nextLink` to the end. A page without a
+        `value` list is a `GraphError` (invalidResponse), not an empty page."""
         response = await self.get(tenant, path, params=params)
         while True:
-            yield list(response.body.get("value", []))
+            value = response.body.get("value")
+            if not isinstance(value, list):
+                raise GraphError(f"Graph GET {path}: a list page without a value", code=INVALID_RESPONSE)
+            yield value
             next_link = response.body.get("@odata.nextLink")
             if not next_link:
                 return
@@ -328,7 +378,12 @@ class GraphClient:
             ) as response:
                 raw = await response.read()
                 self.stats.resource_units += _int(response.headers.get("x-ms-resource-unit"))
-                return GraphResponse(response.status, response.headers, _json(raw))
+                parsed = _json(raw)
+                if parsed is None:
+                    text = raw[:200].decode(errors="replace")
+                    invalid = {"error": {"code": INVALID_RESPONSE, "message": f"not a JSON object: {text}"}}
+                    return GraphResponse(response.status, response.headers, invalid, valid=False)
+                return GraphResponse(response.status, response.headers, parsed)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return exc
 
@@ -388,14 +443,33 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-def _json(raw: bytes) -> dict[str, Any]:
+def _json(raw: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object ({} when empty, as a 204 has it); None when it is anything else."""
     if not raw:
         return {}
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return {"error": {"code": "invalidResponse", "message": raw[:200].decode(errors="replace")}}
-    return value if isinstance(value, dict) else {"value": value}
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _decode_stream_text(text: str) -> Any:
+    """JSON text, or base64 / base64url (padding optional) of JSON text; None when it is neither."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        raw = stripped.encode()
+    else:
+        try:
+            raw = base64.b64decode(
+                stripped.replace("-", "+").replace("_", "/") + "=" * (-len(stripped) % 4), validate=True
+            )
+        except (binascii.Error, ValueError):
+            return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _int(value: str | None) -> int:
@@ -420,12 +494,11 @@ def _inner_response(item: BatchRequest, answer: dict[str, Any] | None) -> BatchR
         missing = {"error": {"code": "missingBatchResponse", "message": "the batch response has no answer for it"}}
         return BatchResponse(item, 502, {}, missing)
     headers = answer.get("headers")
-    body = answer.get("body")
     return BatchResponse(
         item,
         int(answer.get("status") or 0),
         {str(k): str(v) for k, v in headers.items()} if isinstance(headers, dict) else {},
-        body if isinstance(body, dict) else {},
+        answer.get("body"),
     )
 
 

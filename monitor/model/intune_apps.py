@@ -5,8 +5,16 @@ Mapping of reference/JUPITERONE.md 1.11, 1.12 and 2.1.
 
 Decisions where the reference leaves room:
 
-- Install states come from the per-app install report (`getDeviceInstallStatusReport`, the public
-  integration's source; its rows are parsed by `report_rows`).
+- Install states come from the per-app DeviceInstallStatusByApp report, read with the v1.0 action
+  `deviceManagement/reports/retrieveDeviceAppInstallationStatusReport` (Graph's v1.0 metadata has it;
+  the public integration's beta `getDeviceInstallStatusReport` is in neither version). Its columns are
+  the documented ones (https://learn.microsoft.com/en-us/mem/intune/fundamentals/reports-export-graph-available-reports);
+  its table is read by `report_rows`, which refuses anything that is not one.
+- `installState` / `installStateDetail` are the report's AppInstallState / AppInstallStateDetails as
+  Graph sends them: the reports' "enum value" columns hold "either a raw string, or a set of numbers"
+  (https://learn.microsoft.com/en-us/mem/intune/fundamentals/reports-export-graph-apis), so either is
+  kept as it is. `errorCode` is the HexErrorCode as the signed 32-bit number Intune's codes are
+  (`0x87D1041C` is -2016330712), with `hexErrorCode` beside it.
 - `mobile` compares case-consistently, so web apps count as the public integration meant them to.
 - Detected applications: one entity per lower-cased name, as in the public integration, but a
   nameless detection gets an entity of its own keyed by its detection id (`IntuneDetected:<id>`)
@@ -36,14 +44,13 @@ from monitor.model.types import JsonObject, Upsert, entity_placement, relationsh
 
 # `$select` of `GET /deviceManagement/detectedApps`.
 DETECTED_APP_SELECT: tuple[str, ...] = ("id", "displayName", "version", "sizeInByte", "deviceCount")
-# Columns asked of the install report (JUPITERONE.md 3, managed-applications step).
+# Columns asked of the DeviceInstallStatusByApp report (documented ones only; see the module docstring).
 REPORT_COLUMNS: tuple[str, ...] = (
     "DeviceId",
-    "ApplicationId",
     "AppVersion",
-    "ErrorCode",
-    "InstallState",
-    "InstallStateDetail",
+    "AppInstallState",
+    "AppInstallStateDetails",
+    "HexErrorCode",
 )
 UNVERSIONED = "unversioned"
 # The public integration's fields, then `displayVersion` (win32LobApp, winGetApp), which it missed.
@@ -103,15 +110,50 @@ def map_managed_app(app: Mapping[str, Any]) -> Upsert:
     return Upsert(entity_placement(APPLICATION_FAMILY, app_id), drop_none(properties, _APP_REQUIRED))
 
 
-def report_rows(body: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """The rows of a reports-API answer (`{"Schema": [{"Column": ...}], "Values": [[...]]}`) as dicts."""
-    columns = [str(column.get("Column")) for column in body.get("Schema") or []]
-    for values in body.get("Values") or []:
-        yield dict(zip(columns, values, strict=False))
+class ReportShapeError(ValueError):
+    """A reports-API answer that is not a report table."""
+
+
+def report_rows(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows of a reports-API answer (`{"Schema": [{"Column": ...}], "Values": [[...]]}`) as dicts.
+
+    Raises ReportShapeError for anything else (no Schema or Values list, a column without a name, a row
+    that is not a list of the schema's length, no DeviceId column): taken for an empty report, it would
+    delete every install state stored for the app.
+    """
+    schema, values = body.get("Schema"), body.get("Values")
+    if not isinstance(schema, list) or not isinstance(values, list):
+        raise ReportShapeError("a report needs a Schema list and a Values list")
+    named = [column.get("Column") if isinstance(column, dict) else None for column in schema]
+    columns = [column for column in named if isinstance(column, str) and column]
+    if len(columns) != len(named) or "DeviceId" not in columns:
+        raise ReportShapeError(f"report columns {named!r} name no DeviceId")
+    rows = []
+    for row in values:
+        if not isinstance(row, list) or len(row) != len(columns):
+            raise ReportShapeError(f"a report row of {len(columns)} columns expected, got {row!r:.80}")
+        rows.append(dict(zip(columns, row, strict=True)))
+    return rows
 
 
 def _number(value: Any) -> int | float | None:
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _enum_value(value: Any) -> int | float | str | None:
+    """A report's enum value column: a number or a raw string (see the module docstring)."""
+    return value if isinstance(value, str) and value else _number(value)
+
+
+def error_code(hex_code: Any) -> int | None:
+    """`0x87D1041C` -> -2016330712 (Intune's error codes are signed 32-bit HRESULTs); None if unreadable."""
+    if not isinstance(hex_code, str):
+        return None
+    try:
+        value = int(hex_code, 16)
+    except ValueError:
+        return None
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def map_install_row(app: Mapping[str, Any], row: Mapping[str, Any], device_type: str | None) -> Upsert | None:
@@ -121,10 +163,12 @@ def map_install_row(app: Mapping[str, Any], row: Mapping[str, Any], device_type:
     if device_type is None or not isinstance(device_id, str) or not device_id:
         return None
     app_id: str = app["id"]
+    hex_code = row.get("HexErrorCode")
     extra = {
-        "installState": _number(row.get("InstallState")),
-        "installStateDetail": _number(row.get("InstallStateDetail")),
-        "errorCode": _number(row.get("ErrorCode")),
+        "installState": _enum_value(row.get("AppInstallState")),
+        "installStateDetail": _enum_value(row.get("AppInstallStateDetails")),
+        "errorCode": error_code(hex_code),
+        "hexErrorCode": hex_code if isinstance(hex_code, str) and hex_code else None,
         "installedVersion": row.get("AppVersion") or app_version(app),
     }
     relationship = direct_relationship(

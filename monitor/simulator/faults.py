@@ -96,6 +96,7 @@ class RequestRecord:
     tenant: str | None
     time: float  # by the simulator's clock
     client: str | None = None  # client id of the caller, when known
+    body: Any = None  # the JSON body of a POST or PATCH, when there is one
 
 
 class RequestLog:

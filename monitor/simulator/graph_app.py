@@ -25,6 +25,7 @@ from monitor.simulator._json import json_response
 from monitor.simulator.access_tokens import jwt_shaped_token
 from monitor.simulator.ca import CertificateAuthority
 from monitor.simulator.clock import SimClock, inner_error_date
+from monitor.simulator.conformance import Conformance
 from monitor.simulator.consent import AdminConsent
 from monitor.simulator.control import ControlRoutes
 from monitor.simulator.delta import DeltaRound
@@ -35,7 +36,7 @@ from monitor.simulator.intune import IntuneTenant
 from monitor.simulator.intune_routes import INTUNE_READ_PERMISSIONS, IntuneRoutes
 from monitor.simulator.lists import ListRoutes
 from monitor.simulator.login import LoginRoutes
-from monitor.simulator.request_keys import CLIENT, DROPPED, EXTRA_HEADERS, REQUEST_ID, TENANT
+from monitor.simulator.request_keys import BODY, CLIENT, DROPPED, EXTRA_HEADERS, REQUEST_ID, TENANT
 from monitor.simulator.subscriptions import SubscriptionService
 from monitor.simulator.tenant import ExpiryMode, Resource, SimTenant
 from monitor.simulator.throttle import TokenBucket
@@ -103,6 +104,7 @@ class Simulator:
         self.intune: dict[str, IntuneTenant] = {}  # tenants with Intune (intune_seed.seed_intune)
         self.subscriptions = SubscriptionService(self)  # change notifications (GRAPH.md 2-5)
         self.consent = AdminConsent(self)  # the admin-consent endpoint (GRAPH.md 11.3)
+        self.conformance = Conformance()  # requests and answers checked against Graph's metadata
 
     @property
     def ca(self) -> CertificateAuthority:
@@ -210,7 +212,7 @@ class Simulator:
     # -- the application -------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._envelope, self._inject_faults])
+        app = web.Application(middlewares=[self._envelope, self._inject_faults, self.conformance.middleware])
         ControlRoutes(self).register(app.router)
         DeltaRoutes(self).register(app.router)  # before ListRoutes: /users/delta is not /users/{id}
         ListRoutes(self).register(app.router)
@@ -250,6 +252,7 @@ class Simulator:
                         request.get(TENANT),
                         self.clock.timestamp(),
                         request.get(CLIENT),
+                        request.get(BODY),
                     )
                 )
 

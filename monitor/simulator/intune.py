@@ -163,7 +163,7 @@ class IntuneTenant:
             "developer": "",
             "notes": "Required for all staff" if index % 3 == 0 else "",
             "publishingState": "published",
-            "isAssigned": True,
+            "isAssigned": index % 6 != 5,  # an app assigned to no group is installed by no one
         }
         if spec.version_field:
             app[spec.version_field] = spec.version
@@ -324,6 +324,8 @@ class IntuneTenant:
         key = (app_id, device.id)
         if key in self.install_overrides:
             return self.install_overrides[key]
+        if not self.mobile_apps[app_id].get("isAssigned"):
+            return None
         platform = self.app_platform[app_id]
         if platform not in ("all", device.spec.platform):
             return None

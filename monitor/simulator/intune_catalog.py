@@ -205,7 +205,9 @@ DEVICE_KINDS: tuple[DeviceKind, ...] = (
 
 PLATFORMS = ("windows", "macos", "ios", "android", "linux")
 
-# (display name, @odata.type, platform) of compliance policies; the tenant gets the first N.
+# (display name, @odata.type, platform) of compliance policies; the tenant gets the first N. Policy types
+# are ones both v1.0 and beta have (the sweep reads the policy lists from v1.0); app types and their
+# version properties are beta's (the sweep reads the app list from beta).
 COMPLIANCE_POLICIES: tuple[tuple[str, str, str], ...] = (
     ("Windows 10/11 baseline compliance", "#microsoft.graph.windows10CompliancePolicy", "windows"),
     ("macOS compliance", "#microsoft.graph.macOSCompliancePolicy", "macos"),
@@ -221,13 +223,13 @@ DEVICE_CONFIGURATIONS: tuple[tuple[str, str, str], ...] = (
     ("Windows security baseline", "#microsoft.graph.windows10GeneralConfiguration", "windows"),
     ("Windows Defender settings", "#microsoft.graph.windows10EndpointProtectionConfiguration", "windows"),
     ("iOS restrictions", "#microsoft.graph.iosGeneralDeviceConfiguration", "ios"),
-    ("iOS Wi-Fi", "#microsoft.graph.iosWiFiConfiguration", "ios"),
-    ("macOS FileVault", "#microsoft.graph.macOSEndpointProtectionConfiguration", "macos"),
+    ("iOS device features", "#microsoft.graph.iosDeviceFeaturesConfiguration", "ios"),
+    ("macOS device features", "#microsoft.graph.macOSDeviceFeaturesConfiguration", "macos"),
     ("Android work profile", "#microsoft.graph.androidWorkProfileGeneralDeviceConfiguration", "android"),
     ("Windows update ring", "#microsoft.graph.windowsUpdateForBusinessConfiguration", "windows"),
     ("iOS custom profile", "#microsoft.graph.iosCustomConfiguration", "ios"),
     ("macOS restrictions", "#microsoft.graph.macOSGeneralDeviceConfiguration", "macos"),
-    ("Windows VPN", "#microsoft.graph.windows10VpnConfiguration", "windows"),
+    ("Windows custom OMA-URI", "#microsoft.graph.windows10CustomConfiguration", "windows"),
 )
 
 
@@ -245,14 +247,7 @@ MOBILE_APPS: tuple[AppKind, ...] = (
     AppKind("Company Portal", "#microsoft.graph.winGetApp", "windows", "Microsoft Corporation", None, ""),
     AppKind("Contoso Expenses", "#microsoft.graph.win32LobApp", "windows", "Contoso IT", "displayVersion", "3.2.1"),
     AppKind("Microsoft Teams", "#microsoft.graph.iosStoreApp", "ios", "Microsoft Corporation", None, ""),
-    AppKind(
-        "Microsoft Outlook",
-        "#microsoft.graph.androidManagedStoreApp",
-        "android",
-        "Microsoft",
-        "versionName",
-        "4.2415.0",
-    ),
+    AppKind("Microsoft Outlook", "#microsoft.graph.androidManagedStoreApp", "android", "Microsoft", None, ""),
     AppKind("Contoso Field App", "#microsoft.graph.managedIOSLobApp", "ios", "Contoso IT", "versionNumber", "2.7"),
     AppKind("Contoso Intranet", "#microsoft.graph.webApp", "all", "Contoso IT", None, ""),
     AppKind("Microsoft Defender", "#microsoft.graph.macOSMicrosoftDefenderApp", "macos", "Microsoft", None, ""),

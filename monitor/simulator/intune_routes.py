@@ -8,18 +8,24 @@ integration makes), each with its application permission:
     GET  /deviceManagement/deviceCompliancePolicies[/{id}/deviceStatuses]   Configuration.Read.All
     GET  /deviceManagement/deviceConfigurations[/{id}/deviceStatuses]       Configuration.Read.All
     GET  /deviceAppManagement/mobileApps                     Apps.Read.All
-    POST /deviceManagement/reports/getDeviceInstallStatusReport             Apps.Read.All
+    POST /deviceManagement/reports/retrieveDeviceAppInstallationStatusReport Apps.Read.All (a stream)
     GET  /deviceManagement/detectedApps[/{id}/managedDevices]               ManagedDevices.Read.All
     POST /$batch                                             any token; each inner request is checked
 
 What a client must survive: pages of `IntuneTenant.page_size` (1,000 by default, GRAPH.md 9) with an
-opaque `@odata.nextLink` over a snapshot taken on the first page; `$select` (an unknown managed
-device property is a 400, as Graph answers); 403 per endpoint when its permission is missing; 400
+opaque `@odata.nextLink` over a snapshot taken on the first page; `$select` (a property the version's
+metadata lacks is a 400, as Graph answers: conformance.py); 403 per endpoint when its permission is missing; 400
 "Request not applicable to target tenant." for a tenant without Intune; 429 with `Retry-After` past
 Intune's per-app-per-tenant limits (GRAPH.md 10.3, `IntuneTenant.limits`, per 20 s by the simulator
 clock); and in `$batch` (GRAPH.md 10.4) at most 20 requests with unique ids, answers in another
 order than asked, and faults injected per inner request (`sim.faults` rules are matched against
 each inner request's method and `/<version><url>`, so a test can throttle one inner request).
+
+The install report is a bound action whose metadata return type is `Edm.Stream`: it answers
+`application/octet-stream` (its bytes are the reports API's JSON: TotalRowCount, Schema, Values), and
+inside `$batch` that body is base64-encoded, as the OData JSON batch format does for a body that is not
+JSON (https://docs.oasis-open.org/odata/odata-json-format/v4.01/odata-json-format-v4.01.html, "Batch
+Requests and Responses"; https://learn.microsoft.com/en-us/graph/json-batching).
 
 Control API (loopback only): `GET|PATCH /_sim/tenants/{tid}/intune` (stats; `limits`, `page_size`,
 `licensed`), `POST /_sim/tenants/{tid}/intune/seed` (seed_intune's arguments),
@@ -28,6 +34,7 @@ Control API (loopback only): `GET|PATCH /_sim/tenants/{tid}/intune` (stats; `lim
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 import uuid
@@ -37,13 +44,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import orjson
 from aiohttp import web
 
 from monitor.simulator._json import json_response
 from monitor.simulator.clock import inner_error_date
 from monitor.simulator.control import _body, _guarded
 from monitor.simulator.errors import GraphError, bad_request, error_body, forbidden, not_found
-from monitor.simulator.faults import RequestRecord
+from monitor.simulator.faults import Fault, RequestRecord
 from monitor.simulator.graph_auth import authorize, expired_page_token
 from monitor.simulator.intune import IntuneTenant
 from monitor.simulator.intune_seed import churn, seed_intune
@@ -55,7 +63,6 @@ from monitor.simulator.intune_views import (
     select_view,
     status_view,
 )
-from monitor.simulator.seed import _words
 from monitor.simulator.tenant import SimTenant
 from monitor.simulator.tokens import ListSnapshot, decode_token, encode_token
 
@@ -79,18 +86,6 @@ NOT_APPLICABLE = "Request not applicable to target tenant."
 MAX_TOP = 1000
 BATCH_LIMIT = 20
 WINDOW_SECONDS = 20.0
-# The managedDevice properties `$select` accepts (what the views render, plus a few never rendered).
-DEVICE_PROPERTIES = frozenset(
-    _words(
-        "id userId deviceName managedDeviceOwnerType enrolledDateTime lastSyncDateTime operatingSystem complianceState "
-        "jailBroken managementAgent osVersion easActivated easDeviceId easActivationDateTime azureADRegistered "
-        "azureADDeviceId azureActiveDirectoryDeviceId deviceRegistrationState deviceCategoryDisplayName isSupervised "
-        "isEncrypted emailAddress userPrincipalName userDisplayName model manufacturer serialNumber imei meid iccid "
-        "udid phoneNumber wiFiMacAddress ethernetMacAddress managementState deviceType hardwareInformation "
-        "deviceHealthAttestationState usersLoggedOn notes physicalMemoryInBytes totalStorageSpaceInBytes "
-        "freeStorageSpaceInBytes managedDeviceName chassisType"
-    )
-)
 _APP_FILTER = re.compile(r"ApplicationId\s+eq\s+'([^']+)'", re.IGNORECASE)
 
 
@@ -107,7 +102,15 @@ class Call:
     params: dict[str, str]
 
 
-Handler = Callable[["IntuneRoutes", Call], dict[str, Any]]
+@dataclass(frozen=True)
+class Stream:
+    """The answer of an action that returns `Edm.Stream`."""
+
+    data: bytes
+
+
+Answer = dict[str, Any] | Stream
+Handler = Callable[["IntuneRoutes", Call], Answer]
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,25 @@ def _parse_select(raw: str | None, known: frozenset[str] | None, kind: str) -> t
     if unknown:
         raise bad_request(f"Could not find a property named '{unknown[0]}' on type 'microsoft.graph.{kind}'.")
     return names
+
+
+def _report_columns(columns: list[str], select: Any) -> list[str]:
+    """The selected columns (all when none are), each localizable one followed by its `_loc` column."""
+    if not select:
+        return columns
+    unknown = [c for c in select if c not in columns or str(c).endswith("_loc")]
+    if unknown:
+        raise bad_request(f"Invalid select column: {unknown[0]}.")
+    wanted: list[str] = []
+    for column in select:
+        wanted.append(column)
+        if f"{column}_loc" in columns:
+            wanted.append(f"{column}_loc")
+    return list(dict.fromkeys(wanted))
+
+
+def _query(url: str) -> dict[str, str]:
+    return dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
 
 
 def _top(query: dict[str, str], default: int) -> int:
@@ -182,7 +204,7 @@ class IntuneRoutes:
         segment = path.rstrip("/").rsplit("/", 1)[-1]
         raise bad_request(f"Resource not found for the segment '{segment}'.")
 
-    def _dispatch(self, token: AccessToken, method: str, version: str, target: str, body: Any) -> dict[str, Any]:
+    def _dispatch(self, token: AccessToken, method: str, version: str, target: str, body: Any) -> Answer:
         """Route, check permission, throttle, check the licence, answer; raises GraphError."""
         parts = urlsplit(target)
         path = unquote(parts.path)
@@ -217,9 +239,12 @@ class IntuneRoutes:
         version = request.path.split("/", 2)[1]
         route, _ = self._route(request.method, request.path[len(version) + 1 :])
         _, token = authorize(self.sim, request, route.allowed)
-        body = await request.json() if request.can_read_body else None
+        body = await request.json() if request.body_exists else None
         target = request.path_qs[len(version) + 1 :]
-        return json_response(self._dispatch(token, request.method, version, target, body))
+        answer = self._dispatch(token, request.method, version, target, body)
+        if isinstance(answer, Stream):
+            return web.Response(body=answer.data, content_type="application/octet-stream")
+        return json_response(answer)
 
     async def batch(self, request: web.Request) -> web.Response:
         """POST /$batch (GRAPH.md 10.4)."""
@@ -227,7 +252,7 @@ class IntuneRoutes:
 
         version = request.path.split("/", 2)[1]
         _, token = authorize(self.sim, request, ALL_PERMISSIONS | INTUNE_PERMISSIONS)
-        payload = await request.json() if request.can_read_body else None
+        payload = await request.json() if request.body_exists else None
         requests = payload.get("requests") if isinstance(payload, dict) else None
         if not isinstance(requests, list) or not requests:
             raise bad_request("Invalid batch payload format.")
@@ -241,24 +266,38 @@ class IntuneRoutes:
 
     def _inner(self, token: AccessToken, version: str, inner: dict[str, Any]) -> dict[str, Any]:
         method, url = str(inner.get("method", "GET")).upper(), str(inner.get("url", ""))
-        headers: dict[str, str] = {"Content-Type": "application/json"}
         fault = self.sim.faults.take(method, unquote(f"/{version}{url}"))
+        if fault is not None and fault.kind == "response" and fault.status < 400:
+            # An injected success is sent as given: a test's answer that is not what the call returns.
+            status, headers, body = fault.status, {"Content-Type": "application/json", **fault.headers}, fault.body
+        else:
+            status, headers, body = self._inner_answer(token, method, version, url, inner.get("body"), fault)
+        self._log_inner(token, method, version, url, status, inner.get("body"))
+        return {"id": inner.get("id"), "status": status, "headers": headers, "body": body}
+
+    def _inner_answer(
+        self, token: AccessToken, method: str, version: str, url: str, request_body: Any, fault: Fault | None
+    ) -> tuple[int, dict[str, str], Any]:
+        headers: dict[str, str] = {"Content-Type": "application/json"}
         try:
             if not url.startswith("/"):
                 raise bad_request("The batch request url must be relative.")
             if fault is not None and fault.kind == "response":
                 code = "TooManyRequests" if fault.status == 429 else "generalException"
                 raise GraphError(fault.status, code, "Injected fault.", headers=fault.headers)
-            status, body = 200, self._dispatch(token, method, version, url, inner.get("body"))
+            path = f"/{version}{unquote(urlsplit(url).path)}"
+            target = self.sim.conformance.check(method, path, _query(url), request_body)
+            answer = self._dispatch(token, method, version, url, request_body)
+            if isinstance(answer, Stream):
+                return 200, {"Content-Type": "application/octet-stream"}, base64.b64encode(answer.data).decode()
+            return 200, headers, self.sim.conformance.conform(path, target, answer)[0]
         except GraphError as error:
-            status, headers = error.status, {**headers, **error.headers}
             injected = fault.body if fault is not None and isinstance(fault.body, dict) else None
             date = inner_error_date(self.sim.clock.now())
             body = injected or error_body(error.code, error.message, str(uuid.uuid4()), date)
-        self._log_inner(token, method, version, url, status)
-        return {"id": inner.get("id"), "status": status, "headers": headers, "body": body}
+            return error.status, {**headers, **error.headers}, body
 
-    def _log_inner(self, token: AccessToken, method: str, version: str, url: str, status: int) -> None:
+    def _log_inner(self, token: AccessToken, method: str, version: str, url: str, status: int, body: Any) -> None:
         """Inner requests go to the request log like any other: Graph counts them one by one."""
         parts = urlsplit(url)
         self.sim.requests.append(
@@ -270,6 +309,7 @@ class IntuneRoutes:
                 token.tenant_id,
                 self.sim.clock.timestamp(),
                 token.client_id,
+                body,
             )
         )
 
@@ -330,14 +370,14 @@ class IntuneRoutes:
             device = intune.devices.get(device_id)
             return None if device is None else device_view(intune, device, select)
 
-        return self._page(call, lambda: list(intune.devices), render, "managedDevice", DEVICE_PROPERTIES)
+        return self._page(call, lambda: list(intune.devices), render, "managedDevice")
 
     def managed_device(self, call: Call) -> dict[str, Any]:
         intune, device_id = call.intune, call.params["id"]
         device = intune.devices.get(device_id)
         if device is None:
             raise not_found(device_id)
-        view = device_view(intune, device, _parse_select(call.query.get("$select"), DEVICE_PROPERTIES, "managedDevice"))
+        view = device_view(intune, device, _parse_select(call.query.get("$select"), None, "managedDevice"))
         if call.query.get("$expand", "").lower() == "detectedapps":
             view["detectedApps"] = [detected_view(intune, app_id) for app_id in intune.device_apps(device_id)]
         return view
@@ -394,16 +434,18 @@ class IntuneRoutes:
 
         return self._page(call, items, render, "mobileApps")
 
-    def install_report(self, call: Call) -> dict[str, Any]:
-        """The reports API: `{filter: "(ApplicationId eq '<id>')", select, top, skip}` -> Schema/Values."""
+    def install_report(self, call: Call) -> Stream:
+        """`retrieveDeviceAppInstallationStatusReport`: the DeviceInstallStatusByApp report of one app
+        (`filter` "(ApplicationId eq '<id>')"), `select`ed columns (each localizable one with its `_loc`
+        column), rows `skip`..`skip + top`."""
         intune, body = call.intune, call.body if isinstance(call.body, dict) else {}
-        match = _APP_FILTER.search(str(body.get("filter", "")))
+        match = _APP_FILTER.search(str(body.get("filter") or ""))
         if match is None or match.group(1) not in intune.mobile_apps:
             raise bad_request("The filter must name one application: (ApplicationId eq '<id>').")
         app_id = match.group(1)
         top, skip = int(body.get("top") or MAX_TOP), int(body.get("skip") or 0)
         columns = [name for name, _ in REPORT_COLUMNS]
-        wanted = [c for c in body.get("select") or columns if c in columns]
+        wanted = _report_columns(columns, body.get("select"))
         positions = [columns.index(c) for c in wanted]
         rows = self._report_rows(intune, app_id)
         values = []
@@ -413,11 +455,12 @@ class IntuneRoutes:
                 full = report_row(intune, app_id, device, state)
                 values.append([full[p] for p in positions])
         types = dict(REPORT_COLUMNS)
-        return {
+        report = {
             "TotalRowCount": len(rows),
             "Schema": [{"Column": c, "PropertyType": types[c]} for c in wanted],
             "Values": values,
         }
+        return Stream(orjson.dumps(report))
 
     def _report_rows(self, intune: IntuneTenant, app_id: str) -> list[tuple[str, int]]:
         """(device id, install state) of the devices an app is targeted at, cached per tenant version."""
@@ -449,9 +492,7 @@ class IntuneRoutes:
             device = intune.devices.get(device_id)
             return None if device is None else device_view(intune, device, select)
 
-        return self._page(
-            call, lambda: list(intune.devices_with_app(app_id)), render, "managedDevices", DEVICE_PROPERTIES
-        )
+        return self._page(call, lambda: list(intune.devices_with_app(app_id)), render, "managedDevices")
 
     # -- control API -------------------------------------------------------------------------
 
@@ -500,7 +541,12 @@ _ROUTES: tuple[tuple[str, str, frozenset[str], Handler], ...] = (
         IntuneRoutes.configuration_statuses,
     ),
     ("GET", r"^/deviceAppManagement/mobileApps/?$", APPS_READ, IntuneRoutes.mobile_apps),
-    ("POST", r"^/deviceManagement/reports/getDeviceInstallStatusReport/?$", APPS_READ, IntuneRoutes.install_report),
+    (
+        "POST",
+        r"^/deviceManagement/reports/(microsoft\.graph\.)?retrieveDeviceAppInstallationStatusReport/?$",
+        APPS_READ,
+        IntuneRoutes.install_report,
+    ),
     ("GET", r"^/deviceManagement/detectedApps/?$", MANAGED_DEVICES_READ, IntuneRoutes.detected_apps),
     (
         "GET",

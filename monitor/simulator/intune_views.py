@@ -1,7 +1,8 @@
 """What the simulated Intune endpoints return: Graph-shaped JSON built from `IntuneTenant` state.
 
 Shapes follow the (beta) managedDevice, deviceComplianceDeviceStatus / deviceConfigurationDeviceStatus,
-mobileApp, detectedApp resources and the reports API's Schema/Values table (JUPITERONE.md 3).
+mobileApp, detectedApp resources and the reports API's Schema/Values table (JUPITERONE.md 3); the views
+carry beta's properties, and conformance.py cuts a v1.0 answer to what v1.0's metadata has.
 Values derived from a device's index are stable between calls, so an unchanged tenant answers an
 unchanged sweep with identical objects.
 """
@@ -16,24 +17,24 @@ from monitor.simulator.intune import NEVER, IntuneTenant, SimDevice, _iso, _mix,
 from monitor.simulator.intune_catalog import INSTALL_STATES
 
 _INSTALL_STATE_NAMES = {code: name for name, code in INSTALL_STATES.items()}
+# The columns of the DeviceInstallStatusByApp report and their types, as Intune documents them
+# (https://learn.microsoft.com/en-us/mem/intune/fundamentals/reports-export-graph-available-reports);
+# the report is filtered on ApplicationId. A `_loc` column is the localized text of the column before it
+# and comes with it (https://learn.microsoft.com/en-us/mem/intune/fundamentals/reports-export-graph-apis,
+# "LocalizedValuesAsAdditionalColumn", the default).
 REPORT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("DeviceId", "String"),
-    ("ApplicationId", "String"),
-    ("UserId", "String"),
     ("DeviceName", "String"),
     ("UserPrincipalName", "String"),
-    ("UserName", "String"),
     ("Platform", "String"),
     ("AppVersion", "String"),
-    ("ErrorCode", "Int32"),
-    ("InstallState", "Int32"),
-    ("InstallStateDetail", "Int32"),
+    ("DeviceId", "String"),
+    ("AssignmentFilterIdsExist", "Boolean"),
     ("LastModifiedDateTime", "DateTime"),
-    ("HexErrorCode", "String"),
-    ("AppInstallState", "String"),
+    ("AppInstallState", "Int32"),
     ("AppInstallState_loc", "String"),
-    ("AppInstallStateDetails", "String"),
+    ("AppInstallStateDetails", "Int32"),
     ("AppInstallStateDetails_loc", "String"),
+    ("HexErrorCode", "String"),
 )
 # Fields a device listing can render without building the whole object.
 _CHEAP_FIELDS = frozenset({"id", "deviceName", "deviceType", "model", "operatingSystem", "userId"})
@@ -150,30 +151,25 @@ def status_view(intune: IntuneTenant, policy_id: str, device: SimDevice, status:
 
 
 def report_row(intune: IntuneTenant, app_id: str, device: SimDevice, state: int) -> list[Any]:
-    """One row of `getDeviceInstallStatusReport`, in `REPORT_COLUMNS` order."""
+    """One row of the DeviceInstallStatusByApp report, in `REPORT_COLUMNS` order."""
     owner = _owner(intune, device)
     app = intune.mobile_apps[app_id]
     name = _INSTALL_STATE_NAMES.get(state, "unknown")
     failed = state == INSTALL_STATES["failed"]
-    version = next((str(app[f]) for f in ("displayVersion", "versionName", "versionNumber") if app.get(f)), "")
+    version = next((str(app[f]) for f in ("displayVersion", "versionNumber", "identityVersion") if app.get(f)), "")
     return [
-        device.id,
-        app_id,
-        device.user_id or "",
         device.name,
         owner.get("userPrincipalName") or "",
-        owner.get("displayName") or "",
         device.spec.operating_system,
         version,
-        -2016330712 if failed else 0,
-        state,
-        0,
+        device.id,
+        False,
         _iso(device.last_sync),
+        state,
+        name[:1].upper() + name[1:],
+        0,
+        "",
         "0x87D1041C" if failed else "0x0",
-        name,
-        name.capitalize(),
-        "",
-        "",
     ]
 
 

@@ -9,3 +9,4 @@ TENANT = web.RequestKey("tenant", str)  # the caller's tenant id, when known (fo
 CLIENT = web.RequestKey("client", str)  # the caller's client id, when known
 DROPPED = web.RequestKey("dropped", bool)  # a fault closed the connection: there is no response
 EXTRA_HEADERS = web.RequestKey("extra_headers", dict[str, str])  # added to the response
+BODY = web.RequestKey("body", object)  # the JSON body of a Graph request, None when there is none

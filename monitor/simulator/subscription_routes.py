@@ -95,7 +95,7 @@ class SubscriptionRoutes:
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
     try:
-        body = json.loads(await request.text()) if request.can_read_body else None
+        body = json.loads(await request.text()) if request.body_exists else None
     except ValueError:
         raise bad_request("Unable to read JSON request payload. Please ensure the payload is valid JSON.") from None
     if not isinstance(body, dict):

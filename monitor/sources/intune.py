@@ -18,7 +18,9 @@ One sweep (`sweep_intune`, run by `run_source(context, "intune")`):
    up the `_type` of the devices they relate to. A pass answered 403 is skipped and its permission
    recorded as missing by name; a pass that fails otherwise is recorded, the other passes still
    run, and the sweep ends with the error, so the status shows it. A failed device pass stops the
-   sweep: the others relate to its devices.
+   sweep: the others relate to its devices. An answer that is not what its call returns (a report
+   stream that is not a report, a list page without `value`) fails its pass the same way, as
+   "invalid response" in the status and in `monitor_intune_passes_total`.
 4. Delete by absence what the *complete* passes own and did not see (`intune_sweep.delete_absent`);
    nothing that a skipped, refused or failed pass owns is deleted.
 """
@@ -29,12 +31,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
-from monitor.graph.client import GraphError
+from monitor.graph.client import INVALID_RESPONSE, GraphError
+from monitor.metrics import metric, tenant_increment
 from monitor.model.intune import account_enrichment
 from monitor.permissions import NEEDED_FOR
 from monitor.rounds import Progress, RecordListener, RoundResult
 from monitor.sources.base import SourceContext
-from monitor.sources.intune_passes import FAMILIES, PASSES, IntunePass, ownership
+from monitor.sources.intune_passes import BETA_READS, FAMILIES, PASSES, IntunePass, ownership
 from monitor.sources.intune_sweep import SOURCE, PassWriter, delete_absent, has_objects, seen_source
 from monitor.store import iso_ms
 
@@ -45,8 +48,9 @@ ORGANIZATION_PERMISSION = "Organization.Read.All"
 NOT_APPLICABLE = "Request not applicable to target tenant"
 # subscriptionState values under which Intune serves data (GRAPH.md 9 lists the others).
 USABLE_STATES = frozenset({"active", "warning"})
+FAILED = ("failed", "invalid response")
 
-PassStatus = Literal["complete", "forbidden", "not applicable", "failed"]
+PassStatus = Literal["complete", "forbidden", "not applicable", "failed", "invalid response"]
 
 
 def not_applicable(exc: GraphError) -> bool:
@@ -104,7 +108,7 @@ async def sweep_intune(
             await context.store.reset_seen(seen_source(intune_pass.name))
         outcome = await _run_pass(context, intune_pass, result, track, on_records, progress)
         report.passes.append(outcome)
-        if intune_pass.required and outcome.status == "failed":
+        if intune_pass.required and outcome.status in FAILED:
             break
     complete = frozenset(o.name for o in report.passes if o.status == "complete")
     if track and complete:
@@ -114,8 +118,9 @@ async def sweep_intune(
         for intune_pass in PASSES:
             await context.store.reset_seen(seen_source(intune_pass.name))
     await _record_permissions(context, report)
-    await context.store.record_status(SOURCE, {"skipped": "", "partial": report.partial()})
-    failed = [o for o in report.passes if o.status == "failed"]
+    await _count_passes(context, report)
+    await context.store.record_status(SOURCE, {"skipped": "", "partial": report.partial(), "beta": BETA_READS})
+    failed = [o for o in report.passes if o.status in FAILED]
     if failed:
         detail = "; ".join(f"{o.name}: {o.detail}" for o in failed)
         raise GraphError(f"Intune sweep incomplete, nothing deleted for {detail}", status=failed[0].http_status)
@@ -207,8 +212,19 @@ async def _run_pass(
         if not_applicable(exc):
             return PassOutcome(name, permission, "not applicable", str(exc), writer.objects)
         log.error("tenant %s: Intune %s failed, nothing deleted: %s", context.tenant.id, name, exc)
-        return PassOutcome(name, permission, "failed", str(exc), writer.objects, http_status=exc.status)
+        status: PassStatus = "invalid response" if exc.code == INVALID_RESPONSE else "failed"
+        return PassOutcome(name, permission, status, str(exc), writer.objects, http_status=exc.status)
     return PassOutcome(name, permission, "complete", "", writer.objects)
+
+
+async def _count_passes(context: SourceContext, report: SweepReport) -> None:
+    """`monitor_intune_passes_total{intune_pass, outcome}`: an answer that was not what its call returns
+    counts as `invalid_response`, apart from other failures."""
+    counts = {
+        metric("monitor_intune_passes_total", intune_pass=o.name, outcome=o.status.replace(" ", "_")): 1
+        for o in report.passes
+    }
+    await tenant_increment(context.store.redis, context.tenant.id, counts)
 
 
 async def _record_permissions(context: SourceContext, report: SweepReport) -> None:

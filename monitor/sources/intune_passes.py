@@ -10,17 +10,28 @@ go through `$batch`, 20 at a time (GRAPH.md 10.4), paced in their Intune bucket 
   (DeviceManagementConfiguration.Read.All); owns compliance policies, agent ASSIGNED policy, and
   the findings (with IDENTIFIED and HAS) of compliance policies.
 - configurations: the same over `/deviceConfigurations`.
-- apps: `GET /deviceAppManagement/mobileApps`, then the install report per assigned app
+- apps: `GET /beta/deviceAppManagement/mobileApps`, then the install report per assigned app
   (DeviceManagementApps.Read.All); owns managed apps and device ASSIGNED app.
 - detected: `GET /deviceManagement/detectedApps`, then `/{id}/managedDevices` per app
   (DeviceManagementManagedDevices.Read.All); owns detected apps and device INSTALLED app.
 
-The managed device list is read from beta: `deviceType` (which decides the `_type`), `usersLoggedOn`,
-`hardwareInformation` and `managementState` are beta properties (the public integration reads the
-same beta list, JUPITERONE.md 3). The install report is the public integration's undocumented beta
-`POST reports/getDeviceInstallStatusReport` (JUPITERONE.md 3, 6): Graph has no v1.0 source of
-per-device install states. Both beta calls sit in constants here; when beta changes under them the
-pass fails with Graph's error in the status, and deletes nothing.
+Versions, by Graph's published metadata (v1.0: https://github.com/microsoftgraph/msgraph-metadata;
+beta: the generated SDK, https://pypi.org/project/msgraph-beta-sdk/):
+
+- The managed device list is read from beta: `deviceType` (which decides the `_type`),
+  `hardwareInformation`, `azureActiveDirectoryDeviceId` and `usersLoggedOn` are beta-only properties.
+- The managed app list is read from beta: `isAssigned` (which apps have an install report worth
+  reading) and `win32LobApp.displayVersion` (a Win32 app's version) are beta-only; v1.0 would answer
+  without them and they would be silently missing.
+- Install states come from v1.0: `POST /deviceManagement/reports/retrieveDeviceAppInstallationStatusReport`
+  (the DeviceInstallStatusByApp report of one app). It returns a stream (`Edm.Stream`), which `$batch`
+  carries as a string; `BatchResponse.stream_json` decodes it and `report_rows` refuses anything that
+  is not a report table. The public integration's beta `getDeviceInstallStatusReport` is in neither
+  version.
+
+The beta calls sit in the constants below and `BETA_READS` says so in `monitor status`; when beta
+changes under them, or any answer is not what its call returns, the pass fails with the error in the
+status and deletes nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ from monitor.model.intune_apps import (
     DETECTED_APP_SELECT,
     REPORT_COLUMNS,
     DetectedAppCatalog,
+    ReportShapeError,
     app_version,
     map_install_row,
     map_installed,
@@ -66,8 +78,14 @@ from monitor.sources.intune_mirror import device_types, known_users
 from monitor.sources.intune_sweep import Batched, Ownership, PassWriter, next_link
 
 MANAGED_DEVICES_PATH = "/beta/deviceManagement/managedDevices"
-INSTALL_REPORT_URL = "/deviceManagement/reports/getDeviceInstallStatusReport"  # below /beta
+MOBILE_APPS_PATH = "/beta/deviceAppManagement/mobileApps"
+INSTALL_REPORT_URL = "/deviceManagement/reports/retrieveDeviceAppInstallationStatusReport"  # below /v1.0
 REPORT_PAGE = 1000
+# What the sweep reads from Graph beta, for `monitor status`.
+BETA_READS = (
+    "managed devices (deviceType, hardwareInformation, azureActiveDirectoryDeviceId, usersLoggedOn), "
+    "managed apps (isAssigned, win32LobApp.displayVersion)"
+)
 
 MANAGED_DEVICES = "DeviceManagementManagedDevices.Read.All"
 CONFIGURATION = "DeviceManagementConfiguration.Read.All"
@@ -125,8 +143,8 @@ def _policy_pass(kind: PolicyKind) -> Callable[[PassWriter], Awaitable[None]]:
             await writer.commit([map_policy(kind, policy) for policy in page], objects=len(page))
             refs += [policy_ref(kind, policy) for policy in page]
         first = [(ref, BatchRequest("GET", f"{list_path}/{ref.id}/deviceStatuses?$select={select}")) for ref in refs]
-        async for policy, answer in batched.pages(first):
-            await _commit_statuses(writer, policy, answer.body.get("value") or [])
+        async for policy, statuses in batched.pages(first):
+            await _commit_statuses(writer, policy, statuses["value"])
 
     return run
 
@@ -141,6 +159,8 @@ async def _commit_statuses(writer: PassWriter, policy: PolicyRef, statuses: list
 
 
 def _report_request(app_id: str, skip: int) -> BatchRequest:
+    """One page of an app's DeviceInstallStatusByApp report. Parameters that are not used are left out,
+    as Microsoft's SDKs leave out unset ones."""
     body = {
         "filter": f"(ApplicationId eq '{app_id}')",
         "select": list(REPORT_COLUMNS),
@@ -150,12 +170,25 @@ def _report_request(app_id: str, skip: int) -> BatchRequest:
     return BatchRequest("POST", INSTALL_REPORT_URL, body=body)
 
 
-def _next_report_page(request: BatchRequest, answer: BatchResponse) -> BatchRequest | None:
-    """The reports API pages by `skip`; `TotalRowCount` says when the rows run out."""
+def _report_page(answer: BatchResponse) -> dict[str, Any]:
+    """The decoded report (a stream in `$batch`), with its rows checked: invalidResponse otherwise."""
+    report = answer.stream_json()
+    try:
+        rows = report_rows(report)
+    except ReportShapeError as exc:
+        raise answer.invalid(f"a stream that is not a report table: {exc}") from None
+    return {**report, "rows": rows}
+
+
+def _next_report_page(request: BatchRequest, page: dict[str, Any]) -> BatchRequest | None:
+    """The reports API pages by `skip`. `TotalRowCount` says when the rows run out; without it (the
+    documentation does not promise it) a full page means there may be more."""
     body = request.body if isinstance(request.body, dict) else {}
-    skip = int(body.get("skip", 0)) + len(answer.body.get("Values") or [])
-    total = int(answer.body.get("TotalRowCount") or 0)
-    if skip >= total or not answer.body.get("Values"):
+    got = len(page["rows"])
+    skip = int(body.get("skip", 0)) + got
+    total = page.get("TotalRowCount")
+    more = skip < total if isinstance(total, int) and not isinstance(total, bool) else got >= REPORT_PAGE
+    if not got or not more:
         return None
     app_id = str(body["filter"]).split("'")[1]
     return _report_request(app_id, skip)
@@ -172,14 +205,14 @@ async def run_apps(writer: PassWriter) -> None:
     """
     context = writer.context
     client, tenant = context.client, context.tenant.id
-    batched: Batched[dict[str, Any]] = Batched(client, tenant, _next_report_page, version="beta")
+    batched: Batched[dict[str, Any]] = Batched(client, tenant, _next_report_page, decode=_report_page)
     assigned: list[dict[str, Any]] = []
-    async for page in client.pages(tenant, "/v1.0/deviceAppManagement/mobileApps"):
+    async for page in client.pages(tenant, MOBILE_APPS_PATH):
         await writer.commit([map_managed_app(app) for app in page], objects=len(page))
         # An app assigned to no group is installed by no one: its report would be empty.
         assigned += [{"id": app["id"], **_versions(app)} for app in page if app.get("isAssigned") is not False]
-    async for app, answer in batched.pages((app, _report_request(app["id"], 0)) for app in assigned):
-        rows = list(report_rows(answer.body))
+    async for app, report in batched.pages((app, _report_request(app["id"], 0)) for app in assigned):
+        rows = report["rows"]
         known = await device_types(context.store, (str(row.get("DeviceId")) for row in rows))
         ops: list[Op] = []
         for row in rows:
@@ -224,8 +257,8 @@ async def run_detected(writer: PassWriter) -> None:
         (app, BatchRequest("GET", f"/deviceManagement/detectedApps/{app['id']}/managedDevices?$select=id"))
         for app in wanted
     )
-    async for app, answer in batched.pages(first):
-        devices = [str(d["id"]) for d in answer.body.get("value") or []]
+    async for app, listed in batched.pages(first):
+        devices = [str(d["id"]) for d in listed["value"]]
         known = await device_types(context.store, devices)
         ops: list[Op] = [map_installed(app, d, known[d]) for d in devices if d in known]
         await writer.commit(ops, objects=len(devices))

@@ -44,7 +44,8 @@ SOURCE = "intune"
 DELETE_BATCH = 500
 SCOPES_PER_READ = 16
 T = TypeVar("T")
-Follow = Callable[[BatchRequest, BatchResponse], BatchRequest | None]
+Follow = Callable[[BatchRequest, dict[str, Any]], BatchRequest | None]
+Decode = Callable[[BatchResponse], dict[str, Any]]
 # (kind, family, key) -> the name of the pass that owns the object, or None (never deleted).
 Ownership = Callable[[Kind, str, str], str | None]
 
@@ -217,21 +218,30 @@ async def _delete(writer: PassWriter, scope: ScopeId, keys: list[str]) -> int:
 def next_link(client: GraphClient, version: str) -> Follow:
     """Follow `@odata.nextLink` (list pages) inside batches."""
 
-    def follow(_: BatchRequest, answer: BatchResponse) -> BatchRequest | None:
-        link = answer.body.get("@odata.nextLink")
+    def follow(_: BatchRequest, page: dict[str, Any]) -> BatchRequest | None:
+        link = page.get("@odata.nextLink")
         return None if not link else BatchRequest("GET", client.relative_url(str(link), version))
 
     return follow
+
+
+def list_page(answer: BatchResponse) -> dict[str, Any]:
+    """An inner answer that is a page of a list: a JSON object with a `value` list, or invalidResponse."""
+    body = answer.body
+    if not isinstance(body.get("value"), list):
+        raise answer.invalid("a JSON object without a value list where a list page belongs")
+    return body
 
 
 @dataclass(slots=True)
 class Batched(Generic[T]):
     """Per-object lists (a policy's device statuses, an app's devices) read 20 at a time in `$batch`.
 
-    Each tag's first request waits its turn; `follow` turns an answer into the tag's next request (its
-    next page), sent in the next batch. Answers are yielded page by page; a status
-    in `tolerate` (a 404: the object went away since it was listed) ends that tag quietly, any other
-    error raises it (a 403 names the missing permission; the pass then deletes nothing).
+    Each tag's first request waits its turn; `decode` checks an answer is what the call returns (a list
+    page by default) and `follow` turns it into the tag's next request (its next page), sent in the next
+    batch. Pages are yielded one by one; a status in `tolerate` (a 404: the object went away since it
+    was listed) ends that tag quietly, any other error raises it (a 403 names the missing permission),
+    and so does an answer `decode` refuses (invalidResponse): the pass then deletes nothing.
     """
 
     client: GraphClient
@@ -239,8 +249,9 @@ class Batched(Generic[T]):
     follow: Follow
     version: str = "v1.0"
     tolerate: frozenset[int] = frozenset({404})
+    decode: Decode = list_page
 
-    async def pages(self, first: Iterable[tuple[T, BatchRequest]]) -> AsyncIterator[tuple[T, BatchResponse]]:
+    async def pages(self, first: Iterable[tuple[T, BatchRequest]]) -> AsyncIterator[tuple[T, dict[str, Any]]]:
         # At most 20 lists are open at a time, each followed to its end before another starts: page
         # tokens stay fresh, and the queue holds 20 requests whatever the number of objects.
         waiting: deque[tuple[T, BatchRequest]] = deque(first)
@@ -257,8 +268,9 @@ class Batched(Generic[T]):
                         log.info("tenant %s: %s gone since listed: %s", self.tenant, request.url, error)
                         continue
                     raise error
-                yield tag, answer
-                next_request = self.follow(request, answer)
+                page = self.decode(answer)
+                yield tag, page
+                next_request = self.follow(request, page)
                 if next_request is not None:
                     following.append((tag, next_request))
             active = following

@@ -172,18 +172,19 @@ WIN32_APP: dict[str, Any] = {
     "displayVersion": "3.2.1",
 }
 
-REPORT: dict[str, Any] = {
+REPORT: dict[str, Any] = {  # DeviceInstallStatusByApp, as retrieveDeviceAppInstallationStatusReport answers it
     "TotalRowCount": 2,
     "Schema": [
         {"Column": "DeviceId", "PropertyType": "String"},
-        {"Column": "ApplicationId", "PropertyType": "String"},
         {"Column": "AppVersion", "PropertyType": "String"},
-        {"Column": "ErrorCode", "PropertyType": "Int32"},
-        {"Column": "InstallState", "PropertyType": "Int32"},
-        {"Column": "InstallStateDetail", "PropertyType": "Int32"},
+        {"Column": "AppInstallState", "PropertyType": "Int32"},
+        {"Column": "AppInstallState_loc", "PropertyType": "String"},
+        {"Column": "AppInstallStateDetails", "PropertyType": "Int32"},
+        {"Column": "AppInstallStateDetails_loc", "PropertyType": "String"},
+        {"Column": "HexErrorCode", "PropertyType": "String"},
     ],
     "Values": [
-        [DEVICE_ID, APP_ID, "3.2.1", 0, 1, 0],
-        ["", APP_ID, "", 0, 3, 0],
+        [DEVICE_ID, "3.2.1", 2, "Failed", 0, "", "0x87D1041C"],
+        ["", "", 3, "Not installed", 0, "", "0x0"],
     ],
 }

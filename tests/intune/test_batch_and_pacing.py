@@ -31,7 +31,7 @@ from .conftest import ClientFactory, Sleeps
         ("/v1.0/deviceManagement/deviceConfigurations", "configuration"),
         ("/v1.0/deviceManagement", "configuration"),
         ("/v1.0/deviceAppManagement/mobileApps", "apps"),
-        ("/beta/deviceManagement/reports/getDeviceInstallStatusReport", "other"),
+        ("/v1.0/deviceManagement/reports/retrieveDeviceAppInstallationStatusReport", "other"),
         ("/v1.0/users/delta", None),
         ("/v1.0/organization/abc", None),
         ("/v1.0/$batch", None),

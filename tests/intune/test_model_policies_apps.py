@@ -9,8 +9,10 @@ import pytest
 from monitor.model.intune import APPLICATION_FAMILY, DEVICE_FAMILY, FINDING_FAMILY, POLICY_FAMILY
 from monitor.model.intune_apps import (
     DetectedAppCatalog,
+    ReportShapeError,
     app_version,
     detected_key,
+    error_code,
     map_install_row,
     map_installed,
     map_managed_app,
@@ -204,14 +206,15 @@ def test_app_version(fields: dict[str, Any], expected: str) -> None:
 
 
 def test_install_report_rows_become_assigned_relationships() -> None:
-    rows = list(report_rows(d.REPORT))
+    rows = report_rows(d.REPORT)
     assert rows[0] == {
         "DeviceId": d.DEVICE_ID,
-        "ApplicationId": d.APP_ID,
         "AppVersion": "3.2.1",
-        "ErrorCode": 0,
-        "InstallState": 1,
-        "InstallStateDetail": 0,
+        "AppInstallState": 2,
+        "AppInstallState_loc": "Failed",
+        "AppInstallStateDetails": 0,
+        "AppInstallStateDetails_loc": "",
+        "HexErrorCode": "0x87D1041C",
     }
     upsert = map_install_row(d.WIN32_APP, rows[0], "user_endpoint")
     assert upsert is not None
@@ -223,14 +226,53 @@ def test_install_report_rows_become_assigned_relationships() -> None:
         "_fromEntityKey": d.DEVICE_ID,
         "_toEntityKey": d.APP_ID,
         "displayName": "ASSIGNED",
-        "installState": 1,
+        "installState": 2,
         "installStateDetail": 0,
-        "errorCode": 0,
+        "errorCode": -2016345060,
+        "hexErrorCode": "0x87D1041C",
         "installedVersion": "3.2.1",
     }
     assert check_relationship(upsert.obj) == []
     assert map_install_row(d.WIN32_APP, rows[1], "user_endpoint") is None  # no device
     assert map_install_row(d.WIN32_APP, rows[0], None) is None  # device unknown to the mirror
+
+
+def test_install_states_are_kept_as_the_report_sends_them() -> None:
+    """The reports' enum columns hold "either a raw string, or a set of numbers" (Intune's export docs)."""
+    row = {"DeviceId": d.DEVICE_ID, "AppInstallState": "installed", "AppInstallStateDetails": "noAdditionalDetails"}
+    upsert = map_install_row(d.WIN32_APP, row, "user_endpoint")
+    assert upsert is not None
+    assert upsert.obj["installState"] == "installed"
+    assert upsert.obj["installStateDetail"] == "noAdditionalDetails"
+    assert "errorCode" not in upsert.obj  # no HexErrorCode column
+    assert [error_code(c) for c in ("0x0", "0x87D1041C", "0x7FFFFFFF", "nonsense", None)] == [
+        0,
+        -2016345060,
+        2147483647,
+        None,
+        None,
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"Values": []},
+        {"Schema": [], "Values": []},  # no DeviceId column
+        {"Schema": [{"Column": "DeviceId"}], "Values": {"0": ["x"]}},
+        {"Schema": [{"Column": "DeviceId"}, {"Column": "AppVersion"}], "Values": [["x"]]},  # short row
+        {"Schema": [{"Column": "DeviceId"}, {"Name": "AppVersion"}], "Values": []},  # a column without a name
+        {"Schema": "DeviceId", "Values": []},
+    ],
+)
+def test_what_is_not_a_report_table_is_refused(body: dict[str, Any]) -> None:
+    with pytest.raises(ReportShapeError):
+        report_rows(body)
+
+
+def test_an_empty_report_table_has_no_rows() -> None:
+    assert report_rows({"Schema": [{"Column": "DeviceId"}], "Values": []}) == []
 
 
 def test_detected_keys_fall_back_to_the_detection_id() -> None:

@@ -1,5 +1,6 @@
 """The simulated Intune endpoints: paging, `$select`, permissions, tenants without Intune, `$batch`
-rules, the public integration's per-device call, the install report, mutations, control API, size."""
+rules, the public integration's per-device call, the install report (a stream), mutations, control API,
+size."""
 
 from __future__ import annotations
 
@@ -93,27 +94,48 @@ async def test_batch_envelope_rules(make_client: ClientFactory, estate: IntuneTe
     assert answers[1].body["intuneAccountId"] == estate.account_id
 
 
-async def test_the_public_integrations_calls(make_client: ClientFactory, estate: IntuneTenant) -> None:
+async def test_the_calls_the_sweep_makes(make_client: ClientFactory, estate: IntuneTenant) -> None:
     client = make_client()
     device_id = next(iter(estate.devices))
     device = await client.get(TENANT_ID, f"{DEVICES}/{device_id}", params={"$expand": "detectedApps"})
     assert [a["id"] for a in device.body["detectedApps"]] == estate.device_apps(device_id)
     app_id = next(a for a in estate.mobile_apps if estate.mobile_apps[a]["displayName"] == "Contoso Expenses")
-    body = {"filter": f"(ApplicationId eq '{app_id}')", "select": ["DeviceId", "InstallState"], "top": 3, "skip": 0}
-    first = await client.request(
-        TENANT_ID, "POST", "/beta/deviceManagement/reports/getDeviceInstallStatusReport", json=body
+    body = {"filter": f"(ApplicationId eq '{app_id}')", "select": ["DeviceId", "AppInstallState"], "top": 3, "skip": 0}
+    report = "/deviceManagement/reports/retrieveDeviceAppInstallationStatusReport"
+    # A stream (whose bytes are the report's JSON); inside $batch it comes base64-encoded.
+    direct = await client.request(TENANT_ID, "POST", f"/v1.0{report}", json=body)
+    assert direct.headers["Content-Type"] == "application/octet-stream" and direct.body["TotalRowCount"] > 3
+    first, second = await client.batch(
+        TENANT_ID, [BatchRequest("POST", report, body), BatchRequest("POST", report, {**body, "skip": 3})]
     )
-    assert [c["Column"] for c in first.body["Schema"]] == ["DeviceId", "InstallState"]
-    rows = first.body["Values"]
-    assert len(rows) == 3 and first.body["TotalRowCount"] > 3
-    second = await client.request(
-        TENANT_ID, "POST", "/beta/deviceManagement/reports/getDeviceInstallStatusReport", json={**body, "skip": 3}
-    )
-    assert not {r[0] for r in rows} & {r[0] for r in second.body["Values"]}
+    assert first.headers["Content-Type"] == "application/octet-stream" and isinstance(first.content, str)
+    page = first.stream_json()
+    columns = ["DeviceId", "AppInstallState", "AppInstallState_loc"]  # the localized column comes along
+    assert [c["Column"] for c in page["Schema"]] == columns
+    rows = page["Values"]
+    assert len(rows) == 3 and page["TotalRowCount"] > 3
+    assert not {r[0] for r in rows} & {r[0] for r in second.stream_json()["Values"]}
     filtered = await client.get(
-        TENANT_ID, "/beta/deviceAppManagement/mobileApps", params={"$filter": "(isAssigned eq true or x)"}
+        TENANT_ID, "/beta/deviceAppManagement/mobileApps", params={"$filter": "isAssigned eq true"}
     )
-    assert len(filtered.body["value"]) == len(estate.mobile_apps)
+    assigned = [a for a in estate.mobile_apps.values() if a["isAssigned"] or "Lob" in a["@odata.type"]]
+    assert len(filtered.body["value"]) == len(assigned) < len(estate.mobile_apps)
+
+
+async def test_graph_metadata_decides_what_a_version_accepts(make_client: ClientFactory, estate: IntuneTenant) -> None:
+    """isAssigned is a beta property: v1.0 refuses it in a $filter and leaves it out of its answers."""
+    client = make_client()
+    with pytest.raises(GraphError, match="Could not find a property named 'isAssigned'") as refused:
+        await client.get(TENANT_ID, "/v1.0/deviceAppManagement/mobileApps", params={"$filter": "isAssigned eq true"})
+    assert refused.value.status == 400 and refused.value.code == "BadRequest"
+    v1 = await client.get(TENANT_ID, "/v1.0/deviceAppManagement/mobileApps")
+    beta = await client.get(TENANT_ID, "/beta/deviceAppManagement/mobileApps")
+    assert all("isAssigned" not in app for app in v1.body["value"])
+    assert all("isAssigned" in app for app in beta.body["value"])
+    win32 = next(a for a in v1.body["value"] if a["@odata.type"] == "#microsoft.graph.win32LobApp")
+    assert "displayVersion" not in win32  # beta-only too
+    with pytest.raises(GraphError, match="Resource not found for the segment 'getDeviceInstallStatusReport'"):
+        await client.request(TENANT_ID, "POST", "/beta/deviceManagement/reports/getDeviceInstallStatusReport", json={})
 
 
 async def test_mutations_show_in_the_lists(make_client: ClientFactory, estate: IntuneTenant) -> None:

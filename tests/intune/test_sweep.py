@@ -209,7 +209,8 @@ def install_fails(estate: IntuneTenant) -> set[tuple[str, str, str, tuple[str, .
     device = pick(estate, "windowsRT", lambda d: estate.install_state(app, d) == 1)
     estate.set_install_state(app, device.id, "failed")
     key = f"{device.id}|{app}"
-    return {("upsert", "user_endpoint_assigned_intune_managed_application", key, ("errorCode", "installState"))}
+    changed = ("errorCode", "hexErrorCode", "installState")
+    return {("upsert", "user_endpoint_assigned_intune_managed_application", key, changed)}
 
 
 def retire(estate: IntuneTenant) -> set[tuple[str, str, str, tuple[str, ...]]]:

@@ -126,8 +126,6 @@ async def test_unreachable_or_untrusted_endpoint_fails_validation(graph: GraphCl
         {"notificationUrl": "not a url"},
         {"lifecycleNotificationUrl": "http://127.0.0.1/lifecycle"},
         {"clientState": "x" * 129},
-        {"vapidPublicKey": "BASE64KEY"},
-        {"webPushEncryptionSecret": "s"},
         {"includeResourceData": True},
         {"expirationDateTime": None},
         {"expirationDateTime": "tomorrow"},
@@ -141,6 +139,17 @@ async def test_invalid_bodies_are_refused_before_any_handshake(
     assert (status, error["error"]["code"]) == (400, "InvalidRequest"), error
     assert webhook.validations() == []
     assert sim.subscriptions.all() == []
+
+
+@pytest.mark.parametrize("field", ["vapidPublicKey", "webPushEncryptionSecret"])
+async def test_properties_v1_subscriptions_lack_are_refused(
+    graph: GraphClient, sim: Simulator, webhook: Webhook, field: str
+) -> None:
+    """The web push properties are beta's; v1.0's subscription type has no such property."""
+    status, error = await call(graph, "POST", "/v1.0/subscriptions", subscription_body(webhook, **{field: "x"}))
+    assert (status, error["error"]["code"]) == (400, "BadRequest"), error
+    assert f"The property '{field}' does not exist on type 'microsoft.graph.subscription'" in error["error"]["message"]
+    assert webhook.validations() == [] and sim.subscriptions.all() == []
 
 
 async def test_accepted_resource_paths_and_client_state_limit(graph: GraphClient, webhook: Webhook) -> None:
