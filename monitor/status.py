@@ -151,6 +151,8 @@ def _source_line(entry: dict[str, Any]) -> str:
         parts.append(f"delta token age {format_duration(age)}{warning}")
     if entry.get("partial"):
         parts.append(f"skipped parts: {entry['partial']}")
+    if entry.get("member_names"):
+        parts.append(str(entry["member_names"]))
     if entry.get("error"):
         parts.append(f"LAST ERROR {entry.get('error_at', '')}: {entry['error']}")
     return "; ".join(parts)

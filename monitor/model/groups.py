@@ -154,7 +154,20 @@ def placeholder_removed(member_id: str) -> Delete:
     return Delete(entity_placement(PLACEHOLDER_FAMILY, member_id), member_id)
 
 
-def _placeholder_entity(member: Mapping[str, Any]) -> JsonObject:
+# What a placeholder shows of its directory object beyond the id, when known
+# (`POST /directoryObjects/getByIds`, monitor.graph.directory_objects).
+PLACEHOLDER_DETAILS = ("displayName", "mail", "jobTitle")
+
+
+def member_details(directory_object: Mapping[str, Any]) -> JsonObject:
+    """The `PLACEHOLDER_DETAILS` a directory object has (None and absent ones left out)."""
+    return {p: directory_object[p] for p in PLACEHOLDER_DETAILS if directory_object.get(p) is not None}
+
+
+def placeholder_entity(member: Mapping[str, Any]) -> JsonObject:
+    """The `azure_group_member` entity of a member (`{"@odata.type", "id"}`, plus any
+    `PLACEHOLDER_DETAILS`). `members@delta` carries only the id and type, so without details the
+    placeholder is named by its id."""
     member_id: str = member["id"]
     name: str = member.get("displayName") or member_id
     mail: str | None = member.get("mail")
@@ -223,4 +236,4 @@ def map_member_change(group_id: str, member: Mapping[str, Any]) -> list[Op]:
     relationship = Upsert(placement, membership_relationship(group_id, member_id, member.get("@odata.type")))
     if _target_type(member) is not None:
         return [relationship]
-    return [relationship, Upsert(entity_placement(PLACEHOLDER_FAMILY, member_id), _placeholder_entity(member))]
+    return [relationship, Upsert(entity_placement(PLACEHOLDER_FAMILY, member_id), placeholder_entity(member))]
