@@ -47,13 +47,14 @@ class TenantKeys:
         """
         return f"{self.base}:memberof:{member_id}"
 
-    def graph_residue(self, scope: ScopeId) -> str:
-        """HASH object id -> JSON of what the last Graph state of a user or group holds that its
-        mirrored entity (same `scope`, same key) does not: the entity plus this residue give back
-        the Graph object, onto which a delta update carrying only some properties is merged
-        (`monitor.model.graph_state`). Most objects have no residue and no field here.
+    def graph_residue(self, family: str) -> str:
+        """HASH object id -> JSON of what the last Graph state of a user or group (entity `family`)
+        holds that its mirrored entity does not: the entity plus this residue give back the Graph
+        object, onto which a delta update carrying only some properties is merged
+        (`monitor.model.graph_state`). Most objects have no residue and no field here. One hash per
+        family, not per scope: a page's residues then cost one command in its commit.
         """
-        return f"{self.base}:graph:{scope}"
+        return f"{self.base}:graph:{family}"
 
     def parked(self, object_id: str) -> str:
         """HASH, expiring `PARKED_TTL` after its last write: what a soft-deleted user or group takes

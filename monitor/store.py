@@ -352,7 +352,7 @@ class TenantStore:
         write of each field wins: the script groups sets before deletes, so order is settled here)."""
         fields: dict[tuple[str, str], bytes | None] = {}
         for residue in write.residues:
-            key = self.keys.graph_residue(scope_of(residue.placement))
+            key = self.keys.graph_residue(residue.placement.family)
             fields[(key, residue.key)] = canonical(residue.value) if residue.value else None
         parked_keys: dict[str, None] = {}
         for parked in write.parked:
@@ -422,9 +422,8 @@ class TenantStore:
             return {}
         reader = self._pipeline()
         for placement in placements:
-            scope = scope_of(placement)
-            reader.hget(self.mirror_key(scope), placement.anchor_key)
-            reader.hget(self.keys.graph_residue(scope), placement.anchor_key)
+            reader.hget(self.mirror_key(scope_of(placement)), placement.anchor_key)
+            reader.hget(self.keys.graph_residue(placement.family), placement.anchor_key)
         values = await reader.execute()
         known = {}
         for n, placement in enumerate(placements):

@@ -166,13 +166,22 @@ async def test_deletions_soft_and_hard_and_group_cascade(runtime: Runtime, tenan
     assert await mirror(runtime) == expected_mirror(tenant, ACCOUNT_KEY)
 
 
-async def test_placeholder_members_live_while_a_group_holds_them(runtime: Runtime, tenant: SimTenant) -> None:
-    groups = [tenant.add_group(displayName=f"Group {i}", securityEnabled=True, mailEnabled=False) for i in range(2)]
+async def test_placeholder_members_live_while_a_group_holds_them(
+    runtime: Runtime, tenant: SimTenant, sim: Simulator
+) -> None:
+    groups = [tenant.add_group(displayName=f"Group {i}", securityEnabled=True, mailEnabled=False) for i in range(3)]
     device = tenant.add_directory_object("device", displayName="Kiosk-01")
-    for group in groups:
+    for group in groups[:2]:
         tenant.add_member(group, device)
     first, _ = await sync(runtime)
     assert [r["type"] for r in first].count("azure_group_member") == 1
+    assert await runtime.store(TENANT_ID).member_names([device]) == {device: {"displayName": "Kiosk-01"}}
+    tenant.add_member(groups[2], device)
+    third, _ = await sync(runtime)
+    assert [r["key"] for r in third] == [f"{groups[2]}|has|{device}"], "the placeholder keeps its name"
+    assert sim.count("/directoryObjects/getByIds") == 1, "the name is looked up once, then cached"
+    tenant.remove_member(groups[2], device)
+    await sync(runtime)
     tenant.remove_member(groups[0], device)
     records, _ = await sync(runtime)
     assert summary(records) == {
@@ -190,6 +199,8 @@ async def test_placeholder_members_live_while_a_group_holds_them(runtime: Runtim
         ("delete", "azure_group_member"),
     }
     assert await mirror(runtime) == expected_mirror(tenant, ACCOUNT_KEY)
+    # The name looked up for the placeholder (getByIds) leaves with it.
+    assert await runtime.store(TENANT_ID).member_names([device]) == {}
 
 
 async def test_restored_group_comes_back_whole(runtime: Runtime, tenant: SimTenant) -> None:

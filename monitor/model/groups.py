@@ -98,8 +98,10 @@ def map_group(group: Mapping[str, Any], *, account_key: str) -> list[Upsert]:
     Returns `[]` when the object carries no group property at all (only `id`, annotations and
     `members@delta`): Graph repeats a large group on later delta pages with another slice of members, and
     such a repeat is not a property update. Its `members@delta` still has to go through
-    `map_member_change`. `email`/`mail` are set only when `mailEnabled` is true; `name`/`displayName` fall
-    back to `mailNickname`, then the id. A removed group (`@removed`) raises ValueError: use `group_removed`.
+    `map_member_change`. Otherwise the object must be whole (a delta update is merged onto the group's last
+    known state first, `monitor.model.graph_state`). `email`/`mail` are set only when `mailEnabled` is true;
+    `name`/`displayName` fall back to `mailNickname`, then the id. A removed group (`@removed`) raises
+    ValueError: use `group_removed`.
     """
     if "@removed" in group:
         raise ValueError(f"group {group.get('id')!r} is removed; use group_removed")
@@ -119,9 +121,9 @@ def map_group(group: Mapping[str, Any], *, account_key: str) -> list[Upsert]:
 def group_removed(group_id: str, *, account_key: str) -> list[Delete]:
     """The deletions for a removed group: its entity and the account's HAS relationship.
 
-    Not its memberships: the caller deletes those by scanning the group's relationship scope
-    (`relationship_placement(GROUP_FAMILY, group_id)`), which holds every `azure_group_has_member` of the
-    group, and then drops placeholders that no group contains any more (`placeholder_removed`).
+    Not its memberships: the caller moves those (`monitor.sources.parking`: the group's own members are all
+    in its relationship scope `relationship_placement(GROUP_FAMILY, group_id)`, the groups it is a member of
+    are found by a scan), and then drops placeholders that no group contains any more (`placeholder_removed`).
     """
     return [
         Delete(entity_placement(GROUP_FAMILY, group_id), group_id),

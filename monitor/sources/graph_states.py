@@ -27,17 +27,19 @@ async def whole_objects(
     *,
     full: bool,
     soft_deleted: set[str],
-) -> list[dict[str, Any]]:
+) -> list[Mapping[str, Any]]:
     """The page's objects, each update merged onto its last known state (in a full round every
     object is whole already). Removed objects and objects without state properties (a group's
     repeated `members@delta` slice) pass unchanged."""
+    if full:
+        return list(objects)
     updates = [o["id"] for o in objects if "@removed" not in o and carries_properties(o, props)]
-    known = {} if full else await _known_states(store, family, props, updates, soft_deleted)
+    known = await _known_states(store, family, props, updates, soft_deleted)
     states: dict[str, JsonObject] = {}
-    whole = []
+    whole: list[Mapping[str, Any]] = []
     for obj in objects:
         if "@removed" in obj or not carries_properties(obj, props):
-            whole.append(dict(obj))
+            whole.append(obj)
             continue
         object_id = obj["id"]
         base = states.get(object_id, known.get(object_id))

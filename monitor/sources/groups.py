@@ -129,6 +129,7 @@ class GroupsSource:
         every page) costs nothing here; without one (deletions found by absence, whose groups are
         taken as soft-deleted) every op is looked at.
         """
+        absent = not isinstance(hint, _Hint)
         if not isinstance(hint, _Hint):
             hint = _Hint(await self._store.soft_deleted(), removed_fates(ops, GROUP_FAMILY))
             hint.residues = {key: residue_removal(GROUP_FAMILY, key) for key in hint.fates.removed}
@@ -142,7 +143,8 @@ class GroupsSource:
             known = None if settled else hint.placeholder_members
             placeholders = await _with_placeholders(self._store, write.ops, known)
             write.ops, write.member_of = placeholders.ops, placeholders.member_of
-        await self._name_placeholders(write)
+        if settled or hint.placeholder_members or absent:
+            await self._name_placeholders(write)
         return write
 
     async def _name_placeholders(self, write: PageWrite) -> None:

@@ -7,6 +7,7 @@ brings them back (`monitor.sources.parking`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,7 @@ class DirectoryHint:
     residues: dict[str, Residue] = field(default_factory=dict)
 
 
-def removal_fate(obj: dict[str, Any]) -> Fate:
+def removal_fate(obj: Mapping[str, Any]) -> Fate:
     """`deleted` for a permanent deletion; anything else (`changed`, or a reason Graph adds later)
     is taken as restorable, the reading that loses nothing (monitor.sources.parking)."""
     removed = obj.get("@removed")
