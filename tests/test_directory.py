@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -380,3 +381,28 @@ async def test_token_is_reused_across_rounds(runtime: Runtime, tenant: SimTenant
     await sync(runtime)
     await sync(runtime)
     assert sum(sim.tokens_issued.values()) == 1
+
+
+async def test_incremental_rounds_ask_for_the_minimal_form(
+    runtime: Runtime, tenant: SimTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Prefer: return=minimal` on every request of an incremental round (the merge does not need it,
+    it saves bandwidth); a full round's objects come whole, so it is not sent there."""
+    tenant.delta.page_size = 5
+    seed(tenant, users=12, groups=2, memberships=10)
+    sent: list[str | None] = []
+    real_get = runtime.graph.get
+
+    async def recording_get(tenant_id: str, url: str, **kwargs: Any) -> Any:
+        if "/delta" in url:
+            sent.append((kwargs.get("headers") or {}).get("Prefer"))
+        return await real_get(tenant_id, url, **kwargs)
+
+    monkeypatch.setattr(runtime.graph, "get", recording_get)
+    await sync(runtime)
+    assert sent and set(sent) == {None}
+    sent.clear()
+    for user in list(tenant.users)[:8]:
+        tenant.update_user(user, jobTitle="Auditor")
+    await sync(runtime)
+    assert len(sent) >= 3 and set(sent) == {"return=minimal"}

@@ -102,10 +102,11 @@ class GroupsSource:
                 continue
             hint.fates.appeared(group_id)
             # Empty for a repeated appearance that only carries another slice of members@delta.
-            upserts: list[Op] = list(map_group(group, account_key=self._account_key))
-            if upserts:
+            mapped = map_group(group, account_key=self._account_key)
+            if mapped:
                 state = selected(group, GROUP_STATE)
-                hint.residues[group_id] = residue_write(GROUP_FAMILY, GROUP_STATE, state, upserts[0].obj)  # type: ignore[union-attr]
+                hint.residues[group_id] = residue_write(GROUP_FAMILY, GROUP_STATE, state, mapped[0].obj)
+            upserts: list[Op] = list(mapped)
             for member in group.get("members@delta") or ():
                 upserts.extend(map_member_change(group_id, member))
                 if is_placeholder_member(member):
@@ -130,7 +131,7 @@ class GroupsSource:
         taken as soft-deleted) every op is looked at.
         """
         absent = not isinstance(hint, _Hint)
-        if not isinstance(hint, _Hint):
+        if absent:
             hint = _Hint(await self._store.soft_deleted(), removed_fates(ops, GROUP_FAMILY))
             hint.residues = {key: residue_removal(GROUP_FAMILY, key) for key in hint.fates.removed}
             hint.placeholder_members = set(_placeholder_candidates(ops))

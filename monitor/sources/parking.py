@@ -50,7 +50,8 @@ from typing import Literal
 
 import orjson
 
-from monitor.model.groups import GROUP_FAMILY, map_member_change, membership_key
+from monitor.model.account import ACCOUNT_TYPE
+from monitor.model.groups import GROUP_FAMILY, map_member_change, membership_key, membership_relationship
 from monitor.model.types import Delete, JsonObject, Op, Upsert, relationship_placement
 from monitor.scopes import scope_of
 from monitor.store import Flag, PageWrite, Parked, TenantStore
@@ -77,8 +78,9 @@ class Edge:
 
 
 def edge_of(key: str, member_type: str) -> Edge | None:
+    """The membership a relationship key names; None for "account HAS group", which shares its scopes."""
     group, _, member = key.partition(MEMBERSHIP_SEPARATOR)
-    return Edge(group, member, member_type) if member and not group.startswith("microsoft_365_account-") else None
+    return Edge(group, member, member_type) if member and not group.startswith(f"{ACCOUNT_TYPE}-") else None
 
 
 @dataclass(slots=True)
@@ -95,10 +97,6 @@ class PageFates:
     def left(self, object_id: str, fate: Fate) -> None:
         self.live.discard(object_id)
         self.removed[object_id] = fate
-
-    @property
-    def empty(self) -> bool:
-        return not self.live and not self.removed
 
 
 @dataclass(slots=True)
@@ -124,6 +122,7 @@ class _Plan:
 
 
 def plan(fates: PageFates, soft_deleted: set[str]) -> _Plan:
+    """Who is soft-deleted, restored and purged once the page is applied (`soft_deleted`: before it)."""
     soft = {i for i, fate in fates.removed.items() if fate != "deleted" and i not in soft_deleted}
     purged = {i for i, fate in fates.removed.items() if fate == "deleted"}
     restored = fates.live & soft_deleted
@@ -232,12 +231,24 @@ def _settle_one(candidate: _Candidate, outlook: _Plan, write: PageWrite) -> None
         write.parked.extend(Parked(end, edge.key, value) for end in ends)
     else:
         reason = _restored_reason(edge, outlook.restored) if candidate.parked and not candidate.mirrored else None
-        member = {"@odata.type": edge.member_type or None, "id": edge.member}
-        relationship, *placeholder = map_member_change(edge.group, member)
-        assert isinstance(relationship, Upsert)
-        write.ops.append(Upsert(relationship.placement, relationship.obj, reason=reason))
-        write.ops.extend(placeholder)
+        if isinstance(candidate.page, Upsert):  # the page's own upsert (its placeholder, if any, passed)
+            write.ops.append(Upsert(candidate.page.placement, candidate.page.obj, reason=reason))
+        else:
+            write.ops.extend(_restored(edge, reason))
         write.parked.extend(Parked(end, edge.key, None) for end in ends)
+
+
+def _restored(edge: Edge, reason: str | None) -> list[Op]:
+    """A parked membership back in the mirror, with its member's placeholder when it needs one."""
+    placement = relationship_placement(GROUP_FAMILY, edge.group)
+    relationship = Upsert(
+        placement, membership_relationship(edge.group, edge.member, edge.member_type or None), reason=reason
+    )
+    if not edge.member_type:
+        return [relationship]
+    # map_member_change gives the relationship, then the placeholder of a member that is neither a user nor a group.
+    _, *placeholder = map_member_change(edge.group, {"@odata.type": edge.member_type, "id": edge.member})
+    return [relationship, *placeholder]
 
 
 def _deleted_reason(edge: Edge, deleted: set[str]) -> str:
