@@ -6,6 +6,9 @@
    Graph requests and time of the delta rounds.
 3. The public integration's call pattern over the same tenant (list users, list groups, list the
    members of every group, as it does every polling interval): requests and time, as ratios.
+4. What merging partial updates costs in Redis (the Graph residues kept beside users and groups),
+   and soft-deleting then restoring 10 users: their memberships leave and come back, found by a
+   scan of every membership scope inside Redis (monitor.sources.parking).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from bench.common import (
 )
 from monitor.graph.auth import TokenProvider
 from monitor.graph.client import GraphClient
+from monitor.model.types import entity_placement
 from monitor.model.users import USER_SELECT
 from monitor.settings import load_settings
 from monitor.store import TenantStore
@@ -58,11 +62,116 @@ def run(scale: float) -> str:
         first = run_child(["sync"], monitor_env)
         first_status = status(monitor_env)
         redis_mb = asyncio.run(redis_memory(env))
+        residues = asyncio.run(_residue_memory(env))
         changed = asyncio.run(_change_memberships(env, 100))
         incremental = run_child(["sync"], monitor_env)
         incremental_status = status(monitor_env)
+        lifecycle = _soft_delete_and_restore(env, monitor_env, 10)
         public = asyncio.run(_public_pattern(env))
-    return _report(scale, first, first_status, redis_mb, changed, incremental, incremental_status, public)
+    report = _report(scale, first, first_status, redis_mb, changed, incremental, incremental_status, public)
+    return report + _lifecycle_report(residues, lifecycle)
+
+
+@dataclass
+class Residues:
+    """The Graph residues in Redis after the first round (`TenantKeys.graph_residue`)."""
+
+    bytes: int
+    fields: int
+    users: int
+    groups: int
+    mirrored: int
+
+
+@dataclass
+class Lifecycle:
+    users: int
+    memberships: int
+    deleted_ms: float
+    deleted_records: int
+    restored_ms: float
+    restored_records: int
+
+
+async def _residue_memory(env: Environment) -> Residues:
+    """MEMORY USAGE of every residue hash, and how many objects they stand beside."""
+    client = aioredis.Redis.from_url(env.redis.url)
+    store = TenantStore(client, TENANT)
+    try:
+        total = fields = 0
+        async for key in client.scan_iter(match=store.keys.graph_residue("*"), count=1000):
+            total += int(await client.memory_usage(key, samples=0) or 0)
+            fields += int(await client.hlen(key))
+        counts = {}
+        for family in ("azure_user", "azure_user_group"):
+            counts[family] = sum(
+                [await client.hlen(store.mirror_key(s)) for s in await store.known_scopes("entity", family)]
+            )
+        mirrored = sum([await client.hlen(store.mirror_key(s)) for s in await store.known_scopes()])
+        return Residues(total, fields, counts["azure_user"], counts["azure_user_group"], mirrored)
+    finally:
+        await client.aclose()
+
+
+def _soft_delete_and_restore(env: Environment, monitor_env: dict[str, str], count: int) -> Lifecycle:
+    users, memberships = asyncio.run(_members_to_delete(env, count))
+    asyncio.run(_users_call(env, "DELETE", users))
+    run_child(["sync"], monitor_env)
+    deleted_status = status(monitor_env)
+    asyncio.run(_users_call(env, "POST", users, "/restore"))
+    run_child(["sync"], monitor_env)
+    restored_status = status(monitor_env)
+    return Lifecycle(
+        len(users),
+        memberships,
+        float(_source(deleted_status, "users")["duration"]) * 1000,
+        int(_source(deleted_status, "users")["changes"]),
+        float(_source(restored_status, "users")["duration"]) * 1000,
+        int(_source(restored_status, "users")["changes"]),
+    )
+
+
+async def _members_to_delete(env: Environment, count: int) -> tuple[list[str], int]:
+    """`count` users that are members of some groups, and how many memberships they have."""
+    client = aioredis.Redis.from_url(env.redis.url)
+    store = TenantStore(client, TENANT)
+    try:
+        keys = await _sample_memberships(store, count * 4, random.Random(11))
+        users = list(dict.fromkeys(key.partition("|has|")[2] for key in keys))
+        users = [u for u in users if await store.get(entity_placement("azure_user", u), u) is not None][:count]
+        scopes = await store.known_scopes("relationship", "azure_user_group")
+        found = await store.memberships_of(users, scopes, skip_prefix="microsoft_365_account-")
+        return users, len(found)
+    finally:
+        await client.aclose()
+
+
+async def _users_call(env: Environment, method: str, users: list[str], suffix: str = "") -> None:
+    base = f"{env.sim_url}/_sim/tenants/{TENANT}/users"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_context(Path(env.ca_bundle)))) as http:
+        for user in users:
+            async with http.request(method, f"{base}/{user}{suffix}") as response:
+                response.raise_for_status()
+
+
+def _lifecycle_report(residues: Residues, lifecycle: Lifecycle) -> str:
+    objects = residues.users + residues.groups
+    per_object = residues.bytes / max(1, objects)
+    per_mirrored = residues.bytes / max(1, residues.mirrored)
+    deleted, restored = f"{lifecycle.deleted_ms:.0f} ms", f"{lifecycle.restored_ms:.0f} ms"
+    records = f"{lifecycle.deleted_records} | {lifecycle.restored_records}"
+    return f"""
+| Partial updates: the Graph residues kept beside users and groups | |
+|---|---|
+| Redis memory of the residues (MEMORY USAGE of their hashes) | {residues.bytes / 2**20:.2f} MB |
+| Users and groups with a residue / without | {number(residues.fields)} / {number(objects - residues.fields)} |
+| Per user or group / per mirrored object ({number(residues.mirrored)}) | {per_object:.1f} / {per_mirrored:.1f} bytes |
+
+| {lifecycle.users} users soft-deleted, then restored | deleted | restored |
+|---|---|---|
+| Users round (on deletion, with the scan of every membership scope) | {deleted} | {restored} |
+| Change records (users, account edges, {lifecycle.memberships} memberships) | {records} |
+"""
 
 
 async def _change_memberships(env: Environment, count: int) -> int:

@@ -14,6 +14,10 @@ function of a batch of records and a few facts about the groups and members they
 - More than `mass_removal_threshold` removals from one group under one rule in one batch become one
   `mass_removal` alert (the count and a sample of members): a group emptied by a script or deleted
   outright should page someone once, not hundreds of times.
+- A membership that leaves or comes back because its member or its group was deleted or restored
+  (monitor.sources.parking) is a removal or an addition like any other; the record's `reason`
+  (`member_deleted`, `group_deleted`, `member_restored`, `group_restored`) goes into the alert, so
+  that "removed from the group" and "deleted from the directory" read differently.
 
 Each alert carries a stable id derived from the tenant, the record's `seq` and the rule name: the
 change log is delivered at least once (a crash after sending and before the cursor is saved sends
@@ -67,6 +71,7 @@ class MembershipChange:
     member_id: str
     member_kind: str
     event: AlertEvent
+    reason: str | None = None  # the record's `reason`, when the member or group itself went or came back
 
     @property
     def member_ref(self) -> Ref:
@@ -114,6 +119,7 @@ class Alert:
     count: int = 1
     sample: tuple[MemberInfo, ...] = ()
     first_seq: int | None = None
+    reason: str | None = None
     send_to: tuple[str, ...] = field(default=(), compare=False)
 
     def to_json(self) -> JsonObject:
@@ -126,6 +132,8 @@ class Alert:
         }
         if self.member is not None:
             body["member"] = self.member.to_json()
+        if self.reason is not None:
+            body["reason"] = self.reason
         if self.change == "mass_removal":
             body["count"] = self.count
             body["sample"] = [member.to_json() for member in self.sample]
@@ -193,6 +201,7 @@ def membership_changes(records: Iterable[ChangeRecord]) -> list[MembershipChange
                 member_id=str(member_id),
                 member_kind=member_kind(edge.get("memberType")),
                 event=event,
+                reason=str(record["reason"]) if record.get("reason") else None,
             )
         )
     return changes
@@ -292,11 +301,29 @@ def _alert(tenant: str, found: Match, facts: Facts) -> Alert:
             count=len(found.changes),
             sample=tuple(_member_info(change, facts) for change in found.named),
             first_seq=found.changes[0].seq,
+            reason=_common_reason(found.changes),
             send_to=rule.send_to,
         )
     change: AlertChange = "member_added" if last.event == "added" else "member_removed"
     member = _member_info(last, facts)
-    return Alert(ident, change, rule.name, tenant, group, last.seq, last.observed_at, member, send_to=rule.send_to)
+    return Alert(
+        ident,
+        change,
+        rule.name,
+        tenant,
+        group,
+        last.seq,
+        last.observed_at,
+        member,
+        reason=last.reason,
+        send_to=rule.send_to,
+    )
+
+
+def _common_reason(changes: Sequence[MembershipChange]) -> str | None:
+    """The reason of a mass removal: the one all its removals share, if they share one."""
+    reasons = {change.reason for change in changes}
+    return reasons.pop() if len(reasons) == 1 else None
 
 
 def render(tenant: str, matches: Iterable[Match], facts: Facts) -> list[Alert]:

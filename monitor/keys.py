@@ -47,6 +47,43 @@ class TenantKeys:
         """
         return f"{self.base}:memberof:{member_id}"
 
+    def graph_residue(self, family: str) -> str:
+        """HASH object id -> JSON of what the last Graph state of a user or group (entity `family`)
+        holds that its mirrored entity does not: the entity plus this residue give back the Graph
+        object, onto which a delta update carrying only some properties is merged
+        (`monitor.model.graph_state`). Most objects have no residue and no field here. One hash per
+        family, not per scope: a page's residues then cost one command in its commit.
+        """
+        return f"{self.base}:graph:{family}"
+
+    def parked(self, object_id: str) -> str:
+        """HASH, expiring `PARKED_TTL` after its last write: what a soft-deleted user or group takes
+        with it, to give back on restore (`monitor.sources.parking`).
+
+        Field `~` (present while the object is soft-deleted) holds its last Graph state as JSON;
+        every other field is the key of a membership (`<group>|has|<member>`) one of whose ends is
+        soft-deleted, with the member's `@odata.type` as value. A membership is filed under both of
+        its ends, so that whichever end is restored or purged finds it.
+        """
+        return f"{self.base}:parked:{object_id}"
+
+    # Graph keeps a deleted item restorable for up to 30 days, then deletes it permanently
+    # (https://learn.microsoft.com/en-us/graph/api/directory-deleteditems-restore); a day more covers
+    # clocks and late rounds.
+    PARKED_TTL = 31 * 86400
+
+    @property
+    def soft_deleted(self) -> str:
+        """SET of the ids of users and groups that are soft-deleted (whose `parked` hash has `~`)."""
+        return f"{self.base}:softdeleted"
+
+    @property
+    def member_names(self) -> str:
+        """HASH member id -> JSON {displayName, mail, jobTitle}: what `POST /directoryObjects/getByIds`
+        said about a device, service principal or contact that is a group member, for its placeholder
+        entity. Removed with the placeholder."""
+        return f"{self.base}:membernames"
+
     # -- change log -------------------------------------------------------------------------
     @property
     def scope_versions(self) -> str:
@@ -280,6 +317,33 @@ while i <= #a do
   local values = redis.call('HMGET', KEYS[a[i]], unpack(a, i + 2, i + 1 + count))
   for k = 1, count do out[#out + 1] = values[k] end
   i = i + 2 + count
+end
+return out
+"""
+
+# The memberships of some members, read from the membership scopes without sending every key to
+# the client (a membership is anchored on its group, so the memberships *of a member* are spread
+# over every scope of its groups; see monitor.sources.parking for why this is a scan).
+# KEYS = membership scope hashes; ARGV[1] = a JSON array of member ids; ARGV[2] = a key prefix to
+# skip ("account HAS group" relationships share the scopes).
+# Returns a flat array: key, value of every field `<group>|has|<member>` with a wanted member.
+FIND_MEMBERSHIPS = """
+local wanted = {}
+for _, id in ipairs(cjson.decode(ARGV[1])) do wanted[id] = true end
+local skip = ARGV[2]
+local out = {}
+for k = 1, #KEYS do
+  local hits = {}
+  for _, field in ipairs(redis.call('HKEYS', KEYS[k])) do
+    local _, stop = string.find(field, '|has|', 1, true)
+    if stop and wanted[string.sub(field, stop + 1)] and string.sub(field, 1, #skip) ~= skip then
+      hits[#hits + 1] = field
+    end
+  end
+  if #hits > 0 then
+    local values = redis.call('HMGET', KEYS[k], unpack(hits))
+    for i = 1, #hits do out[#out + 1] = hits[i]; out[#out + 1] = values[i] end
+  end
 end
 return out
 """

@@ -246,6 +246,8 @@ def _source_line(entry: dict[str, Any]) -> str:
         parts.append(f"skipped parts: {entry['partial']}")
     if entry.get("beta"):
         parts.append(f"reads Graph beta for {entry['beta']}")
+    if entry.get("member_names"):
+        parts.append(str(entry["member_names"]))
     if entry.get("error"):
         parts.append(f"LAST ERROR {entry.get('error_at', '')}: {entry['error']}")
     return "; ".join(parts)

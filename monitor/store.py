@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from monitor.diff import Change, diff
-from monitor.keys import COMMIT_PAGE, READ_PAGE, TenantKeys
+from monitor.keys import COMMIT_PAGE, FIND_MEMBERSHIPS, READ_PAGE, TenantKeys
 from monitor.model.types import Delete, JsonObject, Kind, Op, Patch, Placement, Upsert
 from monitor.redis_conn import Redis
 from monitor.retry import RetryPolicy
@@ -37,6 +37,9 @@ SlotId = tuple[str, str]  # (mirror hash key, object _key)
 COMMIT_RETRIES = RetryPolicy(max_retries=64, base_delay=0.002, max_delay=0.1)
 # Items per command inside the scripts: Lua's unpack() has a stack limit of about 8,000.
 UNPACK_CHUNK = 1000
+# Membership scopes per FIND_MEMBERSHIPS call: each call holds Redis for a few milliseconds at the
+# benchmark's ~245 memberships per scope.
+MEMBERSHIP_SCAN_CHUNK = 128
 # zlib's fastest level: a page's records shrink about fivefold already (they repeat the same
 # property names), and a first round compresses a gigabyte of them.
 COMPRESSION_LEVEL = 1
@@ -60,14 +63,57 @@ class MemberOf:
     present: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Residue:
+    """Set (or, with None or {}, remove) the Graph residue of the entity at `placement`/`key`
+    (`TenantKeys.graph_residue`)."""
+
+    placement: Placement
+    key: str
+    value: JsonObject | None
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """Set (or, with None, remove) field `field` of the parked hash of `owner` (`TenantKeys.parked`)."""
+
+    owner: str
+    field: str
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """Add `member` to, or remove it from, a set of ids (`TenantKeys.soft_deleted`), or set / remove
+    its entry in a hash (`TenantKeys.member_names`, with `value`)."""
+
+    member: str
+    value: bytes | None
+
+
 @dataclass(slots=True)
 class PageWrite:
-    """Everything one page changes, committed together."""
+    """Everything one page changes, committed together.
+
+    Several writes of one field in one page are allowed; the last one counts.
+    """
 
     ops: list[Op] = field(default_factory=list)
     member_of: list[MemberOf] = field(default_factory=list)
     # Keys read by a full round, so its end can tell which mirrored objects Graph no longer has.
     seen: list[str] = field(default_factory=list)
+    residues: list[Residue] = field(default_factory=list)
+    parked: list[Parked] = field(default_factory=list)
+    soft_deleted: list[Flag] = field(default_factory=list)  # value b"" adds, None removes
+    member_names: list[Flag] = field(default_factory=list)
+
+    @property
+    def bookkeeping(self) -> bool:
+        """Whether the page writes anything besides mirror objects (then it is committed even when
+        no object changed)."""
+        return bool(
+            self.member_of or self.seen or self.residues or self.parked or self.soft_deleted or self.member_names
+        )
 
 
 @dataclass(slots=True)
@@ -82,6 +128,7 @@ class _Slot:
     current: JsonObject | None = None
     current_raw: bytes | None = None
     parsed: bool = False
+    reason: str | None = None  # of the last operation on the object
 
     def load(self) -> JsonObject | None:
         if not self.parsed:
@@ -114,6 +161,7 @@ class TenantStore:
         self._record_prefixes: dict[tuple[str, str, str], bytes] = {}
         self._read_page: Any = redis.register_script(READ_PAGE)
         self._commit_page: Any = redis.register_script(COMMIT_PAGE)
+        self._find_memberships: Any = redis.register_script(FIND_MEMBERSHIPS)
 
     def mirror_key(self, scope: ScopeId) -> str:
         key = self._mirror_keys.get(scope)
@@ -143,7 +191,7 @@ class TenantStore:
         self, write: PageWrite, source: str, observed_at: datetime
     ) -> tuple[list[tuple[_Slot, Change]], int, str]:
         stamp = iso_ms(observed_at)
-        if not write.ops and not write.member_of and not write.seen:
+        if not write.ops and not write.bookkeeping:
             return [], 0, stamp
         scopes = [scope_of(op.placement) for op in write.ops]
         ids = [(self.mirror_key(scope), op.key) for scope, op in zip(scopes, write.ops, strict=True)]
@@ -153,7 +201,7 @@ class TenantStore:
         for attempt in range(1, COMMIT_RETRIES.max_retries + 1):
             slots, versions = await self._read_slots(placements)
             changes = _apply(zip(write.ops, ids, strict=True), slots)
-            if not changes and not write.member_of and not write.seen:
+            if not changes and not write.bookkeeping:
                 return [], 0, stamp
             base = await self._write(changes, versions, write, source, stamp)
             if base >= 0:
@@ -202,8 +250,9 @@ class TenantStore:
         return name
 
     def _records(self, changes: list[tuple[_Slot, Change]], base: int, source: str, stamp: str) -> list[ChangeRecord]:
-        return [
-            {
+        records: list[ChangeRecord] = []
+        for n, (slot, change) in enumerate(changes, start=1):
+            record: ChangeRecord = {
                 "seq": base + n,
                 "tenant": self.tenant,
                 "source": source,
@@ -216,8 +265,10 @@ class TenantStore:
                 "after": change.after,
                 "observedAt": stamp,
             }
-            for n, (_, change) in enumerate(changes, start=1)
-        ]
+            if slot.reason is not None:
+                record["reason"] = slot.reason
+            records.append(record)
+        return records
 
     def _record_line(self, slot: _Slot, change: Change, source: str, stamp: bytes) -> bytes:
         """A change record's JSON without `seq`, splicing in the stored bytes of `before` and
@@ -241,7 +292,8 @@ class TenantStore:
                 slot.current_raw or b"null",
                 b',"observedAt":"',
                 stamp,
-                b'"}',
+                b'"' if slot.reason is None else b'","reason":' + orjson.dumps(slot.reason),
+                b"}",
             )
         )
 
@@ -285,6 +337,7 @@ class TenantStore:
         for member_of in write.member_of:
             key = self.keys.member_of(member_of.member)
             (script.add if member_of.present else script.remove)(key, member_of.group)
+        self._write_directory_state(script, write)
         if write.seen:
             seen = self.keys.round_seen(source)
             for key in write.seen:
@@ -293,6 +346,30 @@ class TenantStore:
         keys, args = script.build()
         base: int = await self._commit_page(keys=keys, args=args)
         return base
+
+    def _write_directory_state(self, script: _CommitScript, write: PageWrite) -> None:
+        """Graph residues, parked memberships, the soft-deleted set and member names (the last
+        write of each field wins: the script groups sets before deletes, so order is settled here)."""
+        fields: dict[tuple[str, str], bytes | None] = {}
+        for residue in write.residues:
+            key = self.keys.graph_residue(residue.placement.family)
+            fields[(key, residue.key)] = canonical(residue.value) if residue.value else None
+        parked_keys: dict[str, None] = {}
+        for parked in write.parked:
+            parked_keys[self.keys.parked(parked.owner)] = None
+            fields[(self.keys.parked(parked.owner), parked.field)] = parked.value
+        for name in write.member_names:
+            fields[(self.keys.member_names, name.member)] = name.value
+        for (key, field_name), value in fields.items():
+            if value is None:
+                script.delete(key, field_name)
+            else:
+                script.put(key, field_name, value)
+        for key in parked_keys:
+            script.expire(key, TenantKeys.PARKED_TTL)
+        members = {flag.member: flag.value is not None for flag in write.soft_deleted}
+        for member, present in members.items():
+            (script.add if present else script.remove)(self.keys.soft_deleted, member)
 
     def _pipeline(self) -> Any:
         # redis-py types pipeline commands as awaitables; they only queue. `Any` keeps the
@@ -337,6 +414,73 @@ class TenantStore:
             reader.smembers(self.keys.member_of(member))
         results = await reader.execute()
         return {m: {_text(g) for g in groups} for m, groups in zip(members, results, strict=True)}
+
+    # -- directory state: Graph residues, soft-deleted objects, member names ------------------------
+    async def graph_known(self, placements: Sequence[Placement]) -> dict[str, tuple[JsonObject, JsonObject]]:
+        """For each entity placement whose object the mirror holds: (the entity, its Graph residue)."""
+        if not placements:
+            return {}
+        reader = self._pipeline()
+        for placement in placements:
+            reader.hget(self.mirror_key(scope_of(placement)), placement.anchor_key)
+            reader.hget(self.keys.graph_residue(placement.family), placement.anchor_key)
+        values = await reader.execute()
+        known = {}
+        for n, placement in enumerate(placements):
+            entity, residue = values[2 * n], values[2 * n + 1]
+            if entity is not None:
+                known[placement.anchor_key] = (_loads(entity), _loads(residue) if residue else {})
+        return known
+
+    async def soft_deleted(self) -> set[str]:
+        """Ids of the soft-deleted users and groups. A member whose parked hash expired (it was
+        purged long ago without our hearing of it) is dropped from the set here."""
+        members = sorted(_text(m) for m in await self.redis.smembers(self.keys.soft_deleted))
+        if not members:
+            return set()
+        reader = self._pipeline()
+        for member in members:
+            reader.exists(self.keys.parked(member))
+        alive = await reader.execute()
+        expired = [m for m, exists in zip(members, alive, strict=True) if not exists]
+        if expired:
+            await self.redis.srem(self.keys.soft_deleted, *expired)
+        return {m for m, exists in zip(members, alive, strict=True) if exists}
+
+    async def parked(self, owners: Iterable[str]) -> dict[str, dict[str, bytes]]:
+        """The parked hash of each owner (empty when it has none)."""
+        owners = list(dict.fromkeys(owners))
+        if not owners:
+            return {}
+        reader = self._pipeline()
+        for owner in owners:
+            reader.hgetall(self.keys.parked(owner))
+        results = await reader.execute()
+        return {o: {_text(k): bytes(v) for k, v in fields.items()} for o, fields in zip(owners, results, strict=True)}
+
+    async def memberships_of(
+        self, members: Iterable[str], scopes: Sequence[ScopeId], *, skip_prefix: str
+    ) -> dict[str, JsonObject]:
+        """Every mirrored membership (key -> relationship) in `scopes` whose member is one of `members`,
+        found by a scan inside Redis (`FIND_MEMBERSHIPS`), `MEMBERSHIP_SCAN_CHUNK` scopes a call.
+        Keys starting with `skip_prefix` (the account's own relationships) are not memberships."""
+        wanted = orjson.dumps(sorted(set(members)))
+        if wanted == b"[]":
+            return {}
+        found: dict[str, JsonObject] = {}
+        for start in range(0, len(scopes), MEMBERSHIP_SCAN_CHUNK):
+            keys = [self.mirror_key(scope) for scope in scopes[start : start + MEMBERSHIP_SCAN_CHUNK]]
+            flat = await self._find_memberships(keys=keys, args=[wanted, skip_prefix])
+            for n in range(0, len(flat), 2):
+                found[_text(flat[n])] = _loads(flat[n + 1])
+        return found
+
+    async def member_names(self, members: Sequence[str]) -> dict[str, JsonObject]:
+        """The cached `getByIds` details of the members that have them."""
+        if not members:
+            return {}
+        values = await self.redis.hmget(self.keys.member_names, list(members))
+        return {m: _loads(v) for m, v in zip(members, values, strict=True) if v is not None}
 
     # -- full rounds: deletion by absence ------------------------------------------------------
     async def reset_seen(self, source: str) -> None:
@@ -523,7 +667,9 @@ def _apply(
 def _apply_one(op: Op, slot: _Slot) -> None:
     if isinstance(op, Delete):
         slot.set(None)
+        slot.reason = op.reason
     elif isinstance(op, Upsert):
+        slot.reason = op.reason
         obj = op.obj
         if op.preserve:
             current = slot.load() or {}

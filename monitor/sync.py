@@ -40,6 +40,9 @@ LEASE_WAIT = 300.0
 LEASE_TTL = 60.0
 # Delta permissions (GRAPH.md 7.1): what a 403 on each resource means.
 DELTA_PERMISSION = {"users": "User.Read.All", "groups": "GroupMember.Read.All"}
+# Sources that run under one shared lease: a user's deletion moves memberships, which the groups
+# round writes too (monitor.sources.parking), so the two rounds of a tenant never overlap.
+LEASE_NAMES = {"users": "directory", "groups": "directory"}
 
 
 class SourceFailed(Exception):
@@ -61,7 +64,7 @@ async def run_source(
 ) -> RoundResult:
     """Run one source once, under its lease, and record the outcome in the tenant's status."""
     store = context.store
-    lease = Lease(store.redis, store.keys.lease(name), ttl=LEASE_TTL)
+    lease = Lease(store.redis, store.keys.lease(LEASE_NAMES.get(name, name)), ttl=LEASE_TTL)
     started, requests = time.monotonic(), context.client.stats.requests
     async with lease.held(wait=LEASE_WAIT):
         try:

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from monitor.model.types import Delete, JsonObject, Kind, Patch, Upsert, entity_placement, relationship_placement
 from monitor.redis_conn import connect
-from monitor.store import PageWrite, TenantStore
+from monitor.store import Flag, PageWrite, Parked, TenantStore
 from tests.conftest import RedisServer
 
 TENANT = "11111111-2222-3333-4444-555555555555"
@@ -197,3 +197,45 @@ async def test_writers_racing_on_one_object_form_an_unbroken_chain(
     finally:
         for client in clients:
             await client.aclose()
+
+
+async def test_a_reason_travels_with_the_record(redis: aioredis.Redis) -> None:
+    store = TenantStore(redis, TENANT)
+    edge = membership("group-0001", "user-00001")
+    [added] = await commit(store, Upsert(edge.placement, edge.obj, reason="member_restored"))
+    [plain] = await commit(store, user("user-00002"))
+    [gone] = await commit(store, Delete(edge.placement, edge.key, "member_deleted"))
+    assert (added["reason"], "reason" in plain, gone["reason"]) == ("member_restored", False, "member_deleted")
+    assert await store.read_changes(0) == [added, plain, gone]
+
+
+async def test_the_last_write_of_a_bookkeeping_field_wins(redis: aioredis.Redis) -> None:
+    store = TenantStore(redis, TENANT)
+    write = PageWrite(
+        parked=[Parked("u1", "g1|has|u1", b"#microsoft.graph.user"), Parked("u1", "g1|has|u1", None)],
+        soft_deleted=[Flag("u1", None), Flag("u1", b"")],
+        member_names=[Flag("d1", None), Flag("d1", b'{"displayName":"Kiosk"}')],
+    )
+    await store.commit(write, source="test", observed_at=NOW)
+    assert await store.parked(["u1"]) == {"u1": {}}
+    assert await redis.smembers(store.keys.soft_deleted) == {b"u1"}
+    assert await store.member_names(["d1", "d2"]) == {"d1": {"displayName": "Kiosk"}}
+    await store.commit(PageWrite(parked=[Parked("u1", "~", b"{}")]), source="test", observed_at=NOW)
+    assert 0 < await redis.ttl(store.keys.parked("u1")) <= store.keys.PARKED_TTL
+    assert await store.soft_deleted() == {"u1"}
+    await redis.delete(store.keys.parked("u1"))  # expired: the soft-deleted mark goes with it
+    assert await store.soft_deleted() == set()
+    assert await redis.smembers(store.keys.soft_deleted) == set()
+
+
+async def test_memberships_of_a_member_are_found_in_every_scope(redis: aioredis.Redis) -> None:
+    store = TenantStore(redis, TENANT)
+    groups = [f"group-{n:04}" for n in range(40)]
+    account = Upsert(relationship_placement("azure_user_group", "user-x"), {"_key": "acct|has|user-x", "_type": "t"})
+    await commit(store, *(membership(g, "user-x") for g in groups[::3]), *(membership(g, "user-y") for g in groups))
+    await commit(store, account)
+    scopes = await store.known_scopes("relationship", "azure_user_group")
+    assert len(scopes) > 1
+    found = await store.memberships_of(["user-x"], scopes, skip_prefix="acct|")
+    assert sorted(found) == sorted(f"{g}|has|user-x" for g in groups[::3])
+    assert found[f"{groups[0]}|has|user-x"]["_toEntityKey"] == "user-x"

@@ -10,13 +10,17 @@ ended with, follows `@odata.nextLink` page by page and ends on the page carrying
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from monitor.graph.client import GraphClient, GraphError
 
 RESYNC_CODES = frozenset({"syncStateNotFound", "resyncRequired"})
+# What the mirror keeps beside each user and group for the next round; a new value makes every
+# saved deltaLink start a full round once. "graph-residue": the Graph residues of
+# monitor.model.graph_state, written by full rounds.
+STATE_FORMAT = "graph-residue"
 
 
 class ResyncRequired(Exception):
@@ -37,8 +41,10 @@ class DeltaResource:
     def fingerprint(self) -> str:
         """Identifies the query a deltaLink was made for: links carry their `$select` (GRAPH.md
         7.2), so a link saved by a version of monitor that selected other properties must not be
-        reused; a different fingerprint starts a full round."""
-        return hashlib.sha256(f"{self.path}?{','.join(self.select)}".encode()).hexdigest()[:16]
+        reused; a different fingerprint starts a full round. `STATE_FORMAT` is in it too: a link
+        saved before the mirror kept what merging partial updates needs is not reused either."""
+        query = f"{self.path}?{','.join(self.select)}"
+        return hashlib.sha256(f"{query}#{STATE_FORMAT}".encode()).hexdigest()[:16]
 
     def initial_url(self, graph_url: str) -> str:
         return f"{graph_url}{self.path}?$select={','.join(self.select)}"
@@ -51,11 +57,14 @@ class DeltaPage:
     delta_link: str | None
 
 
-async def delta_pages(client: GraphClient, tenant: str, url: str) -> AsyncGenerator[DeltaPage, None]:
-    """The pages of one round from `url` to the deltaLink. Raises `ResyncRequired` or `GraphError`."""
+async def delta_pages(
+    client: GraphClient, tenant: str, url: str, headers: Mapping[str, str] | None = None
+) -> AsyncGenerator[DeltaPage, None]:
+    """The pages of one round from `url` to the deltaLink, each request with `headers`. Raises
+    `ResyncRequired` or `GraphError`."""
     while True:
         try:
-            response = await client.get(tenant, url)
+            response = await client.get(tenant, url, headers=headers)
         except GraphError as exc:
             if exc.status == 410 or exc.code in RESYNC_CODES:
                 raise ResyncRequired(str(exc), exc.headers.get("Location")) from exc

@@ -98,8 +98,10 @@ def map_group(group: Mapping[str, Any], *, account_key: str) -> list[Upsert]:
     Returns `[]` when the object carries no group property at all (only `id`, annotations and
     `members@delta`): Graph repeats a large group on later delta pages with another slice of members, and
     such a repeat is not a property update. Its `members@delta` still has to go through
-    `map_member_change`. `email`/`mail` are set only when `mailEnabled` is true; `name`/`displayName` fall
-    back to `mailNickname`, then the id. A removed group (`@removed`) raises ValueError: use `group_removed`.
+    `map_member_change`. Otherwise the object must be whole (a delta update is merged onto the group's last
+    known state first, `monitor.model.graph_state`). `email`/`mail` are set only when `mailEnabled` is true;
+    `name`/`displayName` fall back to `mailNickname`, then the id. A removed group (`@removed`) raises
+    ValueError: use `group_removed`.
     """
     if "@removed" in group:
         raise ValueError(f"group {group.get('id')!r} is removed; use group_removed")
@@ -119,9 +121,9 @@ def map_group(group: Mapping[str, Any], *, account_key: str) -> list[Upsert]:
 def group_removed(group_id: str, *, account_key: str) -> list[Delete]:
     """The deletions for a removed group: its entity and the account's HAS relationship.
 
-    Not its memberships: the caller deletes those by scanning the group's relationship scope
-    (`relationship_placement(GROUP_FAMILY, group_id)`), which holds every `azure_group_has_member` of the
-    group, and then drops placeholders that no group contains any more (`placeholder_removed`).
+    Not its memberships: the caller moves those (`monitor.sources.parking`: the group's own members are all
+    in its relationship scope `relationship_placement(GROUP_FAMILY, group_id)`, the groups it is a member of
+    are found by a scan), and then drops placeholders that no group contains any more (`placeholder_removed`).
     """
     return [
         Delete(entity_placement(GROUP_FAMILY, group_id), group_id),
@@ -154,7 +156,20 @@ def placeholder_removed(member_id: str) -> Delete:
     return Delete(entity_placement(PLACEHOLDER_FAMILY, member_id), member_id)
 
 
-def _placeholder_entity(member: Mapping[str, Any]) -> JsonObject:
+# What a placeholder shows of its directory object beyond the id, when known
+# (`POST /directoryObjects/getByIds`, monitor.graph.directory_objects).
+PLACEHOLDER_DETAILS = ("displayName", "mail", "jobTitle")
+
+
+def member_details(directory_object: Mapping[str, Any]) -> JsonObject:
+    """The `PLACEHOLDER_DETAILS` a directory object has (None and absent ones left out)."""
+    return {p: directory_object[p] for p in PLACEHOLDER_DETAILS if directory_object.get(p) is not None}
+
+
+def placeholder_entity(member: Mapping[str, Any]) -> JsonObject:
+    """The `azure_group_member` entity of a member (`{"@odata.type", "id"}`, plus any
+    `PLACEHOLDER_DETAILS`). `members@delta` carries only the id and type, so without details the
+    placeholder is named by its id."""
     member_id: str = member["id"]
     name: str = member.get("displayName") or member_id
     mail: str | None = member.get("mail")
@@ -223,4 +238,4 @@ def map_member_change(group_id: str, member: Mapping[str, Any]) -> list[Op]:
     relationship = Upsert(placement, membership_relationship(group_id, member_id, member.get("@odata.type")))
     if _target_type(member) is not None:
         return [relationship]
-    return [relationship, Upsert(entity_placement(PLACEHOLDER_FAMILY, member_id), _placeholder_entity(member))]
+    return [relationship, Upsert(entity_placement(PLACEHOLDER_FAMILY, member_id), placeholder_entity(member))]

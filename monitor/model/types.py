@@ -43,6 +43,9 @@ class Upsert:
     # Properties another source owns on the same object: kept from the mirror's current record
     # when `obj` does not set them (a user's sign-in activity comes from a separate sweep).
     preserve: tuple[str, ...] = ()
+    # Why the object changed when it is not the object's own change (a membership restored with its
+    # member): becomes the change record's `reason`.
+    reason: str | None = None
 
     @property
     def key(self) -> str:
@@ -56,6 +59,7 @@ class Delete:
 
     placement: Placement
     key: str
+    reason: str | None = None  # as `Upsert.reason`: a membership leaving with its deleted member
 
 
 @dataclass(slots=True)

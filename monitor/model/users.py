@@ -111,8 +111,9 @@ def _user_entity(user: Mapping[str, Any]) -> JsonObject:
 def map_user(user: Mapping[str, Any], *, account_key: str) -> list[Upsert]:
     """The `azure_user` entity and the account's HAS relationship for one Graph user (from `/users/delta`).
 
-    The object is taken as complete (monitor never asks for `Prefer: return=minimal`): an absent property
-    is one that was never set. Fallbacks: `name`/`displayName` = displayName, else the UPN, else the id;
+    The object must be whole: an absent property is one that is not set. A delta update that carries only
+    some properties is merged onto the user's last known state first (`monitor.model.graph_state`).
+    Fallbacks: `name`/`displayName` = displayName, else the UPN, else the id;
     `firstName`/`lastName` = givenName/surname, else the first/last whitespace token of displayName;
     `shortLoginId` = the UPN before `@` (the whole UPN when it has no `@`). A removed user (`@removed`)
     raises ValueError: use `user_removed`.

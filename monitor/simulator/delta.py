@@ -14,7 +14,8 @@ The rules, from GRAPH.md 7.2-7.5:
 - members@delta holds the net effect per member (the member's last journal entry in the range);
   removals carry `@removed: {reason: deleted}`; a large group's members are cut into slices
   and the group appears once per slice, possibly on later pages;
-- `Prefer: return=minimal`: updated objects carry `id` and the changed properties only.
+- `Prefer: return=minimal`: updated objects carry `id` and the changed properties only (and so
+  do all updated objects when `DeltaOptions.updated_properties` is "changed"; see there).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class DeltaRequest:
     select: tuple[str, ...] | None = None
     filter_ids: frozenset[str] | None = None
     since: int = 0  # tenant version of the previous round's deltaLink; 0 = initial round
-    minimal: bool = False  # Prefer: return=minimal on a deltaLink request (GRAPH.md 7.3)
+    minimal: bool = False  # Prefer: return=minimal on a deltaLink request, and applied (GRAPH.md 7.3)
 
     @cached_property
     def properties(self) -> tuple[str, ...]:
@@ -155,7 +156,7 @@ def plan_round(tenant: SimTenant, request: DeltaRequest) -> DeltaRound:
     """Compute the round's appearances now, against the tenant's current version."""
     tenant.begin_snapshot()
     options = replace(tenant.delta)
-    objects = _initial(tenant, request) if request.since == 0 else _incremental(tenant, request)
+    objects = _initial(tenant, request) if request.since == 0 else _incremental(tenant, request, options)
     appearances = list(_slices(objects, max(1, options.member_slice)))
     if options.scatter_slices or options.duplicate_rate > 0:
         appearances = _reorder(appearances, options, f"{request.resource}:{request.since}:{tenant.version}")
@@ -178,9 +179,10 @@ def _initial(tenant: SimTenant, request: DeltaRequest) -> Iterator[Entry]:
         yield Appearance(object_id, live[object_id], members=tenant.members[object_id])
 
 
-def _incremental(tenant: SimTenant, request: DeltaRequest) -> Iterator[Entry]:
+def _incremental(tenant: SimTenant, request: DeltaRequest, options: DeltaOptions) -> Iterator[Entry]:
     live, deleted = _live(tenant, request.resource)
     tracked = frozenset(request.properties)
+    only_changed = request.minimal or options.updated_properties == "changed"
     for object_id, touch in _scan(tenant, request).items():
         state = live.get(object_id)
         if state is None:
@@ -188,19 +190,24 @@ def _incremental(tenant: SimTenant, request: DeltaRequest) -> Iterator[Entry]:
         elif touch.created:
             yield Appearance(object_id, state, members=tenant.members[object_id] if request.members_selected else None)
         else:
-            appearance = _updated(object_id, state, touch, tracked, request)
+            appearance = _updated(object_id, state, touch, tracked, request, only_changed)
             if appearance is not None:
                 yield appearance
 
 
 def _updated(
-    object_id: str, state: Mapping[str, Any], touch: _Touch, tracked: frozenset[str], request: DeltaRequest
+    object_id: str,
+    state: Mapping[str, Any],
+    touch: _Touch,
+    tracked: frozenset[str],
+    request: DeltaRequest,
+    only_changed: bool,
 ) -> Appearance | None:
     relevant = tracked.intersection(touch.changed)
     changes = [(m, kind, removed) for m, (kind, removed) in touch.members.items()] if request.members_selected else []
     if not relevant and not changes:
         return None  # only unselected properties changed: not tracked (GRAPH.md 7.3)
-    shown = frozenset(relevant) if request.minimal else None
+    shown = frozenset(relevant) if only_changed else None
     return Appearance(object_id, state, changed=shown, members=changes or None)
 
 

@@ -81,7 +81,8 @@ class DeltaRoutes:
         state = self._check_delta_token(tenant, resource, token)
         saved_select = tuple(state["s"]) if state.get("s") is not None else None
         saved_filter = frozenset(state["f"]) if state.get("f") is not None else None
-        minimal = "return=minimal" in request.headers.get("Prefer", "").replace(" ", "").lower()
+        asked = "return=minimal" in request.headers.get("Prefer", "").replace(" ", "").lower()
+        minimal = asked and tenant.delta.updated_properties != "all"
         if minimal:
             extra_headers(request)["Preference-Applied"] = "return=minimal"
         # GRAPH.md 7.2: for some resources $select can be combined with a deltaLink.

@@ -30,6 +30,7 @@ from monitor.simulator.consent import AdminConsent
 from monitor.simulator.control import ControlRoutes
 from monitor.simulator.delta import DeltaRound
 from monitor.simulator.directory import DeltaRoutes
+from monitor.simulator.directory_objects import DirectoryObjectRoutes
 from monitor.simulator.errors import GraphError, error_body
 from monitor.simulator.faults import Fault, FaultInjector, RequestLog, RequestRecord
 from monitor.simulator.intune import IntuneTenant
@@ -216,6 +217,7 @@ class Simulator:
         ControlRoutes(self).register(app.router)
         DeltaRoutes(self).register(app.router)  # before ListRoutes: /users/delta is not /users/{id}
         ListRoutes(self).register(app.router)
+        DirectoryObjectRoutes(self).register(app.router)
         LoginRoutes(self).register(app.router)
         self.consent.register(app.router)
         IntuneRoutes(self).register(app.router)

@@ -69,6 +69,16 @@ class DeltaOptions:
     - `duplicate_rate`: share of appearances sent twice (GRAPH.md 7.4, "the same entity can
       appear more than once"), chosen deterministically from `seed`.
     - `empty_page_rate`: share of pages that are empty but carry a nextLink (GRAPH.md 7.2).
+    - `updated_properties`: what an *updated* object carries. The delta overview
+      (https://learn.microsoft.com/en-us/graph/delta-query-overview, "Resource representation in
+      the delta query response") promises only "at least the properties that have been updated,
+      but additional properties may be included"; the user and group delta pages
+      (https://learn.microsoft.com/en-us/graph/api/user-delta,
+      https://learn.microsoft.com/en-us/graph/api/group-delta) describe the two ends: every
+      selected property by default, only the changed ones under `Prefer: return=minimal`.
+      "preference" does what the request asks (the pages' default); "changed" sends only the
+      changed properties whatever the request says, "all" every selected one whatever it says
+      (and then answers no `Preference-Applied`). New and restored objects always come whole.
     """
 
     page_size: int = 200
@@ -78,6 +88,7 @@ class DeltaOptions:
     scatter_slices: bool = False
     duplicate_rate: float = 0.0
     empty_page_rate: float = 0.0
+    updated_properties: Literal["preference", "changed", "all"] = "preference"
     seed: int = 1
 
 

@@ -53,7 +53,10 @@ class DeltaSource(Protocol):
     # (kind, family) pairs whose objects a complete full round may delete by absence.
     owned: tuple[tuple[Kind, str], ...]
 
-    def page_ops(self, objects: list[dict[str, Any]]) -> PageOps: ...
+    async def page_ops(self, objects: list[dict[str, Any]], *, full: bool = False) -> PageOps:
+        """The page mapped to operations; `full`: the page belongs to a full round (its objects
+        come whole, see `monitor.model.graph_state`)."""
+        ...
 
     def placement_of(self, kind: Kind, family: str, key: str) -> Placement: ...
 

@@ -312,3 +312,26 @@ def test_member_kind(member_type: str | None, kind: str) -> None:
 
 def test_no_rules_no_alerts() -> None:
     assert evaluate(TENANT, [], [added(1, ADMINS, ADA)], MIRROR) == []
+
+
+def test_a_membership_moved_with_its_member_says_why() -> None:
+    """Memberships leave and come back with a deleted and restored member (monitor.sources.parking);
+    the record's reason goes into the alert."""
+    gone = {**removed(7, ADMINS, ADA), "reason": "member_deleted"}
+    back = {**added(9, ADMINS, ADA), "reason": "member_restored"}
+    alerts = evaluate(TENANT, [ROLE], [gone, back, added(10, ADMINS, BOB)], MIRROR)
+    assert [(a.change, a.to_json().get("reason")) for a in alerts] == [
+        ("member_removed", "member_deleted"),
+        ("member_added", "member_restored"),
+        ("member_added", None),
+    ]
+
+
+@pytest.mark.parametrize(("reasons", "expected"), [(["group_deleted"] * 3, "group_deleted"), ([None, "x", "x"], None)])
+def test_a_mass_removal_has_a_reason_only_when_all_share_it(reasons: list[str | None], expected: str | None) -> None:
+    records = [
+        {**removed(n + 1, ADMINS, member), **({"reason": reason} if reason else {})}
+        for n, (member, reason) in enumerate(zip((ADA, BOB, DEVICE), reasons, strict=True))
+    ]
+    [alert] = evaluate(TENANT, [rule(role_assignable=True, mass_removal_threshold=2)], records, MIRROR)
+    assert alert.change == "mass_removal" and alert.to_json().get("reason") == expected

@@ -12,13 +12,15 @@ import pytest
 
 from monitor.alerts import alert_id
 from monitor.app import Runtime
-from monitor.simulator import SimTenant
+from monitor.simulator import SimTenant, Simulator
+from monitor.simulator.graph_app import ALL_PERMISSIONS
 from monitor.sinks.alerts import ALERTS_SINK, AlertSink, run_alerts
 from monitor.sinks.base import drain
+from monitor.status import render_tenant, tenant_status
 from monitor.store import ChangeRecord
 from monitor.sync import deliver, run_source, sync_tenant
 from tests.alerts.conftest import MakeRuntime, Receiver, Sleeps
-from tests.conftest import TENANT_ID
+from tests.conftest import CLIENT_ID, TENANT_ID
 
 
 async def sync(runtime: Runtime) -> list[ChangeRecord]:
@@ -126,9 +128,12 @@ async def test_removals_over_the_threshold_raise_one_mass_removal(
     assert {m["kind"] for m in alert["sample"]} == {"user"}
 
 
-async def test_a_device_member_is_named_by_its_kind(
-    make_runtime: MakeRuntime, tenant: SimTenant, receiver: Receiver
+@pytest.mark.parametrize("directory_read", [True, False], ids=["Directory.Read.All", "without-Directory.Read.All"])
+async def test_a_device_member_is_named_by_getbyids(
+    make_runtime: MakeRuntime, tenant: SimTenant, receiver: Receiver, sim: Simulator, directory_read: bool
 ) -> None:
+    if not directory_read:
+        sim.grant(TENANT_ID, CLIENT_ID, ALL_PERMISSIONS - {"Directory.Read.All", "Directory.ReadWrite.All"})
     admins = admins_group(tenant)
     runtime = await make_runtime([webhook_rule(receiver)])
     await sync(runtime)
@@ -136,11 +141,17 @@ async def test_a_device_member_is_named_by_its_kind(
     tenant.add_member(admins, device)
     await sync(runtime)
     [alert] = receiver.accepted
-    # members@delta carries only `@odata.type` and `id` (GRAPH.md 7.4), so the placeholder, and the
-    # alert, know the device by its id.
+    # members@delta carries only `@odata.type` and `id`: the name comes from getByIds, which needs
+    # Directory.Read.All; without it the placeholder and the alert know the device by its id, and
+    # the groups status says why.
     placeholder = (await runtime.store(TENANT_ID).mirror_dump())[("entity", device)]
     assert (alert["member"]["kind"], alert["member"]["id"]) == ("device", device)
-    assert alert["member"]["name"] == placeholder["displayName"] == device
+    name = "LAPTOP-0042" if directory_read else device
+    assert alert["member"]["name"] == placeholder["displayName"] == name
+    status = (await runtime.store(TENANT_ID).status("groups")).get("member_names")
+    assert (status == "") if directory_read else ("Directory.Read.All" in str(status))
+    shown = render_tenant(await tenant_status(runtime, runtime.settings.tenants[0]))
+    assert ("getByIds needs Directory.Read.All" in shown) is not directory_read
 
 
 async def test_webhook_500_then_200_is_delivered_once(
@@ -286,3 +297,21 @@ async def test_tenants_without_rules_have_no_alert_cursor(runtime: Runtime, tena
     store = runtime.store(TENANT_ID)
     assert not await store.redis.exists(store.keys.sink_cursor(ALERTS_SINK))
     assert runtime.alerts is None
+
+
+async def test_a_deleted_and_restored_member_is_alerted_with_the_reason(
+    make_runtime: MakeRuntime, tenant: SimTenant, receiver: Receiver
+) -> None:
+    admins = admins_group(tenant)
+    mallory = tenant.add_user(displayName="Mallory", userPrincipalName="mallory@contoso.com")
+    tenant.add_member(admins, mallory)
+    runtime = await make_runtime([webhook_rule(receiver)])
+    await sync(runtime)
+    tenant.soft_delete_user(mallory)  # Graph keeps the membership; it leaves the mirror with her
+    await sync(runtime)
+    tenant.restore_user(mallory)
+    await sync(runtime)
+    assert [(a["change"], a["member"]["id"], a["member"]["name"], a["reason"]) for a in receiver.accepted] == [
+        ("member_removed", mallory, "Mallory", "member_deleted"),
+        ("member_added", mallory, "Mallory", "member_restored"),
+    ]

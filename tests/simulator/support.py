@@ -45,6 +45,11 @@ class GraphClient:
             body = await response.json(content_type=None) if response.content_length != 0 else {}
             return response.status, body or {}, response.headers
 
+    async def post(self, path: str, body: Any) -> tuple[int, dict[str, Any]]:
+        sent = {"Authorization": f"Bearer {self.token}"}
+        async with self.session.post(f"{self.url}{path}", json=body, headers=sent) as response:
+            return response.status, await response.json(content_type=None) or {}
+
     async def get_ok(self, path_or_url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
         status, body, _ = await self.get(path_or_url, headers)
         assert status == 200, body
