@@ -114,9 +114,9 @@ async def worker_command(settings: Settings, *, burst: bool) -> int:
     runtime = await Runtime.open(settings)
     stop = _stop_on_signals()
     try:
-        task = asyncio.create_task(Worker(runtime, burst=burst).run(stop), name="worker")
-        async with serve_probes(settings.host, settings.probe_port, runtime.redis, lambda: not task.done()):
-            stats = await task
+        worker = Worker(runtime, burst=burst)
+        async with serve_probes(settings.host, settings.probe_port, runtime.redis, worker.health):
+            stats = await worker.run(stop)
     finally:
         await runtime.close()
     print(f"worker: {stats.summary()}", flush=True)
@@ -130,9 +130,9 @@ async def scheduler_command(settings: Settings) -> int:
     runtime = await Runtime.open(settings, graph=False)
     stop = _stop_on_signals()
     try:
-        task = asyncio.create_task(Scheduler(runtime).run(stop), name="scheduler")
-        async with serve_probes(settings.host, settings.probe_port, runtime.redis, lambda: not task.done()):
-            await task
+        scheduler = Scheduler(runtime)
+        async with serve_probes(settings.host, settings.probe_port, runtime.redis, scheduler.health):
+            await scheduler.run(stop)
     finally:
         await runtime.close()
     return 0

@@ -27,6 +27,8 @@ HELP = {
     "monitor_subscription_expiry_seconds": "Seconds until a Graph subscription expires.",
     "monitor_delta_token_age_seconds": "Age of the saved delta link, by resource.",
     "monitor_alerts_total": "Alerts raised, by rule.",
+    "monitor_task_restarts_total": "Worker and scheduler loops restarted after they failed, by task and reason "
+    "(redis: Redis unavailable; crash: anything else).",
 }
 GAUGES = frozenset(
     {"monitor_hints_queue_depth", "monitor_subscription_expiry_seconds", "monitor_delta_token_age_seconds"}

@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from redis.exceptions import RedisError
 
 from monitor.app import Runtime
 from monitor.logs import REQUEST_ID
+from monitor.redis_conn import REDIS_UNAVAILABLE
 from monitor.settings import Settings
 from monitor.status import all_statuses
 
@@ -71,7 +71,7 @@ def status_handler(runtime_key: web.AppKey[Runtime]) -> Handler:
             return refused
         try:
             body = {"tenants": await all_statuses(runtime)}
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             return web.json_response({"error": f"Redis: {exc}"}, status=503, headers=NO_STORE)
         return web.json_response(body, headers=NO_STORE)
 
@@ -113,7 +113,7 @@ def fresh_tenants(runtime_key: web.AppKey[Runtime]) -> Middleware:
                 # At most once a second: a tenant registered a moment ago gets its subscriptions
                 # seconds later anyway, and a removed tenant's late hint is dropped by the worker.
                 await runtime.refresh_tenants(max_age=1.0)
-            except (RedisError, OSError) as exc:
+            except REDIS_UNAVAILABLE as exc:
                 # The handler reports Redis trouble its own way (the webhook answers 503).
                 log.warning("cannot re-read the tenant registry: %s", exc)
         return await handler(request)

@@ -30,12 +30,11 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
-from redis.exceptions import RedisError
 
 from monitor.hints import LIFECYCLE_EVENTS, Hint
 from monitor.keys import GLOBAL_METRICS, HINTS, TenantKeys
 from monitor.metrics import metric, now_ms, queue_increments
-from monitor.redis_conn import Redis
+from monitor.redis_conn import REDIS_UNAVAILABLE, Redis
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +185,7 @@ async def _receive(request: web.Request, endpoint: str) -> web.Response:
     try:
         hints, outcomes = await intake.accept(checked.value)
         await _enqueue(intake.writer, hints, endpoint, outcomes)
-    except (RedisError, OSError) as exc:
+    except REDIS_UNAVAILABLE as exc:
         # Not stored: a 5xx makes Graph deliver the notifications again (GRAPH.md 4.2).
         log.error("webhook: cannot store notifications: %s", exc)
         return web.Response(status=503, text="cannot store the notifications now; retry")
@@ -274,5 +273,5 @@ async def _count(redis: Redis, endpoint: str, status: int, outcomes: Counter[str
     queue_increments(pipeline, GLOBAL_METRICS, counts)
     try:
         await pipeline.execute()
-    except (RedisError, OSError):
+    except REDIS_UNAVAILABLE:
         pass  # a rejected request is answered whether or not it could be counted

@@ -15,6 +15,7 @@ import yaml
 from monitor.cli import build_parser
 from monitor.probes import PROBE_PATHS, probe_app
 from monitor.settings import Settings
+from monitor.supervise import Health
 from monitor.web import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ def web_routes() -> set[str]:
 
 
 def probe_routes() -> set[str]:
-    app = probe_app(None, lambda: True)  # type: ignore[arg-type]  # routes only; never served
+    app = probe_app(None, Health("worker"))  # type: ignore[arg-type]  # routes only; never served
     return {route.resource.canonical for route in app.router.routes() if route.resource is not None}
 
 
