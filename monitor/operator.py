@@ -46,8 +46,10 @@ def operator_allowed(settings: Settings, presented: str | None) -> bool:
     expected = settings.operator_token
     if expected is None or presented is None:
         return False
-    # Constant time: the comparison must not reveal how much of a guess was right.
-    return hmac.compare_digest(presented.encode(), expected.get_secret_value().encode())
+    # Constant time: the comparison must not reveal how much of a guess was right. aiohttp hands
+    # header bytes that are not UTF-8 over as surrogates: encoded back as they came, they are simply
+    # a wrong token.
+    return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.get_secret_value().encode())
 
 
 def refusal(settings: Settings, request: web.Request, *, query: bool = False) -> web.Response | None:

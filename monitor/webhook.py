@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from monitor.hints import LIFECYCLE_EVENTS, Hint
 from monitor.keys import GLOBAL_METRICS, HINTS, TenantKeys
+from monitor.logs import RateLimited
 from monitor.metrics import metric, now_ms, queue_increments
 from monitor.redis_conn import REDIS_UNAVAILABLE, Redis
 
@@ -193,6 +194,18 @@ async def _receive(request: web.Request, endpoint: str) -> web.Response:
 
 
 _REASONS = {400: "malformed", 413: "too_large", 415: "wrong_content_type"}
+_UNREADABLE = RateLimited(log)
+
+
+async def _answer_and_close(request: web.Request, response: web.Response) -> web.Response:
+    """Send `response`, then close the connection at once. aiohttp would otherwise go on reading
+    what is left of the body after the answer (for up to its lingering time, at the client's pace),
+    and read a body it cannot decode into an error logged with its traceback."""
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
+    return response
 
 
 async def _check_envelope(request: web.Request) -> ChangeNotificationCollection | web.Response:
@@ -206,7 +219,11 @@ async def _check_envelope(request: web.Request) -> ChangeNotificationCollection 
     except web.HTTPRequestEntityTooLarge:
         return web.Response(status=413, text=f"body over {limit} bytes")
     except RequestPayloadError as exc:  # e.g. a body that claims gzip and is not
-        return web.Response(status=400, text=f"unreadable body: {exc}"[:300])
+        reason = " ".join(str(exc).split())[:200]
+        _UNREADABLE.warning(
+            "webhook: unreadable body (Content-Encoding %r): %s", request.headers.get("Content-Encoding"), reason
+        )
+        return await _answer_and_close(request, web.Response(status=400, text=f"unreadable body: {reason}"))
     try:
         return ChangeNotificationCollection.model_validate_json(body)
     except ValidationError as exc:

@@ -1,0 +1,78 @@
+"""Bad input gets a clear answer and a short log line: garbage request bodies against a real
+`monitor web`, and crashes logged as JSON when the logs are JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from monitor.simulator.redis_process import free_port
+from tests.conftest import TENANT_ID, RedisServer
+from tests.faults.conftest import Launch, MonitorProcess, wait_for
+
+GARBAGE = b"\x00\x01not what the header says\xff" * 40
+ENCODINGS = [b"gzip", b"deflate", b"br", b"zstd"]
+
+
+async def post_raw(port: int, encoding: bytes) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (
+        b"POST /graph/notifications HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Encoding: " + encoding + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(GARBAGE)
+    )
+    writer.write(head + GARBAGE)
+    response = await reader.read()
+    writer.close()
+    return int(response.split(b" ", 2)[1])
+
+
+async def test_garbage_bodies_with_a_content_encoding_are_one_short_warning_each_at_most(
+    redis_server: RedisServer, launch: Launch, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        "MONITOR_REDIS_URL": redis_server.url,
+        "MONITOR_TENANT_ID": TENANT_ID,
+        "MONITOR_HOST": "127.0.0.1",
+        "MONITOR_PORT": str(port),
+        "MONITOR_LOG_FORMAT": "json",
+    }
+    web = await launch("web", env, port)
+    await wait_for(lambda: answers(web), within=30, what="`monitor web` answers")
+
+    statuses = [await post_raw(port, encoding) for _ in range(10) for encoding in ENCODINGS]
+    assert await web.stop() == 0
+
+    assert set(statuses) == {400}
+    lines = [orjson.loads(line) for line in web.output().splitlines()]
+    assert [line for line in lines if line["level"] in ("ERROR", "CRITICAL") or "exception" in line] == []
+    warnings = [line for line in lines if line["level"] == "WARNING"]
+    # Each garbage body is worth a line, but 40 within seconds are worth a few (rate-limited).
+    assert 1 <= len(warnings) <= 4 and all(len(line["message"]) < 300 for line in warnings)
+    assert any("content-encoding" in line["message"].lower() for line in warnings)
+
+
+async def answers(process: MonitorProcess) -> bool:
+    return await process.status("/healthz") == 200
+
+
+def test_an_uncaught_exception_is_a_json_line_when_logs_are_json() -> None:
+    crash = (
+        "import threading\n"
+        "from monitor.logs import configure\n"
+        "configure('INFO', 'json')\n"
+        "thread = threading.Thread(target=lambda: 1 / 0, name='side')\n"
+        "thread.start(); thread.join()\n"
+        "raise RuntimeError('the main thread crashed')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", crash], capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 1
+    lines = [orjson.loads(line) for line in run.stderr.splitlines()]  # every line is JSON
+    thread, main = lines
+    assert thread["level"] == "CRITICAL" and "ZeroDivisionError" in thread["exception"]
+    assert "thread side" in thread["message"]
+    assert main["level"] == "CRITICAL" and "RuntimeError: the main thread crashed" in main["exception"]
