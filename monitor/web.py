@@ -1,9 +1,10 @@
 """The HTTP side: `create_app(settings)` builds the aiohttp application of `monitor web`.
 
 Routes: the Graph webhook (`POST /graph/notifications`, `POST /graph/lifecycle`), `GET /healthz`
-(the process answers), `GET /readyz` (Redis answers; subscription health is reported in the body)
-and `GET /metrics` (Prometheus text); behind the operator token, `GET /onboard` and its callback
-(admin-consent onboarding, `monitor.onboarding`) and `GET /status` (`monitor.operator`). Every
+(the process answers), `GET /readyz` (Redis answers; subscription health is reported in the body);
+behind the metrics token, `GET /metrics` (Prometheus text); behind the operator token, `GET /onboard`
+and its callback (admin-consent onboarding, `monitor.onboarding`) and `GET /status`
+(`monitor.operator`). Every
 response carries an `X-Request-Id`, which is also in every log record written while serving it.
 With `worker=True, scheduler=True` (`monitor serve`) the same application also runs the worker and
 the scheduler as tasks of its event loop.
@@ -30,7 +31,7 @@ from monitor.graph.subscriptions import parse_graph_time
 from monitor.hints import queue_depth
 from monitor.metrics import metric, render
 from monitor.onboarding import routes as onboarding_routes
-from monitor.operator import fresh_tenants, request_ids, status_handler
+from monitor.operator import fresh_tenants, metrics_refusal, request_ids, status_handler
 from monitor.redis_conn import REDIS_UNAVAILABLE
 from monitor.scheduler import Scheduler
 from monitor.settings import Settings
@@ -161,6 +162,9 @@ async def _registry(runtime: Runtime, tenant: str) -> list[dict[str, Any]]:
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
+    refused = metrics_refusal(runtime.settings, request)
+    if refused is not None:  # the series name the tenants: not for anyone who asks
+        return refused
     tenants = runtime.tenant_ids()
     gauges: dict[str, float] = {"monitor_hints_queue_depth": float(await queue_depth(runtime.redis))}
     now = runtime.clock()
