@@ -87,23 +87,12 @@ async def reconcile_command(settings: Settings, *, tenants: Sequence[str] | None
     return 1 if failed else 0
 
 
-def web_command(settings: Settings, *, worker: bool = False, scheduler: bool = False) -> int:
+async def web_command(settings: Settings, *, worker: bool = False, scheduler: bool = False) -> int:
     """`monitor web` (and `monitor serve` with the worker and scheduler): serve until SIGTERM."""
-    from aiohttp import web
+    from monitor.http_server import serve
+    from monitor.web import create_app
 
-    from monitor.web import create_app, ssl_context
-
-    app = create_app(settings, worker=worker, scheduler=scheduler)
-    log.info("listening on %s:%d", settings.host, settings.port)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        ssl_context=ssl_context(settings),
-        print=None,
-        access_log=None,
-        shutdown_timeout=30.0,
-    )
+    await serve(create_app(settings, worker=worker, scheduler=scheduler), settings, _stop_on_signals())
     return 0
 
 

@@ -198,6 +198,12 @@ class Settings(BaseSettings):
     tls_key: Path | None = None
     # Largest notification body accepted; Graph batches notifications, each well under 1 KB.
     webhook_max_body: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # What one client may hold of `web` (monitor.http_server): the time a request body may take to
+    # arrive, how long a connection may stay idle or take to send a request's headers, and how many
+    # connections may be open at once (over it, the one held longest is closed).
+    http_read_timeout: float = Field(default=10.0, gt=0)
+    http_idle_timeout: float = Field(default=75.0, gt=0)
+    http_max_connections: int = Field(default=1000, ge=16)
     # The worker waits this long after the first hint of a burst, so a burst costs one round.
     coalesce_window: float = Field(default=0.25, ge=0)
     # Safety-net delta round per tenant: Graph never tells directory subscribers about dropped

@@ -36,7 +36,7 @@ from monitor.redis_conn import REDIS_UNAVAILABLE
 from monitor.scheduler import Scheduler
 from monitor.settings import Settings
 from monitor.supervise import Health
-from monitor.webhook import INTAKE, MAX_BODY, Intake, lifecycle, notifications
+from monitor.webhook import INTAKE, MAX_BODY, READ_TIMEOUT, Intake, lifecycle, notifications
 from monitor.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ def create_app(
         client_max_size=settings.webhook_max_body, middlewares=[request_ids(), fresh_tenants(RUNTIME)]
     )
     app[MAX_BODY] = settings.webhook_max_body
+    app[READ_TIMEOUT] = settings.http_read_timeout
     app[LOOPS] = []
 
     async def lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
