@@ -10,6 +10,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,14 +116,10 @@ class RedisClusterProcesses:
         """Every node started again after `stop()` (each keeps its `nodes.conf`, so the cluster
         re-forms as it was), once the cluster reports itself healthy."""
         nodes: list[RedisProcess] = []
-        try:
+        with _stopped_on_failure(nodes):
             for node in self.nodes:
                 nodes.append(node.restarted())
             _wait_for_cluster(nodes)
-        except BaseException:
-            for node in nodes:
-                node.stop()
-            raise
         return RedisClusterProcesses(tuple(nodes))
 
 
@@ -129,7 +127,7 @@ def start_redis_cluster(data_dir: Path, masters: int = 3, *, extra_args: tuple[s
     """Start `masters` cluster-enabled servers, give each a share of the 16,384 slots, join them,
     and wait until every node reports the cluster healthy."""
     nodes: list[RedisProcess] = []
-    try:
+    with _stopped_on_failure(nodes):
         for n in range(masters):
             node_dir = data_dir / f"node-{n}"
             node_dir.mkdir(parents=True, exist_ok=True)
@@ -145,11 +143,18 @@ def start_redis_cluster(data_dir: Path, masters: int = 3, *, extra_args: tuple[s
         for client in clients:
             client.close()
         _wait_for_cluster(nodes)
+    return RedisClusterProcesses(tuple(nodes))
+
+
+@contextmanager
+def _stopped_on_failure(nodes: list[RedisProcess]) -> Iterator[None]:
+    """Stop the nodes started so far if the block fails."""
+    try:
+        yield
     except BaseException:
         for node in nodes:
             node.stop()
         raise
-    return RedisClusterProcesses(tuple(nodes))
 
 
 def _wait_for_cluster(nodes: list[RedisProcess]) -> None:

@@ -20,11 +20,13 @@ from monitor.simulator import RunningSimulator
 from monitor.simulator.redis_process import (
     RedisClusterProcesses,
     RedisProcess,
+    free_port,
     start_redis_cluster,
     start_redis_server,
 )
 from monitor.store import ChangeRecord
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, TENANT_ID
+from tests.conftest import TENANT_ID, RedisServer
+from tests.test_cli import sim_env
 
 # Every write on disk before it is acknowledged: a Redis stopped and started again has all of it.
 PERSISTENT = ("--appendonly", "yes", "--appendfsync", "always")
@@ -66,19 +68,9 @@ def outage_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
         redis.stop()
 
 
-def monitor_env(graph: RunningSimulator, redis_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {
-        "MONITOR_REDIS_URL": redis_url,
-        "MONITOR_GRAPH_URL": graph.url,
-        "MONITOR_AUTHORITY_URL": graph.url,
-        "MONITOR_CA_BUNDLE": str(graph.ca_bundle_path),
-        "MONITOR_CLIENT_ID": CLIENT_ID,
-        "MONITOR_CLIENT_SECRET": CLIENT_SECRET,
-        "MONITOR_TENANT_ID": TENANT_ID,
-        "MONITOR_SINK": f"jsonl:{tmp_path / 'changes.jsonl'}",
-        "MONITOR_HOST": "127.0.0.1",
-        **extra,
-    }
+def monitor_env(graph: RunningSimulator, redis: RestartableRedis, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The settings of `tests/test_cli.py` (the sink is `tmp_path/out.jsonl`), on the test's own Redis."""
+    return sim_env(graph, redis.servers, tmp_path, MONITOR_HOST="127.0.0.1", **extra)
 
 
 @dataclass
@@ -148,6 +140,25 @@ async def launch(tmp_path: Path) -> AsyncIterator[Launch]:
                 running.process.kill()
                 await running.process.wait()
         await http.close()
+
+
+async def start_web(launch: Launch, redis_server: RedisServer, **extra: str) -> MonitorProcess:
+    """`monitor web` on a free port of 127.0.0.1, for the suite's tenant, once it answers."""
+    port = free_port()
+    env = {
+        "MONITOR_REDIS_URL": redis_server.url,
+        "MONITOR_TENANT_ID": TENANT_ID,
+        "MONITOR_HOST": "127.0.0.1",
+        "MONITOR_PORT": str(port),
+        **extra,
+    }
+    web = await launch("web", env, port)
+    await wait_for(lambda: answers(web), within=30, what="`monitor web` answers")
+    return web
+
+
+async def answers(process: MonitorProcess) -> bool:
+    return await process.status("/healthz") == 200
 
 
 async def wait_for(condition: Callable[[], Awaitable[bool]], *, within: float, what: str) -> float:

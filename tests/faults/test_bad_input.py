@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from pathlib import Path
 
 import orjson
 
-from monitor.simulator.redis_process import free_port
-from tests.conftest import TENANT_ID, RedisServer
-from tests.faults.conftest import Launch, MonitorProcess, wait_for
+from tests.conftest import RedisServer
+from tests.faults.conftest import Launch, start_web
 
 GARBAGE = b"\x00\x01not what the header says\xff" * 40
 ENCODINGS = [b"gzip", b"deflate", b"br", b"zstd"]
@@ -34,18 +32,10 @@ async def post_raw(port: int, encoding: bytes, extra_header: bytes = b"X-Extra: 
 
 
 async def test_garbage_bodies_with_a_content_encoding_are_one_short_warning_each_at_most(
-    redis_server: RedisServer, launch: Launch, tmp_path: Path
+    redis_server: RedisServer, launch: Launch
 ) -> None:
-    port = free_port()
-    env = {
-        "MONITOR_REDIS_URL": redis_server.url,
-        "MONITOR_TENANT_ID": TENANT_ID,
-        "MONITOR_HOST": "127.0.0.1",
-        "MONITOR_PORT": str(port),
-        "MONITOR_LOG_FORMAT": "json",
-    }
-    web = await launch("web", env, port)
-    await wait_for(lambda: answers(web), within=30, what="`monitor web` answers")
+    web = await start_web(launch, redis_server, MONITOR_LOG_FORMAT="json")
+    port = web.port
 
     statuses = [await post_raw(port, encoding) for _ in range(10) for encoding in ENCODINGS]
     too_long = await post_raw(port, b"gzip", b"X-Padding: " + b"a" * 9000)  # over aiohttp's 8190 bytes
@@ -58,10 +48,6 @@ async def test_garbage_bodies_with_a_content_encoding_are_one_short_warning_each
     # Each garbage request is worth a line, but 41 within seconds are worth a few (rate-limited).
     assert 1 <= len(warnings) <= 4 and all(len(line["message"]) < 300 for line in warnings)
     assert any("content-encoding" in line["message"].lower() for line in warnings)
-
-
-async def answers(process: MonitorProcess) -> bool:
-    return await process.status("/healthz") == 200
 
 
 def test_an_uncaught_exception_is_a_json_line_when_logs_are_json() -> None:

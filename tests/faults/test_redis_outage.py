@@ -116,9 +116,9 @@ async def test_a_worker_survives_redis_going_away_and_resumes(
 ) -> None:
     seed(tenant, users=30, groups=4, memberships=40)
     port = free_port()
-    jsonl = tmp_path / "changes.jsonl"
+    jsonl = tmp_path / "out.jsonl"
     where = {"MONITOR_PORT": str(port)} if command == "serve" else {"MONITOR_PROBE_PORT": str(port)}
-    env = monitor_env(graph, outage_redis.url, tmp_path, MONITOR_COALESCE_WINDOW="0.05", **where)
+    env = monitor_env(graph, outage_redis, tmp_path, MONITOR_COALESCE_WINDOW="0.05", **where)
     process = await launch(command, env, port)
     await wait_for(lambda: ready_is(process, 200), within=30, what=f"`monitor {command}` ready")
     await ask_for_rounds(outage_redis.url)
@@ -156,7 +156,7 @@ async def test_the_scheduler_survives_redis_going_away_and_resumes(
     graph: RunningSimulator, outage_redis: RestartableRedis, launch: Launch, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = monitor_env(graph, outage_redis.url, tmp_path, MONITOR_PROBE_PORT=str(port), MONITOR_DELTA_INTERVAL="1")
+    env = monitor_env(graph, outage_redis, tmp_path, MONITOR_PROBE_PORT=str(port), MONITOR_DELTA_INTERVAL="1")
     process = await launch("scheduler", env, port)
     await wait_for(lambda: ready_is(process, 200), within=30, what="`monitor scheduler` ready")
     started = time.time() * 1000

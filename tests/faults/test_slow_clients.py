@@ -21,9 +21,8 @@ import orjson
 import redis.asyncio as aioredis
 
 from monitor.keys import HINTS, TenantKeys
-from monitor.simulator.redis_process import free_port
 from tests.conftest import TENANT_ID, RedisServer
-from tests.faults.conftest import Launch, MonitorProcess, wait_for
+from tests.faults.conftest import Launch, MonitorProcess, start_web, wait_for
 
 READ_TIMEOUT = 2.0
 IDLE_TIMEOUT = 3.0
@@ -125,19 +124,15 @@ async def test_slow_and_idle_clients_cannot_stall_the_webhook(
     subscription, client_state = str(uuid.uuid4()), uuid.uuid4().hex
     record = {"id": subscription, "resource": "/users", "clientState": client_state, "expiration": ""}
     await redis.hset(TenantKeys(TENANT_ID).subscriptions, subscription, orjson.dumps(record))
-    port = free_port()
-    env = {
-        "MONITOR_REDIS_URL": redis_server.url,
-        "MONITOR_TENANT_ID": TENANT_ID,
-        "MONITOR_HOST": "127.0.0.1",
-        "MONITOR_PORT": str(port),
-        "MONITOR_HTTP_READ_TIMEOUT": str(READ_TIMEOUT),
-        "MONITOR_HTTP_IDLE_TIMEOUT": str(IDLE_TIMEOUT),
-        "MONITOR_HTTP_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
-        "MONITOR_LOG_LEVEL": "WARNING",
-    }
-    web = await launch("web", env, port)
-    await wait_for(lambda: answers(web), within=30, what="`monitor web` answers")
+    web = await start_web(
+        launch,
+        redis_server,
+        MONITOR_HTTP_READ_TIMEOUT=str(READ_TIMEOUT),
+        MONITOR_HTTP_IDLE_TIMEOUT=str(IDLE_TIMEOUT),
+        MONITOR_HTTP_MAX_CONNECTIONS=str(MAX_CONNECTIONS),
+        MONITOR_LOG_LEVEL="WARNING",
+    )
+    port = web.port
     quiet = [await genuine_notification(port, subscription, client_state) for _ in range(5)]
     fds_before, rss_before = descriptors(web), resident_mb(web)
 
@@ -170,10 +165,6 @@ async def test_slow_and_idle_clients_cannot_stall_the_webhook(
     assert rss_after - rss_before < 64, "what the connections held is given back (or reused)"
     assert await web.stop() == 0
     assert "Traceback" not in web.output()
-
-
-async def answers(process: MonitorProcess) -> bool:
-    return await process.status("/healthz") == 200
 
 
 async def settled(process: MonitorProcess, baseline: int) -> bool:
