@@ -184,7 +184,7 @@ async def _receive(request: web.Request, endpoint: str) -> web.Response:
     checked = await _check_envelope(request)
     if isinstance(checked, web.Response):
         await _count(intake.writer, endpoint, checked.status, Counter({_REASONS[checked.status]: 1}))
-        return checked
+        return await _answer_and_close(request, checked) if checked.keep_alive is False else checked
     try:
         hints, outcomes = await intake.accept(checked.value)
         await _enqueue(intake.writer, hints, endpoint, outcomes)
@@ -200,11 +200,16 @@ _UNREADABLE = RateLimited(log)
 _SLOW = RateLimited(log)
 
 
+def _closing(response: web.Response) -> web.Response:
+    """Mark `response` as the last on its connection: `_receive` sends it with `_answer_and_close`."""
+    response.force_close()
+    return response
+
+
 async def _answer_and_close(request: web.Request, response: web.Response) -> web.Response:
     """Send `response`, then close the connection at once. aiohttp would otherwise go on reading
     what is left of the body after the answer (for up to its lingering time, at the client's pace),
     and read a body it cannot decode into an error logged with its traceback."""
-    response.force_close()
     await response.prepare(request)
     await response.write_eof()
     request.protocol.force_close()
@@ -223,7 +228,7 @@ async def _check_envelope(request: web.Request) -> ChangeNotificationCollection 
             body = await request.read()
     except TimeoutError:
         _SLOW.warning("webhook: a body did not arrive within %gs; answered 408 and closed", request.app[READ_TIMEOUT])
-        return await _answer_and_close(request, web.Response(status=408, text="the body took too long to arrive"))
+        return _closing(web.Response(status=408, text="the body took too long to arrive"))
     except ConnectionError:  # gone before its body arrived (it left, or was closed to make room)
         return web.Response(status=408, text="the connection closed before the body arrived")
     except web.HTTPRequestEntityTooLarge:
@@ -233,7 +238,7 @@ async def _check_envelope(request: web.Request) -> ChangeNotificationCollection 
         _UNREADABLE.warning(
             "webhook: unreadable body (Content-Encoding %r): %s", request.headers.get("Content-Encoding"), reason
         )
-        return await _answer_and_close(request, web.Response(status=400, text=f"unreadable body: {reason}"))
+        return _closing(web.Response(status=400, text=f"unreadable body: {reason}"))
     try:
         return ChangeNotificationCollection.model_validate_json(body)
     except ValidationError as exc:
