@@ -126,13 +126,13 @@ def _reconcile(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from monitor.commands import web_command
 
-    return web_command(_settings(), worker=True, scheduler=True)
+    return asyncio.run(web_command(_settings(), worker=True, scheduler=True))
 
 
 def _web(args: argparse.Namespace) -> int:
     from monitor.commands import web_command
 
-    return web_command(_settings())
+    return asyncio.run(web_command(_settings()))
 
 
 def _worker(args: argparse.Namespace) -> int:

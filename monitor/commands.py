@@ -88,23 +88,12 @@ async def reconcile_command(settings: Settings, *, tenants: Sequence[str] | None
     return 1 if failed else 0
 
 
-def web_command(settings: Settings, *, worker: bool = False, scheduler: bool = False) -> int:
+async def web_command(settings: Settings, *, worker: bool = False, scheduler: bool = False) -> int:
     """`monitor web` (and `monitor serve` with the worker and scheduler): serve until SIGTERM."""
-    from aiohttp import web
+    from monitor.http_server import serve
+    from monitor.web import create_app
 
-    from monitor.web import create_app, ssl_context
-
-    app = create_app(settings, worker=worker, scheduler=scheduler)
-    log.info("listening on %s:%d", settings.host, settings.port)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        ssl_context=ssl_context(settings),
-        print=None,
-        access_log=None,
-        shutdown_timeout=30.0,
-    )
+    await serve(create_app(settings, worker=worker, scheduler=scheduler), settings, _stop_on_signals())
     return 0
 
 
@@ -115,9 +104,9 @@ async def worker_command(settings: Settings, *, burst: bool) -> int:
     runtime = await Runtime.open(settings)
     stop = _stop_on_signals()
     try:
-        task = asyncio.create_task(Worker(runtime, burst=burst).run(stop), name="worker")
-        async with serve_probes(settings.host, settings.probe_port, runtime.redis, lambda: not task.done()):
-            stats = await task
+        worker = Worker(runtime, burst=burst)
+        async with serve_probes(settings.host, settings.probe_port, runtime.redis, worker.health):
+            stats = await worker.run(stop)
     finally:
         await runtime.close()
     print(f"worker: {stats.summary()}", flush=True)
@@ -131,9 +120,9 @@ async def scheduler_command(settings: Settings) -> int:
     runtime = await Runtime.open(settings, graph=False)
     stop = _stop_on_signals()
     try:
-        task = asyncio.create_task(Scheduler(runtime).run(stop), name="scheduler")
-        async with serve_probes(settings.host, settings.probe_port, runtime.redis, lambda: not task.done()):
-            await task
+        scheduler = Scheduler(runtime)
+        async with serve_probes(settings.host, settings.probe_port, runtime.redis, scheduler.health):
+            await scheduler.run(stop)
     finally:
         await runtime.close()
     return 0

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from monitor.keys import RELEASE_LEASE, RENEW_LEASE
-from monitor.redis_conn import Redis
+from monitor.redis_conn import REDIS_UNAVAILABLE, Redis
 
 log = logging.getLogger(__name__)
 
@@ -72,4 +72,22 @@ class Lease:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-            await self.release()
+            try:
+                await self.release()
+            except REDIS_UNAVAILABLE:
+                _abandoned.add((self.key, self.token))
+                raise
+
+
+# Leases whose release failed because Redis could not be reached: `release_abandoned` releases them
+# once it answers again, so a process resuming after an outage is not kept waiting (for the rest of
+# their time-to-live) by leases of its own runs that the outage ended.
+_abandoned: set[tuple[str, str]] = set()
+
+
+async def release_abandoned(redis: Redis) -> None:
+    """Release the leases this process could not release during a Redis outage (compare-and-delete:
+    one that expired and was taken by another holder meanwhile is left alone)."""
+    for key, token in list(_abandoned):
+        await redis.eval(RELEASE_LEASE, 1, key, token)
+        _abandoned.discard((key, token))

@@ -39,7 +39,6 @@ from urllib.parse import urlencode
 import orjson
 from aiohttp import web
 from pydantic import ValidationError
-from redis.exceptions import RedisError
 
 from monitor.app import Runtime
 from monitor.errors import ConfigError, MonitorError
@@ -48,6 +47,7 @@ from monitor.keys import onboard_state
 from monitor.operator import NO_STORE, refusal
 from monitor.permission_check import PermissionReport
 from monitor.permissions import NEEDED_FOR
+from monitor.redis_conn import REDIS_UNAVAILABLE
 from monitor.settings import TenantConfig
 from monitor.tenants import Onboarded, OnboardingRefused, onboard
 
@@ -64,7 +64,8 @@ _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 
 
 def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
+    # A cookie that is not UTF-8 arrives as surrogates (aiohttp): hashed as the bytes it was sent as.
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def cookie_name(state: str) -> str:
@@ -103,7 +104,7 @@ async def start_onboarding(request: web.Request, runtime: Runtime) -> web.Stream
     ttl = int(settings.onboard_state_ttl)
     try:
         await runtime.redis.set(onboard_state(state), orjson.dumps(record), ex=ttl)
-    except (RedisError, OSError):
+    except REDIS_UNAVAILABLE:
         return page(503, "Try again in a moment", "<p>The state store (Redis) is not answering.</p>")
     query = urlencode(
         {
@@ -135,7 +136,7 @@ async def finish_onboarding(request: web.Request, runtime: Runtime) -> web.Strea
     query = request.query
     try:
         record = await _take_state(request, runtime, query.get("state", ""))
-    except (RedisError, OSError):
+    except REDIS_UNAVAILABLE:
         return page(503, "Try again in a moment", "<p>The state store (Redis) is not answering.</p>")
     if isinstance(record, web.Response):
         return record

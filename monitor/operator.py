@@ -1,13 +1,14 @@
 """The operator's side of `monitor web`: the operator token, `GET /status`, and the middleware every
 request passes (request ids, fresh tenant list).
 
-The operator token (`MONITOR_OPERATOR_TOKEN`) guards `/onboard` and `/status`. Scripts send it as
-`Authorization: Bearer <token>`; a browser starting an onboarding cannot add a header, so `/onboard`
-also takes it once as `?token=` (see `monitor.onboarding` for how the rest of that flow is bound to
-the browser without the token), and a browser opening `/status` signs in with a form that trades the
-token for a session cookie (`monitor.status_page`). It is compared in constant time, never logged, never echoed. Without
-a configured token the operator endpoints do not exist (404): an unprotected status page would tell
-anyone the tenants watched.
+The operator token (`MONITOR_OPERATOR_TOKEN`) guards `/onboard` and `/status`; `/metrics` takes the
+metrics token (`MONITOR_METRICS_TOKEN`, what Prometheus is given) or the operator token. Scripts send
+it as `Authorization: Bearer <token>`; a browser starting an onboarding cannot add a header, so
+`/onboard` also takes it once as `?token=` (see `monitor.onboarding` for how the rest of that flow is
+bound to the browser without the token), and a browser opening `/status` signs in with a form that
+trades the token for a session cookie (`monitor.status_page`). It is compared in constant time, never
+logged, never echoed. Without a configured token the endpoints it guards do not exist (404): an
+unprotected status page or metrics would tell anyone the tenants watched.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from redis.exceptions import RedisError
+from pydantic import SecretStr
 
 from monitor.app import Runtime
 from monitor.logs import REQUEST_ID
+from monitor.redis_conn import REDIS_UNAVAILABLE
 from monitor.settings import Settings
 from monitor.status import all_statuses, deployment_status
 from monitor.status_page import (
@@ -55,11 +57,28 @@ def presented_token(request: web.Request, *, query: bool) -> str | None:
 
 
 def operator_allowed(settings: Settings, presented: str | None) -> bool:
-    expected = settings.operator_token
+    return _matches(presented, settings.operator_token)
+
+
+def _matches(presented: str | None, expected: SecretStr | None) -> bool:
     if expected is None or presented is None:
         return False
-    # Constant time: the comparison must not reveal how much of a guess was right.
-    return hmac.compare_digest(presented.encode(), expected.get_secret_value().encode())
+    # Constant time: the comparison must not reveal how much of a guess was right. aiohttp hands
+    # header bytes that are not UTF-8 over as surrogates: encoded back as they came, they are simply
+    # a wrong token.
+    return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.get_secret_value().encode())
+
+
+def metrics_refusal(settings: Settings, request: web.Request) -> web.Response | None:
+    """None when `GET /metrics` carries the metrics token (or the operator token); else the answer."""
+    if settings.metrics_token is None and settings.operator_token is None:
+        return web.Response(status=404, text="/metrics is off: set MONITOR_METRICS_TOKEN", headers=NO_STORE)
+    presented = presented_token(request, query=False)
+    if _matches(presented, settings.metrics_token) or _matches(presented, settings.operator_token):
+        return None
+    log.warning("%s: missing or wrong metrics token", request.path)
+    headers = {**NO_STORE, "WWW-Authenticate": 'Bearer realm="monitor"'}
+    return web.Response(status=401, text="the metrics token is missing or wrong", headers=headers)
 
 
 def operator_endpoints_off() -> web.Response:
@@ -91,7 +110,7 @@ def status_handler(runtime_key: web.AppKey[Runtime]) -> Handler:
                 return refused
         try:
             tenants, deployment = await all_statuses(runtime), await deployment_status(runtime)
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             if browser:
                 return html_response(503, error_page(f"Redis: {exc}"))
             return web.json_response({"error": f"Redis: {exc}"}, status=503, headers=NO_STORE)
@@ -156,7 +175,7 @@ def fresh_tenants(runtime_key: web.AppKey[Runtime]) -> Middleware:
                 # At most once a second: a tenant registered a moment ago gets its subscriptions
                 # seconds later anyway, and a removed tenant's late hint is dropped by the worker.
                 await runtime.refresh_tenants(max_age=1.0)
-            except (RedisError, OSError) as exc:
+            except REDIS_UNAVAILABLE as exc:
                 # The handler reports Redis trouble its own way (the webhook answers 503).
                 log.warning("cannot re-read the tenant registry: %s", exc)
         return await handler(request)

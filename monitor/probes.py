@@ -3,37 +3,42 @@ scheduler` answer `GET /healthz` and `GET /readyz` on `MONITOR_PROBE_PORT` when 
 
 Kubernetes restarts a container whose liveness probe fails and routes nothing to one that is not
 ready; the web process has both routes anyway (`monitor.web`). Here `/healthz` fails (503) once the
-process's main loop has ended (crashed or stopping), so a wedged worker is restarted, and `/readyz`
-fails while Redis does not answer. Off by default: processes sharing a host (a Procfile run locally)
-would otherwise fight over one port.
+process's main loop has ended (stopping, or its supervisor gave up), so a wedged process is
+restarted, and `/readyz` fails while Redis does not answer or the loop cannot work (it is waiting for
+Redis to come back, `monitor.supervise`); the body says why. A Redis outage fails readiness, not
+liveness: restarting the process would not bring Redis back, and the loop resumes by itself. Off by
+default: processes sharing a host (a Procfile run locally) would otherwise fight over one port.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
-from monitor.redis_conn import Redis
+from monitor.redis_conn import REDIS_UNAVAILABLE, Redis
+from monitor.supervise import Health
 
 PROBE_PATHS = ("/healthz", "/readyz")
 
 
-def probe_app(redis: Redis, alive: Callable[[], bool]) -> web.Application:
+def probe_app(redis: Redis, health: Health) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
-        if not alive():
+        if health.stopped:
             return web.json_response({"status": "stopped"}, status=503)
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
+        loop = {health.task: health.describe()}
         try:
             await asyncio.wait_for(redis.ping(), timeout=2.0)
-        except (RedisError, OSError, TimeoutError) as exc:
-            return web.json_response({"status": "unavailable", "redis": str(exc)}, status=503)
-        return web.json_response({"status": "ok" if alive() else "stopped", "redis": "ok"})
+        except REDIS_UNAVAILABLE as exc:
+            return web.json_response({"status": "unavailable", "redis": str(exc), **loop}, status=503)
+        if not health.ready:
+            return web.json_response({"status": "unavailable", "redis": "ok", **loop}, status=503)
+        return web.json_response({"status": "ok", "redis": "ok", **loop})
 
     app = web.Application()
     app.router.add_get(PROBE_PATHS[0], healthz)
@@ -42,12 +47,12 @@ def probe_app(redis: Redis, alive: Callable[[], bool]) -> web.Application:
 
 
 @asynccontextmanager
-async def serve_probes(host: str, port: int | None, redis: Redis, alive: Callable[[], bool]) -> AsyncIterator[None]:
+async def serve_probes(host: str, port: int | None, redis: Redis, health: Health) -> AsyncIterator[None]:
     """Serve the probes while the block runs (nothing when `port` is None)."""
     if port is None:
         yield
         return
-    runner = web.AppRunner(probe_app(redis, alive), access_log=None)
+    runner = web.AppRunner(probe_app(redis, health), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

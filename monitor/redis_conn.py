@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 
 Redis = aioredis.Redis
 
+# What a Redis client raises when the server cannot be used: redis-py's own errors, its cluster
+# client's (RedisClusterException, not a RedisError, when no node answers), and the socket errors
+# that surface as they are. Callers that wait for Redis to come back catch exactly these.
+REDIS_UNAVAILABLE = (RedisError, RedisClusterException, OSError)
+
 _memory_servers: dict[str, Any] = {}
 
 

@@ -23,13 +23,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from redis.exceptions import RedisError
 
 from monitor.app import Runtime
 from monitor.hints import Hint, enqueue
 from monitor.keys import SCHEDULER_LEADER
 from monitor.leases import Lease
 from monitor.metrics import now_ms
+from monitor.redis_conn import REDIS_UNAVAILABLE
+from monitor.supervise import Health, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class Scheduler:
         self.leader = False
         self.enqueued = 0
         self._apscheduler: Any = None
+        self.health = Health("scheduler")
 
     def jobs(self) -> list[tuple[str, float, Callable[[], list[Hint]]]]:
         """(name, interval in seconds, the hints it enqueues) for every periodic job."""
@@ -95,7 +97,13 @@ class Scheduler:
         return [Hint(tenant, job, "timer", at=stamp) for job in ("signins", "intune")]
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Hold (or wait for) leadership and run the jobs while leader, until `stop`."""
+        """Hold (or wait for) leadership and run the jobs while leader, until `stop`.
+
+        Supervised (`monitor.supervise`): when Redis goes away the jobs stop with the scheduler, which
+        is restarted with backoff until Redis answers again."""
+        await Supervisor(self.runtime.redis, self.health).run(lambda: self._run(stop), stop)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         scheduler = AsyncIOScheduler(timezone="UTC")
         self._apscheduler = scheduler
         start = self.runtime.clock() + timedelta(seconds=1)
@@ -106,12 +114,14 @@ class Scheduler:
                 hints,
                 first=start if name in ("delta", "subscriptions") else start + timedelta(seconds=interval),
             )
-        scheduler.start(paused=True)
+        # A leader restarted after a short Redis outage still holds the lease (it outlives the
+        # outage) and renews it; a follower waits for it as before.
+        scheduler.start(paused=not self.leader)
         try:
             await self._lead(stop)
         finally:
             scheduler.shutdown(wait=False)
-            if self.leader:
+            if self.leader and stop.is_set():
                 await self.lease.release()
 
     def _add(self, name: str, interval: float, hints: Callable[[], list[Hint]], *, first: datetime) -> None:
@@ -132,9 +142,10 @@ class Scheduler:
             try:
                 await self.runtime.refresh_tenants()
                 self.sync_sweeps()
-            except (RedisError, OSError) as exc:
+            except REDIS_UNAVAILABLE as exc:
                 log.warning("scheduler: cannot re-read the tenant registry: %s", exc)
-            held = await (self.lease.renew() if self.leader else self.lease.acquire())
+            held = (self.leader and await self.lease.renew()) or await self.lease.acquire()
+            self.health.working()
             if held != self.leader:
                 self.leader = held
                 (self._apscheduler.resume if held else self._apscheduler.pause)()
@@ -145,13 +156,18 @@ class Scheduler:
     async def _fire(self, name: str, hints: Callable[[], list[Hint]]) -> None:
         if not self.leader:
             return
-        with contextlib.suppress(RedisError, OSError):  # the copy in hand serves if Redis blinks
-            await self.runtime.refresh_tenants()
-        batch = hints()
         try:
+            with contextlib.suppress(*REDIS_UNAVAILABLE):  # the copy in hand serves if Redis blinks
+                await self.runtime.refresh_tenants()
+            batch = hints()
             await enqueue(self.runtime.redis, batch)
         except Exception as exc:  # the next tick tries again
             log.error("scheduler: %s: cannot enqueue: %s", name, exc)
+            return
+        except asyncio.CancelledError:
+            # The scheduler stopping, or restarting after a Redis outage, cancels a job still
+            # waiting for Redis; the next run enqueues again. Not a failure to log with a traceback.
+            log.info("scheduler: %s: stopped before its hints were stored", name)
             return
         self.enqueued += len(batch)
         log.info("scheduler: %s: enqueued %d hint(s)", name, len(batch))

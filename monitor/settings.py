@@ -187,6 +187,10 @@ class Settings(BaseSettings):
     # <token>`, or once as `?token=` by a browser starting the admin-consent onboarding. Unset, they
     # answer 404.
     operator_token: SecretStr | None = None
+    # Guards `GET /metrics` (its labels name the tenants, its gauges tell when subscriptions expire):
+    # Prometheus sends it as `Authorization: Bearer <token>`; the operator token is accepted too. With
+    # neither set, /metrics answers 404, as /status does.
+    metrics_token: SecretStr | None = None
     # How long an admin-consent `state` handed out by `/onboard` stays valid (single use anyway).
     onboard_state_ttl: float = Field(default=600.0, gt=0, le=3600)
     # Serve `web` over TLS directly (otherwise a proxy or ingress terminates TLS).
@@ -194,6 +198,12 @@ class Settings(BaseSettings):
     tls_key: Path | None = None
     # Largest notification body accepted; Graph batches notifications, each well under 1 KB.
     webhook_max_body: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # What one client may hold of `web` (monitor.http_server): the time a request body may take to
+    # arrive, how long a connection may stay idle or take to send a request's headers, and how many
+    # connections may be open at once (over it, the one held longest is closed).
+    http_read_timeout: float = Field(default=10.0, gt=0)
+    http_idle_timeout: float = Field(default=75.0, gt=0)
+    http_max_connections: int = Field(default=1000, ge=16)
     # The worker waits this long after the first hint of a burst, so a burst costs one round.
     coalesce_window: float = Field(default=0.25, ge=0)
     # Safety-net delta round per tenant: Graph never tells directory subscribers about dropped
@@ -297,10 +307,10 @@ class Settings(BaseSettings):
             raise ValueError("must be letters, digits, '.', '_' or '-' (it starts every JupiterOne scope name)")
         return value
 
-    @field_validator("operator_token")
+    @field_validator("operator_token", "metrics_token")
     @classmethod
     def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
-        # It opens onboarding and the status of every tenant: not something to guess.
+        # They open onboarding and what every tenant is doing: not something to guess.
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 32`)")
         return value

@@ -138,14 +138,18 @@ async def sync_tenant(
             results.append(await run_source(context, name, progress=progress, on_records=on_records, full=full))
         except SourceFailed as failure:
             failures.append(failure)
-    await deliver(runtime, tenant.id)
+    try:
+        await deliver(runtime, tenant.id)
+    except SourceFailed as failure:  # JupiterOne did not confirm every scope
+        failures.append(failure)
     return results, failures
 
 
 async def deliver(runtime: Runtime, tenant_id: str, *, publish: bool = True) -> int:
     """Deliver new change records to the log sinks; then, with the JupiterOne publisher configured
     and `publish`, publish the tenant's dirty scopes (failures stay dirty for the worker or the next
-    run). The worker passes `publish=False`: its own publisher loop debounces and publishes.
+    run, and raise `SourceFailed("jupiterone", ...)` naming them). The worker passes
+    `publish=False`: its own publisher loop debounces and publishes.
 
     Alert rules run first, as near to the change as possible; an alert destination that is down is
     logged and retried on the next call without holding up the sinks (monitor.sinks.alerts).
@@ -162,4 +166,6 @@ async def deliver(runtime: Runtime, tenant_id: str, *, publish: bool = True) -> 
         tenant = runtime.tenant(tenant_id) or TenantConfig(id=tenant_id)
         result = await publish_pending(runtime.publisher, tenant)
         (log.warning if result.failures or result.rejected else log.info)("%s", result.summary(tenant_id))
+        if result.failures:  # they stay dirty for the next run; the caller must know it failed
+            raise SourceFailed("jupiterone", result.summary(tenant_id))
     return delivered

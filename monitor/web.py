@@ -1,10 +1,11 @@
 """The HTTP side: `create_app(settings)` builds the aiohttp application of `monitor web`.
 
 Routes: the Graph webhook (`POST /graph/notifications`, `POST /graph/lifecycle`), `GET /healthz`
-(the process answers), `GET /readyz` (Redis answers; subscription health is reported in the body)
-and `GET /metrics` (Prometheus text); behind the operator token, `GET /onboard` and its callback
-(admin-consent onboarding, `monitor.onboarding`) and `GET /status` (`monitor.operator`; HTML for a
-browser, which signs in at `POST /status/login`: `monitor.status_page`). Every
+(the process answers), `GET /readyz` (Redis answers; subscription health is reported in the body);
+behind the metrics token, `GET /metrics` (Prometheus text); behind the operator token, `GET /onboard`
+and its callback (admin-consent onboarding, `monitor.onboarding`) and `GET /status`
+(`monitor.operator`; HTML for a browser, which signs in at `POST /status/login`:
+`monitor.status_page`). Every
 response carries an `X-Request-Id`, which is also in every log record written while serving it.
 With `worker=True, scheduler=True` (`monitor serve`) the same application also runs the worker and
 the scheduler as tasks of its event loop.
@@ -25,23 +26,26 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from monitor.app import Runtime
 from monitor.graph.subscriptions import parse_graph_time
 from monitor.hints import queue_depth
 from monitor.metrics import metric, render
 from monitor.onboarding import routes as onboarding_routes
-from monitor.operator import fresh_tenants, request_ids, status_handler, status_login_handler
+from monitor.operator import fresh_tenants, metrics_refusal, request_ids, status_handler, status_login_handler
+from monitor.redis_conn import REDIS_UNAVAILABLE
 from monitor.scheduler import Scheduler
 from monitor.settings import Settings
 from monitor.status import operational_gauges
-from monitor.webhook import INTAKE, MAX_BODY, Intake, lifecycle, notifications
+from monitor.supervise import Health
+from monitor.webhook import INTAKE, MAX_BODY, READ_TIMEOUT, Intake, lifecycle, notifications
 from monitor.worker import Worker
 
 log = logging.getLogger(__name__)
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+# The health of the worker and scheduler this process runs (`monitor serve`), for /readyz.
+LOOPS: web.AppKey[list[Health]] = web.AppKey("loops", list)
 STOP_GRACE = 30.0
 
 
@@ -53,6 +57,8 @@ def create_app(
         client_max_size=settings.webhook_max_body, middlewares=[request_ids(), fresh_tenants(RUNTIME)]
     )
     app[MAX_BODY] = settings.webhook_max_body
+    app[READ_TIMEOUT] = settings.http_read_timeout
+    app[LOOPS] = []
 
     async def lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
         # Graph access for the worker, and for onboarding (it validates a consented tenant) when the
@@ -63,9 +69,13 @@ def create_app(
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
         if worker:
-            tasks.append(asyncio.create_task(Worker(opened).run(stop), name="worker"))
+            running_worker = Worker(opened)
+            app[LOOPS].append(running_worker.health)
+            tasks.append(asyncio.create_task(running_worker.run(stop), name="worker"))
         if scheduler:
-            tasks.append(asyncio.create_task(Scheduler(opened).run(stop), name="scheduler"))
+            running_scheduler = Scheduler(opened)
+            app[LOOPS].append(running_scheduler.health)
+            tasks.append(asyncio.create_task(running_scheduler.run(stop), name="scheduler"))
         yield
         stop.set()
         await _finish(tasks)
@@ -115,17 +125,21 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """503 when Redis does not answer (nothing can be enqueued). Subscriptions are reported, not
-    gated on: an unready webhook would be taken out of the load balancer, and Graph could then not
-    validate the very subscription that needs repairing."""
+    """503 when Redis does not answer (nothing can be enqueued), or when the worker or scheduler this
+    process runs (`monitor serve`) cannot work. Subscriptions are reported, not gated on: an unready
+    webhook would be taken out of the load balancer, and Graph could then not validate the very
+    subscription that needs repairing."""
     runtime = request.app[RUNTIME]
+    loops = {health.task: health.describe() for health in request.app[LOOPS]}
     try:
         await asyncio.wait_for(runtime.redis.ping(), timeout=2.0)
-    except (RedisError, OSError, TimeoutError) as exc:
-        return web.json_response({"status": "unavailable", "redis": str(exc)}, status=503)
+    except REDIS_UNAVAILABLE as exc:
+        return web.json_response({"status": "unavailable", "redis": str(exc), **loops}, status=503)
+    if not all(health.ready for health in request.app[LOOPS]):
+        return web.json_response({"status": "unavailable", "redis": "ok", **loops}, status=503)
     subscriptions = {tenant: await _subscription_health(runtime, tenant) for tenant in runtime.tenant_ids()}
     healthy = all(state == "ok" for states in subscriptions.values() for state in states.values())
-    body = {"status": "ok" if healthy else "degraded", "redis": "ok", "subscriptions": subscriptions}
+    body = {"status": "ok" if healthy else "degraded", "redis": "ok", **loops, "subscriptions": subscriptions}
     return web.json_response(body)
 
 
@@ -152,6 +166,9 @@ async def _registry(runtime: Runtime, tenant: str) -> list[dict[str, Any]]:
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
+    refused = metrics_refusal(runtime.settings, request)
+    if refused is not None:  # the series name the tenants: not for anyone who asks
+        return refused
     tenants = runtime.tenant_ids()
     gauges: dict[str, float] = {"monitor_hints_queue_depth": float(await queue_depth(runtime.redis))}
     now = runtime.clock()

@@ -4,7 +4,8 @@ Order of work for a POST (STYLE.md practice 7):
 
 1. `validationToken` in the query string: answer it at once, before looking at the body — 200,
    `text/plain`, the URL-decoded token (GRAPH.md 3.1; the validation POST has no JSON body).
-2. Content type and size: JSON only, and no larger than `MONITOR_WEBHOOK_MAX_BODY`.
+2. Content type and size: JSON only, no larger than `MONITOR_WEBHOOK_MAX_BODY`, and all of it
+   within `MONITOR_HTTP_READ_TIMEOUT` (`monitor.http_server` has the other bounds on clients).
 3. Schema: a `changeNotificationCollection` (GRAPH.md 4.1), validated by pydantic.
 4. Each item: a tenant we watch, a subscription we made for it, and its `clientState` compared in
    constant time with the one we gave that subscription. Items failing any check are dropped and
@@ -30,12 +31,12 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
-from redis.exceptions import RedisError
 
 from monitor.hints import LIFECYCLE_EVENTS, Hint
 from monitor.keys import GLOBAL_METRICS, HINTS, TenantKeys
+from monitor.logs import RateLimited
 from monitor.metrics import metric, now_ms, queue_increments
-from monitor.redis_conn import Redis
+from monitor.redis_conn import REDIS_UNAVAILABLE, Redis
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ def _judge(item: ChangeNotification, subscription: _Subscription | None, stamp: 
 
 INTAKE: web.AppKey[Intake] = web.AppKey("intake", Intake)
 MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
+READ_TIMEOUT: web.AppKey[float] = web.AppKey("read_timeout", float)
 
 
 async def notifications(request: web.Request) -> web.Response:
@@ -181,19 +183,37 @@ async def _receive(request: web.Request, endpoint: str) -> web.Response:
     intake = request.app[INTAKE]
     checked = await _check_envelope(request)
     if isinstance(checked, web.Response):
-        await _count(intake.redis, endpoint, checked.status, Counter({_REASONS[checked.status]: 1}))
-        return checked
+        await _count(intake.writer, endpoint, checked.status, Counter({_REASONS[checked.status]: 1}))
+        return await _answer_and_close(request, checked) if checked.keep_alive is False else checked
     try:
         hints, outcomes = await intake.accept(checked.value)
         await _enqueue(intake.writer, hints, endpoint, outcomes)
-    except (RedisError, OSError) as exc:
+    except REDIS_UNAVAILABLE as exc:
         # Not stored: a 5xx makes Graph deliver the notifications again (GRAPH.md 4.2).
         log.error("webhook: cannot store notifications: %s", exc)
         return web.Response(status=503, text="cannot store the notifications now; retry")
     return web.Response(status=202)
 
 
-_REASONS = {400: "malformed", 413: "too_large", 415: "wrong_content_type"}
+_REASONS = {400: "malformed", 408: "too_slow", 413: "too_large", 415: "wrong_content_type"}
+_UNREADABLE = RateLimited(log)
+_SLOW = RateLimited(log)
+
+
+def _closing(response: web.Response) -> web.Response:
+    """Mark `response` as the last on its connection: `_receive` sends it with `_answer_and_close`."""
+    response.force_close()
+    return response
+
+
+async def _answer_and_close(request: web.Request, response: web.Response) -> web.Response:
+    """Send `response`, then close the connection at once. aiohttp would otherwise go on reading
+    what is left of the body after the answer (for up to its lingering time, at the client's pace),
+    and read a body it cannot decode into an error logged with its traceback."""
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
+    return response
 
 
 async def _check_envelope(request: web.Request) -> ChangeNotificationCollection | web.Response:
@@ -203,11 +223,22 @@ async def _check_envelope(request: web.Request) -> ChangeNotificationCollection 
     if request.content_length is not None and request.content_length > limit:
         return web.Response(status=413, text=f"body over {limit} bytes")
     try:
-        body = await request.read()
+        # aiohttp puts no time limit on a body; a client trickling one must not hold its connection.
+        async with asyncio.timeout(request.app[READ_TIMEOUT]):
+            body = await request.read()
+    except TimeoutError:
+        _SLOW.warning("webhook: a body did not arrive within %gs; answered 408 and closed", request.app[READ_TIMEOUT])
+        return _closing(web.Response(status=408, text="the body took too long to arrive"))
+    except ConnectionError:  # gone before its body arrived (it left, or was closed to make room)
+        return web.Response(status=408, text="the connection closed before the body arrived")
     except web.HTTPRequestEntityTooLarge:
         return web.Response(status=413, text=f"body over {limit} bytes")
     except RequestPayloadError as exc:  # e.g. a body that claims gzip and is not
-        return web.Response(status=400, text=f"unreadable body: {exc}"[:300])
+        reason = " ".join(str(exc).split())[:200]
+        _UNREADABLE.warning(
+            "webhook: unreadable body (Content-Encoding %r): %s", request.headers.get("Content-Encoding"), reason
+        )
+        return _closing(web.Response(status=400, text=f"unreadable body: {reason}"))
     try:
         return ChangeNotificationCollection.model_validate_json(body)
     except ValidationError as exc:
@@ -267,12 +298,12 @@ async def _enqueue(writer: HintWriter, hints: list[Hint], endpoint: str, outcome
     await writer.write(hints, counts)
 
 
-async def _count(redis: Redis, endpoint: str, status: int, outcomes: Counter[str]) -> None:
-    counts = {metric("monitor_notifications_total", outcome=o): n for o, n in outcomes.items()}
+async def _count(writer: HintWriter, endpoint: str, status: int, outcomes: Counter[str]) -> None:
+    """Count a rejected request. Through the writer: rejections arriving together (a flood of bad or
+    slow requests) share one Redis round trip and connection instead of taking one each."""
+    counts: Counter[str] = Counter({metric("monitor_notifications_total", outcome=o): n for o, n in outcomes.items()})
     counts[metric("monitor_webhook_requests_total", endpoint=endpoint, status=str(status))] = 1
-    pipeline: Any = redis.pipeline(transaction=False)
-    queue_increments(pipeline, GLOBAL_METRICS, counts)
     try:
-        await pipeline.execute()
-    except (RedisError, OSError):
+        await writer.write([], counts)
+    except REDIS_UNAVAILABLE:
         pass  # a rejected request is answered whether or not it could be counted

@@ -29,7 +29,9 @@ from monitor.graph.subscriptions import RESOURCES, SubscriptionManager
 from monitor.hints import SOURCE_JOBS, Hint, ensure_group
 from monitor.keys import GLOBAL_METRICS, HINTS, HINTS_GROUP, WORKER_HEARTBEAT_TTL, worker_heartbeat
 from monitor.metrics import increment, metric, tenant_increment
+from monitor.redis_conn import REDIS_UNAVAILABLE
 from monitor.settings import TenantConfig
+from monitor.supervise import Health, Supervisor
 from monitor.sync import SourceFailed, deliver, run_source
 
 log = logging.getLogger(__name__)
@@ -81,16 +83,33 @@ class Worker:
         self.coalesce_window = runtime.settings.coalesce_window
         self.stats = WorkerStats()
         self._semaphore = asyncio.Semaphore(MAX_CONCURRENT_JOBS)
+        self.health = Health("worker")
+        self._resume = False
 
     async def run(self, stop: asyncio.Event | None = None) -> WorkerStats:
-        """Work until `stop` is set (or, in burst mode, until nothing is left to do)."""
+        """Work until `stop` is set (or, in burst mode, until nothing is left to do).
+
+        A long-running worker is supervised (`monitor.supervise`): when Redis goes away it is
+        restarted with backoff until Redis answers again. A burst run fails instead: it is a one-off.
+        """
         stop = stop or asyncio.Event()
+        if self.burst:
+            await self._work(stop)
+        else:
+            await Supervisor(self.redis, self.health).run(lambda: self._work(stop), stop)
+        log.info("worker %s stopped; %s", self.name, self.stats.summary())
+        return self.stats
+
+    async def _work(self, stop: asyncio.Event) -> None:
         await ensure_group(self.redis)
-        background = [asyncio.create_task(self._heartbeat())]
+        # Hints this worker read before a restart are still pending under its name: take them first.
+        self._resume = True
+        background = [asyncio.create_task(self._heartbeat(), name="heartbeat")]
         if self.publish and self.runtime.publisher is not None and not self.burst:
-            background.append(asyncio.create_task(self._publish_loop(stop)))
+            background.append(asyncio.create_task(self._publish_loop(stop), name="publisher"))
         try:
             while not stop.is_set():
+                _raise_if_ended(background)
                 entries = await self._next_batch(stop)
                 if entries:
                     await self._process(entries)
@@ -102,15 +121,17 @@ class Worker:
         finally:
             for task in background:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await self.redis.delete(worker_heartbeat(self.name))
-            log.info("worker %s stopped; %s", self.name, self.stats.summary())
-        return self.stats
+            await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(*REDIS_UNAVAILABLE):  # Redis may be what failed
+                await self.redis.delete(worker_heartbeat(self.name))
 
     # -- reading -----------------------------------------------------------------------------
     async def _next_batch(self, stop: asyncio.Event) -> list[tuple[str, dict[Any, Any]]]:
         entries = await self._claim()
+        if self._resume:
+            entries += await self._read(block=None, start="0")
+            self._resume = False
+        self.health.working()
         entries += await self._read(block=None if self.burst else 1000)
         if entries and self.coalesce_window > 0 and not stop.is_set():
             # The rest of a burst usually arrives within moments: wait, then take it all.
@@ -118,8 +139,10 @@ class Worker:
             entries += await self._read(block=None)
         return entries
 
-    async def _read(self, block: int | None) -> list[tuple[str, dict[Any, Any]]]:
-        response: Any = await self.redis.xreadgroup(HINTS_GROUP, self.name, {HINTS: ">"}, count=READ_COUNT, block=block)
+    async def _read(self, block: int | None, start: str = ">") -> list[tuple[str, dict[Any, Any]]]:
+        """New hints (`start` ">"), or with "0" those read earlier by this worker and still pending."""
+        streams: Any = {HINTS: start}
+        response: Any = await self.redis.xreadgroup(HINTS_GROUP, self.name, streams, count=READ_COUNT, block=block)
         entries = []
         for _, stream_entries in response or []:
             entries += [(_text(entry_id), fields) for entry_id, fields in stream_entries if fields is not None]
@@ -159,7 +182,11 @@ class Worker:
             self.stats.dropped += len(invalid)
             log.warning("worker: dropped %d entries that are not hints", len(invalid))
             await self._ack(invalid)
-        await asyncio.gather(*(self._run(job) for job in jobs.values()))
+        # A task group, so that a Redis outage in one job stops the others too: the supervisor
+        # restarts the worker, and the hints of every unfinished job are still pending.
+        async with asyncio.TaskGroup() as group:
+            for job in jobs.values():
+                group.create_task(self._run(job))
         for tenant in {job.hint.tenant for job in jobs.values()}:
             if self.runtime.tenant(tenant) is not None:  # a removed tenant gets no keys written again
                 await self._deliver(tenant)
@@ -172,6 +199,8 @@ class Worker:
             except (SourceFailed, JobFailed) as exc:
                 outcome = "failed"
                 await self._failed(job, exc)
+            except REDIS_UNAVAILABLE:
+                raise  # not the job's fault: the supervisor waits for Redis and restarts the worker
             except Exception:
                 outcome = "failed"
                 log.exception("worker: job %s crashed", job.hint.job_key)
@@ -297,6 +326,15 @@ def _report_status(report: Any, runtime: Runtime) -> dict[str, Any]:
         "deleted": len(report.deleted),
         "error": "; ".join(f"{k}: {v}" for k, v in report.errors.items()),
     }
+
+
+def _raise_if_ended(tasks: list[asyncio.Task[None]]) -> None:
+    """The worker's background tasks run as long as it does; one that ended failed (its error is
+    raised, so the supervisor restarts the whole worker rather than letting it run without)."""
+    for task in tasks:
+        if task.done():
+            task.result()
+            raise RuntimeError(f"worker: the {task.get_name()} task ended")
 
 
 def _text(value: Any) -> str:

@@ -6,6 +6,14 @@ calls the authority on a miss (GRAPH.md 11.2); on top of that we keep the last t
 in memory and reuse it until five minutes before it expires, so the common path costs no thread
 hop. MSAL is synchronous (it uses `requests`), so every call to it runs in a worker thread and the
 event loop never blocks.
+
+An authority that answers 429 or 5xx, or cannot be reached, is retried like Graph (the same
+`RetryPolicy` settings, honouring `Retry-After`), then becomes one `AuthError`. The answer is
+caught in the HTTP session MSAL uses, before MSAL sees it: for a 5xx token response MSAL would
+raise a bare `MsalServiceError("HTTP Error: 503")`, and it remembers a 429/5xx answer and returns it
+again, without asking, until its `Retry-After` (5 s without one) has passed
+(msal/throttled_http_client.py). The body of such an answer is not read: Entra documents no error
+body for it, so none is assumed.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from monitor.errors import ConfigError, MonitorError
+from monitor.retry import RetryPolicy, RetryStats, parse_retry_after
 from monitor.settings import Settings
 from monitor.tls import combined_bundle
 
@@ -30,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # Reuse a token until this many seconds before it expires.
 REFRESH_MARGIN = 300.0
+
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class _AuthoritySession(requests.Session):
@@ -51,11 +63,28 @@ class _AuthoritySession(requests.Session):
 
     def request(self, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
-        return super().request(*args, **kwargs)
+        response = super().request(*args, **kwargs)
+        if not RetryPolicy.retryable_status(response.status_code):
+            return response
+        status, retry_after = response.status_code, parse_retry_after(response.headers.get("Retry-After"))
+        # Not kept alive by the error's traceback: its socket would stay open until garbage collection.
+        response.close()
+        del response
+        raise _AuthorityUnavailable(f"answered {status}", str(status), retry_after)
 
 
 class AuthError(MonitorError):
     """No token could be obtained; the message says why without revealing any secret."""
+
+
+class _AuthorityUnavailable(Exception):
+    """The authority answered 429 or 5xx, or could not be reached: worth another try."""
+
+    def __init__(self, reason: str, code: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +121,7 @@ def load_certificate_credential(path: Path) -> dict[str, str]:
 class TokenProvider:
     """Tokens for Graph, per tenant, for the app configured in `Settings`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, policy: RetryPolicy | None = None, sleep: Sleep = asyncio.sleep) -> None:
         settings.require_credentials()
         assert settings.client_id is not None
         self._client_id = settings.client_id
@@ -110,6 +139,11 @@ class TokenProvider:
         self._tokens: dict[str, _Token] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.acquired = 0  # tokens fetched from MSAL (cache hits included), for tests and status
+        self.policy = policy or RetryPolicy(
+            max_retries=settings.graph_max_retries, max_delay=settings.graph_max_backoff
+        )
+        self.stats = RetryStats()
+        self._sleep = sleep
 
     async def token(self, tenant: str) -> str:
         cached = self._tokens.get(tenant)
@@ -120,9 +154,35 @@ class TokenProvider:
             cached = self._tokens.get(tenant)
             if cached is not None and cached.expires_at - time.monotonic() > REFRESH_MARGIN:
                 return cached.value
-            token = await asyncio.to_thread(self._acquire, tenant)
+            token = await self._acquire_retrying(tenant)
             self._tokens[tenant] = token
             return token.value
+
+    async def _acquire_retrying(self, tenant: str) -> _Token:
+        attempt = 0
+        while True:
+            try:
+                return await asyncio.to_thread(self._acquire, tenant)
+            except _AuthorityUnavailable as unavailable:
+                attempt += 1
+                if not self.policy.should_retry(attempt):
+                    raise AuthError(
+                        f"tenant {tenant}: the authority {self._authority_url} {unavailable.reason} "
+                        f"(gave up after {attempt - 1} retries)"
+                    ) from None
+                delay = self.policy.plan(
+                    self.stats, attempt, reason=unavailable.code, retry_after=unavailable.retry_after
+                )
+                log.warning(
+                    "tenant %s: the authority %s %s; retry %d in %.1fs",
+                    tenant,
+                    self._authority_url,
+                    unavailable.reason,
+                    attempt,
+                    delay,
+                    extra={"tenant": tenant},
+                )
+                await self._sleep(delay)
 
     def close(self) -> None:
         self._http.close()
@@ -147,17 +207,12 @@ class TokenProvider:
         try:
             result = app.acquire_token_for_client(scopes=[self._scope])
         except requests.RequestException as exc:
-            raise AuthError(
-                f"tenant {tenant}: cannot reach the authority {self._authority_url}: {_short(exc)}"
-            ) from None
+            raise _AuthorityUnavailable(f"cannot be reached: {_short(exc)}", type(exc).__name__) from None
         if "access_token" not in result:
             raise AuthError(f"tenant {tenant}: {describe_auth_failure(result)}")
         self.acquired += 1
         expires_in = float(result.get("expires_in", 3599))
         return _Token(result["access_token"], time.monotonic() + expires_in)
-
-    def _unreachable(self, tenant: str, exc: Exception) -> AuthError:
-        return AuthError(f"tenant {tenant}: cannot reach the authority {self._authority_url}: {_short(exc)}")
 
     def _app(self, tenant: str) -> Any:
         app = self._apps.get(tenant)
@@ -177,9 +232,7 @@ class TokenProvider:
         except ValueError as exc:
             raise AuthError(f"tenant {tenant}: the authority does not know this tenant ({_short(exc)})") from None
         except requests.RequestException as exc:
-            raise AuthError(
-                f"tenant {tenant}: cannot reach the authority {self._authority_url}: {_short(exc)}"
-            ) from None
+            raise _AuthorityUnavailable(f"cannot be reached: {_short(exc)}", type(exc).__name__) from None
         self._apps[tenant] = app
         return app
 

@@ -10,6 +10,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,16 @@ class RedisProcess:
     port: int
     data_dir: Path
     process: subprocess.Popen[bytes]
+    args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
+
+    def restarted(self) -> RedisProcess:
+        """The same server started again (same port, directory and arguments) after `stop()`; with
+        persistence among the arguments (`--appendonly yes`) it comes back with its data."""
+        return start_redis_server(self.data_dir, *self.args, port=self.port)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -60,17 +68,18 @@ def _answers_ping(host: str, port: int) -> bool:
         return False
 
 
-def start_redis_server(data_dir: Path, *extra_args: str) -> RedisProcess:
-    """Start `redis-server` on a free loopback port; raises if it is missing or will not start."""
+def start_redis_server(data_dir: Path, *extra_args: str, port: int | None = None) -> RedisProcess:
+    """Start `redis-server` on `port` (by default a free loopback port); raises if it is missing or
+    will not start. `extra_args` come last, so they override the defaults (e.g. `--appendonly yes`)."""
     executable = shutil.which("redis-server")
     if executable is None:
         raise RedisServerMissing("redis-server is not installed (./dev test and ./dev bench install it)")
-    for _ in range(5):  # the free port may be taken between probing and binding: try another
-        port = free_port()
+    for _ in range(1 if port is not None else 5):  # a free port may be taken before we bind it: try another
+        chosen = port or free_port()
         process = subprocess.Popen(
             [
                 executable,
-                *("--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir)),
+                *("--bind", "127.0.0.1", "--port", str(chosen), "--dir", str(data_dir)),
                 *("--save", "", "--appendonly", "no", "--logfile", str(data_dir / "redis.log")),
                 *extra_args,
             ],
@@ -79,8 +88,8 @@ def start_redis_server(data_dir: Path, *extra_args: str) -> RedisProcess:
         )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and process.poll() is None:
-            if _answers_ping("127.0.0.1", port):
-                return RedisProcess("127.0.0.1", port, data_dir, process)
+            if _answers_ping("127.0.0.1", chosen):
+                return RedisProcess("127.0.0.1", chosen, data_dir, process, extra_args)
             time.sleep(0.05)
         process.kill()
         process.wait()
@@ -103,18 +112,27 @@ class RedisClusterProcesses:
         for node in self.nodes:
             node.stop()
 
+    def restarted(self) -> RedisClusterProcesses:
+        """Every node started again after `stop()` (each keeps its `nodes.conf`, so the cluster
+        re-forms as it was), once the cluster reports itself healthy."""
+        nodes: list[RedisProcess] = []
+        with _stopped_on_failure(nodes):
+            for node in self.nodes:
+                nodes.append(node.restarted())
+            _wait_for_cluster(nodes)
+        return RedisClusterProcesses(tuple(nodes))
 
-def start_redis_cluster(data_dir: Path, masters: int = 3) -> RedisClusterProcesses:
+
+def start_redis_cluster(data_dir: Path, masters: int = 3, *, extra_args: tuple[str, ...] = ()) -> RedisClusterProcesses:
     """Start `masters` cluster-enabled servers, give each a share of the 16,384 slots, join them,
     and wait until every node reports the cluster healthy."""
     nodes: list[RedisProcess] = []
-    try:
+    with _stopped_on_failure(nodes):
         for n in range(masters):
             node_dir = data_dir / f"node-{n}"
             node_dir.mkdir(parents=True, exist_ok=True)
-            nodes.append(
-                start_redis_server(node_dir, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
-            )
+            cluster_args = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", *extra_args)
+            nodes.append(start_redis_server(node_dir, *cluster_args))
         clients: list[Any] = [redis.Redis(host=node.host, port=node.port) for node in nodes]
         share = CLUSTER_SLOTS // masters
         for n, client in enumerate(clients):
@@ -122,18 +140,34 @@ def start_redis_cluster(data_dir: Path, masters: int = 3) -> RedisClusterProcess
             client.execute_command("CLUSTER", "ADDSLOTSRANGE", n * share, last)
         for client in clients[1:]:
             client.execute_command("CLUSTER", "MEET", nodes[0].host, nodes[0].port)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not all(_cluster_ok(client, masters) for client in clients):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the Redis Cluster did not form; see the logs under {data_dir}")
-            time.sleep(0.1)
         for client in clients:
             client.close()
+        _wait_for_cluster(nodes)
+    return RedisClusterProcesses(tuple(nodes))
+
+
+@contextmanager
+def _stopped_on_failure(nodes: list[RedisProcess]) -> Iterator[None]:
+    """Stop the nodes started so far if the block fails."""
+    try:
+        yield
     except BaseException:
         for node in nodes:
             node.stop()
         raise
-    return RedisClusterProcesses(tuple(nodes))
+
+
+def _wait_for_cluster(nodes: list[RedisProcess]) -> None:
+    clients: list[Any] = [redis.Redis(host=node.host, port=node.port) for node in nodes]
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not all(_cluster_ok(client, len(nodes)) for client in clients):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Redis Cluster did not form; see the logs under {nodes[0].data_dir.parent}")
+            time.sleep(0.1)
+    finally:
+        for client in clients:
+            client.close()
 
 
 def _cluster_ok(client: Any, masters: int) -> bool:

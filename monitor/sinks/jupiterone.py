@@ -60,7 +60,7 @@ from monitor.keys import CLEAR_DIRTY_IF_UNCHANGED, TenantKeys
 from monitor.leases import Lease, LeaseBusy
 from monitor.model.registry import end_placements
 from monitor.model.types import JsonObject, Placement
-from monitor.redis_conn import Redis
+from monitor.redis_conn import REDIS_UNAVAILABLE, Redis
 from monitor.retry import RetryPolicy
 from monitor.scopes import ScopeId, scope_of
 from monitor.settings import Settings, TenantConfig
@@ -633,7 +633,7 @@ class Publisher:
                 if not await self.has_pending(tenant):
                     continue
                 result = await self.publish_pending(tenant, debounce=self.debounce)
-            except (RedisError, OSError) as exc:
+            except REDIS_UNAVAILABLE as exc:
                 log.warning("jupiterone %s: publishing pass failed: %s", tenant.id, exc)
                 failed = True
                 continue

@@ -15,6 +15,7 @@ import yaml
 from monitor.cli import build_parser
 from monitor.probes import PROBE_PATHS, probe_app
 from monitor.settings import Settings
+from monitor.supervise import Health
 from monitor.web import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ def web_routes() -> set[str]:
 
 
 def probe_routes() -> set[str]:
-    app = probe_app(None, lambda: True)  # type: ignore[arg-type]  # routes only; never served
+    app = probe_app(None, Health("worker"))  # type: ignore[arg-type]  # routes only; never served
     return {route.resource.canonical for route in app.router.routes() if route.resource is not None}
 
 
@@ -169,3 +170,14 @@ def test_kustomization_lists_every_manifest() -> None:
 
 def test_probe_paths_are_the_ones_served() -> None:
     assert probe_routes() == set(PROBE_PATHS)
+
+
+def test_the_example_configuration_guards_status_and_metrics() -> None:
+    """/status and /metrics name the tenants watched: each answers only with its token, so the example
+    Secret and env file set both (and the Ingress exposes neither: see above)."""
+    (secret,) = of_kind("Secret").values()
+    environment = re.findall(r"^(MONITOR_\w+)=", (DEPLOY / "monitor.env.example").read_text(), re.MULTILINE)
+    for variable in ("MONITOR_OPERATOR_TOKEN", "MONITOR_METRICS_TOKEN"):
+        assert variable in secret["stringData"] and variable in environment
+        assert variable.removeprefix("MONITOR_").lower() in Settings.model_fields
+    assert "/metrics" in web_routes() and "/status" in web_routes()

@@ -15,12 +15,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from monitor.app import Runtime
 from monitor.keys import GLOBAL_METRICS, HINTS
 from monitor.settings import Settings, load_settings
 from monitor.simulator.redis_process import start_redis_server
-from monitor.web import create_app
+from monitor.web import RUNTIME, create_app
 from tests.conftest import TENANT_ID
 
 
@@ -150,14 +151,50 @@ async def test_redis_down_answers_503_so_graph_retries(graph: Any, tmp_path: Pat
         await runtime.close()
 
 
+METRICS_TOKEN = "metrics-token-for-the-tests-0123456789"
+OPERATOR_TOKEN = "operator-token-for-the-tests-0123456789"
+
+
+def guard(client: TestClient[Any, Any], **tokens: str) -> None:
+    runtime = client.app[RUNTIME]
+    runtime.settings = runtime.settings.model_copy(update={k: SecretStr(v) for k, v in tokens.items()})
+
+
 async def test_metrics_are_prometheus_text(client: TestClient[Any, Any]) -> None:
+    guard(client, metrics_token=METRICS_TOKEN)
     await client.post("/graph/notifications", json=notification())
-    response = await client.get("/metrics")
+    response = await client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert response.status == 200
     text = await response.text()
     assert "# TYPE monitor_notifications_total counter" in text
     assert 'monitor_notifications_total{outcome="unknown_subscription"} 1' in text
     assert "monitor_hints_queue_depth 0" in text
+
+
+async def test_metrics_are_off_without_a_token_like_status(client: TestClient[Any, Any]) -> None:
+    """The series name every tenant and when its subscriptions expire: /metrics is guarded as /status is."""
+    assert (await client.get("/metrics")).status == 404
+    assert (await client.get("/status")).status == 404
+
+
+@pytest.mark.parametrize(
+    ("presented", "status"),
+    [
+        (None, 401),
+        ("Bearer not-the-token-0123456789", 401),
+        (f"Bearer {METRICS_TOKEN}", 200),
+        (f"Bearer {OPERATOR_TOKEN}", 200),
+    ],
+)
+async def test_metrics_need_the_metrics_or_the_operator_token(
+    client: TestClient[Any, Any], presented: str | None, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    guard(client, metrics_token=METRICS_TOKEN, operator_token=OPERATOR_TOKEN)
+    response = await client.get("/metrics", headers={"Authorization": presented} if presented else {})
+    assert response.status == status
+    text = await response.text()
+    assert ("monitor_hints_queue_depth" in text) == (status == 200) and METRICS_TOKEN not in text
+    assert any("wrong metrics token" in r.getMessage() for r in caplog.records) == (status == 401)
 
 
 _json_values = st.recursive(

@@ -15,6 +15,7 @@ from monitor.probes import probe_app
 from monitor.scheduler import Scheduler
 from monitor.settings import TenantConfig
 from monitor.simulator import SimTenant
+from monitor.supervise import Health
 from monitor.tenants import onboard, remove
 from tests.conftest import CLIENT_ID
 from tests.tenants.conftest import SECOND_TENANT, Deployment
@@ -50,13 +51,19 @@ async def test_request_ids_are_honoured_made_echoed_and_logged(deployment: Deplo
     assert warning["request_id"] == "op-7" and warning["level"] == "WARNING"
 
 
-@pytest.mark.parametrize("alive", [True, False])
-async def test_worker_and_scheduler_probes(deployment: Deployment, alive: bool) -> None:
-    async with TestClient(TestServer(probe_app(deployment.redis, lambda: alive))) as client:
-        health = await client.get("/healthz")
-        ready = await client.get("/readyz")
-        assert health.status == (200 if alive else 503)
-        assert ready.status == 200 and (await ready.json())["redis"] == "ok"
+@pytest.mark.parametrize(
+    ("state", "alive", "ready"), [("working", 200, 200), ("waiting for Redis", 200, 503), ("stopped", 503, 503)]
+)
+async def test_worker_and_scheduler_probes(deployment: Deployment, state: str, alive: int, ready: int) -> None:
+    health = Health("worker")
+    if state != "waiting for Redis":
+        health.working()
+    health.stopped = state == "stopped"
+    async with TestClient(TestServer(probe_app(deployment.redis, health))) as client:
+        live = await client.get("/healthz")
+        readiness = await client.get("/readyz")
+        assert (live.status, readiness.status) == (alive, ready)
+        assert (await readiness.json())["redis"] == "ok"
 
 
 async def test_the_scheduler_follows_tenants_registered_and_removed(

@@ -146,7 +146,8 @@ async def test_no_secret_leaks_from_onboarding_sync_status_metrics_or_errors(
         status = await browser.get(f"{public_url}/status", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
         body = await status.text()
         assert status.status == 200 and SECOND_TENANT in body and "cannot reach JupiterOne" in body
-        metrics = await browser.get(f"{public_url}/metrics")
+        metrics = await browser.get(f"{public_url}/metrics", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+        assert metrics.status == 200
         seen += [body, await metrics.text()]
 
     assert await status_command(secret_settings, as_json=False) == 0
