@@ -32,6 +32,7 @@ from monitor.worker import Worker, WorkerStats
 from tests.conftest import TENANT_ID, RedisServer, simulator_settings
 
 OPERATOR_TOKEN = "operator-token-for-the-status-page-42"
+METRICS_TOKEN = "metrics-token-for-prometheus-0123456789"
 # Markup and script in every name an operator can type or a directory can hold.
 HOSTILE_NAME = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">Contoso & Co"
 HOSTILE_GROUP = "<b onmouseover=alert(1)>Global Admins</b>"
@@ -129,6 +130,7 @@ async def observed(
         tenants_file=str(tenants_file(tmp_path / "tenants.toml", tmp_path / "alerts.jsonl")),
         public_url=url,
         operator_token=OPERATOR_TOKEN,
+        metrics_token=METRICS_TOKEN,
         sink=f"jsonl:{tmp_path / 'changes.jsonl'},jupiterone",
         j1_api_url=j1_server.url,
         j1_account=j1_server.simulator.account,

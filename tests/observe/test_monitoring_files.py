@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from monitor.metrics import GAUGES, HELP
-from tests.observe.conftest import Observed
+from tests.observe.conftest import METRICS_TOKEN, Observed
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RULES = DEPLOY / "prometheus" / "monitor-alerts.yaml"
@@ -96,7 +96,10 @@ def exported_names(scrape: str) -> set[str]:
 
 async def test_every_metric_deploy_uses_is_exported_by_a_real_scrape(observed: Observed) -> None:
     await observed.scenario()
-    async with observed.client() as http, http.get(f"{observed.url}/metrics") as response:
+    async with (
+        observed.client() as http,
+        http.get(f"{observed.url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}) as response,
+    ):
         assert response.status == 200
         exported = exported_names(await response.text())
     uses = metric_uses()
