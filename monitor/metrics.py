@@ -27,9 +27,27 @@ HELP = {
     "monitor_subscription_expiry_seconds": "Seconds until a Graph subscription expires.",
     "monitor_delta_token_age_seconds": "Age of the saved delta link, by resource.",
     "monitor_alerts_total": "Alerts raised, by rule.",
+    "monitor_j1_jobs_total": "JupiterOne sync jobs, by result (finished, errors: with error counters, failed).",
+    "monitor_j1_job_errors_total": "Error counters of JupiterOne jobs that finished with errors, by counter.",
+    "monitor_j1_failures_total": "Scopes JupiterOne did not take, by reason.",
+    "monitor_j1_problem": "1 while JupiterOne refuses our key (unauthorized, forbidden) or is unavailable.",
+    "monitor_j1_dirty_scopes": "Upload scopes waiting to be published, after the last pass.",
+    "monitor_j1_backoff_scopes": "Upload scopes JupiterOne did not take, waiting for their next try.",
+    "monitor_j1_drift_objects": "Objects that differed at JupiterOne in the last reconciliation, by type and drift.",
+    "monitor_j1_drift_scopes": "Upload scopes that differed at JupiterOne in the last reconciliation.",
+    "monitor_j1_reconciles_total": "Reconciliations with JupiterOne, by mode (check, repair) and result.",
 }
 GAUGES = frozenset(
-    {"monitor_hints_queue_depth", "monitor_subscription_expiry_seconds", "monitor_delta_token_age_seconds"}
+    {
+        "monitor_hints_queue_depth",
+        "monitor_subscription_expiry_seconds",
+        "monitor_delta_token_age_seconds",
+        "monitor_j1_problem",
+        "monitor_j1_dirty_scopes",
+        "monitor_j1_backoff_scopes",
+        "monitor_j1_drift_objects",
+        "monitor_j1_drift_scopes",
+    }
 )
 
 
