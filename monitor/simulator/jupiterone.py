@@ -191,6 +191,7 @@ class RequestRecord:
     content_encoding: str = ""
     correlation_id: str = ""
     answer_bytes: int = 0
+    credentials: bool = False  # whether it carried an Authorization header
 
 
 @dataclass
@@ -503,6 +504,7 @@ class SimJupiterOne:
                 request.headers.get("Content-Encoding", ""),
                 request.headers.get("JupiterOne-Correlation-Id", ""),
                 len(answer),
+                "Authorization" in request.headers,
             )
         )
         if job_id in self.jobs:

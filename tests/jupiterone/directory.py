@@ -20,6 +20,8 @@ from monitor.model.groups import (
     map_member_change,
     placeholder_removed,
 )
+from monitor.model.intune_apps import DetectedAppCatalog, map_install_row, map_installed, map_managed_app
+from monitor.model.intune_devices import map_device
 from monitor.model.types import Delete, JsonObject, Kind, Op, relationship_placement
 from monitor.model.users import map_user, user_removed
 from monitor.scopes import ScopeId, scope_of
@@ -28,6 +30,7 @@ from monitor.sinks.j1_payload import END_LABELS
 from monitor.sinks.jupiterone import ACCOUNT_NAME_TAG, j1_scope_name
 from monitor.store import PageWrite, TenantStore
 from tests.data import graph_directory as gd
+from tests.intune import data as intune
 
 TENANT_ID = gd.TENANT_ID
 ACCOUNT_KEY = account_key(TENANT_ID)
@@ -110,6 +113,37 @@ GENERATED_GROUPS = [
 ]
 
 
+DEVICES = [
+    {**intune.IPHONE, "userId": GENERATED_USERS[0]["id"], "usersLoggedOn": [{"userId": GENERATED_USERS[0]["id"]}]},
+    {**intune.IPHONE, "id": "5a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "userId": GENERATED_USERS[1]["id"]},
+]
+DETECTED = [
+    {"id": "d-0001", "displayName": "Contoso VPN", "version": "2.1"},
+    {"id": "d-0002", "displayName": "Notepad++", "version": "8.6"},
+]
+KNOWN_USERS = {user["id"] for user in GENERATED_USERS}
+
+
+def intune_ops() -> list[Op]:
+    """Two devices with their agents and users, a managed app assigned to both, detected apps installed."""
+    ops: list[Op] = []
+    catalog = DetectedAppCatalog()
+    for app in DETECTED:
+        catalog.add(app)
+    ops += list(catalog.entities())
+    ops.append(map_managed_app(intune.WIN32_APP))
+    for device in DEVICES:
+        mapped = map_device(device, known_users=KNOWN_USERS)
+        ops += mapped
+        device_type = mapped[0].obj["_type"]
+        row = {"DeviceId": device["id"], "AppVersion": "3.2.1", "ErrorCode": 0, "InstallState": 1}
+        assigned = map_install_row(intune.WIN32_APP, row, device_type)
+        assert assigned is not None
+        ops.append(assigned)
+        ops += [map_installed(app, device["id"], device_type) for app in DETECTED]
+    return ops
+
+
 def initial_ops() -> list[Op]:
     """The account, every fixture user, 40 generated users, the fixture and generated groups with members."""
     account = map_account(gd.ORGANIZATION, key=ACCOUNT_KEY, display_name="Contoso Production")
@@ -145,6 +179,12 @@ async def mark_every_scope_dirty(store: TenantStore) -> None:
     """What a blind re-publication of the whole tenant does (the reconciliation before it read back)."""
     for scope in await store.known_scopes():
         await store.redis.hincrby(store.keys.dirty, str(scope), 1)
+
+
+async def metric_values(store: TenantStore) -> dict[str, int]:
+    """The tenant's metric series (counters and gauges) as kept in Redis."""
+    raw = await store.redis.hgetall(store.keys.metrics)
+    return {(k.decode() if isinstance(k, bytes) else k): int(float(v)) for k, v in raw.items()}
 
 
 async def dirty_counters(store: TenantStore) -> dict[str, int]:
