@@ -136,7 +136,13 @@ def intune_ops() -> list[Op]:
         mapped = map_device(device, known_users=KNOWN_USERS)
         ops += mapped
         device_type = mapped[0].obj["_type"]
-        row = {"DeviceId": device["id"], "AppVersion": "3.2.1", "ErrorCode": 0, "InstallState": 1}
+        row = {
+            "DeviceId": device["id"],
+            "AppVersion": "3.2.1",
+            "ErrorCode": 0,
+            "InstallState": 1,
+            "InstallStateDetail": 0,
+        }
         assigned = map_install_row(intune.WIN32_APP, row, device_type)
         assert assigned is not None
         ops.append(assigned)
