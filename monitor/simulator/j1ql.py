@@ -11,15 +11,18 @@ correlationId}`, whose `url` holds the `{type, data, cursor}` (served under `/qu
 no JupiterOne credentials, as a pre-signed URL would be).
 
 The four queries (J1QL: https://docs.jupiterone.io/j1ql/basic-keywords; `^=` is "starts with";
-`UNIQUE` with `RETURN` de-duplicates rows; `RETURN TREE` returns the traversal's vertices and edges;
-keywords are case-insensitive):
+`UNIQUE` with `RETURN` de-duplicates rows; `RETURN alias.*` returns every property of the selector,
+metadata included; `RETURN alias.property` gives a table column named `alias.property`; relationship
+verbs, `RELATES TO` included, match either direction; keywords are case-insensitive):
 
 - `FIND * WITH _scope = 'S'`: the entities of scope S, a `list` of `{id, entity, properties}` (the
   shape of the Node.js client's `QueryResult`: metadata and `displayName` under `entity`, the other
   properties under `properties`; `_type` comes back as a list, as in JupiterOne's examples).
-- `FIND * WITH _scope = 'S' AS a THAT RELATES TO AS r * WHERE r._scope = 'S' RETURN TREE`: the
-  relationships of scope S with their ends, a `tree` `{vertices, edges}` (edges `{id, fromVertexId,
-  toVertexId, relationship, properties}`), in one page.
+- `FIND * WITH _scope = 'S' AS a THAT RELATES TO AS r * AS b WHERE r._scope = 'S' RETURN r.*,
+  a._key, a._scope, b._key, b._scope`: the relationships of scope S with the entities at their ends,
+  a `table` with one row per (entity of S, relationship) pair: every property of the relationship as
+  an `r.<name>` column, and the two entities' keys and scopes (a relationship between two entities
+  of S comes twice, once from each end).
 - `FIND UNIQUE * WITH _scope ^= 'P' AS e RETURN e._scope`: the scopes starting with P that hold
   entities, a `table` of `{"e._scope": ...}` rows.
 - `FIND UNIQUE * WITH _scope ^= 'P' AS a THAT RELATES TO AS r * WHERE r._scope ^= 'P' RETURN
@@ -45,16 +48,19 @@ if TYPE_CHECKING:
 JsonObject = dict[str, Any]
 QueryKind = Literal["entities", "relationships", "entity_scopes", "relationship_scopes"]
 
-# Metadata shown under `entity` / `relationship` in answers (the rest goes under `properties`).
+# Metadata shown under `entity` in answers (the rest goes under `properties`), and the relationship
+# metadata a wildcard returns.
 _ENTITY_METADATA = ("_id", "_key", "_type", "_class", "_scope", "_source")
-_RELATIONSHIP_METADATA = (*_ENTITY_METADATA, "_fromEntityKey", "_toEntityKey")
+_RETURNED = frozenset({*_ENTITY_METADATA, "_fromEntityKey", "_toEntityKey"})
 _STRING = r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\""""
 _S = r"\s+"
 _QUERIES: dict[QueryKind, re.Pattern[str]] = {
     "entities": re.compile(rf"^\s*FIND{_S}\*{_S}WITH{_S}_scope\s*=\s*(?P<v>{_STRING})\s*$", re.I),
     "relationships": re.compile(
         rf"^\s*FIND{_S}\*{_S}WITH{_S}_scope\s*=\s*(?P<v>{_STRING}){_S}AS{_S}(?P<a>\w+){_S}THAT{_S}RELATES{_S}TO"
-        rf"{_S}AS{_S}(?P<r>\w+){_S}\*{_S}WHERE{_S}(?P=r)\._scope\s*=\s*(?P<w>{_STRING}){_S}RETURN{_S}TREE\s*$",
+        rf"{_S}AS{_S}(?P<r>\w+){_S}\*{_S}AS{_S}(?P<b>\w+){_S}WHERE{_S}(?P=r)\._scope\s*=\s*(?P<w>{_STRING})"
+        rf"{_S}RETURN{_S}(?P=r)\.\*\s*,\s*(?P=a)\._key\s*,\s*(?P=a)\._scope\s*,\s*(?P=b)\._key\s*,"
+        rf"\s*(?P=b)\._scope\s*$",
         re.I,
     ),
     "entity_scopes": re.compile(
@@ -80,7 +86,7 @@ class Query:
     kind: QueryKind
     value: str  # the scope, or the scope prefix
     where: str  # the relationship scope (prefix) of WHERE, or "" without one
-    alias: str  # the alias of the returned `_scope` column
+    aliases: tuple[str, ...]  # the entity, relationship and other entity selectors named
 
 
 def parse(text: str) -> Query:
@@ -88,9 +94,9 @@ def parse(text: str) -> Query:
         match = pattern.match(text)
         if match is not None:
             groups = match.groupdict()
-            alias = groups.get("r") or groups.get("a") or ""
+            aliases = tuple(groups.get(name) or "" for name in ("a", "r", "b"))
             where = _literal(groups["w"]) if groups.get("w") else ""
-            return Query(kind, _literal(groups["v"]), where, alias)
+            return Query(kind, _literal(groups["v"]), where, aliases)
     raise J1qlError(f"the simulated JupiterOne does not answer this J1QL: {text!r}")
 
 
@@ -124,11 +130,11 @@ def run(sim: SimJupiterOne, text: str, cursor: str | None) -> JsonObject:
     query = parse(text)
     sim.queries.append(text)
     if query.kind == "relationships":
-        return {"type": "tree", "data": _tree(sim, query), "cursor": None}
-    if query.kind == "entities":
+        kind, rows = "table", _relationship_rows(sim, query)
+    elif query.kind == "entities":
         kind, rows = "list", [_vertex(entity) for entity in sim.scope_entities(query.value)]
     else:
-        column = f"{query.alias}._scope"
+        column = f"{query.aliases[1] or query.aliases[0]}._scope"
         kind, rows = "table", [{column: scope} for scope in _scopes(sim, query)]
     start = _offset(text, cursor)
     end = start + sim.query_page_size
@@ -136,36 +142,31 @@ def run(sim: SimJupiterOne, text: str, cursor: str | None) -> JsonObject:
 
 
 def _scopes(sim: SimJupiterOne, query: Query) -> list[str]:
-    starting = [scope for scope in sim.entity_scopes() if scope.startswith(query.value)]
     if query.kind == "entity_scopes":
-        return starting
-    found: set[str] = set()
-    for scope in starting:
-        for entity in sim.scope_entities(scope):
-            for (rel_scope, _), _, _, _ in sim.relationships_of((scope, entity["_key"])):
-                if rel_scope.startswith(query.where):
-                    found.add(rel_scope)
-    return sorted(found)
+        return [scope for scope in sim.entity_scopes() if scope.startswith(query.value)]
+    return sim.relationship_scopes(query.value, query.where)
 
 
-def _tree(sim: SimJupiterOne, query: Query) -> JsonObject:
-    vertices: dict[str, JsonObject] = {}
-    edges: dict[str, JsonObject] = {}
+def _relationship_rows(sim: SimJupiterOne, query: Query) -> list[JsonObject]:
+    entity_alias, rel_alias, other_alias = query.aliases
+    rows = []
     for entity in sim.scope_entities(query.value):
-        for (rel_scope, _), rel, from_end, to_end in sim.relationships_of((query.value, entity["_key"])):
+        here = (query.value, entity["_key"])
+        for (rel_scope, _), rel, from_end, to_end in sim.relationships_of(here):
             if rel_scope != query.where:
                 continue
-            ends = [sim.entity_view(*from_end), sim.entity_view(*to_end)]
-            for end in ends:
-                vertices.setdefault(end["_id"], _vertex(end))
-            edges[rel["_id"]] = {
-                "id": rel["_id"],
-                "fromVertexId": ends[0]["_id"],
-                "toVertexId": ends[1]["_id"],
-                "relationship": _metadata(rel, _RELATIONSHIP_METADATA),
-                "properties": _properties(rel),
-            }
-    return {"vertices": list(vertices.values()), "edges": list(edges.values())}
+            other = to_end if from_end == here else from_end
+            row = {f"{rel_alias}.{name}": value for name, value in rel.items() if name in _RETURNED or name[0] != "_"}
+            row.update(
+                {
+                    f"{entity_alias}._key": here[1],
+                    f"{entity_alias}._scope": here[0],
+                    f"{other_alias}._key": other[1],
+                    f"{other_alias}._scope": other[0],
+                }
+            )
+            rows.append(row)
+    return rows
 
 
 def _vertex(entity: JsonObject) -> JsonObject:

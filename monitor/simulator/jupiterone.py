@@ -459,6 +459,16 @@ class SimJupiterOne:
     def entity_scopes(self) -> list[str]:
         return sorted(s for s, objs in self._entities.items() if objs)
 
+    def relationship_scopes(self, entity_prefix: str, prefix: str) -> list[str]:
+        """Scopes starting with `prefix` holding a relationship with an end in a scope starting with `entity_prefix`."""
+        found = set()
+        for scope, held in self._relationships.items():
+            if scope.startswith(prefix) and any(
+                end[0].startswith(entity_prefix) for key in held for end in self._ends[(scope, key)]
+            ):
+                found.add(scope)
+        return sorted(found)
+
     def relationships_of(self, entity: ObjectId) -> list[tuple[ObjectId, JsonObject, ObjectId, ObjectId]]:
         """(relationship id, relationship, from end, to end) of every relationship touching `entity`."""
         found = []

@@ -73,11 +73,10 @@ JOB_ERROR_COUNTERS = tuple(
     for op in ("Create", "Update", "Delete")
 )
 # The `queryV1` resolver (https://docs.jupiterone.io/api/entity-relationship-queries).
-QUERY_V1 = """query J1QL($query: String!, $variables: JSON, $cursor: String, $flags: QueryV1Flags,
-  $deferredResponse: DeferredResponseOption) {
-  queryV1(query: $query, variables: $variables, cursor: $cursor, flags: $flags,
-    deferredResponse: $deferredResponse) { type data cursor url }
-}"""
+QUERY_V1 = (
+    "query J1QL($query:String!,$cursor:String,$flags:QueryV1Flags,$deferredResponse:DeferredResponseOption)"
+    "{queryV1(query:$query,cursor:$cursor,flags:$flags,deferredResponse:$deferredResponse){type data cursor url}}"
+)
 DEFERRED_DONE = "COMPLETED"
 # A `RateLimit-Reset` above this is an epoch time in seconds rather than a number of seconds.
 _EPOCH_THRESHOLD = 1_000_000_000

@@ -11,8 +11,9 @@ An object is `missing` (we would upload it; JupiterOne lacks it), `stale` (Jupit
 would not upload it) or `changed` (both, different).
 
 The shapes read are those of the `queryV1` answers (https://docs.jupiterone.io/api/entity-relationship-queries;
-the Node.js client's `QueryResult`): a `list` of `{id, entity, properties}` for entities, a `tree`
-`{vertices, edges}` with edges `{fromVertexId, toVertexId, relationship, properties}` for relationships.
+the Node.js client's `QueryResult`): a `list` of `{id, entity, properties}` for entities, and for
+relationships a `table` whose columns are named `alias.property`, as `RETURN alias.property` gives
+them (the relationship's own columns may also come as one object under its alias: both are read).
 """
 
 from __future__ import annotations
@@ -100,22 +101,33 @@ def held_entities(rows: Iterable[Mapping[str, Any]]) -> dict[ObjectRef, Held]:
     return found
 
 
-def held_relationships(tree: Mapping[str, Any], scope: str) -> dict[ObjectRef, Held]:
-    """The compared form of the `tree` of a relationship query, keeping the relationships of `scope`."""
-    vertices = {str(v.get("id")): _merged(v, "entity") for v in tree.get("vertices") or []}
+def held_relationships(rows: Iterable[Mapping[str, Any]], scope: str) -> dict[ObjectRef, Held]:
+    """The compared form of the rows of `... AS a THAT RELATES TO AS r * AS b WHERE r._scope = <scope>
+    RETURN r.*, a._key, a._scope, b._key, b._scope` (one row per end in `scope`; duplicates merge).
+
+    `r.*` is read as `r.<name>` columns, or as one `r` column holding the relationship; the ends
+    come from `a` and `b`, ordered by the relationship's `_fromEntityKey`.
+    """
     found: dict[ObjectRef, Held] = {}
-    for edge in tree.get("edges") or []:
-        rel = _merged(edge, "relationship")
+    for row in rows:
+        rel = _selector(row, "r")
         if rel.get("_scope", scope) != scope:
             continue
-        ends = []
-        for side in ("from", "to"):
-            vertex = vertices.get(str(edge.get(f"{side}VertexId")), {})
-            ends.append((str(vertex.get("_scope", "")), str(vertex.get("_key", rel.get(f"_{side}EntityKey")))))
+        a, b = (str(row.get("a._scope")), str(row.get("a._key"))), (str(row.get("b._scope")), str(row.get("b._key")))
+        from_key = rel.get("_fromEntityKey")
+        ends = (a, b) if from_key == a[1] and rel.get("_toEntityKey") in (None, b[1]) else (b, a)
         rel.setdefault("_fromEntityKey", ends[0][1])
         rel.setdefault("_toEntityKey", ends[1][1])
-        found[("relationship", str(rel.get("_key")))] = _form("relationship", rel, (ends[0], ends[1]))
+        found[("relationship", str(rel.get("_key")))] = _form("relationship", rel, ends)
     return found
+
+
+def _selector(row: Mapping[str, Any], alias: str) -> JsonObject:
+    whole = row.get(alias)
+    if isinstance(whole, Mapping):
+        return dict(whole)
+    head = f"{alias}."
+    return {name[len(head) :]: value for name, value in row.items() if name.startswith(head)}
 
 
 def compare(wanted: Mapping[ObjectRef, Held], held: Mapping[ObjectRef, Held]) -> list[Difference]:

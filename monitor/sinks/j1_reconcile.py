@@ -15,10 +15,10 @@ query paged until its cursor is null):
    answers, as JupiterOne recommends for queries that may run long.
 2. Per upload scope that the mirror or the inventory knows, and that is not dirty (a dirty scope
    is about to be published anyway): its entities (`FIND * WITH _scope = '<scope>'`) and its
-   relationships with their ends (`FIND * WITH _scope = '<scope>' AS a THAT RELATES TO AS r * WHERE
-   r._scope = '<scope>' RETURN TREE`; every relationship of ours has its anchor end in its own
-   scope). A scope the mirror holds objects for and the inventory does not list is all missing,
-   without a query.
+   relationships with the entities at their ends (`FIND * WITH _scope = '<scope>' AS a THAT RELATES
+   TO AS r * AS b WHERE r._scope = '<scope>' RETURN r.*, a._key, a._scope, b._key, b._scope`; every
+   relationship of ours has its anchor end in its own scope). A scope the mirror holds objects for
+   and the inventory does not list is all missing, without a query.
 3. `monitor.sinks.j1_compare` against what the publisher would upload now (`build_payload`).
 
 Repair (not with `check`): a differing upload scope is marked dirty, and every dirty scope is
@@ -146,12 +146,12 @@ async def _read_scope(client: JupiterOneClient, j1_scope: str) -> dict[Any, Any]
     held: dict[Any, Any] = {}
     async for page in client.query(f"FIND * WITH _scope = {_quoted(j1_scope)}"):
         held.update(held_entities(page.data or []))
-    tree_query = (
-        f"FIND * WITH _scope = {_quoted(j1_scope)} AS a THAT RELATES TO AS r * "
-        f"WHERE r._scope = {_quoted(j1_scope)} RETURN TREE"
+    relationships = (
+        f"FIND * WITH _scope = {_quoted(j1_scope)} AS a THAT RELATES TO AS r * AS b "
+        f"WHERE r._scope = {_quoted(j1_scope)} RETURN r.*, a._key, a._scope, b._key, b._scope"
     )
-    async for page in client.query(tree_query):
-        held.update(held_relationships(page.data or {}, j1_scope))
+    async for page in client.query(relationships):
+        held.update(held_relationships(page.data or [], j1_scope))
     return held
 
 

@@ -12,7 +12,10 @@ from monitor.simulator.jupiterone import GRAPHQL, RunningJupiterOne, SimJupiterO
 from tests.jupiterone.raw_api import GROUPS, USERS, Api, JsonObject, entity, to_user
 
 ENTITIES = f"FIND * WITH _scope = '{GROUPS}'"
-TREE = f"FIND * WITH _scope = '{GROUPS}' AS a THAT RELATES TO AS r * WHERE r._scope = '{GROUPS}' RETURN TREE"
+EDGES = (
+    f"FIND * WITH _scope = '{GROUPS}' AS a THAT RELATES TO AS r * AS b WHERE r._scope = '{GROUPS}' "
+    "RETURN r.*, a._key, a._scope, b._key, b._scope"
+)
 SCOPES = "FIND UNIQUE * WITH _scope ^= 'test/' AS e RETURN e._scope"
 EDGE_SCOPES = (
     "FIND UNIQUE * WITH _scope ^= 'test/' AS a THAT RELATES TO AS r * WHERE r._scope ^= 'test/' RETURN r._scope"
@@ -58,20 +61,39 @@ async def test_entities_of_a_scope_come_in_pages_until_the_cursor_is_null(api: A
     assert first["entity"]["_type"] == ["azure_user"] and first["properties"] == {"name": "group-00000"}
 
 
-async def test_relationships_of_a_scope_come_as_a_tree_with_their_ends(api: Api) -> None:
+async def test_relationships_of_a_scope_come_as_a_table_with_their_ends(api: Api, j1: SimJupiterOne) -> None:
     await seed(api)
-    answer = (await query(api, TREE))["data"]["queryV1"]
-    assert answer["type"] == "tree" and answer["cursor"] is None
-    tree = answer["data"]
-    vertices = {v["id"]: v["entity"] for v in tree["vertices"]}
-    ends = sorted(
-        (vertices[e["fromVertexId"]]["_key"], vertices[e["toVertexId"]]["_scope"], e["relationship"]["_key"])
-        for e in tree["edges"]
+    inner = {**to_user("group-00003", "group-00004"), "_toEntityScope": GROUPS}  # both ends in GROUPS
+    await api.run(
+        GROUPS,
+        entities=[entity(f"group-{n:05d}") for n in range(5)],
+        relationships=[to_user("group-00000", "user-000001"), to_user("group-00001", "user-000002"), inner],
     )
-    assert ends == [
-        ("group-00000", USERS, "group-00000|has|user-000001"),
-        ("group-00001", USERS, "group-00001|has|user-000002"),
+    j1.query_page_size = 2
+
+    rows, cursor = [], None
+    while True:
+        answer = (await query(api, EDGES, **({"cursor": cursor} if cursor else {})))["data"]["queryV1"]
+        assert answer["type"] == "table"
+        rows += answer["data"]
+        if (cursor := answer["cursor"]) is None:
+            break
+
+    seen = sorted((r["r._key"], r["a._key"], r["b._scope"], r["b._key"]) for r in rows)
+    assert seen == [
+        ("group-00000|has|user-000001", "group-00000", USERS, "user-000001"),
+        ("group-00001|has|user-000002", "group-00001", USERS, "user-000002"),
+        ("group-00003|has|group-00004", "group-00003", GROUPS, "group-00004"),  # once from each end
+        ("group-00003|has|group-00004", "group-00004", GROUPS, "group-00003"),
     ]
+    first = next(r for r in rows if r["r._key"].startswith("group-00000"))
+    assert (first["r._type"], first["r._class"], first["r._scope"], first["r._fromEntityKey"]) == (
+        "azure_group_has_member",
+        "HAS",
+        GROUPS,
+        "group-00000",
+    )
+    assert "r._toEntitySource" not in first  # what the upload labelled is not a property of the relationship
 
 
 async def test_the_scopes_under_a_prefix_are_listed_once_each(api: Api) -> None:
@@ -97,7 +119,7 @@ async def test_a_deferred_answer_is_fetched_from_its_url_without_credentials(api
 
 @pytest.mark.parametrize(
     "j1ql",
-    ["FIND User", f"FIND * WITH _scope ~= '{GROUPS}'", f"{ENTITIES} LIMIT 5", "DELETE everything"],
+    ["FIND User", f"FIND * WITH _scope ~= '{GROUPS}'", f"{ENTITIES} LIMIT 5", f"{EDGES} LIMIT 2", "DELETE it"],
 )
 async def test_a_query_outside_the_subset_is_a_graphql_error(api: Api, j1ql: str) -> None:
     body = await query(api, j1ql)
