@@ -12,6 +12,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from monitor.metrics import render
 from monitor.model.types import Upsert, entity_placement
 from monitor.model.users import USER_FAMILY, map_user
 from monitor.scopes import scope_of, upload_scopes_of
@@ -440,6 +441,9 @@ async def test_a_refused_key_gives_one_status_line_a_metric_and_loses_nothing(
     assert advice in line and f"{len(upload_scopes_of(dirty_before))} scopes wait" in line
     assert await metric_value(redis, f'monitor_j1_problem{{reason="{reason}"}}') == 1
     assert await metric_value(redis, f'monitor_j1_failures_total{{reason="{reason}"}}') == 1
+    scraped = (await render(redis, [TENANT_ID])).splitlines()  # what /metrics serves
+    assert "# TYPE monitor_j1_problem gauge" in scraped
+    assert f'monitor_j1_problem{{tenant="{TENANT_ID}",reason="{reason}"}} 1' in scraped
 
     j1.clear_faults()  # the key is fixed
     fixed = await publisher.publish_pending(tenant)
