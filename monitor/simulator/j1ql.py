@@ -152,9 +152,7 @@ def _relationship_rows(sim: SimJupiterOne, query: Query) -> list[JsonObject]:
     rows = []
     for entity in sim.scope_entities(query.value):
         here = (query.value, entity["_key"])
-        for (rel_scope, _), rel, from_end, to_end in sim.relationships_of(here):
-            if rel_scope != query.where:
-                continue
+        for _, rel, from_end, to_end in sim.relationships_of(here, query.where):
             other = to_end if from_end == here else from_end
             row = {f"{rel_alias}.{name}": value for name, value in rel.items() if name in _RETURNED or name[0] != "_"}
             row.update(

@@ -469,10 +469,15 @@ class SimJupiterOne:
                 found.add(scope)
         return sorted(found)
 
-    def relationships_of(self, entity: ObjectId) -> list[tuple[ObjectId, JsonObject, ObjectId, ObjectId]]:
-        """(relationship id, relationship, from end, to end) of every relationship touching `entity`."""
+    def relationships_of(
+        self, entity: ObjectId, scope: str | None = None
+    ) -> list[tuple[ObjectId, JsonObject, ObjectId, ObjectId]]:
+        """(relationship id, relationship, from end, to end) of every relationship touching `entity`
+        (only those stored in `scope`, when given)."""
         found = []
         for rel_id in sorted(self._links.get(entity, set())):
+            if scope is not None and rel_id[0] != scope:
+                continue
             from_end, to_end = self._ends[rel_id]
             stored = self._relationships[rel_id[0]][rel_id[1]]
             found.append((rel_id, {**stored, "_id": object_id(*rel_id)}, from_end, to_end))
