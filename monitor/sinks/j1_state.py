@@ -12,8 +12,8 @@ Everything a status line or a metric needs is written here, next to the publishe
 
 Metrics (tenant-labelled by `monitor.metrics.render`): `monitor_j1_jobs_total{result}`,
 `monitor_j1_job_errors_total{counter}`, `monitor_j1_failures_total{reason}`, gauges
-`monitor_j1_problem{reason}`, `monitor_j1_backoff_scopes`, `monitor_j1_dirty_scopes`,
-`monitor_j1_drift_objects{type,drift}` and `monitor_j1_drift_scopes`.
+`monitor_j1_problem{reason}`, `monitor_j1_backoff_scopes`, `monitor_j1_drift_objects{type,drift}` and
+`monitor_j1_drift_scopes`.
 """
 
 from __future__ import annotations
@@ -153,14 +153,13 @@ class PublishState:
         await pipe.execute()
         return entry
 
-    async def record_pass(self, summary: str, *, bytes_sent: int, objects: int, dirty: int) -> None:
+    async def record_pass(self, summary: str, *, bytes_sent: int, objects: int) -> None:
         pipe: Any = self.redis.pipeline(transaction=False)
         pipe.hset(self.keys.j1_state, mapping={"last_pass_at": self.clock(), "last_pass": summary})
         if bytes_sent:
             pipe.hincrby(self.keys.metrics, "monitor_j1_bytes_total", bytes_sent)
         if objects:
             pipe.hincrby(self.keys.metrics, "monitor_j1_objects_total", objects)
-        pipe.hset(self.keys.metrics, "monitor_j1_dirty_scopes", dirty)
         pipe.hset(self.keys.metrics, "monitor_j1_backoff_scopes", await self.redis.hlen(self.keys.j1_backoff))
         await pipe.execute()
 

@@ -321,7 +321,7 @@ class Publisher:
         result.bytes_received = int(after["bytes_received"] - before["bytes_received"])
         result.still_dirty = len(upload_scopes(text(k) for k in await self.redis.hkeys(keys.dirty)))
         await self.state(keys.tenant).record_pass(
-            result.summary(keys.tenant), bytes_sent=result.bytes_sent, objects=result.objects, dirty=result.still_dirty
+            result.summary(keys.tenant), bytes_sent=result.bytes_sent, objects=result.objects
         )
 
     async def reconcile(self, tenant: TenantConfig, *, check: bool = False) -> ReconcileReport:
