@@ -1,15 +1,18 @@
-"""JupiterOne benchmark: scoped publication against a full re-upload of the tenant.
+"""JupiterOne benchmark: scoped publication against a full re-upload, and the reconciliation that
+reads JupiterOne back against a blind re-upload of every scope.
 
 On a tenant of 100,000 users, 10,000 groups and 1,000,000 memberships (at `--scale 1`), mirrored by
 a first `monitor sync`:
 
-1. the initial publication (every scope, as DIFF and CROSS_SCOPE jobs): jobs, bytes, wall time;
+1. the initial publication (every upload scope, one DIFF job each): jobs, bytes, wall time;
 2. 100 membership changes spread over 100 groups, then publishing what they made dirty;
 3. one membership change, then publishing it;
-4. what the public integration's approach costs instead: the whole tenant uploaded as one job;
+4. the reconciliation when nothing drifted (`monitor reconcile`: J1QL read-back and comparison),
+   against what the reconciliation did before it read JupiterOne back: every scope re-uploaded;
+5. what the public integration's approach costs instead: the whole tenant uploaded as one job;
 
-and the ratios. The simulated JupiterOne runs in its own process (its work of applying uploads is
-not ours); the publisher runs in this process, so its time is measured alone.
+and the ratios. The simulated JupiterOne runs in its own process (its work of applying uploads and
+answering queries is not ours); the publisher runs in this process, so its time is measured alone.
 """
 
 from __future__ import annotations
@@ -43,6 +46,20 @@ class Cost:
     raw_bytes: int
     objects: int
     seconds: float
+    bytes_received: int = 0
+
+    @property
+    def wire(self) -> int:
+        """Bytes both ways on the wire (request bodies sent, answers received)."""
+        return self.bytes_sent + self.bytes_received
+
+
+@dataclass
+class Reconciled:
+    reconcile: Cost
+    blind: Cost
+    scopes: int
+    drift: int
 
 
 def run(scale: float) -> str:
@@ -57,24 +74,50 @@ def run(scale: float) -> str:
     return _report(scale, users, groups, memberships, *costs)
 
 
-async def _measure(env: Environment, j1_url: str) -> tuple[Cost, Cost, Cost, Cost]:
+async def _measure(env: Environment, j1_url: str) -> tuple[Cost, Cost, Cost, Reconciled, Cost]:
     settings = _settings(env, j1_url)
     tenant = TenantConfig(id=TENANT)
     redis = aioredis.Redis.from_url(env.redis.url)
     publisher = Publisher(redis, settings)
     try:
-        initial = await _timed(publisher.reconcile(tenant))
+        initial = await _timed(publisher.publish_pending(tenant))  # the first sync left every scope dirty
         await _change_memberships(env, 100)
         run_child(["sync"], env.monitor_env())  # the delta rounds mark the changed scopes dirty
         hundred = await _timed(publisher.publish_pending(tenant))
         await _change_memberships(env, 1)
         run_child(["sync"], env.monitor_env())
         single = await _timed(publisher.publish_pending(tenant))
+        reconciled = await _reconcile_against_blind(publisher, tenant, TenantStore(redis, TENANT))
         full = await _full_reupload(settings, TenantStore(redis, TENANT))
     finally:
         await publisher.close()
         await redis.aclose()
-    return initial, hundred, single, full
+    return initial, hundred, single, reconciled, full
+
+
+async def _reconcile_against_blind(publisher: Publisher, tenant: TenantConfig, store: TenantStore) -> Reconciled:
+    """The reconciliation of an undrifted tenant, and every scope re-uploaded (the former reconciliation)."""
+    before = publisher.client.stats.snapshot()
+    started = time.monotonic()
+    report = await publisher.reconcile(tenant)
+    seconds = time.monotonic() - started
+    if report.error:
+        raise RuntimeError(f"reconcile failed: {report.error}")
+    after = publisher.client.stats.snapshot()
+    reconcile = Cost(
+        0,
+        int(after["requests"] - before["requests"]),
+        int(after["bytes_sent"] - before["bytes_sent"]),
+        int(after["raw_bytes"] - before["raw_bytes"]),
+        0,
+        seconds,
+        int(after["bytes_received"] - before["bytes_received"]),
+    )
+    for scope in await store.known_scopes():
+        await store.redis.hincrby(store.keys.dirty, str(scope), 1)
+    blind = await _timed(publisher.publish_pending(tenant))
+    drift = sum(n for counts in report.drift.values() for n in counts.values())
+    return Reconciled(reconcile, blind, report.scopes_compared, drift)
 
 
 def _settings(env: Environment, j1_url: str) -> Settings:
@@ -87,8 +130,15 @@ def _settings(env: Environment, j1_url: str) -> Settings:
 async def _timed(work: Any) -> Cost:
     started = time.monotonic()
     result = await work
+    seconds = time.monotonic() - started
     return Cost(
-        result.jobs, result.requests, result.bytes_sent, result.raw_bytes, result.objects, time.monotonic() - started
+        result.jobs,
+        result.requests,
+        result.bytes_sent,
+        result.raw_bytes,
+        result.objects,
+        seconds,
+        result.bytes_received,
     )
 
 
@@ -132,7 +182,15 @@ def _ratio(full: Cost, part: Cost) -> str:
 
 
 def _report(
-    scale: float, users: int, groups: int, memberships: int, initial: Cost, hundred: Cost, single: Cost, full: Cost
+    scale: float,
+    users: int,
+    groups: int,
+    memberships: int,
+    initial: Cost,
+    hundred: Cost,
+    single: Cost,
+    reconciled: Reconciled,
+    full: Cost,
 ) -> str:
     def row(label: str, cost: Cost) -> str:
         return (
@@ -140,14 +198,26 @@ def _report(
             f"{cost.bytes_sent / 1024:,.1f} KiB | {cost.seconds:.2f} s |"
         )
 
-    return f"""## JupiterOne: scoped publication against a full re-upload
+    def read(label: str, cost: Cost) -> str:
+        return (
+            f"| {label} | {number(cost.requests)} | {cost.bytes_sent / 1024:,.1f} KiB | "
+            f"{cost.bytes_received / 1024:,.1f} KiB | {cost.seconds:.2f} s |"
+        )
+
+    rec, blind = reconciled.reconcile, reconciled.blind
+    ratios = (
+        f"| Re-upload ÷ read-back | {blind.requests / max(1, rec.requests):,.2f}× | "
+        f"{blind.wire / max(1, rec.wire):,.2f}× (both ways) | | {blind.seconds / max(rec.seconds, 0.001):,.2f}× |"
+    )
+    return f"""## JupiterOne: scoped publication against a full re-upload; the reconciliation
 
 Command: `{command_line()}` — {machine()}.
 Tenant: {number(users)} users, {number(groups)} groups, {number(memberships)} memberships (scale {scale:g}).
 The simulated JupiterOne runs in its own process; times are the publisher's, including waiting for
-JupiterOne to finish each job. Bytes are on the wire (gzipped bodies).
+JupiterOne to finish each job or answer each query. Bytes are on the wire (gzipped bodies and answers).
+Every upload scope is one DIFF job holding a bucket of entities and the relationships anchored on them.
 
-| Publication | jobs | requests | objects uploaded | bytes | wall time |
+| Publication | jobs | requests | objects uploaded | bytes sent | wall time |
 |---|---|---|---|---|---|
 {row("Initial publication (every scope)", initial)}
 {row("After 100 membership changes in 100 groups", hundred)}
@@ -158,4 +228,15 @@ JupiterOne to finish each job. Bytes are on the wire (gzipped bodies).
 |---|---|---|---|
 | Full re-upload ÷ 100 changes | {_ratio(full, hundred)} |
 | Full re-upload ÷ one change | {_ratio(full, single)} |
+
+**Reconciliation when nothing drifted** ({number(reconciled.scopes)} scopes compared, {number(reconciled.drift)}
+objects differing): `monitor reconcile` reads JupiterOne back through J1QL (an inventory of scopes,
+then each scope's entities and relationships, paged) and compares with the mirror, against every
+scope re-uploaded blindly (what the reconciliation did before; {number(blind.jobs)} jobs).
+
+| Reconciliation | requests | bytes sent | bytes received | wall time |
+|---|---|---|---|---|
+{read("Read back and compare (`monitor reconcile`)", rec)}
+{read("Every scope re-uploaded", blind)}
+{ratios}
 """

@@ -36,9 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=_status)
 
     reconcile = commands.add_parser(
-        "reconcile", help="re-publish every scope of a tenant to JupiterOne (the periodic reconciliation)"
+        "reconcile",
+        help="read JupiterOne back, compare with the mirror, re-publish what differs (the periodic reconciliation)",
     )
     reconcile.add_argument("--tenant", action="append", metavar="ID", help="only this tenant (repeatable)")
+    reconcile.add_argument(
+        "--check", action="store_true", help="only report the drift (exit 1 if any); change nothing at JupiterOne"
+    )
+    reconcile.add_argument("--json", action="store_true", help="machine-readable output")
     reconcile.set_defaults(handler=_reconcile)
 
     serve = commands.add_parser("serve", help="web, worker and scheduler in one process")
@@ -120,7 +125,7 @@ def _status(args: argparse.Namespace) -> int:
 def _reconcile(args: argparse.Namespace) -> int:
     from monitor.commands import reconcile_command
 
-    return asyncio.run(reconcile_command(_settings(), tenants=args.tenant))
+    return asyncio.run(reconcile_command(_settings(), tenants=args.tenant, check=args.check, as_json=args.json))
 
 
 def _serve(args: argparse.Namespace) -> int:

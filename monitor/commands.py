@@ -15,7 +15,6 @@ from monitor.console import ProgressLine, sync_summary
 from monitor.errors import ConfigError
 from monitor.probes import serve_probes
 from monitor.settings import Settings, TenantConfig
-from monitor.sinks.jupiterone import reconcile
 from monitor.status import all_statuses, deployment_status, render_deployment, render_tenant
 from monitor.sync import sync_tenant
 
@@ -73,18 +72,27 @@ async def status_command(settings: Settings, *, as_json: bool) -> int:
     return 0
 
 
-async def reconcile_command(settings: Settings, *, tenants: Sequence[str] | None) -> int:
-    """Mark every scope of each tenant dirty and publish it to JupiterOne; exit 1 if a scope failed."""
+async def reconcile_command(
+    settings: Settings, *, tenants: Sequence[str] | None, check: bool = False, as_json: bool = False
+) -> int:
+    """Read each tenant's data back from JupiterOne, compare it with the mirror and, unless `check`,
+    re-publish what differs. Exit 1 if reading failed, if `check` found drift, or if a repair failed."""
     runtime = await Runtime.open(settings, graph=False)
     failed = False
+    reports = []
     try:
         publisher = runtime.require_publisher()
         for tenant in select_tenants(runtime, tenants):
-            result = await reconcile(publisher, tenant)
-            print(result.summary(tenant.id), flush=True)
-            failed = failed or bool(result.failures)
+            report = await publisher.reconcile(tenant, check=check)
+            reports.append(report.as_dict())
+            if not as_json:
+                print(report.summary(), flush=True)
+            repair_failed = report.repair is not None and bool(report.repair.failures)
+            failed = failed or report.error is not None or (check and report.drifted) or repair_failed
     finally:
         await runtime.close()
+    if as_json:
+        sys.stdout.write(orjson.dumps(reports, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 1 if failed else 0
 
 

@@ -171,13 +171,13 @@ class TenantKeys:
         the scope is confirmed, and only if the value is still the one the upload started from."""
         return f"{self.base}:dirty"
 
-    def j1_lease(self, scope: ScopeId) -> str:
-        """STRING holding the owner token of the (tenant, scope) publisher lease; PX-expiring.
+    def j1_lease(self, upload_scope: str) -> str:
+        """STRING holding the owner token of the (tenant, upload scope) publisher lease; PX-expiring.
 
         One publisher process at a time uploads a scope (`monitor.sinks.jupiterone`). The TTL is the
         publisher's lease TTL, renewed while it works, so a crashed publisher frees the scope soon.
         """
-        return f"{self.base}:j1:lease:{scope}"
+        return f"{self.base}:j1:lease:{upload_scope}"
 
     @property
     def j1_state(self) -> str:
@@ -186,7 +186,7 @@ class TenantKeys:
 
     @property
     def j1_inflight(self) -> str:
-        """HASH scope id -> JSON {job, mode, started_at}: jobs being uploaded or finalized right now.
+        """HASH upload scope -> JSON {job, mode, j1_scope, started_at}: jobs being uploaded or finalized right now.
 
         Entries are removed when the job ends; one left by a crashed publisher stays until the next
         upload of that scope aborts its job (status shows its start time, so a stale entry is
@@ -203,20 +203,28 @@ class TenantKeys:
 
     @property
     def j1_rejected(self) -> str:
-        """HASH scope id -> JSON list of {key, rule, detail}: objects left out of the scope's last upload.
+        """HASH upload scope -> JSON list of {key, rule, detail}: objects left out of its last upload.
 
         Replaced on every confirmed upload of the scope, so it always says what JupiterOne lacks.
         """
         return f"{self.base}:j1:rejected"
 
     @property
-    def j1_blocked(self) -> str:
-        """HASH scope id -> the dirty counter at which JupiterOne refused the scope's upload (a 4xx).
+    def j1_backoff(self) -> str:
+        """HASH upload scope -> JSON {counters, attempts, until, reason, message}: a scope JupiterOne
+        did not take (a 4xx for its request, a job ending with error counters or in an error status).
 
-        The publisher does not retry such a scope blindly: it tries again once the counter moves (a new
-        change, or `monitor reconcile`).
+        The publisher leaves it dirty and tries again at `until` (growing with `attempts`), or at once
+        when `counters` (its dirty counters when it failed) move: a new change, or `monitor reconcile`.
+        Removed when an upload of the scope is confirmed.
         """
-        return f"{self.base}:j1:blocked"
+        return f"{self.base}:j1:backoff"
+
+    @property
+    def j1_reconcile(self) -> str:
+        """STRING: JSON of the last reconciliation with JupiterOne (`monitor reconcile`, the daily
+        job): when, whether it only checked, the drift found per type, what it cost, any error."""
+        return f"{self.base}:j1:reconcile"
 
     @property
     def metrics(self) -> str:
@@ -288,16 +296,24 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[
 return 0
 """
 
-# Clear a scope's dirty entry only if nothing changed it since the publisher's snapshot, and only
-# while the publisher still holds the scope's lease (so a publisher whose lease expired and was
-# taken over cannot clear a counter the new holder is working on).
-# KEYS[1] = TenantKeys.dirty; KEYS[2] = TenantKeys.j1_lease(scope).
-# ARGV[1] = scope id; ARGV[2] = the counter snapshotted before reading the mirror; ARGV[3] = lease token.
-# Returns 1 if cleared, 0 if the scope changed meanwhile (it stays dirty) or the lease is not ours.
+# Clear an upload scope's dirty entries (its entity and relationship mirror scopes) that nothing
+# changed since the publisher's snapshot, and only while the publisher still holds the scope's lease
+# (so a publisher whose lease expired and was taken over cannot clear a counter the new holder is
+# working on).
+# KEYS[1] = TenantKeys.dirty; KEYS[2] = TenantKeys.j1_lease(upload scope).
+# ARGV[1] = lease token; then pairs (mirror scope id, the counter snapshotted before reading the
+#   mirror, or "" for a scope that was not dirty).
+# Returns the number of entries cleared; 0 as well when the lease is not ours. An entry whose
+# counter moved meanwhile stays: the scope is published again.
 CLEAR_DIRTY_IF_UNCHANGED = """
-if redis.call('get', KEYS[2]) ~= ARGV[3] then return 0 end
-if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('hdel', KEYS[1], ARGV[1]) end
-return 0
+if redis.call('get', KEYS[2]) ~= ARGV[1] then return 0 end
+local cleared = 0
+for i = 2, #ARGV, 2 do
+  if ARGV[i + 1] ~= '' and redis.call('hget', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    cleared = cleared + redis.call('hdel', KEYS[1], ARGV[i])
+  end
+end
+return cleared
 """
 
 # Read a page's objects and the versions of their scopes in one round trip.

@@ -32,7 +32,7 @@ HELP = {
     "monitor_subscription_expiry_seconds": "Seconds until a Graph subscription expires.",
     "monitor_delta_token_age_seconds": "Age of the saved delta link, by resource.",
     "monitor_alerts_total": "Alerts sent, by tenant and rule.",
-    "monitor_j1_jobs_total": "JupiterOne bulk upload jobs, by result (finished or failed).",
+    "monitor_j1_jobs_total": "JupiterOne sync jobs, by result (finished, errors: with error counters, failed).",
     "monitor_j1_objects_total": "Objects uploaded to JupiterOne.",
     "monitor_j1_bytes_total": "Bytes uploaded to JupiterOne.",
     "monitor_j1_rejected_total": "Invalid objects left out of JupiterOne uploads.",
@@ -50,6 +50,13 @@ HELP = {
     "monitor_intune_passes_total": "Intune sweep passes, by pass and outcome (invalid_response: a wrong answer).",
     "monitor_task_restarts_total": "Worker and scheduler loops restarted after they failed, by task and reason "
     "(redis: Redis unavailable; crash: anything else).",
+    "monitor_j1_job_errors_total": "Error counters of JupiterOne jobs that finished with errors, by counter.",
+    "monitor_j1_failures_total": "Scopes JupiterOne did not take, by reason.",
+    "monitor_j1_problem": "1 while JupiterOne refuses our key (unauthorized, forbidden) or is unavailable.",
+    "monitor_j1_backoff_scopes": "Upload scopes JupiterOne did not take, waiting for their next try.",
+    "monitor_j1_drift_objects": "Objects that differed at JupiterOne in the last reconciliation, by type and drift.",
+    "monitor_j1_drift_scopes": "Upload scopes that differed at JupiterOne in the last reconciliation.",
+    "monitor_j1_reconciles_total": "Reconciliations with JupiterOne, by mode (check, repair) and result.",
 }
 GAUGES = frozenset(
     {
@@ -66,6 +73,10 @@ GAUGES = frozenset(
         "monitor_jupiterone_dirty_scopes",
         "monitor_jupiterone_lag_seconds",
         "monitor_jupiterone_last_success_timestamp_seconds",
+        "monitor_j1_problem",
+        "monitor_j1_backoff_scopes",
+        "monitor_j1_drift_objects",
+        "monitor_j1_drift_scopes",
     }
 )
 

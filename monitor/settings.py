@@ -228,7 +228,7 @@ class Settings(BaseSettings):
     j1_api_url: str = "https://api.us.jupiterone.io"
     j1_account: str | None = None
     j1_api_key: SecretStr | None = None
-    # Every upload scope is named `<prefix>/<tenant id>/<scope id>` at JupiterOne.
+    # Every upload scope is named `<prefix>/<tenant id>/<family>:<bucket>` at JupiterOne.
     j1_scope_prefix: str = "monitor"
     # Seconds the dirty scopes must stay unchanged before the worker publishes (a burst of changes to
     # a scope costs one upload); waiting is capped at `j1_max_debounce` so a busy tenant still publishes.
@@ -247,8 +247,13 @@ class Settings(BaseSettings):
     j1_concurrency: int = Field(default=4, ge=1, le=64)
     # Lease on a scope while it is uploaded; renewed by its holder, so only a crash lets it run out.
     j1_lease_ttl: float = Field(default=60.0, gt=0)
-    # Interval of the periodic reconciliation (every scope re-published) that the scheduler runs.
+    # Interval of the periodic reconciliation (JupiterOne read back and compared, what differs
+    # re-published) that the scheduler runs.
     j1_reconcile_interval: float = Field(default=86400.0, gt=0)
+    # A scope JupiterOne did not take (a 4xx for its request, a job with error counters) is tried
+    # again after this long, doubling per failure up to `j1_scope_max_backoff`, or at once when it changes.
+    j1_scope_backoff: float = Field(default=30.0, gt=0)
+    j1_scope_max_backoff: float = Field(default=3600.0, gt=0)
 
     _tenants: tuple[TenantConfig, ...] = PrivateAttr(default=())
     _sinks: tuple[SinkSpec, ...] = PrivateAttr(default=())

@@ -1,7 +1,7 @@
 """Where an object's ends live (pure): the scope of each entity a relationship joins.
 
-A relationship lives in its anchor's relationship scope, but JupiterOne must be told the scope of
-*each* of its ends (CROSS_SCOPE jobs label `_fromEntityScope` / `_toEntityScope`). JupiterOne
+A relationship lives in its anchor's scope, and its other end may live in another: the JupiterOne
+upload labels that end with its scope (`_toEntityScope`, `monitor.sinks.j1_payload`). JupiterOne
 objects do not carry their ends' `_type`s, so this module knows, per relationship `_type`, the
 family of each end, and per family, how an entity key maps to its anchor (a host agent
 `intune-host-agent:<id>` lives with device `<id>`).

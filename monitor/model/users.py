@@ -6,8 +6,11 @@ strings or null, `firstName`/`lastName`/`email`/`shortLoginId`/`username` are al
 `displayName` are always strings.
 
 Sign-in activity cannot be selected on `/users/delta` (Graph answers 400); it comes from a separate
-`GET /users?$select=id,signInActivity` sweep and is merged with `with_sign_in`. Its timestamps are epoch
-milliseconds, unlike the public integration's ISO strings (JUPITERONE.md section 6: a project decision).
+`GET /users?$select=id,signInActivity` sweep and is merged with `with_sign_in`. Its sub-fields keep the
+public integration's names and types (it spreads `signInActivity` onto the user, so the timestamps are
+Graph's ISO strings and existing J1QL comparing them keeps working), and each timestamp also comes as
+epoch milliseconds under an `...On` name (`lastSignInOn`, ...), the form J1QL date comparisons need
+(docs/jupiterone-types.md).
 """
 
 from __future__ import annotations
@@ -42,16 +45,18 @@ USER_SELECT: tuple[str, ...] = (
     "accountEnabled",
 )
 
-# signInActivity sub-field -> is it a timestamp (converted to epoch ms)?
-_SIGN_IN_FIELDS: tuple[tuple[str, bool], ...] = (
-    ("lastSignInDateTime", True),
-    ("lastSignInRequestId", False),
-    ("lastNonInteractiveSignInDateTime", True),
-    ("lastNonInteractiveSignInRequestId", False),
-    ("lastSuccessfulSignInDateTime", True),
-    ("lastSuccessfulSignInRequestId", False),
+# signInActivity sub-field -> the epoch-ms twin of a timestamp (None: not a timestamp).
+_SIGN_IN_FIELDS: tuple[tuple[str, str | None], ...] = (
+    ("lastSignInDateTime", "lastSignInOn"),
+    ("lastSignInRequestId", None),
+    ("lastNonInteractiveSignInDateTime", "lastNonInteractiveSignInOn"),
+    ("lastNonInteractiveSignInRequestId", None),
+    ("lastSuccessfulSignInDateTime", "lastSuccessfulSignInOn"),
+    ("lastSuccessfulSignInRequestId", None),
 )
-SIGN_IN_PROPERTIES: tuple[str, ...] = tuple(name for name, _ in _SIGN_IN_FIELDS)
+SIGN_IN_PROPERTIES: tuple[str, ...] = tuple(
+    name for field, twin in _SIGN_IN_FIELDS for name in (field, twin) if name is not None
+)
 _SIGN_IN_SET = frozenset(SIGN_IN_PROPERTIES)
 
 
@@ -138,7 +143,8 @@ def user_removed(user_id: str, *, account_key: str) -> list[Delete]:
 
 
 def sign_in_properties(sign_in_activity: Mapping[str, Any] | None) -> JsonObject:
-    """The known `signInActivity` sub-fields under the public integration's names, timestamps as epoch ms.
+    """The known `signInActivity` sub-fields under the public integration's names and as Graph sends
+    them, and each timestamp's epoch-ms twin (`lastSignInDateTime` -> `lastSignInOn`).
 
     Unknown keys (`@odata.type`, fields Microsoft adds later) are ignored; absent or None fields are left
     out. A malformed timestamp raises ValueError.
@@ -146,11 +152,13 @@ def sign_in_properties(sign_in_activity: Mapping[str, Any] | None) -> JsonObject
     if not sign_in_activity:
         return {}
     result: JsonObject = {}
-    for name, is_time in _SIGN_IN_FIELDS:
+    for name, twin in _SIGN_IN_FIELDS:
         value = sign_in_activity.get(name)
         if value is None:
             continue
-        result[name] = epoch_ms(value) if is_time else value
+        result[name] = value
+        if twin is not None:
+            result[twin] = epoch_ms(value)
     return result
 
 

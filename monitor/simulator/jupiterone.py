@@ -1,51 +1,70 @@
-"""A simulated JupiterOne synchronization API, for the tests, the demo and the benchmarks.
+"""A simulated JupiterOne: the synchronization API and the J1QL query API, for the tests, the demo
+and the benchmarks.
 
-It implements the endpoints of reference/JUPITERONE.md 9.1 under `/persister/synchronization/jobs`
-with the documented semantics, and keeps the resulting graph where tests can read it
-(`entities()`, `relationships()`, `graph_for_prefix()`), with a request log and switchable faults.
+It implements the sync-job endpoints under `/persister/synchronization/jobs` and the GraphQL
+`queryV1` resolver (`monitor.simulator.j1ql`) with the documented semantics, and keeps the resulting
+graph where tests can read it (`entities()`, `relationships()`, `graph_for_prefix()`) or change it
+behind the publisher's back (`plant_*`, `remove_*`: drift), with a request log and switchable faults.
 
-Documented behaviour it reproduces:
+Documented behaviour it reproduces (pages at https://docs.jupiterone.io):
 
-- Auth (9.3): `Authorization: Bearer <key>` and `JupiterOne-Account: <account>` on every request,
-  401 otherwise. Bodies are JSON, optionally `Content-Encoding: gzip`.
-- Create job (9.3): `source` one of `api`, `integration-external` (needs `integrationInstanceId`),
-  `integration-managed`, `system-internal`; `scope` required for DIFF with `source: api` and usable
-  only with `source: api`; `syncMode` DIFF (default), PATCH, CROSS_SCOPE; CREATE_OR_UPDATE is
-  refused with a 400 saying it no longer functions (9.4).
-- DIFF (9.4): at finalize the job's entities and relationships *are* the scope: missing ones are
-  deleted. PATCH: entities only (relationships are refused at upload), merged into what exists,
-  never deletes. CROSS_SCOPE: relationships only, each naming `_fromEntityScope` and
-  `_toEntityScope`.
-- Deleting an entity also deletes its relationships, in whatever scope they live (9.5).
-- One `_key` space per job for entities and relationships together (section 2): a repeated key is
-  refused (`DUPLICATE_KEY_DETECTED`) unless the job was created with `ignoreDuplicates` (last wins).
-- Bodies over the limit (default 6 MB, 10.1) are refused with 413.
-- Finalize is asynchronous (9.2): it answers `FINALIZE_PENDING`; a later status poll answers
-  `FINISHED` with the counters. Uploading to or finalizing a job that is not `AWAITING_UPLOADS`
-  answers 400 `JOB_NOT_AWAITING_UPLOADS` (10.3).
-- Errors are `{"error": {"code", "message"}}` (10.3); the simulator adds the offending `key`.
+- Auth (`/api/sync-jobs/api-reference`): `Authorization: Bearer <key>` and `JupiterOne-Account:
+  <account>` on every request, 401 otherwise. Bodies are JSON, optionally `Content-Encoding: gzip`.
+- Create job (api-reference, "Request body properties"): `source` `api` or `integration-external`
+  (needs `integrationInstanceId`; the SDK also sends `integration-managed`); `scope` required for
+  DIFF, usable only with `source: api`; `syncMode` DIFF (default), PATCH, CROSS_SCOPE; the
+  deprecated CREATE_OR_UPDATE "no longer functions" (400).
+- DIFF (`/api/sync-jobs/diff`): "On finalize, the persister treats your upload as the complete state
+  of the scope: anything that existed in the scope last time and is missing from this upload is
+  deleted", entities and relationships alike.
+- A relationship end is the entity `_key` in the job's own scope, or, labelled with
+  `_fromEntitySource`/`_fromEntityScope` (`_to...`), the entity with that key of that source and
+  scope (`/features/assets/relationships-across-scopes`: "you will need to use a _key and include a
+  _source and _scope of the existing entities"). A half label (scope without source, or the
+  reverse) names no entity.
+- PATCH (`/api/sync-jobs/patch`): adds and updates entities, never deletes, no relationships.
+- CROSS_SCOPE (`/api/sync-jobs/cross-scope`, `/api/sync-jobs/overview`): relationships only, both
+  ends labelled with their scopes; finalize "Adds/updates relationships whose from and to entities
+  live in different scopes" and "never creates or deletes entities". **It deletes nothing**: no page
+  says a relationship missing from a CROSS_SCOPE upload is removed. A relationship whose ends are in
+  the same scope is refused (400): "If the entities in question are in the same scope, use DIFF or
+  PATCH".
+- Deleting an entity also deletes its relationships, in whatever scope they live (the archived
+  bulk-upload docs, "Deleting an entity also deletes its relationships").
+- One `_key` space per job for entities and relationships together (the SDK's duplicate-key
+  tracker): a repeated key is refused (`DUPLICATE_KEY_DETECTED`) unless the job was created with
+  `ignoreDuplicates` ("The latest object wins").
+- Property constraints (api-reference, "Property constraints"): values are strings, booleans,
+  numbers, null or homogeneous arrays of one of those; no nested objects except `_rawData`.
+- Finalize is asynchronous: it answers `FINALIZE_PENDING`; a later status poll answers `FINISHED`.
+  Uploading to or finalizing a job that is not `AWAITING_UPLOADS` answers 400
+  `JOB_NOT_AWAITING_UPLOADS`.
+- The job object is the `SyncJob` of JupiterOne's Node.js client (`@jupiterone/jupiterone-client-
+  nodejs`, `src/index.ts`): id, source, scope, accountId, status, done, startTimestamp, syncMode and
+  the `num*` counters (uploaded, created, updated, deleted, and create/update/delete errors, for
+  entities, relationships, raw-data entries and mapped relationships). There is **no per-object
+  error list**: a relationship JupiterOne could not create shows only as
+  `numRelationshipCreateErrors`.
+- Errors are `{"error": {"code", "message"}}` (the SDK's `SynchronizationApiErrorResponse`).
 
-Where the documentation is silent, the simulator decides (and `monitor`'s publisher is written
-against these decisions):
+Where the documentation is silent the simulator is strict rather than kind, and `monitor` is written
+to be right under every reading:
 
-- **A CROSS_SCOPE finalize replaces the relationships earlier jobs with the same `scope` value
-  uploaded** (DESIGN.md; unverified at JupiterOne). DIFF and CROSS_SCOPE jobs share one set of
-  relationships per scope value.
-- **A relationship is created only if both ends exist at finalize** (an end is `(scope, _key)`: the
-  `_from/_toEntityScope` it names, or the job's own scope for a DIFF relationship without one).
-  Otherwise it is skipped, the job still reaches FINISHED, and the job answer counts it in
-  `numRelationshipCreateErrors` and lists it under `errors` as `RELATIONSHIP_ENDPOINT_NOT_FOUND`.
+- A relationship is created only if both its ends exist at finalize; otherwise it counts in
+  `numRelationshipCreateErrors` and the job still reaches FINISHED (the counter exists; which
+  failures it counts is not documented).
+- A DIFF relationship none of whose ends is in the job's own scope is refused (400): the pages
+  describe a relationship between an entity you upload and one you do not own, and send
+  relationships between entities of other scopes to CROSS_SCOPE.
+- `reject_at_finalize(key)` makes the object with that key fail at finalize (counted in the create
+  or update error counter, not applied), for tests of job results with error counters.
 - Finalized jobs are applied in the order they were finalized: a job becomes FINISHED on its
   `finalize_polls`-th status poll, and applying it first applies every job finalized before it.
-  `settle()` applies every finalized job at once (the backend "eventually"). A job that is never
-  finalized is never applied.
-- The size limit applies to the body after decompression as well as on the wire (conservative:
-  the SDK sizes its batches by the uncompressed JSON, 10.2).
-- Upload validation (11.1-11.2) refuses the whole request on the first offending object, naming
-  it: `_key` of 10+ characters, `_type` of 3+, `_class` present, no nested values except
-  `_rawData`, no mixed-type arrays. Required class properties are not checked.
-- PATCH and CROSS_SCOPE jobs with `source: api` need a `scope` too (it says where the entities
-  live, or which relationships the job owns). OVERRIDE jobs and `uploadUrl` are not simulated (400).
+  `settle()` applies every finalized job at once. A job that is never finalized is never applied.
+- Bodies over the limit (default 6 MB; JupiterOne's SDK batches at 5 MB) are refused with 413, on
+  the wire and after decompression.
+- PATCH and CROSS_SCOPE jobs with `source: api` need a `scope` too. OVERRIDE jobs and `uploadUrl`
+  are not simulated (400).
 - Abort works on a job that is `AWAITING_UPLOADS`; anything else answers `JOB_NOT_AWAITING_UPLOADS`.
 """
 
@@ -55,10 +74,11 @@ import asyncio
 import gzip
 import itertools
 import tempfile
+import time
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +87,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from monitor.simulator import j1ql
 from monitor.simulator.ca import CertificateAuthority
 
 JsonObject = dict[str, Any]
@@ -79,33 +100,45 @@ _WIRE_BYTES = web.RequestKey("j1_wire_bytes", int)
 _BODY_BYTES = web.RequestKey("j1_body_bytes", int)
 
 JOBS = "/persister/synchronization/jobs"
+GRAPHQL = "/graphql"
+RESULTS = "/query-results"  # where deferred query answers are fetched (a pre-signed URL at JupiterOne)
 DEFAULT_ACCOUNT = "j1-simulated-account"
 DEFAULT_API_KEY = "j1-simulated-api-key"
 DEFAULT_MAX_BODY = 6_000_000
 SOURCES = frozenset({"api", "integration-external", "integration-managed", "system-internal"})
 SYSTEM_FIELDS = frozenset({"_id", "_scope", "_source"})
+# The ends a stored relationship resolved to, shown by `relationships()` (not part of what was uploaded).
+END_FIELDS = ("_fromEntityScope", "_toEntityScope")
 _NAMESPACE = uuid.UUID("5b0f3c8e-8d1a-4d8e-9a47-1b7f6a2c3d4e")
-_COUNTERS = tuple(
-    f"num{kind}{what}"
-    for kind in ("Entities", "Relationships")
-    for what in ("Uploaded", "Created", "Updated", "Deleted")
-) + ("numRelationshipCreateErrors",)
+
+
+def _counter_names() -> tuple[str, ...]:
+    """The `num*` counters of the Node.js client's `SyncJob`, in its order."""
+    names: list[str] = []
+    for plural, singular in (("Entities", "Entity"), ("Relationships", "Relationship")):
+        names += [f"num{plural}{what}" for what in ("Uploaded", "Created", "Updated", "Deleted")]
+        names += [f"num{singular}{what}Errors" for what in ("Create", "Update", "Delete")]
+        names += [f"num{singular}RawDataEntries{what}" for what in ("Uploaded", "Created", "Updated", "Deleted")]
+        names += [f"num{singular}RawDataEntry{what}Errors" for what in ("Create", "Update", "Delete")]
+    names += [f"numMappedRelationships{what}" for what in ("Created", "Updated", "Deleted")]
+    names += [f"numMappedRelationship{what}Errors" for what in ("Create", "Update", "Delete")]
+    return tuple(names)
+
+
+SYNC_JOB_COUNTERS = _counter_names()
+TERMINAL = frozenset({"ABORTED", "FINISHED", "ERROR_BAD_DATA", "ERROR_UNEXPECTED_FAILURE"})
 
 
 class ApiError(Exception):
-    """An error answer `{"error": {"code", "message", "key"?}}` with an HTTP status."""
+    """An error answer `{"error": {"code", "message"}}` with an HTTP status."""
 
-    def __init__(self, status: int, code: str, message: str, *, key: str | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
-        self.key = key
 
     def response(self, headers: Mapping[str, str] | None = None) -> web.Response:
-        error: JsonObject = {"code": self.code, "message": str(self)}
-        if self.key is not None:
-            error["key"] = self.key
-        return _json({"error": error}, self.status, headers)
+        return _json({"error": {"code": self.code, "message": str(self)}}, self.status, headers)
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -122,23 +155,27 @@ class SimJob:
     sync_mode: str
     ignore_duplicates: bool
     created_seq: int
+    account: str
+    started_at: int = field(default_factory=lambda: int(time.time() * 1000))
     status: str = "AWAITING_UPLOADS"
     entities: dict[str, JsonObject] = field(default_factory=dict)
     relationships: dict[str, JsonObject] = field(default_factory=dict)
     counters: Counter[str] = field(default_factory=Counter)
-    errors: list[JsonObject] = field(default_factory=list)
     polls_left: int = 0
     last_seq: int = 0  # the last request that concerned this job (for overlap checks in tests)
 
     def view(self) -> JsonObject:
+        """The job as JupiterOne answers it: the Node.js client's `SyncJob`, nothing more."""
         return {
             "id": self.id,
             "source": self.source,
             "scope": self.scope,
-            "syncMode": self.sync_mode,
+            "accountId": self.account,
             "status": self.status,
-            **{name: self.counters[name] for name in _COUNTERS},
-            "errors": list(self.errors),
+            "done": self.status in TERMINAL,
+            "startTimestamp": self.started_at,
+            "syncMode": self.sync_mode,
+            **{name: self.counters[name] for name in SYNC_JOB_COUNTERS},
         }
 
 
@@ -153,6 +190,8 @@ class RequestRecord:
     job_id: str | None
     content_encoding: str = ""
     correlation_id: str = ""
+    answer_bytes: int = 0
+    credentials: bool = False  # whether it carried an Authorization header
 
 
 @dataclass
@@ -190,7 +229,12 @@ def strip_system(obj: Mapping[str, Any]) -> JsonObject:
     return {k: v for k, v in obj.items() if k not in SYSTEM_FIELDS}
 
 
-# -- upload validation (JUPITERONE.md 11.1-11.2) ----------------------------------------------------
+def object_id(scope: str, key: str) -> str:
+    """`_id` of a stored object: a UUIDv5 of its `_scope` and `_key` (JupiterOne's pipeline upgrade)."""
+    return str(uuid.uuid5(_NAMESPACE, f"{scope}\n{key}"))
+
+
+# -- upload validation (api-reference, "Property constraints") --------------------------------------
 
 
 def _primitive(value: Any) -> str | None:
@@ -222,15 +266,35 @@ def _check_object(obj: Any, *, relationship: bool) -> None:
     if not isinstance(key, str) or len(key) < 10:
         raise ApiError(400, "INVALID_GRAPH_OBJECT", f"_key must be a string of at least 10 characters: {key!r}")
     if not isinstance(obj.get("_type"), str) or len(obj["_type"]) < 3:
-        raise ApiError(400, "INVALID_GRAPH_OBJECT", "_type must be a string of at least 3 characters", key=key)
+        raise ApiError(400, "INVALID_GRAPH_OBJECT", f"{key}: _type must be a string of at least 3 characters")
     if not obj.get("_class"):
-        raise ApiError(400, "INVALID_GRAPH_OBJECT", "_class is required", key=key)
+        raise ApiError(400, "INVALID_GRAPH_OBJECT", f"{key}: _class is required")
     if relationship and not (obj.get("_fromEntityKey") and obj.get("_toEntityKey")):
-        raise ApiError(400, "INVALID_GRAPH_OBJECT", "a relationship needs _fromEntityKey and _toEntityKey", key=key)
+        raise ApiError(400, "INVALID_GRAPH_OBJECT", f"{key}: a relationship needs _fromEntityKey and _toEntityKey")
     for name, value in obj.items():
         if not _value_ok(name, value):
-            message = f"property {name!r}: values must be primitives or homogeneous arrays of primitives"
-            raise ApiError(400, "INVALID_PROPERTY_VALUE", message, key=key)
+            message = f"{key}: property {name!r}: values must be primitives or homogeneous arrays of primitives"
+            raise ApiError(400, "INVALID_PROPERTY_VALUE", message)
+
+
+@dataclass(frozen=True, slots=True)
+class EndRef:
+    """What a relationship names as one end: a key, and the scope and source it was labelled with."""
+
+    key: str
+    scope: str | None
+    source: str | None
+
+
+def end_refs(job_scope: str, job_source: str, rel: Mapping[str, Any]) -> tuple[EndRef, EndRef]:
+    """The two ends of an uploaded relationship: an unlabelled end is in the job's own scope and source."""
+    refs = []
+    for side in ("from", "to"):
+        scope, source = rel.get(f"_{side}EntityScope"), rel.get(f"_{side}EntitySource")
+        if scope is None and source is None:
+            scope, source = job_scope, job_source
+        refs.append(EndRef(str(rel[f"_{side}EntityKey"]), None if scope is None else str(scope), source))
+    return refs[0], refs[1]
 
 
 # -- the simulator ---------------------------------------------------------------------------------
@@ -246,25 +310,31 @@ class SimJupiterOne:
         api_key: str = DEFAULT_API_KEY,
         max_body_bytes: int = DEFAULT_MAX_BODY,
         finalize_polls: int = 1,
+        query_page_size: int = 250,
     ) -> None:
         self.account = account
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
         self.finalize_polls = finalize_polls
+        self.query_page_size = query_page_size
         self.jobs: dict[str, SimJob] = {}
         self.requests: list[RequestRecord] = []
+        self.queries: list[str] = []  # every J1QL query answered, in order
         self._entities: dict[str, dict[str, JsonObject]] = {}
         self._relationships: dict[str, dict[str, JsonObject]] = {}
-        # entity (scope, key) -> the relationships that touch it, for cascading deletions (9.5)
+        # relationship (scope, key) -> the entities it joins; entity (scope, key) -> relationships
+        self._ends: dict[ObjectId, tuple[ObjectId, ObjectId]] = {}
         self._links: dict[ObjectId, set[ObjectId]] = {}
         self._finalized: list[str] = []
         self._faults: list[_Fault] = []
         self._blockers: dict[str, Blocker] = {}
+        self._rejected: set[str] = set()
+        self._deferred: dict[str, JsonObject] = {}
         self._seq = itertools.count(1)
 
     # -- faults --------------------------------------------------------------------------------
     def throttle(self, requests: int = 1, *, reset: float = 1.0, retry_after: float | None = None) -> None:
-        """The next `requests` requests answer 429 with `RateLimit-*` headers (10.4)."""
+        """The next `requests` requests answer 429 with `RateLimit-*` headers (docs: /api/rate-limiting)."""
         headers = {"RateLimit-Limit": "30", "RateLimit-Remaining": "0", "RateLimit-Reset": f"{reset:g}"}
         headers["RateLimit-Requested"] = "1"
         if retry_after is not None:
@@ -273,7 +343,8 @@ class SimJupiterOne:
 
     def fail(self, status: int = 503, requests: int = 1) -> None:
         """The next `requests` requests answer `status` (a 5xx, typically)."""
-        self._faults.append(_Fault(status, requests, {}, "SERVICE_UNAVAILABLE" if status == 503 else "INTERNAL_ERROR"))
+        codes = {503: "SERVICE_UNAVAILABLE", 401: "UNAUTHORIZED", 403: "FORBIDDEN"}
+        self._faults.append(_Fault(status, requests, {}, codes.get(status, "INTERNAL_ERROR")))
 
     def down(self, requests: int) -> None:
         """JupiterOne is down for the next `requests` requests (503)."""
@@ -288,39 +359,57 @@ class SimJupiterOne:
 
     def block(self, action: str) -> Blocker:
         """Hold the next `action` request (create, entities, relationships, upload, finalize, status,
-        abort) until `release()`; then it is handled normally."""
+        abort, graphql) until `release()`; then it is handled normally."""
         blocker = Blocker(action)
         self._blockers[action] = blocker
         return blocker
 
+    def reject_at_finalize(self, *keys: str) -> None:
+        """Objects with these keys fail when a job holding them is finalized (counted, not applied)."""
+        self._rejected.update(keys)
+
+    def accept_all(self) -> None:
+        self._rejected.clear()
+
     # -- reading the graph -----------------------------------------------------------------------
     def entities(self, scope: str | None = None) -> dict[ObjectId, JsonObject]:
-        return self._objects(self._entities, scope)
+        return self._objects(self._entities, scope, relationships=False)
 
     def relationships(self, scope: str | None = None) -> dict[ObjectId, JsonObject]:
-        return self._objects(self._relationships, scope)
+        """Stored relationships with `_id` and the scopes their ends resolved to (`END_FIELDS`)."""
+        return self._objects(self._relationships, scope, relationships=True)
 
-    @staticmethod
-    def _objects(store: dict[str, dict[str, JsonObject]], scope: str | None) -> dict[ObjectId, JsonObject]:
+    def _objects(
+        self, store: dict[str, dict[str, JsonObject]], scope: str | None, *, relationships: bool
+    ) -> dict[ObjectId, JsonObject]:
         scopes = [scope] if scope is not None else sorted(store)
-        return {(s, k): _with_id(obj) for s in scopes for k, obj in store.get(s, {}).items()}
+        return {(s, k): self._view(s, obj, relationships) for s in scopes for k, obj in store.get(s, {}).items()}
+
+    def _view(self, scope: str, obj: JsonObject, relationship: bool) -> JsonObject:
+        shown = {**obj, "_id": object_id(scope, obj["_key"])}
+        if relationship:
+            (from_scope, _), (to_scope, _) = self._ends[(scope, obj["_key"])]
+            shown.update({"_fromEntityScope": from_scope, "_toEntityScope": to_scope})
+        return shown
 
     def graph_for_prefix(self, prefix: str) -> Graph:
         """Every entity and relationship in scopes starting with `prefix`, by `_key`."""
-        return Graph(self._by_key(self._entities, prefix), self._by_key(self._relationships, prefix))
+        return Graph(self._by_key(self._entities, prefix, False), self._by_key(self._relationships, prefix, True))
 
-    @staticmethod
-    def _by_key(store: dict[str, dict[str, JsonObject]], prefix: str) -> dict[str, JsonObject]:
+    def _by_key(
+        self, store: dict[str, dict[str, JsonObject]], prefix: str, relationship: bool
+    ) -> dict[str, JsonObject]:
         found: dict[str, JsonObject] = {}
         for scope in sorted(s for s in store if s.startswith(prefix)):
             for key, obj in store[scope].items():
                 if key in found:
                     raise ValueError(f"_key {key!r} is in two scopes: {found[key]['_scope']} and {scope}")
-                found[key] = _with_id(obj)
+                found[key] = self._view(scope, obj, relationship)
         return found
 
     def scopes(self) -> list[str]:
-        return sorted(set(self._entities) | set(self._relationships))
+        holding = [s for store in (self._entities, self._relationships) for s, objects in store.items() if objects]
+        return sorted(set(holding))
 
     def jobs_for_scope(self, scope: str) -> list[SimJob]:
         return sorted((j for j in self.jobs.values() if j.scope == scope), key=lambda j: j.created_seq)
@@ -336,6 +425,64 @@ class SimJupiterOne:
         while self._finalized:
             self._finish(self.jobs[self._finalized.pop(0)])
 
+    # -- changing the graph behind the publisher's back (drift, for tests) ----------------------
+    def plant_entity(self, scope: str, obj: JsonObject, *, source: str = "api") -> None:
+        """Store `obj` in `scope` as another writer would have."""
+        self._entities.setdefault(scope, {})[obj["_key"]] = {**obj, "_scope": scope, "_source": source}
+
+    def plant_relationship(self, scope: str, obj: JsonObject, *, source: str = "api") -> None:
+        """Store relationship `obj` in `scope`; its ends resolve as in an upload to that scope and must exist."""
+        ends = self._resolve(end_refs(scope, source, obj))
+        if ends is None:
+            raise ValueError(f"an end of {obj['_key']!r} does not exist")
+        uploaded = {k: v for k, v in obj.items() if k not in END_FIELDS}
+        self._store_relationship(scope, {**uploaded, "_scope": scope, "_source": source}, ends)
+
+    def remove_entity(self, scope: str, key: str) -> None:
+        """Delete an entity (and, as JupiterOne does, its relationships)."""
+        self._delete_entity(scope, key)
+
+    def remove_relationship(self, scope: str, key: str) -> None:
+        self._delete_relationship(scope, key)
+
+    def set_property(self, scope: str, key: str, name: str, value: Any, *, relationship: bool = False) -> None:
+        store = self._relationships if relationship else self._entities
+        store[scope][key][name] = value
+
+    # -- what the J1QL module reads ----------------------------------------------------------
+    def entity_view(self, scope: str, key: str) -> JsonObject:
+        return self._view(scope, self._entities[scope][key], False)
+
+    def scope_entities(self, scope: str) -> list[JsonObject]:
+        return [self._view(scope, obj, False) for _, obj in sorted(self._entities.get(scope, {}).items())]
+
+    def entity_scopes(self) -> list[str]:
+        return sorted(s for s, objs in self._entities.items() if objs)
+
+    def relationship_scopes(self, entity_prefix: str, prefix: str) -> list[str]:
+        """Scopes starting with `prefix` holding a relationship with an end in a scope starting with `entity_prefix`."""
+        found = set()
+        for scope, held in self._relationships.items():
+            if scope.startswith(prefix) and any(
+                end[0].startswith(entity_prefix) for key in held for end in self._ends[(scope, key)]
+            ):
+                found.add(scope)
+        return sorted(found)
+
+    def relationships_of(
+        self, entity: ObjectId, scope: str | None = None
+    ) -> list[tuple[ObjectId, JsonObject, ObjectId, ObjectId]]:
+        """(relationship id, relationship, from end, to end) of every relationship touching `entity`
+        (only those stored in `scope`, when given)."""
+        found = []
+        for rel_id in sorted(self._links.get(entity, set())):
+            if scope is not None and rel_id[0] != scope:
+                continue
+            from_end, to_end = self._ends[rel_id]
+            stored = self._relationships[rel_id[0]][rel_id[1]]
+            found.append((rel_id, {**stored, "_id": object_id(*rel_id)}, from_end, to_end))
+        return found
+
     # -- the app ---------------------------------------------------------------------------------
     def app(self) -> web.Application:
         # aiohttp's own body limit sits above ours, so that oversize bodies get our 413 answer.
@@ -349,26 +496,30 @@ class SimJupiterOne:
         app.router.add_post(JOBS + "/{id}/abort", self._abort)
         app.router.add_post(JOBS + "/{id}/events", self._events)
         app.router.add_post(JOBS + "/{id}/uploadUrl", self._not_simulated)
+        app.router.add_post(GRAPHQL, self._graphql)
+        app.router.add_get(RESULTS + "/{id}/{part}", self._deferred_part)
         return app
 
     @web.middleware
     async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         seq = next(self._seq)
-        job_id = request.match_info.get("id")
+        job_id = request.match_info.get("id") if request.path.startswith(JOBS) else None
         request[_SEQ] = seq
         response = await self._answer(request, handler)
-        wire = request.get(_WIRE_BYTES, 0)
+        answer = response.body if isinstance(response, web.Response) and isinstance(response.body, bytes) else b""
         self.requests.append(
             RequestRecord(
                 seq,
                 request.method,
                 request.path,
                 response.status,
-                wire,
+                request.get(_WIRE_BYTES, 0),
                 request.get(_BODY_BYTES, 0),
                 job_id,
                 request.headers.get("Content-Encoding", ""),
                 request.headers.get("JupiterOne-Correlation-Id", ""),
+                len(answer),
+                "Authorization" in request.headers,
             )
         )
         if job_id in self.jobs:
@@ -384,7 +535,8 @@ class SimJupiterOne:
             return ApiError(fault.status, fault.code, "simulated fault").response(fault.headers)
         blocker: Blocker | None = None
         try:
-            self._authenticate(request)
+            if not request.path.startswith(RESULTS):  # pre-signed: no JupiterOne credentials
+                self._authenticate(request)
             blocker = self._blockers.pop(_action(request), None)
             if blocker is not None:
                 await request.read()  # received in full: a client that dies now leaves it to us
@@ -437,13 +589,15 @@ class SimJupiterOne:
             raise ApiError(404, "JOB_NOT_FOUND", f"no job {request.match_info['id']!r}")
         return job
 
-    # -- handlers --------------------------------------------------------------------------------
+    # -- sync job handlers -----------------------------------------------------------------------
     async def _create(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         if not isinstance(body, dict):
             raise ApiError(400, "INVALID_REQUEST", "the body must be a JSON object")
         source, scope, mode = _job_settings(body)
-        job = SimJob(uuid.uuid4().hex, source, scope, mode, bool(body.get("ignoreDuplicates")), request[_SEQ])
+        job = SimJob(
+            uuid.uuid4().hex, source, scope, mode, bool(body.get("ignoreDuplicates")), request[_SEQ], self.account
+        )
         self.jobs[job.id] = job
         return _json({"job": job.view()})
 
@@ -474,6 +628,7 @@ class SimJupiterOne:
             job.relationships[obj["_key"]] = obj
         job.counters["numEntitiesUploaded"] += len(entities)
         job.counters["numRelationshipsUploaded"] += len(relationships)
+        job.counters["numEntityRawDataEntriesUploaded"] += sum(len(o.get("_rawData") or []) for o in entities)
         return _json({"job": job.view()})
 
     def _check_upload(self, job: SimJob, entities: list[Any], relationships: list[Any]) -> None:
@@ -485,15 +640,13 @@ class SimJupiterOne:
             _check_object(obj, relationship=False)
         for obj in relationships:
             _check_object(obj, relationship=True)
-            if job.sync_mode == "CROSS_SCOPE" and not (obj.get("_fromEntityScope") and obj.get("_toEntityScope")):
-                message = "CROSS_SCOPE relationships must name _fromEntityScope and _toEntityScope"
-                raise ApiError(400, "MISSING_ENTITY_SCOPE", message, key=obj["_key"])
+            _check_ends(job, obj)
         if job.ignore_duplicates:
             return
         seen = set(job.entities) | set(job.relationships)
         for obj in itertools.chain(entities, relationships):
             if obj["_key"] in seen:
-                raise ApiError(400, "DUPLICATE_KEY_DETECTED", f"duplicate _key {obj['_key']!r} in job", key=obj["_key"])
+                raise ApiError(400, "DUPLICATE_KEY_DETECTED", f"duplicate _key {obj['_key']!r} in job")
             seen.add(obj["_key"])
 
     async def _finalize(self, request: web.Request) -> web.Response:
@@ -523,6 +676,25 @@ class SimJupiterOne:
     async def _not_simulated(self, request: web.Request) -> web.Response:
         raise ApiError(400, "NOT_SIMULATED", f"{request.path.rsplit('/', 1)[-1]} is not simulated")
 
+    # -- the query API (monitor.simulator.j1ql) ------------------------------------------------
+    async def _graphql(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        answer, deferred = j1ql.answer_graphql(self, body)
+        if deferred is not None:
+            token = uuid.uuid4().hex
+            self._deferred[token] = deferred
+            answer = {"data": {"queryV1": {"type": "deferred", "url": f"{_origin(request)}{RESULTS}/{token}/state"}}}
+        return _compressed(request, answer)
+
+    async def _deferred_part(self, request: web.Request) -> web.Response:
+        token, part = request.match_info["id"], request.match_info["part"]
+        if token not in self._deferred or part not in ("state", "results"):
+            raise ApiError(404, "NOT_FOUND", "no such query result")
+        if part == "state":
+            url = f"{_origin(request)}{RESULTS}/{token}/results"
+            return _json({"status": "COMPLETED", "url": url, "correlationId": token})
+        return _compressed(request, self._deferred[token])
+
     # -- finalize ----------------------------------------------------------------------------
     def _finish(self, job: SimJob) -> None:
         if job.sync_mode == "DIFF":
@@ -531,25 +703,34 @@ class SimJupiterOne:
         elif job.sync_mode == "PATCH":
             self._patch_entities(job)
         else:
-            self._replace_relationships(job)
+            self._add_relationships(job)
         job.status = "FINISHED"
         job.polls_left = 0
 
     def _stored(self, job: SimJob, obj: JsonObject) -> JsonObject:
         return {**obj, "_scope": job.scope, "_source": job.source}
 
+    def _refused(self, job: SimJob, key: str, existing: bool, kind: str) -> bool:
+        """Whether the object `key` fails at finalize (`reject_at_finalize`); counts it if so."""
+        if key not in self._rejected:
+            return False
+        job.counters[f"num{kind}{'Update' if existing else 'Create'}Errors"] += 1
+        return True
+
     def _replace_entities(self, job: SimJob) -> None:
         current = self._entities.setdefault(job.scope, {})
         for key in [k for k in current if k not in job.entities]:
-            self._delete_entity(job, key)
+            self._delete_entity(job.scope, key, job)
         for key, obj in job.entities.items():
-            self._put(current, key, self._stored(job, obj), job, "Entities")
+            if not self._refused(job, key, key in current, "Entity"):
+                self._put(current, key, self._stored(job, obj), job, "Entities")
 
     def _patch_entities(self, job: SimJob) -> None:
         current = self._entities.setdefault(job.scope, {})
         for key, obj in job.entities.items():
-            merged = {**current.get(key, {}), **self._stored(job, obj)}
-            self._put(current, key, merged, job, "Entities")
+            if not self._refused(job, key, key in current, "Entity"):
+                merged = {**current.get(key, {}), **self._stored(job, obj)}
+                self._put(current, key, merged, job, "Entities")
 
     def _put(self, store: dict[str, JsonObject], key: str, obj: JsonObject, job: SimJob, kind: str) -> None:
         before = store.get(key)
@@ -559,18 +740,19 @@ class SimJupiterOne:
             job.counters[f"num{kind}Updated"] += 1
         store[key] = obj
 
-    def _delete_entity(self, job: SimJob, key: str) -> None:
-        del self._entities[job.scope][key]
-        job.counters["numEntitiesDeleted"] += 1
-        for rel_scope, rel_key in sorted(self._links.pop((job.scope, key), set())):
-            if self._delete_relationship(rel_scope, rel_key):
+    def _delete_entity(self, scope: str, key: str, job: SimJob | None = None) -> None:
+        del self._entities[scope][key]
+        if job is not None:
+            job.counters["numEntitiesDeleted"] += 1
+        for rel_scope, rel_key in sorted(self._links.pop((scope, key), set())):
+            if self._delete_relationship(rel_scope, rel_key) and job is not None:
                 job.counters["numRelationshipsDeleted"] += 1
 
     def _delete_relationship(self, scope: str, key: str) -> bool:
         rel = self._relationships.get(scope, {}).pop(key, None)
         if rel is None:
             return False
-        for end in _ends(rel):
+        for end in self._ends.pop((scope, key)):
             links = self._links.get(end)
             if links is not None:
                 links.discard((scope, key))
@@ -581,51 +763,81 @@ class SimJupiterOne:
         for key in [k for k in current if k not in job.relationships]:
             if self._delete_relationship(job.scope, key):
                 job.counters["numRelationshipsDeleted"] += 1
+        self._add_relationships(job)
+
+    def _add_relationships(self, job: SimJob) -> None:
+        current = self._relationships.setdefault(job.scope, {})
         for key, obj in job.relationships.items():
-            stored = self._stored(job, obj)
-            stored.setdefault("_fromEntityScope", job.scope)
-            stored.setdefault("_toEntityScope", job.scope)
-            missing = [end for end in _ends(stored) if end[1] not in self._entities.get(end[0], {})]
-            if missing:
-                self._skip_relationship(job, key, stored, missing)
+            if self._refused(job, key, key in current, "Relationship"):
                 continue
-            previous = current.get(key)
-            if previous is not None:  # its ends may have changed: forget the old ones
-                for end in _ends(previous):
-                    self._links.get(end, set()).discard((job.scope, key))
-            self._put(current, key, stored, job, "Relationships")
-            for end in _ends(stored):
-                self._links.setdefault(end, set()).add((job.scope, key))
+            ends = self._resolve(end_refs(job.scope, job.source, obj))
+            if ends is None:  # an end does not exist: not created (and an older version goes)
+                if self._delete_relationship(job.scope, key):
+                    job.counters["numRelationshipsDeleted"] += 1
+                job.counters["numRelationshipCreateErrors"] += 1
+                continue
+            existed = key in current
+            before = current.get(key)
+            stored = self._stored(job, obj)
+            changed = before != stored or self._ends.get((job.scope, key)) != ends
+            self._store_relationship(job.scope, stored, ends)
+            if not existed:
+                job.counters["numRelationshipsCreated"] += 1
+            elif changed:
+                job.counters["numRelationshipsUpdated"] += 1
 
-    def _skip_relationship(self, job: SimJob, key: str, rel: JsonObject, missing: list[ObjectId]) -> None:
-        if self._delete_relationship(job.scope, key):
-            job.counters["numRelationshipsDeleted"] += 1
-        job.counters["numRelationshipCreateErrors"] += 1
-        where = ", ".join(f"{k!r} in scope {s!r}" for s, k in missing)
-        job.errors.append(
-            {
-                "key": key,
-                "type": rel.get("_type", ""),
-                "code": "RELATIONSHIP_ENDPOINT_NOT_FOUND",
-                "message": f"no entity {where}",
-            }
-        )
+    def _store_relationship(self, scope: str, stored: JsonObject, ends: tuple[ObjectId, ObjectId]) -> None:
+        key = stored["_key"]
+        if (scope, key) in self._ends:
+            for end in self._ends[(scope, key)]:
+                self._links.get(end, set()).discard((scope, key))
+        self._relationships.setdefault(scope, {})[key] = stored
+        self._ends[(scope, key)] = ends
+        for end in ends:
+            self._links.setdefault(end, set()).add((scope, key))
+
+    def _resolve(self, refs: Iterable[EndRef]) -> tuple[ObjectId, ObjectId] | None:
+        """The stored entities two end references name, or None if one names none."""
+        found: list[ObjectId] = []
+        for ref in refs:
+            entity = None if ref.scope is None else self._entities.get(ref.scope, {}).get(ref.key)
+            if entity is None or (ref.source is not None and entity["_source"] != ref.source):
+                return None
+            found.append((str(ref.scope), ref.key))
+        return found[0], found[1]
 
 
-def _with_id(obj: Mapping[str, Any]) -> JsonObject:
-    """A stored object as JupiterOne shows it: with `_id`, a UUIDv5 of `_scope` and `_key` (10.5).
-    Computed when read: the simulator's own bookkeeping goes by (scope, key)."""
-    return {**obj, "_id": str(uuid.uuid5(_NAMESPACE, f"{obj['_scope']}\n{obj['_key']}"))}
+def _check_ends(job: SimJob, rel: Mapping[str, Any]) -> None:
+    """The end rules of DIFF and CROSS_SCOPE uploads (see the module docstring)."""
+    from_ref, to_ref = end_refs(job.scope, job.source, rel)
+    own = [ref.scope == job.scope and ref.source in (None, job.source) for ref in (from_ref, to_ref)]
+    if job.sync_mode == "CROSS_SCOPE":
+        if not (rel.get("_fromEntityScope") and rel.get("_toEntityScope")):
+            message = f"{rel['_key']}: CROSS_SCOPE relationships must label both ends with their scopes"
+            raise ApiError(400, "MISSING_ENTITY_SCOPE", message)
+        if (from_ref.scope, from_ref.source) == (to_ref.scope, to_ref.source):
+            message = f"{rel['_key']}: both ends are in scope {from_ref.scope!r}: use DIFF or PATCH"
+            raise ApiError(400, "SAME_SCOPE_RELATIONSHIP", message)
+    elif not any(own):
+        message = f"{rel['_key']}: neither end is in the job's scope {job.scope!r}: use CROSS_SCOPE"
+        raise ApiError(400, "RELATIONSHIP_OUTSIDE_SCOPE", message)
 
 
-def _ends(rel: Mapping[str, Any]) -> tuple[ObjectId, ObjectId]:
-    return (
-        (str(rel["_fromEntityScope"]), str(rel["_fromEntityKey"])),
-        (str(rel["_toEntityScope"]), str(rel["_toEntityKey"])),
-    )
+def _origin(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
+
+
+def _compressed(request: web.Request, body: Any) -> web.Response:
+    response = _json(body)
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        response.body = gzip.compress(orjson.dumps(body), compresslevel=5)
+        response.headers["Content-Encoding"] = "gzip"
+    return response
 
 
 def _action(request: web.Request) -> str:
+    if request.path.startswith((GRAPHQL, RESULTS)):
+        return "graphql"
     if request.method == "GET":
         return "status"
     last = request.path.rsplit("/", 1)[-1]
@@ -633,7 +845,7 @@ def _action(request: web.Request) -> str:
 
 
 def _job_settings(body: Mapping[str, Any]) -> tuple[str, str, str]:
-    """(source, scope, syncMode) of a create-job body, or ApiError (9.3-9.4)."""
+    """(source, scope, syncMode) of a create-job body, or ApiError (api-reference)."""
     source = body.get("source")
     mode = body.get("syncMode", "DIFF")
     scope = body.get("scope")
@@ -641,8 +853,8 @@ def _job_settings(body: Mapping[str, Any]) -> tuple[str, str, str]:
         raise ApiError(400, "INVALID_SOURCE", f"source must be one of {sorted(SOURCES)}, got {source!r}")
     if mode == "CREATE_OR_UPDATE":
         message = (
-            "syncMode CREATE_OR_UPDATE no longer functions since the synchronization pipeline upgrade "
-            "(28 April 2025): use PATCH to add or update entities and DIFF to delete"
+            "syncMode CREATE_OR_UPDATE is deprecated and no longer functions: use PATCH to add or update "
+            "entities and DIFF to delete"
         )
         raise ApiError(400, "SYNC_MODE_NOT_SUPPORTED", message)
     if mode == "OVERRIDE":

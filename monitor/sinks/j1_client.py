@@ -1,7 +1,8 @@
-"""The JupiterOne synchronization API client: jobs, uploads, finalize, retries (JUPITERONE.md 9-10).
+"""The JupiterOne API client: sync jobs (uploads, finalize, job results) and J1QL queries, with retries.
 
-Together with `monitor.sinks.jupiterone` (the publisher) this is the one place that knows
-JupiterOne's API. Every call goes through `JupiterOneClient._send`, which owns the rules:
+Together with `monitor.sinks.jupiterone` (the publisher) and `monitor.sinks.j1_reconcile` (the
+read-back) this is the one place that knows JupiterOne's API. Every call goes through
+`JupiterOneClient._send`, which owns the rules:
 
 - Headers (9.3): `Authorization: Bearer <key>`, `JupiterOne-Account: <account>`,
   `Content-Type: application/json`; upload bodies are gzip-compressed with `Content-Encoding: gzip`
@@ -14,7 +15,18 @@ JupiterOne's API. Every call goes through `JupiterOneClient._send`, which owns t
 - Uploads are split so each request body stays under the configured limit (10.1: the backend
   refuses about 6 MB; the SDK batches at 5 MB, 10.2).
 - Finalize is asynchronous (9.2): `wait_finished` polls the job until `FINISHED`; any other
-  terminal status raises `J1JobFailed`.
+  terminal status raises `J1JobFailed`. A FINISHED job is read as JupiterOne reports it: its status
+  and its `num*Errors` counters (`job_errors`); the job object has no per-object error list
+  (`SyncJob` in JupiterOne's Node.js client, `@jupiterone/jupiterone-client-nodejs`, `src/index.ts`).
+- J1QL goes through the GraphQL `queryV1` resolver (`query`,
+  https://docs.jupiterone.io/api/entity-relationship-queries), page by page until the cursor is null
+  ("only a NULL cursor being returned indicates that the result pagination is complete",
+  https://docs.jupiterone.io/reference/api-query-pagination-changes), with `variableResultSize`.
+  Queries that may run long ask for a deferred answer (`deferredResponse: FORCE`, "recommended ...
+  for queries that may take longer than 30 seconds"): its state and result URLs are fetched
+  without our credentials (they point at pre-signed storage, not at the API).
+- Answers are read undecompressed off the wire (gzip is decompressed here), so `bytes_received`
+  counts what travelled.
 """
 
 from __future__ import annotations
@@ -25,7 +37,8 @@ import io
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,12 +58,26 @@ UploadKind = Literal["entities", "relationships"]
 SyncMode = Literal["DIFF", "PATCH", "CROSS_SCOPE"]
 
 JOBS_PATH = "/persister/synchronization/jobs"  # 9.1
+GRAPHQL_PATH = "/graphql"
 FINISHED = "FINISHED"
 # 9.2: statuses of a job that is still on its way to FINISHED.
 IN_PROGRESS = frozenset({"AWAITING_UPLOADS", "FINALIZE_PENDING", "FINALIZING_ENTITIES", "FINALIZING_RELATIONSHIPS"})
 JOB_NOT_AWAITING_UPLOADS = "JOB_NOT_AWAITING_UPLOADS"
 # 4xx answers about the request's content (10.1, 10.3, 11): the same objects would be refused again.
 DATA_ERRORS = frozenset({400, 413, 415, 422})
+# The error counters of a job (`SyncJob` of the Node.js client): a FINISHED job with any of them
+# above zero did not apply everything it was given.
+JOB_ERROR_COUNTERS = tuple(
+    f"num{kind}{op}Errors"
+    for kind in ("Entity", "Relationship", "EntityRawDataEntry", "RelationshipRawDataEntry", "MappedRelationship")
+    for op in ("Create", "Update", "Delete")
+)
+# The `queryV1` resolver (https://docs.jupiterone.io/api/entity-relationship-queries).
+QUERY_V1 = (
+    "query J1QL($query:String!,$cursor:String,$flags:QueryV1Flags,$deferredResponse:DeferredResponseOption)"
+    "{queryV1(query:$query,cursor:$cursor,flags:$flags,deferredResponse:$deferredResponse){type data cursor url}}"
+)
+DEFERRED_DONE = "COMPLETED"
 # A `RateLimit-Reset` above this is an epoch time in seconds rather than a number of seconds.
 _EPOCH_THRESHOLD = 1_000_000_000
 # gzip level: JSON of graph objects compresses ~10:1 already at a low level, at a fraction of the cost.
@@ -60,7 +87,13 @@ _STREAM_ABOVE = 1 << 20
 
 
 class J1Error(MonitorError):
-    """JupiterOne did not accept or confirm something; `transient` says whether trying later may help."""
+    """JupiterOne did not accept or confirm something; `transient` says whether trying later may help.
+
+    `reason` names the kind of failure for status lines and metrics: `unauthorized` (401: the API key
+    or account), `forbidden` (403: a permission the key lacks), `unavailable` (429/5xx or no answer
+    until the retries ran out), `refused` (another 4xx: the request itself), `job_failed` (a job
+    that ended otherwise than FINISHED), `query` (a J1QL query JupiterOne did not answer).
+    """
 
     def __init__(self, message: str, *, status: int = 0, code: str = "", key: str | None = None) -> None:
         super().__init__(message)
@@ -68,6 +101,14 @@ class J1Error(MonitorError):
         self.code = code
         self.key = key
         self.transient = True
+
+    @property
+    def reason(self) -> str:
+        if self.status == 401:
+            return "unauthorized"
+        if self.status == 403:
+            return "forbidden"
+        return "unavailable"
 
 
 class J1Unavailable(J1Error):
@@ -82,6 +123,10 @@ class J1Refused(J1Error):
         super().__init__(message, status=status, code=code, key=key)
         self.transient = status not in DATA_ERRORS
 
+    @property
+    def reason(self) -> str:
+        return super().reason if self.status in (401, 403) else "refused"
+
 
 class JobNotAwaitingUploads(J1Refused):
     """10.3: the job no longer takes uploads (finalized or aborted); fatal for that job, but a new
@@ -93,7 +138,28 @@ class JobNotAwaitingUploads(J1Refused):
 
 
 class J1JobFailed(J1Error):
-    """The job ended in a terminal status other than FINISHED (9.2), or did not finish in time."""
+    """The job ended in a terminal status other than FINISHED (9.2: not transient, JupiterOne decided
+    about this data), or did not finish in time (transient)."""
+
+    def __init__(self, message: str, *, code: str = "", ended: bool = True) -> None:
+        super().__init__(message, code=code)
+        self.transient = not ended
+
+    @property
+    def reason(self) -> str:
+        return "job_failed"
+
+
+class J1QueryError(J1Error):
+    """JupiterOne answered a J1QL query with GraphQL errors, or a deferred query failed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="QUERY")
+        self.transient = False
+
+    @property
+    def reason(self) -> str:
+        return "query"
 
 
 @dataclass(slots=True)
@@ -102,10 +168,13 @@ class J1Stats(RetryStats):
 
     bytes_sent: int = 0
     raw_bytes: int = 0
+    bytes_received: int = 0
     jobs: int = 0
+    queries: int = 0
 
     def snapshot(self) -> dict[str, float]:
-        return {**RetryStats.snapshot(self), "bytes_sent": self.bytes_sent, "raw_bytes": self.raw_bytes}
+        sizes = {"bytes_sent": self.bytes_sent, "raw_bytes": self.raw_bytes, "bytes_received": self.bytes_received}
+        return {**RetryStats.snapshot(self), **sizes, "queries": self.queries}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +219,24 @@ def job_of(body: Mapping[str, Any]) -> dict[str, Any]:
     """The job object of a create, finalize or status answer (`{"job": {...}}`, 9.1)."""
     job = body.get("job", body)
     return dict(job) if isinstance(job, Mapping) else {}
+
+
+def job_errors(job: Mapping[str, Any]) -> dict[str, int]:
+    """The error counters of a finished job that are above zero (`JOB_ERROR_COUNTERS`)."""
+    found = {}
+    for name in JOB_ERROR_COUNTERS:
+        value = job.get(name)
+        if isinstance(value, int | float) and value > 0:
+            found[name] = int(value)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class QueryPage:
+    """One page of a J1QL answer: `type` (`list`, `table`, `tree`, ...) and `data` as JupiterOne sent them."""
+
+    type: str
+    data: Any
 
 
 def rate_limit_reset(value: str | None, *, now: float | None = None) -> float | None:
@@ -235,34 +322,83 @@ class JupiterOneClient:
             if status == FINISHED:
                 return current
             if status not in IN_PROGRESS:
-                raise J1JobFailed(f"job {job_id} ended {status or 'without a status'}", code=status)
+                raise J1JobFailed(f"job {job_id} ended {status or 'without a status'}", code=status or "UNKNOWN")
             if waited > self.finalize_timeout:
-                raise J1JobFailed(f"job {job_id} still {status} after {waited:.0f}s of polling", code=status)
+                message = f"job {job_id} still {status} after {waited:.0f}s of polling"
+                raise J1JobFailed(message, code=status, ended=False)
             current = await self.job_status(job_id)
             if str(current.get("status", "")) in IN_PROGRESS:
                 await self._sleep(delay)
                 waited += delay
                 delay = min(self.poll_interval, delay * 2)
 
+    # -- J1QL (the GraphQL query API) ---------------------------------------------------------
+    async def query(self, j1ql: str, *, deferred: bool = False) -> AsyncIterator[QueryPage]:
+        """Every page of a J1QL query's answer, following the cursor until it is null.
+
+        `deferred` asks JupiterOne to answer through a result URL (for queries that may run long).
+        """
+        cursor: str | None = None
+        while True:
+            variables: dict[str, Any] = {"query": j1ql, "flags": {"variableResultSize": True}}
+            if cursor is not None:
+                variables["cursor"] = cursor
+            if deferred:
+                variables["deferredResponse"] = "FORCE"
+            body = orjson.dumps({"query": QUERY_V1, "variables": variables})
+            self.stats.queries += 1
+            answer = _query_answer(await self._send("POST", GRAPHQL_PATH, body), j1ql)
+            if answer.get("type") == "deferred":
+                answer = await self._deferred_result(str(answer.get("url", "")), j1ql)
+            yield QueryPage(str(answer.get("type", "")), answer.get("data"))
+            cursor = answer.get("cursor") or None
+            if cursor is None:
+                return
+
+    async def _deferred_result(self, state_url: str, j1ql: str) -> dict[str, Any]:
+        """Poll a deferred query's state URL until COMPLETED, then fetch its result (no credentials)."""
+        delay, waited = self.poll_interval / 8, 0.0
+        while True:
+            state = await self._send("GET", state_url, None, credentials=False)
+            status = str(state.get("status", ""))
+            if status == DEFERRED_DONE:
+                return await self._send("GET", str(state.get("url", "")), None, credentials=False)
+            if status != "IN_PROGRESS":
+                raise J1QueryError(f"J1QL query ended {status or 'without a status'}: {state.get('error') or j1ql}")
+            if waited > self.finalize_timeout:
+                raise J1QueryError(f"J1QL query still in progress after {waited:.0f}s: {j1ql}")
+            await self._sleep(delay)
+            waited += delay
+            delay = min(self.poll_interval, delay * 2)
+
     # -- transport ---------------------------------------------------------------------------
     async def _send(
-        self, method: str, path: str, body: bytes | None, *, gzipped: bool = False, raw_size: int | None = None
+        self,
+        method: str,
+        target: str,
+        body: bytes | None,
+        *,
+        gzipped: bool = False,
+        raw_size: int | None = None,
+        credentials: bool = True,
     ) -> dict[str, Any]:
-        headers = self._headers(gzipped)
+        """`target` is a path under the API root, or (without `credentials`) an absolute URL."""
+        headers = self._headers(gzipped) if credentials else {"Accept": "application/json", "Accept-Encoding": "gzip"}
+        url = f"{self.base_url}{target}" if credentials else target
         retries = 0
         while True:
             if body is not None:  # every attempt counts: a retried body is sent again
                 self.stats.bytes_sent += len(body)
                 self.stats.raw_bytes += raw_size if raw_size is not None else len(body)
-            outcome = await self._attempt(method, path, body, headers)
+            outcome = await self._attempt(method, url, body, headers)
             if isinstance(outcome, _Response) and outcome.status < 400:
                 return outcome.body
             if isinstance(outcome, _Response) and not self.policy.retryable_status(outcome.status):
-                raise _refused(outcome, method, path)
+                raise _refused(outcome, method, target)
             if not self.policy.should_retry(retries + 1):
-                raise _unavailable(outcome, method, path, retries)
+                raise _unavailable(outcome, method, target, retries)
             retries += 1
-            await self._wait(outcome, retries, method, path)
+            await self._wait(outcome, retries, method, target)
 
     def _headers(self, gzipped: bool) -> dict[str, str]:
         headers = {
@@ -270,6 +406,7 @@ class JupiterOneClient:
             "JupiterOne-Account": self._account,
             "Content-Type": "application/json",
             "Accept": "application/json",
+            "Accept-Encoding": "gzip",
             "User-Agent": f"monitor/{__version__}",
         }
         if gzipped:
@@ -279,23 +416,25 @@ class JupiterOneClient:
         return headers
 
     async def _attempt(
-        self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]
+        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]
     ) -> _Response | BaseException:
         self.stats.requests += 1
         try:
             session = self._session_for_loop()
             # aiohttp streams a file-like body; a large `bytes` body would block the loop (and warns).
             data = io.BytesIO(body) if body is not None and len(body) > _STREAM_ABOVE else body
-            async with session.request(method, f"{self.base_url}{path}", data=data, headers=headers) as response:
-                return _Response(response.status, response.headers, _json(await response.read()))
+            async with session.request(method, url, data=data, headers=headers) as response:
+                raw = await response.read()
+                self.stats.bytes_received += len(raw)
+                return _Response(response.status, response.headers, _json(_decoded(raw, response.headers)))
         except (aiohttp.ClientError, TimeoutError) as exc:
             return exc
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(ssl=client_context(self._ca_bundle), limit=self._connections)
-            # auto_decompress stays on for answers; our request bodies are compressed by hand.
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            # Answers are decompressed by `_decoded`, so that `bytes_received` counts the wire.
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False)
         return self._session
 
     async def _wait(self, outcome: _Response | BaseException, attempt: int, method: str, path: str) -> None:
@@ -309,6 +448,26 @@ class JupiterOneClient:
         delay = self.policy.plan(self.stats, attempt, reason=reason, retry_after=retry_after)
         log.info("jupiterone %s %s: %s, retry %d in %.2fs", method, path, reason, attempt, delay)
         await self._sleep(delay)
+
+
+def _decoded(raw: bytes, headers: Mapping[str, str]) -> bytes:
+    if headers.get("Content-Encoding", "").lower() != "gzip" or not raw:
+        return raw
+    try:
+        return zlib.decompress(raw, 16 + zlib.MAX_WBITS)
+    except zlib.error:
+        return b""  # read as an empty answer; `_json` of the status decides the rest
+
+
+def _query_answer(body: Mapping[str, Any], j1ql: str) -> dict[str, Any]:
+    """The `queryV1` object of a GraphQL answer; `J1QueryError` for GraphQL errors."""
+    errors = body.get("errors")
+    data = body.get("data")
+    answer = data.get("queryV1") if isinstance(data, Mapping) else None
+    if errors or not isinstance(answer, Mapping):
+        messages = [str(e.get("message", e)) for e in errors] if isinstance(errors, list) else ["no answer"]
+        raise J1QueryError(f"JupiterOne did not answer {j1ql!r}: {'; '.join(messages)}")
+    return dict(answer)
 
 
 def _json(raw: bytes) -> dict[str, Any]:

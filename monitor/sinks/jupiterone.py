@@ -1,44 +1,58 @@
 """The JupiterOne publisher: makes JupiterOne follow the mirror exactly, one small scope at a time.
 
-DESIGN.md, "Emitting to JupiterOne". JupiterOne's sync API deletes single objects only through a
-DIFF job that omits them (JUPITERONE.md 9.4-9.5; CREATE_OR_UPDATE no longer works), so the
-publisher never sends events: each change marks its scope dirty (`TenantStore.commit` does
-`HINCRBY dirty <scope>` in the same transaction as the mirror write), and the publisher uploads
-each dirty scope's *complete current state* from the mirror as one job:
+Deletions rest on one documented behaviour. JupiterOne's DIFF sync mode: "On finalize, the persister
+treats your upload as the complete state of the scope: anything that existed in the scope last time
+and is missing from this upload is deleted" (https://docs.jupiterone.io/api/sync-jobs/diff; "Both
+entities and relationships are in scope"). So the publisher never sends events, and never uses
+CROSS_SCOPE, whose finalize "Adds/updates relationships" and is documented to delete nothing
+(https://docs.jupiterone.io/api/sync-jobs/overview), nor PATCH ("Nothing is deleted"). Each change
+marks its mirror scope dirty (`TenantStore.commit` does `HSET dirty <scope> <seq>` in the same
+transaction as the mirror write), and the publisher uploads each dirty *upload scope*'s complete
+current state from the mirror as one DIFF job (`source: api`, `scope: <prefix>/<tenant>/F:b`):
 
-- an entity scope as a DIFF job (`source: api`, `scope: <prefix>/<tenant>/<scope id>`, 9.3);
-- a relationship scope as a CROSS_SCOPE job of the same naming, each relationship labelled with
-  the JupiterOne scope of each end (`_fromEntityScope` / `_toEntityScope`, 9.4 and 10.6), found
-  with `end_placements` and `scope_of`.
+- **entity deletions**: an entity no longer in the mirror is missing from its scope's next upload,
+  and the DIFF deletes it;
+- **relationship deletions, same scope and across scopes alike**: every relationship travels in
+  the job of its anchor end (`monitor.scopes`: an upload scope holds the entities of a bucket and
+  the relationships anchored on them), so a relationship no longer in the mirror is missing from
+  that scope's next upload and the DIFF deletes it. Its far end, when it lives in another upload
+  scope, is labelled with that scope and our source, as JupiterOne documents for a relationship to
+  an entity the job does not own ("you will need to use a _key and include a _source and _scope of
+  the existing entities in the graph", https://docs.jupiterone.io/features/assets/relationships-across-scopes);
+  a relationship whose ends share a scope carries no label and is a plain DIFF relationship, as the
+  CROSS_SCOPE page asks ("If the entities in question are in the same scope, use DIFF or PATCH",
+  https://docs.jupiterone.io/api/sync-jobs/cross-scope).
+- Whether deleting an entity also deletes relationships to it held by *other* scopes (the archived
+  bulk-upload docs say so) is not relied upon: the mirror drops those relationships too (a deleted
+  user leaves its groups' memberships), their scopes are dirty, and their own DIFF deletes them.
+  Either way `monitor reconcile` reads JupiterOne back (`monitor.sinks.j1_reconcile`) and finds and
+  repairs whatever stayed.
 
-For each scope: take the (tenant, scope) lease, so publisher processes never upload one scope at
-once; snapshot the scope's dirty counter *before* reading the mirror; upload (requests under the
-size limit), finalize, poll until FINISHED; then clear the dirty entry only if its counter is still
-the snapshot (a Lua compare-and-delete that also checks the lease). So a change arriving while a
-scope is in flight keeps it dirty and it is published again; a crash or a JupiterOne outage leaves
-it dirty; a repeated upload of the same state changes nothing at JupiterOne (10.5). An empty
-scope (everything deleted) is still published: its empty upload deletes the scope's content.
+For each upload scope: take the (tenant, scope) lease, so publisher processes never upload one scope
+at once; snapshot the scope's dirty counters (`e:F:b`, `r:F:b`) *before* reading the mirror; upload
+(requests under the size limit), finalize, poll until FINISHED; then clear the dirty entries only if
+their counters are still the snapshot (a Lua compare-and-delete that also checks the lease). So a
+change arriving while a scope is in flight keeps it dirty and it is published again; a crash or a
+JupiterOne outage leaves it dirty; a repeated upload of the same state changes nothing at
+JupiterOne. An emptied scope is still published: its empty upload deletes the scope's content.
 
-Assumptions kept here and nowhere else (unverified against JupiterOne; the simulated JupiterOne
-behaves this way):
+**Job results as JupiterOne reports them.** A FINISHED job is read for its error counters
+(`numEntityCreateErrors`, `numRelationshipCreateErrors`, ...: `SyncJob` of JupiterOne's Node.js
+client; the job object carries no per-object error list). A job with any of them above zero leaves
+its scope dirty: the scope backs off (`j1_scope_backoff`, doubling) and is reported (status line,
+`monitor_j1_job_errors_total`). A relationship is created only when both its ends exist, so a pass
+publishes families in waves (`monitor.scopes.PUBLISH_WAVES`: users before the groups whose
+memberships point at them), and a scope whose job reports relationship errors while a scope its
+relationships point into was published in the same pass is published once more at the end of the
+pass before it counts as failed (two new groups nesting each other).
 
-- **A CROSS_SCOPE finalize drops the relationships missing from the upload**: JupiterOne
-  describes a CROSS_SCOPE job as the single owner of its relationships, and the publisher relies on
-  a CROSS_SCOPE job for scope `S` replacing every relationship earlier jobs for `S` uploaded, as a
-  DIFF does. If that turns out wrong, relationship deletions must move elsewhere, in this module.
-- A relationship is only created if both its ends exist at finalize. So every pass publishes the
-  dirty entity scopes first, and publishes relationship scopes only when none of them failed for
-  a reason that may pass (otherwise the relationship scopes stay dirty for the next pass).
-  Relationships JupiterOne still skips are reported from the job's answer. When an end of one
-  lives in an entity scope that is dirty again (a user and its membership committed between the
-  entity and the relationship phase of a pass), the relationship scope stays dirty, so the next
-  pass publishes that entity first and then the relationship. Otherwise (an end left out as
-  invalid) the skip stands until the end changes or the periodic reconciliation (`reconcile`).
-
-Invalid objects (`monitor.sinks.j1_validate`) are left out of their scope's upload and reported
-with their key and rule; at JupiterOne that deletes them from the scope (a DIFF omits them). A 4xx
-from JupiterOne is not retried blindly: the scope is set aside until its counter moves (a new change
-or a reconciliation). 429/5xx are retried by the client, and a scope that still fails stays dirty.
+**Refusals.** 429/5xx and network failures are retried by the client; a scope that still fails
+stays dirty, and the scopes of the pass not started yet are left for the next pass (the worker loop
+backs off). A 401 or 403 stops the pass the same way and sets the tenant's problem (one status line
+saying what to fix, gauge `monitor_j1_problem`). Another 4xx refuses that scope's request: it backs
+off like a job with errors. Invalid objects (`monitor.sinks.j1_validate`) are left out of their
+scope's upload and reported with their key and rule; at JupiterOne that deletes them from the scope.
+Nothing is lost: every scope stays dirty until JupiterOne confirms it.
 """
 
 from __future__ import annotations
@@ -49,8 +63,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from redis.exceptions import RedisError
@@ -58,35 +71,35 @@ from redis.exceptions import RedisError
 from monitor.errors import ConfigError
 from monitor.keys import CLEAR_DIRTY_IF_UNCHANGED, TenantKeys
 from monitor.leases import Lease, LeaseBusy
-from monitor.model.registry import end_placements
-from monitor.model.types import JsonObject, Placement
 from monitor.redis_conn import REDIS_UNAVAILABLE, Redis
 from monitor.retry import RetryPolicy
-from monitor.scopes import ScopeId, scope_of
+from monitor.scopes import ScopeId, UploadScope, upload_scopes_of
 from monitor.settings import Settings, TenantConfig
 from monitor.sinks.j1_client import (
     J1Error,
     J1Refused,
     J1Unavailable,
     JupiterOneClient,
-    SyncMode,
-    UploadKind,
+    job_errors,
 )
-from monitor.sinks.j1_validate import Invalid, check_entity, check_relationship, too_large
+from monitor.sinks.j1_payload import ACCOUNT_NAME_TAG, SOURCE, Payload, build_payload, j1_scope_name
+from monitor.sinks.j1_state import PublishState, publishing_status, render_publishing, text
+from monitor.sinks.j1_validate import Invalid
 from monitor.store import TenantStore
 
+if TYPE_CHECKING:
+    from monitor.sinks.j1_reconcile import ReconcileReport
+
 __all__ = [
+    "ACCOUNT_NAME_TAG",
     "JupiterOneClient",
-    "Payload",
     "PublishResult",
     "Publisher",
     "ScopeFailure",
-    "build_payload",
     "build_publisher",
     "j1_scope_name",
     "publish_pending",
     "publishing_status",
-    "reconcile",
     "render_publishing",
     "run_publisher",
 ]
@@ -97,17 +110,9 @@ Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
 Raw = bytes | str  # a value as redis-py returns it
 
-ACCOUNT_NAME_TAG = "tag.AccountName"
-# Room in a request body for `{"entities":[` and `]}` around one object (see `batch_bodies`).
-_BODY_OVERHEAD = 32
-_ERRORS_SHOWN = 10
 # How long a cancelled publisher spends aborting its open job before it gives up (shutdown waits).
 ABORT_TIMEOUT = 2.0
-
-
-def j1_scope_name(prefix: str, tenant_id: str, scope: ScopeId) -> str:
-    """The JupiterOne `scope` of one of our scopes: `<prefix>/<tenant id>/<scope id>`."""
-    return f"{prefix}/{tenant_id}/{scope}"
+RELATIONSHIP_CREATE_ERRORS = "numRelationshipCreateErrors"
 
 
 # -- results -------------------------------------------------------------------------------------
@@ -115,13 +120,15 @@ def j1_scope_name(prefix: str, tenant_id: str, scope: ScopeId) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ScopeFailure:
-    """A scope JupiterOne did not confirm; `transient` failures are retried on a later pass."""
+    """A scope JupiterOne did not confirm; `transient` failures are retried on a later pass, the
+    others after a backoff (or when the scope changes)."""
 
     scope: str
     error: str
     code: str = ""
     key: str | None = None
     transient: bool = True
+    reason: str = ""
 
 
 @dataclass(slots=True)
@@ -132,16 +139,22 @@ class PublishResult:
     requests: int = 0
     bytes_sent: int = 0
     raw_bytes: int = 0
+    bytes_received: int = 0
     objects: int = 0
     published: list[str] = field(default_factory=list)
     rejected: list[Invalid] = field(default_factory=list)
-    skipped_by_jupiterone: list[Invalid] = field(default_factory=list)
     failures: list[ScopeFailure] = field(default_factory=list)
-    # Scopes not uploaded: held by another publisher, already clean, or set aside after a 4xx.
+    # Scopes whose job finished with error counters (after the pass's second chance), by counter.
+    job_errors: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Scopes not uploaded: held by another publisher, or already clean.
     skipped: int = 0
-    # Scopes left dirty without an attempt: relationship scopes whose entity scopes were not all
-    # confirmed, and every scope after JupiterOne turned out unavailable in this pass.
+    # Scopes left dirty, waiting for their backoff to pass.
+    backing_off: int = 0
+    # Scopes left dirty without an attempt: after an outage or a refused key, or behind a wave
+    # that JupiterOne did not confirm.
     postponed: int = 0
+    # Scopes published a second time in the pass (relationships waiting for a scope of the pass).
+    retried: int = 0
     still_dirty: int = 0
 
     def summary(self, tenant_id: str) -> str:
@@ -151,151 +164,75 @@ class PublishResult:
         ]
         if self.rejected:
             parts.append(f"{len(self.rejected)} invalid objects left out")
+        if self.job_errors:
+            first, counters = next(iter(self.job_errors.items()))
+            listed = ", ".join(f"{name}={count}" for name, count in sorted(counters.items()))
+            parts.append(f"{len(self.job_errors)} jobs finished with errors (first: {first}: {listed})")
         if self.failures:
             parts.append(
                 f"{len(self.failures)} scopes failed (first: {self.failures[0].scope}: {self.failures[0].error})"
             )
+        if self.backing_off:
+            parts.append(f"{self.backing_off} scopes backing off")
         if self.postponed:
-            parts.append(f"{self.postponed} relationship scopes postponed")
+            parts.append(f"{self.postponed} scopes postponed")
         if self.still_dirty:
             parts.append(f"{self.still_dirty} scopes still dirty")
         return "; ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
-class Payload:
-    """One scope's upload: the job's mode and scope name, and the serialized objects that passed."""
-
-    mode: SyncMode
-    j1_scope: str
-    kind: UploadKind
-    encoded: list[bytes]
-    rejected: list[Invalid]
-
-
-# -- building a scope's upload (pure) ------------------------------------------------------------
-
-
-def _entity_upload(entity: JsonObject, tenant: TenantConfig) -> tuple[JsonObject, list[Invalid]]:
-    if tenant.tag_account_name and tenant.account_name:
-        entity = {**entity, ACCOUNT_NAME_TAG: tenant.account_name}
-    return entity, check_entity(entity)
-
-
-class _EndScopes:
-    """The JupiterOne scope name of a relationship end, memoised for one payload (a group's members
-    share their `from` end, and a scope's relationships often share ends)."""
-
-    def __init__(self, prefix: str, tenant_id: str) -> None:
-        self.prefix, self.tenant_id = prefix, tenant_id
-        self._names: dict[Placement, str] = {}
-
-    def __call__(self, end: Placement) -> str:
-        name = self._names.get(end)
-        if name is None:
-            name = self._names[end] = j1_scope_name(self.prefix, self.tenant_id, scope_of(end))
-        return name
-
-
-def _relationship_upload(relationship: JsonObject, end_scope: _EndScopes) -> tuple[JsonObject, list[Invalid]]:
-    problems = check_relationship(relationship)
-    if problems:
-        return relationship, problems
-    try:
-        from_end, to_end = end_placements(relationship)
-    except KeyError as exc:
-        key, type_ = str(relationship.get("_key")), str(relationship.get("_type"))
-        return relationship, [Invalid(key, type_, "relationship-ends", str(exc.args[0]))]
-    labelled = {**relationship, "_fromEntityScope": end_scope(from_end), "_toEntityScope": end_scope(to_end)}
-    return labelled, []
-
-
-def build_payload(
-    scope: ScopeId, objects: Mapping[str, JsonObject], *, tenant: TenantConfig, prefix: str, max_request_bytes: int
-) -> Payload:
-    """The upload of one scope's complete state (pure): valid objects serialized, the rest reported.
-
-    Entities get `tag.AccountName` when the tenant asks for it; relationships get the JupiterOne
-    scope of each end. Objects go in key order, so the same state gives the same bytes.
-    """
-    entity = scope.kind == "entity"
-    room = max_request_bytes - _BODY_OVERHEAD
-    encoded: list[bytes] = []
-    rejected: list[Invalid] = []
-    end_scope = _EndScopes(prefix, tenant.id)
-    for key in sorted(objects):
-        if entity:
-            obj, problems = _entity_upload(objects[key], tenant)
-        else:
-            obj, problems = _relationship_upload(objects[key], end_scope)
-        if problems:
-            rejected.extend(problems)
-            continue
-        raw = orjson.dumps(obj)
-        if len(raw) > room:
-            rejected.append(too_large(obj, len(raw), max_request_bytes))
-            continue
-        encoded.append(raw)
-    return Payload(
-        mode="DIFF" if entity else "CROSS_SCOPE",
-        j1_scope=j1_scope_name(prefix, tenant.id, scope),
-        kind="entities" if entity else "relationships",
-        encoded=encoded,
-        rejected=rejected,
-    )
-
-
-def _job_errors(job: Mapping[str, Any]) -> list[Invalid]:
-    """Objects a finished job reports it could not apply (e.g. a relationship whose end is missing)."""
-    errors = job.get("errors")
-    if not isinstance(errors, list):
-        return []
-    found = []
-    for error in errors:
-        if isinstance(error, Mapping):
-            key = str(error.get("key", error.get("_key", "")))
-            found.append(
-                Invalid(key, str(error.get("type", "")), str(error.get("code", "")), str(error.get("message", "")))
-            )
-    return found
-
-
-def _text(value: Raw) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-# -- the publisher --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
 class _Outcome:
-    """How one scope went: confirmed (`done`), nothing to do (`idle`: clean, busy, set aside), not
-    tried (`postponed`), or failed (`failure`; `outage` when every other scope would fail alike)."""
+    """How one scope went: confirmed (`done`), nothing to do (`idle`: clean or busy), waiting for its
+    backoff, not tried (`postponed`), put after the others of its step (`deferred`), failed
+    (`failure`; `outage` when every other scope would fail alike), or finished with error counters
+    (`errors`, not yet recorded: the pass decides)."""
 
+    scope: UploadScope
     done: bool = False
     idle: bool = False
+    deferred: bool = False
+    backing_off: bool = False
     postponed: bool = False
     failure: ScopeFailure | None = None
     outage: bool = False
+    errors: Mapping[str, int] | None = None
+    far_scopes: frozenset[str] = frozenset()
+    job_id: str = ""
+    counters: str = ""
 
     @property
     def unconfirmed(self) -> bool:
-        """Left dirty for a reason that may pass: relationships must wait for it."""
+        """Left dirty for a reason that may pass soon: later waves wait for it."""
         return self.postponed or (self.failure is not None and self.failure.transient)
 
 
 @dataclass(slots=True)
 class _Pass:
-    """One pass's shared state: the result, and whether JupiterOne is unavailable (then the scopes
-    not yet started are left dirty rather than each spending the whole retry budget)."""
+    """One pass's shared state: the result, the scopes confirmed so far, and whether JupiterOne is
+    unavailable (then the scopes not yet started are left dirty rather than each spending the whole
+    retry budget)."""
 
     result: PublishResult
+    confirmed: set[str] = field(default_factory=set)
+    waiting: set[str] = field(default_factory=set)  # scopes of the current step not finished yet
     unavailable: bool = False
 
 
 def _outage(exc: J1Error) -> bool:
     """Whether every other scope would fail the same way: JupiterOne unreachable, or our key refused."""
     return isinstance(exc, J1Unavailable) or exc.status in (401, 403)
+
+
+def upload_scopes(dirty: Iterable[str]) -> list[UploadScope]:
+    """The upload scopes of dirty mirror scope ids (an `e:` and an `r:` entry make one scope)."""
+    names = list(dirty)
+    for name in names:
+        try:
+            ScopeId.parse(name)
+        except ValueError:
+            log.error("jupiterone: ignoring a dirty entry that is not a scope id: %r", name)
+    return upload_scopes_of(names)
 
 
 class Publisher:
@@ -318,68 +255,96 @@ class Publisher:
         self.debounce = settings.j1_debounce
         self.concurrency = settings.j1_concurrency
         self.lease_ttl = settings.j1_lease_ttl
+        self.backoff = RetryPolicy(
+            max_retries=1_000_000, base_delay=settings.j1_scope_backoff, max_delay=settings.j1_scope_max_backoff
+        )
         self._sleep = sleep
         self._clock = clock
 
     async def close(self) -> None:
         await self.client.close()
 
+    def clock(self) -> float:
+        return self._clock()
+
+    def state(self, tenant_id: str) -> PublishState:
+        return PublishState(self.redis, tenant_id, clock=self._clock, backoff=self.backoff)
+
     # -- passes ------------------------------------------------------------------------------
     async def publish_pending(self, tenant: TenantConfig, *, debounce: float = 0.0) -> PublishResult:
-        """Publish every dirty scope of `tenant` once: entity scopes, then relationship scopes.
+        """Publish every dirty upload scope of `tenant` once, family wave by family wave.
 
         With `debounce`, first wait until the dirty counters stay unchanged for that long (at most
         `j1_max_debounce`), so a burst of changes to a scope costs one upload. Failures are in the
         result, not raised; Redis errors are raised.
         """
         keys = TenantKeys(tenant.id)
-        dirty = await self._settled(keys, debounce)
-        scopes = self._parse_scopes(dirty)
+        scopes = upload_scopes(await self._settled(keys, debounce))
         before = self.client.stats.snapshot()
-        result = PublishResult()
-        state = _Pass(result)
-        entity_scopes = [s for s in scopes if s.kind == "entity"]
-        relationship_scopes = [s for s in scopes if s.kind == "relationship"]
-        # Entity scopes held by another publisher are waited for, and relationship scopes wait for a
-        # pass in which no entity scope failed transiently: entities must be at JupiterOne before
-        # relationships point at them. (A scope refused with a 4xx is not waited for: retrying it
-        # would not get it confirmed.)
-        outcomes = await self._publish_all(tenant, entity_scopes, state, lease_wait=self.lease_ttl)
-        if any(o.unconfirmed for o in outcomes):
-            result.postponed += len(relationship_scopes)
-        else:
-            await self._publish_all(tenant, relationship_scopes, state, lease_wait=0.0)
+        state = _Pass(PublishResult())
+        outcomes: list[_Outcome] = []
+        waves = sorted({scope.wave for scope in scopes})
+        for wave in waves:
+            members = [scope for scope in scopes if scope.wave == wave]
+            if any(o.unconfirmed for o in outcomes):
+                state.result.postponed += len(members)
+                continue
+            # Wait for a scope another publisher holds, except in the last wave: nothing waits on it.
+            wait = self.lease_ttl if wave != waves[-1] else 0.0
+            outcomes += await self._publish_all(tenant, members, state, lease_wait=wait)
+        outcomes = await self._second_chance(tenant, outcomes, state)
+        for outcome in outcomes:
+            if outcome.errors:
+                await self._job_errored(tenant.id, outcome, state.result)
+        await self._finish_pass(keys, state.result, before)
+        return state.result
+
+    async def _second_chance(self, tenant: TenantConfig, outcomes: list[_Outcome], state: _Pass) -> list[_Outcome]:
+        """Publish once more the scopes whose relationships JupiterOne could not create while a scope
+        they point into was confirmed in this pass (its new entities may not have been there yet)."""
+        again = [
+            o.scope
+            for o in outcomes
+            if o.errors and set(o.errors) == {RELATIONSHIP_CREATE_ERRORS} and o.far_scopes & state.confirmed
+        ]
+        if not again:
+            return outcomes
+        state.result.retried += len(again)
+        retried = {o.scope: o for o in await self._publish_all(tenant, again, state, lease_wait=self.lease_ttl)}
+        return [retried.get(o.scope, o) for o in outcomes]
+
+    async def _finish_pass(self, keys: TenantKeys, result: PublishResult, before: Mapping[str, float]) -> None:
         after = self.client.stats.snapshot()
         result.requests = int(after["requests"] - before["requests"])
         result.bytes_sent = int(after["bytes_sent"] - before["bytes_sent"])
         result.raw_bytes = int(after["raw_bytes"] - before["raw_bytes"])
-        result.still_dirty = int(await self.redis.hlen(keys.dirty))
-        await self._record_pass(keys, result)
-        return result
+        result.bytes_received = int(after["bytes_received"] - before["bytes_received"])
+        result.still_dirty = len(upload_scopes(text(k) for k in await self.redis.hkeys(keys.dirty)))
+        await self.state(keys.tenant).record_pass(
+            result.summary(keys.tenant), bytes_sent=result.bytes_sent, objects=result.objects
+        )
 
-    async def reconcile(self, tenant: TenantConfig) -> PublishResult:
-        """The periodic reconciliation: mark every scope the mirror has ever held dirty, then publish.
+    async def reconcile(self, tenant: TenantConfig, *, check: bool = False) -> ReconcileReport:
+        """Read JupiterOne back, compare with the mirror, and (unless `check`) repair what differs
+        (`monitor.sinks.j1_reconcile`)."""
+        from monitor.sinks.j1_reconcile import reconcile_tenant
 
-        Re-uploads the tenant's whole graph scope by scope (harmless where nothing changed, 10.5);
-        it repairs whatever drifted at JupiterOne and retries scopes set aside after a 4xx.
-        """
-        store = TenantStore(self.redis, tenant.id)
-        scopes = await store.known_scopes()
-        if scopes:
-            pipe: Any = self.redis.pipeline(transaction=False)
-            for scope in scopes:
-                pipe.hincrby(store.keys.dirty, str(scope), 1)
-            await pipe.execute()
-        return await self.publish_pending(tenant)
+        return await reconcile_tenant(self, tenant, check=check)
 
     async def has_pending(self, tenant: TenantConfig) -> bool:
-        """Whether a dirty scope is waiting that is not set aside after a 4xx at the same counter."""
+        """Whether a dirty scope is waiting that is not backing off."""
         keys = TenantKeys(tenant.id)
-        dirty = await self.redis.hgetall(keys.dirty)
+        dirty: dict[Raw, Raw] = await self.redis.hgetall(keys.dirty)
         if not dirty:
             return False
-        blocked = await self.redis.hgetall(keys.j1_blocked)
-        return any(blocked.get(scope) != counter for scope, counter in dirty.items())
+        counters = {text(k): text(v) for k, v in dirty.items()}
+        backoffs = await self.state(tenant.id).backoffs()
+        now = self._clock()
+        for scope in upload_scopes(counters):
+            entry = backoffs.get(str(scope))
+            if entry is None or not entry.waiting(_counters(counters, scope), now):
+                return True
+        return False
 
     async def _settled(self, keys: TenantKeys, debounce: float) -> dict[str, Raw]:
         snapshot: dict[Raw, Raw] = await self.redis.hgetall(keys.dirty)
@@ -392,31 +357,45 @@ class Publisher:
             if current == snapshot:
                 break
             snapshot = current
-        return {_text(scope): counter for scope, counter in snapshot.items()}
-
-    def _parse_scopes(self, dirty: Mapping[str, Raw]) -> list[ScopeId]:
-        scopes = []
-        for text in dirty:
-            try:
-                scopes.append(ScopeId.parse(text))
-            except ValueError:
-                log.error("jupiterone: ignoring a dirty entry that is not a scope id: %r", text)
-        return sorted(scopes)
+        return {text(scope): counter for scope, counter in snapshot.items()}
 
     async def _publish_all(
-        self, tenant: TenantConfig, scopes: Sequence[ScopeId], state: _Pass, *, lease_wait: float
+        self, tenant: TenantConfig, scopes: Sequence[UploadScope], state: _Pass, *, lease_wait: float
+    ) -> list[_Outcome]:
+        """Publish `scopes` side by side. A scope whose relationships point into another of them
+        not finished yet waits for the others, once (a group whose nested group is new)."""
+        state.waiting = {str(scope) for scope in scopes}
+        outcomes = await self._publish_side_by_side(tenant, scopes, state, lease_wait, defer=True)
+        deferred = [o.scope for o in outcomes if o.deferred]
+        if deferred:
+            again = {o.scope: o for o in await self._publish_side_by_side(tenant, deferred, state, lease_wait)}
+            outcomes = [again.get(o.scope, o) for o in outcomes]
+        return outcomes
+
+    async def _publish_side_by_side(
+        self,
+        tenant: TenantConfig,
+        scopes: Sequence[UploadScope],
+        state: _Pass,
+        lease_wait: float,
+        *,
+        defer: bool = False,
     ) -> list[_Outcome]:
         if not scopes:
             return []
         gate = asyncio.Semaphore(self.concurrency)
 
-        async def one(scope: ScopeId) -> _Outcome:
+        async def one(scope: UploadScope) -> _Outcome:
             async with gate:
                 if state.unavailable:
                     state.result.postponed += 1
-                    return _Outcome(postponed=True)
-                outcome = await self._publish_scope(tenant, scope, state.result, lease_wait)
+                    return _Outcome(scope, postponed=True)
+                outcome = await self._publish_scope(tenant, scope, state, lease_wait, defer=defer)
                 state.unavailable = state.unavailable or outcome.outage
+                if outcome.done:
+                    state.confirmed.add(str(scope))
+                if not outcome.deferred:
+                    state.waiting.discard(str(scope))
                 return outcome
 
         try:
@@ -427,96 +406,100 @@ class Publisher:
         return [task.result() for task in tasks]
 
     # -- one scope ---------------------------------------------------------------------------
-    async def publish_scope(self, tenant: TenantConfig, scope: ScopeId) -> PublishResult:
-        """Publish one scope now if it is dirty (for tools and tests; passes use `publish_pending`)."""
+    async def publish_scope(self, tenant: TenantConfig, scope: UploadScope) -> PublishResult:
+        """Publish one upload scope now if it is dirty (for tools and tests; passes use `publish_pending`)."""
         result = PublishResult()
-        await self._publish_scope(tenant, scope, result, 0.0)
+        outcome = await self._publish_scope(tenant, scope, _Pass(result), 0.0)
+        if outcome.errors:
+            await self._job_errored(tenant.id, outcome, result)
         return result
 
     async def _publish_scope(
-        self, tenant: TenantConfig, scope: ScopeId, result: PublishResult, lease_wait: float
+        self, tenant: TenantConfig, scope: UploadScope, state: _Pass, lease_wait: float, *, defer: bool = False
     ) -> _Outcome:
         keys = TenantKeys(tenant.id)
-        lease = Lease(self.redis, keys.j1_lease(scope), ttl=self.lease_ttl)
+        lease = Lease(self.redis, keys.j1_lease(str(scope)), ttl=self.lease_ttl)
         try:
             async with lease.held(wait=lease_wait):
-                outcome = await self._upload_scope(tenant, keys, scope, lease, result)
+                outcome = await self._upload_scope(tenant, keys, scope, lease, state, defer)
         except LeaseBusy:
-            result.skipped += 1
-            return _Outcome(idle=True)
+            state.result.skipped += 1
+            return _Outcome(scope, idle=True)
         if outcome.failure is not None:
-            result.failures.append(outcome.failure)
+            state.result.failures.append(outcome.failure)
         return outcome
 
     async def _upload_scope(
-        self, tenant: TenantConfig, keys: TenantKeys, scope: ScopeId, lease: Lease, result: PublishResult
+        self, tenant: TenantConfig, keys: TenantKeys, scope: UploadScope, lease: Lease, state: _Pass, defer: bool
     ) -> _Outcome:
-        name = str(scope)
-        # The counter first, the mirror second: a change committed in between moves the counter,
-        # so the scope stays dirty after this upload (commit writes both in one transaction).
-        counter = await self.redis.hget(keys.dirty, name)
-        if counter is None or await self.redis.hget(keys.j1_blocked, name) == counter:
+        name, result = str(scope), state.result
+        # The counters first, the mirror second: a change committed in between moves a counter, so
+        # the scope stays dirty after this upload (commit writes both in one transaction).
+        names = [str(scope.entities), str(scope.relationships)]
+        snapshot: list[Raw | None] = await self.redis.hmget(keys.dirty, names)
+        if all(counter is None for counter in snapshot):
             result.skipped += 1
-            return _Outcome(idle=True)
-        objects = await TenantStore(self.redis, tenant.id).scope_objects(scope)
-        payload = build_payload(
-            scope, objects, tenant=tenant, prefix=self.prefix, max_request_bytes=self.client.max_request_bytes
-        )
+            return _Outcome(scope, idle=True)
+        counters = ",".join("" if c is None else text(c) for c in snapshot)
+        entry = (await self.state(tenant.id).backoffs()).get(name)
+        if entry is not None and entry.waiting(counters, self._clock()):
+            result.backing_off += 1
+            return _Outcome(scope, backing_off=True)
+        payload = await self.payload(tenant, scope)
+        if defer and payload.far_scopes & (state.waiting - {name}):
+            return _Outcome(scope, deferred=True)
         try:
             job = await self._run_job(keys, name, payload)
         except J1Error as exc:
-            return await self._failed(keys, name, counter, payload, exc)
+            return await self._failed(tenant.id, scope, counters, exc)
         result.jobs += 1
-        result.objects += len(payload.encoded)
+        result.objects += payload.objects
         result.published.append(name)
+        errors = job_errors(job)
+        job_id = str(job.get("id", ""))
+        if errors:
+            return _Outcome(scope, errors=errors, far_scopes=payload.far_scopes, job_id=job_id, counters=counters)
         result.rejected.extend(payload.rejected)
-        skipped = _job_errors(job)
-        result.skipped_by_jupiterone.extend(skipped)
-        if skipped and await self._ends_pending(keys, objects, skipped):
-            cleared = 0  # stays dirty: published again after the entity scopes it waits for
-        else:
-            cleared = await self.redis.eval(
-                CLEAR_DIRTY_IF_UNCHANGED, 2, keys.dirty, lease.key, name, counter, lease.token
-            )
-        await self._record_success(keys, name, str(job.get("id", "")), payload.rejected, skipped)
-        log.debug("jupiterone %s %s: %d objects, cleared=%s", tenant.id, name, len(payload.encoded), bool(cleared))
-        return _Outcome(done=True)
+        pairs = [item for pair in zip(names, counters.split(","), strict=True) for item in pair]
+        await self.redis.eval(CLEAR_DIRTY_IF_UNCHANGED, 2, keys.dirty, lease.key, lease.token, *pairs)
+        await self.state(tenant.id).record_success(name, job_id, payload.rejected)
+        log.debug("jupiterone %s %s: %d objects", tenant.id, name, payload.objects)
+        return _Outcome(scope, done=True)
 
-    async def _ends_pending(self, keys: TenantKeys, objects: Mapping[str, JsonObject], skipped: list[Invalid]) -> bool:
-        """Whether an end of a relationship JupiterOne skipped lives in an entity scope still to be
-        published: dirty, and not set aside after a refusal (that would wait for a change anyway)."""
-        ends: set[str] = set()
-        for problem in skipped:
-            relationship = objects.get(problem.key)
-            if relationship is None:
-                continue
-            with contextlib.suppress(KeyError):  # ends it cannot name were refused before upload
-                ends.update(str(scope_of(end)) for end in end_placements(relationship))
-        if not ends:
-            return False
-        names = sorted(ends)
-        dirty: list[Raw | None] = await self.redis.hmget(keys.dirty, names)
-        blocked: list[Raw | None] = await self.redis.hmget(keys.j1_blocked, names)
-        return any(counter is not None and counter != aside for counter, aside in zip(dirty, blocked, strict=True))
+    async def payload(self, tenant: TenantConfig, scope: UploadScope) -> Payload:
+        """What publishing `scope` of `tenant` would upload now, from the mirror."""
+        store = TenantStore(self.redis, tenant.id)
+        entities = await store.scope_objects(scope.entities)
+        relationships = await store.scope_objects(scope.relationships)
+        return build_payload(
+            scope,
+            entities,
+            relationships,
+            tenant=tenant,
+            prefix=self.prefix,
+            max_request_bytes=self.client.max_request_bytes,
+        )
 
     async def _run_job(self, keys: TenantKeys, name: str, payload: Payload) -> dict[str, Any]:
-        """Create, upload, finalize and wait (9.1-9.2); the job is listed as in flight meanwhile.
+        """Create, upload, finalize and wait; the job is listed as in flight meanwhile.
 
-        A job that will not be finalized is aborted, as the SDK does (9.1): on a refused upload, on
+        A job that will not be finalized is aborted, as the SDK does: on a refused upload, on
         cancellation (shutdown, a killed pass), and, for a publisher that died, by the next one to
         publish the scope (it holds the scope's lease, so the listed job is nobody's any more). A
         publisher that dies between creating a job and listing it leaves that job open; never
         finalized, it is never applied.
         """
         await self._abort_left_open(keys, name)
-        job = await self.client.create_job(scope=payload.j1_scope, sync_mode=payload.mode)
+        job = await self.client.create_job(scope=payload.j1_scope, sync_mode="DIFF", source=SOURCE)
         job_id = str(job["id"])
-        entry = {"job": job_id, "mode": payload.mode, "j1_scope": payload.j1_scope, "started_at": self._clock()}
+        entry = {"job": job_id, "mode": "DIFF", "j1_scope": payload.j1_scope, "started_at": self._clock()}
         await self.redis.hset(keys.j1_inflight, name, orjson.dumps(entry))
         finalized: dict[str, Any] | None = None
         try:
             try:
-                await self.client.upload(job_id, payload.kind, payload.encoded)
+                # Entities first: a relationship between two of them is created at finalize either way.
+                await self.client.upload(job_id, "entities", payload.encoded_entities)
+                await self.client.upload(job_id, "relationships", payload.encoded_relationships)
             except J1Refused as exc:
                 if not exc.transient:
                     await self.client.abort(job_id, f"monitor: upload refused: {exc}")
@@ -541,61 +524,42 @@ class Publisher:
         log.info("jupiterone %s: aborting job %s, left open by a publisher that stopped", name, job_id)
         await self.client.abort(job_id, "monitor: left open by a publisher that stopped")
 
-    # -- status bookkeeping ------------------------------------------------------------------
-    async def _failed(self, keys: TenantKeys, name: str, counter: Raw, payload: Payload, exc: J1Error) -> _Outcome:
-        failure = ScopeFailure(name, str(exc), exc.code, exc.key, exc.transient)
-        pipe: Any = self.redis.pipeline(transaction=False)
-        if not exc.transient:
-            # A 4xx: the same state would be refused again. Set the scope aside until it changes.
-            pipe.hset(keys.j1_blocked, name, counter)
-        error = {"at": self._clock(), "scope": name, "key": exc.key, "rule": exc.code, "message": str(exc)}
-        pipe.lpush(keys.j1_errors, orjson.dumps(error))
-        pipe.ltrim(keys.j1_errors, 0, TenantKeys.J1_ERRORS_KEPT - 1)
-        pipe.hset(keys.j1_state, mapping={"last_error_at": self._clock(), "last_error": f"{name}: {exc}"})
-        pipe.hincrby(keys.metrics, 'monitor_j1_jobs_total{result="failed"}', 1)
-        await pipe.execute()
-        log.warning("jupiterone %s: %s (%d objects not confirmed)", name, exc, len(payload.encoded))
-        return _Outcome(failure=failure, outage=_outage(exc))
+    async def remove_scope(self, tenant_id: str, j1_scope: str) -> dict[str, Any]:
+        """Empty a JupiterOne scope of ours that the mirror has no scope for (an empty DIFF deletes
+        everything in it); for `monitor reconcile`."""
+        keys = TenantKeys(tenant_id)
+        name = j1_scope.rsplit("/", 1)[-1]
+        empty = Payload(j1_scope, [], [], [], [], [], frozenset())
+        return await self._run_job(keys, f"removal:{name}", empty)
 
-    async def _record_success(
-        self, keys: TenantKeys, name: str, job_id: str, rejected: list[Invalid], skipped: list[Invalid]
-    ) -> None:
-        now = self._clock()
-        pipe: Any = self.redis.pipeline(transaction=False)
-        pipe.hdel(keys.j1_blocked, name)
-        if rejected:
-            pipe.hset(keys.j1_rejected, name, orjson.dumps([r.as_dict() for r in rejected]))
-        else:
-            pipe.hdel(keys.j1_rejected, name)
-        for problem in [*rejected, *skipped]:
-            entry = {"at": now, "scope": name, "key": problem.key, "rule": problem.rule, "message": problem.detail}
-            pipe.lpush(keys.j1_errors, orjson.dumps(entry))
-        if rejected or skipped:
-            pipe.ltrim(keys.j1_errors, 0, TenantKeys.J1_ERRORS_KEPT - 1)
-            pipe.hset(
-                keys.j1_state,
-                mapping={
-                    "last_error_at": now,
-                    "last_error": f"{name}: {len(rejected) + len(skipped)} objects not at JupiterOne",
-                },
-            )
-        pipe.hset(keys.j1_state, mapping={"last_success_at": now, "last_job": job_id, "last_scope": name})
-        pipe.hincrby(keys.metrics, 'monitor_j1_jobs_total{result="finished"}', 1)
-        if rejected:
-            pipe.hincrby(keys.metrics, "monitor_j1_rejected_total", len(rejected))
-        await pipe.execute()
+    # -- outcomes ------------------------------------------------------------------------------
+    async def _failed(self, tenant_id: str, scope: UploadScope, counters: str, exc: J1Error) -> _Outcome:
+        name = str(scope)
+        failure = ScopeFailure(name, str(exc), exc.code, exc.key, exc.transient, exc.reason)
+        await self.state(tenant_id).record_failure(name, counters, exc)
+        log.warning("jupiterone %s %s: %s", tenant_id, name, exc)
+        return _Outcome(scope, failure=failure, outage=_outage(exc))
 
-    async def _record_pass(self, keys: TenantKeys, result: PublishResult) -> None:
-        pipe: Any = self.redis.pipeline(transaction=False)
-        pipe.hset(keys.j1_state, mapping={"last_pass_at": self._clock(), "last_pass": result.summary(keys.tenant)})
-        if result.bytes_sent:
-            pipe.hincrby(keys.metrics, "monitor_j1_bytes_total", result.bytes_sent)
-        if result.objects:
-            pipe.hincrby(keys.metrics, "monitor_j1_objects_total", result.objects)
-        await pipe.execute()
+    async def _job_errored(self, tenant_id: str, outcome: _Outcome, result: PublishResult) -> None:
+        """Record a job that finished with error counters. If a scope its relationships point into is
+        dirty (a new user whose membership was published first), it is tried again in the next
+        pass, after that scope; otherwise after its backoff."""
+        name = str(outcome.scope)
+        errors = dict(outcome.errors or {})
+        far = [UploadScope.parse(n) for n in sorted(outcome.far_scopes)]
+        names = [str(s) for scope in far for s in (scope.entities, scope.relationships)]
+        pending = bool(names) and any(c is not None for c in await self.redis.hmget(TenantKeys(tenant_id).dirty, names))
+        state = self.state(tenant_id)
+        entry = await state.record_job_errors(name, outcome.counters, outcome.job_id, errors, retry_now=pending)
+        result.job_errors[name] = errors
+        result.failures.append(ScopeFailure(name, entry.message, "job_errors", None, False, "job_errors"))
+        wait = entry.until - self._clock()
+        log.warning(
+            "jupiterone %s %s: %s; tried again in %.0fs or when it changes", tenant_id, name, entry.message, wait
+        )
 
     async def status(self, tenant_id: str) -> dict[str, Any]:
-        return await publishing_status(self.redis, tenant_id)
+        return await publishing_status(self.redis, tenant_id, now=self._clock())
 
     # -- the worker loop ---------------------------------------------------------------------
     async def run(
@@ -610,8 +574,9 @@ class Publisher:
         `tenants` may be a callable, asked before every pass: tenants are registered and removed
         while the worker runs (`Runtime.tenants`).
 
-        Each pass waits for the debounce first. After passes that confirm nothing while failing,
-        the loop backs off through the retry policy, so an outage is not hammered.
+        Each pass waits for the debounce first. After passes that confirm nothing while failing (an
+        outage, a refused key), the loop backs off through the retry policy, so an outage is not
+        hammered; the scopes stay dirty and go out once JupiterOne accepts again.
         """
         fixed = None if callable(tenants) else list(tenants)
         backoff = RetryPolicy(max_retries=1_000_000, base_delay=idle, max_delay=self.settings.j1_max_backoff)
@@ -642,66 +607,8 @@ class Publisher:
         return progressed, failed
 
 
-# -- status --------------------------------------------------------------------------------------
-
-
-async def publishing_status(redis: Redis, tenant_id: str) -> dict[str, Any]:
-    """The tenant's publishing state for `monitor status`: dirty scopes, jobs in flight, last
-    success, last errors (with the offending key and rule), invalid objects left out."""
-    keys = TenantKeys(tenant_id)
-    pipe: Any = redis.pipeline(transaction=False)
-    pipe.hlen(keys.dirty)
-    pipe.hgetall(keys.j1_inflight)
-    pipe.hgetall(keys.j1_state)
-    pipe.lrange(keys.j1_errors, 0, _ERRORS_SHOWN - 1)
-    pipe.hvals(keys.j1_rejected)
-    pipe.hkeys(keys.j1_blocked)
-    dirty, inflight, state, errors, rejected, blocked = await pipe.execute()
-    state = {_text(k): _text(v) for k, v in state.items()}
-    return {
-        "dirty_scopes": int(dirty),
-        "in_flight": [{"scope": _text(scope), **orjson.loads(entry)} for scope, entry in sorted(inflight.items())],
-        "last_success_at": _float(state.get("last_success_at")),
-        "last_job": state.get("last_job"),
-        "last_pass_at": _float(state.get("last_pass_at")),
-        "last_pass": state.get("last_pass"),
-        "last_error_at": _float(state.get("last_error_at")),
-        "last_error": state.get("last_error"),
-        "errors": [orjson.loads(entry) for entry in errors],
-        "invalid_objects_left_out": sum(len(orjson.loads(entry)) for entry in rejected),
-        "set_aside_scopes": sorted(_text(scope) for scope in blocked),
-    }
-
-
-def _float(value: str | None) -> float | None:
-    return None if value is None else float(value)
-
-
-def _when(epoch: float | None) -> str:
-    return "never" if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
-
-
-def render_publishing(status: Mapping[str, Any]) -> list[str]:
-    """`monitor status` lines for `publishing_status(...)`."""
-    in_flight = status["in_flight"]
-    lines = [
-        f"  jupiterone   {status['dirty_scopes']:,} dirty scopes, {len(in_flight)} jobs in flight, "
-        f"last success {_when(status['last_success_at'])}"
-    ]
-    for job in in_flight:
-        lines.append(f"  j1 job       {job['scope']}: {job['mode']} job {job['job']} since {_when(job['started_at'])}")
-    if status["invalid_objects_left_out"]:
-        lines.append(
-            f"  j1 invalid   {status['invalid_objects_left_out']:,} invalid objects left out (not at JupiterOne)"
-        )
-    if status["set_aside_scopes"]:
-        lines.append(f"  j1 refused   {', '.join(status['set_aside_scopes'])} (retried when they change)")
-    if status["last_error_at"] is not None:
-        lines.append(f"  j1 error     {_when(status['last_error_at'])}: {status['last_error']}")
-    for error in status["errors"][:3]:
-        key = f" key {error['key']}" if error.get("key") else ""
-        lines.append(f"    {error['scope']}{key} [{error.get('rule') or '?'}]: {error['message']}")
-    return lines
+def _counters(dirty: Mapping[str, str], scope: UploadScope) -> str:
+    return ",".join(dirty.get(str(s), "") for s in (scope.entities, scope.relationships))
 
 
 # -- wiring and the functions the commands call ------------------------------------------------------
@@ -720,11 +627,6 @@ def build_publisher(settings: Settings, redis: Redis) -> Publisher | None:
 async def publish_pending(publisher: Publisher, tenant: TenantConfig, *, debounce: float = 0.0) -> PublishResult:
     """Publish every dirty scope of `tenant` once (see `Publisher.publish_pending`)."""
     return await publisher.publish_pending(tenant, debounce=debounce)
-
-
-async def reconcile(publisher: Publisher, tenant: TenantConfig) -> PublishResult:
-    """Mark every known scope of `tenant` dirty and publish (see `Publisher.reconcile`)."""
-    return await publisher.reconcile(tenant)
 
 
 async def run_publisher(publisher: Publisher, tenants: Iterable[TenantConfig], stop: asyncio.Event) -> None:

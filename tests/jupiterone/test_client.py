@@ -12,11 +12,13 @@ from monitor.settings import Settings
 from monitor.simulator.jupiterone import RunningJupiterOne, SimJupiterOne
 from monitor.sinks.j1_client import (
     J1JobFailed,
+    J1QueryError,
     J1Refused,
     J1Unavailable,
     JobNotAwaitingUploads,
     JupiterOneClient,
     batch_bodies,
+    job_errors,
     rate_limit_reset,
 )
 from tests.conftest import RedisServer
@@ -211,3 +213,70 @@ async def test_a_body_over_a_mebibyte_on_the_wire_is_streamed(j1: SimJupiterOne,
     upload = await client.upload(job["id"], "entities", noise)
     assert upload.requests == 1 and upload.wire_bytes > 1 << 20
     assert len(j1.jobs[job["id"]].entities) == 3
+
+
+# -- J1QL through queryV1 ------------------------------------------------------------------------
+
+
+async def seed_scope(j1: SimJupiterOne, count: int) -> None:
+    for n in range(count):
+        j1.plant_entity(SCOPE, orjson.loads(user(n)))
+
+
+async def test_a_query_follows_the_cursor_until_it_is_null(j1: SimJupiterOne, client: JupiterOneClient) -> None:
+    await seed_scope(j1, 5)
+    j1.query_page_size = 2
+
+    pages = [page async for page in client.query(f"FIND * WITH _scope = '{SCOPE}'")]
+
+    assert [page.type for page in pages] == ["list"] * 3 and client.stats.queries == 3
+    keys = [row["entity"]["_key"] for page in pages for row in page.data]
+    assert keys == [f"user-key-{n:06d}" for n in range(5)]
+    posted = [r for r in j1.requests if r.path == "/graphql"]
+    assert len(posted) == 3 and all(r.credentials for r in posted)
+
+
+async def test_a_deferred_answer_is_fetched_without_our_credentials(
+    j1: SimJupiterOne, client: JupiterOneClient
+) -> None:
+    await seed_scope(j1, 2)
+
+    pages = [
+        page
+        async for page in client.query("FIND UNIQUE * WITH _scope ^= 'monitor/' AS e RETURN e._scope", deferred=True)
+    ]
+
+    assert [page.data for page in pages] == [[{"e._scope": SCOPE}]]
+    fetched = [r for r in j1.requests if r.path.startswith("/query-results/")]
+    assert len(fetched) == 2 and not any(r.credentials for r in fetched)  # the key never leaves for a result URL
+
+
+async def test_a_graphql_error_is_raised_and_not_retried(j1: SimJupiterOne, client: JupiterOneClient) -> None:
+    with pytest.raises(J1QueryError, match="does not answer this J1QL") as raised:
+        [page async for page in client.query("FIND User")]
+    assert raised.value.reason == "query" and not raised.value.transient
+    assert len(j1.requests) == 1
+
+
+async def test_answers_are_counted_as_they_travel_compressed(j1: SimJupiterOne, client: JupiterOneClient) -> None:
+    await seed_scope(j1, 200)
+    j1.query_page_size = 1_000
+
+    [page] = [page async for page in client.query(f"FIND * WITH _scope = '{SCOPE}'")]
+
+    answer = orjson.dumps({"data": {"queryV1": {"type": page.type, "data": page.data, "cursor": None}}})
+    assert len(page.data) == 200 and client.stats.bytes_received == j1.requests[-1].answer_bytes
+    assert client.stats.bytes_received < len(answer) / 3  # gzip on the wire, decompressed here
+
+
+@pytest.mark.parametrize(("status", "reason"), [(401, "unauthorized"), (403, "forbidden"), (400, "refused")])
+def test_refusals_name_their_reason(status: int, reason: str) -> None:
+    assert J1Refused("x", status=status).reason == reason
+    assert J1Unavailable("x", status=503).reason == "unavailable"
+    assert J1JobFailed("x", code="ERROR_BAD_DATA").reason == "job_failed"
+
+
+def test_job_errors_are_the_error_counters_above_zero() -> None:
+    job = {"status": "FINISHED", "numRelationshipCreateErrors": 2, "numEntityCreateErrors": 0, "numEntitiesCreated": 5}
+    assert job_errors(job) == {"numRelationshipCreateErrors": 2}
+    assert job_errors({"status": "FINISHED"}) == {}

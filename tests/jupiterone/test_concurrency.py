@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from monitor.model.types import Op, entity_placement
 from monitor.model.users import USER_FAMILY, map_user
-from monitor.scopes import scope_of
+from monitor.scopes import scope_of, upload_scopes_of
 from monitor.settings import Settings, TenantConfig
 from monitor.simulator.jupiterone import SimJupiterOne
 from monitor.sinks.jupiterone import Publisher, j1_scope_name, run_publisher
@@ -29,7 +29,7 @@ from tests.jupiterone.directory import (
 
 USER = generated_user(9)
 USER_SCOPE = scope_of(entity_placement(USER_FAMILY, USER["id"]))
-USER_J1_SCOPE = j1_scope_name(PREFIX, TENANT_ID, USER_SCOPE)
+USER_J1_SCOPE = j1_scope_name(PREFIX, TENANT_ID, USER_SCOPE.upload)
 
 
 def title(n: int) -> list[Op]:
@@ -114,7 +114,7 @@ async def test_two_publishers_never_upload_the_same_scope_at_once(
     j1: SimJupiterOne, redis: aioredis.Redis, settings: Settings, store: TenantStore, tenant: TenantConfig
 ) -> None:
     await seed(store)
-    scopes = await dirty(redis)
+    scopes = upload_scopes_of(await dirty(redis))
     j1.slow_finalize(3)  # jobs stay open over several requests, so that they interleave
     first, second = Publisher(redis, settings, sleep=Sleeps()), Publisher(redis, settings, sleep=Sleeps())
     try:
@@ -138,9 +138,9 @@ async def test_a_scope_held_by_another_publisher_is_not_uploaded(
     j1: SimJupiterOne, publisher: Publisher, store: TenantStore, tenant: TenantConfig, redis: aioredis.Redis
 ) -> None:
     await commit(store, title(1))
-    await redis.set(store.keys.j1_lease(USER_SCOPE), "another-process", px=60_000)
+    await redis.set(store.keys.j1_lease(str(USER_SCOPE.upload)), "another-process", px=60_000)
 
-    result = await publisher.publish_scope(tenant, USER_SCOPE)
+    result = await publisher.publish_scope(tenant, USER_SCOPE.upload)
 
     assert result.jobs == 0 and result.skipped == 1 and j1.jobs == {}
     assert str(USER_SCOPE) in await dirty(redis)

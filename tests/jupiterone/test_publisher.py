@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import redis.asyncio as aioredis
 
 from monitor.app import Runtime
+from monitor.model.account import map_account
 from monitor.model.groups import GROUP_FAMILY, map_member_change
-from monitor.model.types import entity_placement, relationship_placement
+from monitor.model.types import entity_placement
 from monitor.model.users import USER_FAMILY, map_user
-from monitor.scopes import ScopeId, scope_of
+from monitor.scopes import UploadScope, scope_of, upload_scopes_of
 from monitor.settings import Settings, TenantConfig
 from monitor.simulator.jupiterone import SimJupiterOne, serve_jupiterone
+from monitor.sinks.j1_client import JOB_ERROR_COUNTERS
 from monitor.sinks.jupiterone import Publisher, j1_scope_name
 from monitor.store import TenantStore
 from monitor.sync import deliver
@@ -30,6 +30,7 @@ from tests.jupiterone.directory import (
     dirty_counters,
     generated_user,
     group_deletion,
+    mark_every_scope_dirty,
     placeholder_deletion,
     removed,
     seed,
@@ -39,7 +40,8 @@ from tests.jupiterone.directory import (
 
 
 async def dirty_scopes(redis: aioredis.Redis) -> set[str]:
-    return set(await dirty_counters(TenantStore(redis, TENANT_ID)))
+    """The dirty upload scopes (`F:b`)."""
+    return {str(scope) for scope in upload_scopes_of(await dirty_counters(TenantStore(redis, TENANT_ID)))}
 
 
 async def test_first_publication_equals_the_mirror(
@@ -50,14 +52,14 @@ async def test_first_publication_equals_the_mirror(
 
     result = await publisher.publish_pending(tenant)
 
-    assert result.failures == [] and result.rejected == [] and result.skipped_by_jupiterone == []
-    assert sorted(result.published) == sorted(scopes) and result.jobs == len(scopes)
+    assert result.failures == [] and result.rejected == [] and result.job_errors == {}
+    assert sorted(result.published) == sorted(scopes) and result.jobs == len(scopes)  # each once
     await assert_j1_matches_mirror(j1, store)
     assert await dirty_scopes(redis) == set()
-    # Entity scopes are DIFF jobs, relationship scopes CROSS_SCOPE jobs, all `source: api`.
-    modes = Counter((job.scope.rsplit("/", 1)[1][0], job.sync_mode, job.source) for job in j1.jobs.values())
-    assert set(modes) == {("e", "DIFF", "api"), ("r", "CROSS_SCOPE", "api")}
+    # Every scope is one DIFF job (`source: api`) holding its entities and their relationships.
+    assert {(job.sync_mode, job.source) for job in j1.jobs.values()} == {("DIFF", "api")}
     assert all(job.status == "FINISHED" for job in j1.jobs.values())
+    assert all(not any(job.view()[name] for name in JOB_ERROR_COUNTERS) for job in j1.jobs.values())
 
 
 async def test_updates_and_deletions_of_users_groups_and_memberships_follow(
@@ -102,20 +104,24 @@ async def test_a_scope_emptied_by_deletions_is_published_as_an_empty_diff(
     j1: SimJupiterOne, publisher: Publisher, store: TenantStore, tenant: TenantConfig
 ) -> None:
     user = generated_user(7)
-    await commit(store, map_user(user, account_key=ACCOUNT_KEY))
+    account = map_account(gd.ORGANIZATION, key=ACCOUNT_KEY, display_name="Contoso")
+    await commit(store, [account, *map_user(user, account_key=ACCOUNT_KEY)])
     await publisher.publish_pending(tenant)
-    entity_scope = j1_scope_name(PREFIX, TENANT_ID, scope_of(entity_placement(USER_FAMILY, user["id"])))
-    assert set(j1.entities(entity_scope)) == {(entity_scope, user["id"])}
+    user_scope = j1_scope_name(PREFIX, TENANT_ID, scope_of(entity_placement(USER_FAMILY, user["id"])).upload)
+    assert set(j1.entities(user_scope)) == {(user_scope, user["id"])}
+    assert set(j1.relationships(user_scope)) == {(user_scope, f"{ACCOUNT_KEY}|has|{user['id']}")}
 
     await commit(store, user_deletion(user["id"]))
     result = await publisher.publish_pending(tenant)
 
-    assert result.failures == [] and result.objects == 0 and result.jobs == 2
-    assert j1.entities(entity_scope) == {} and j1.relationships() == {}
-    last = j1.jobs_for_scope(entity_scope)[-1]
-    assert (last.sync_mode, last.status, last.counters["numEntitiesDeleted"]) == ("DIFF", "FINISHED", 1)
+    # The user and its account HAS edge went in one job: the user's scope, now empty.
+    assert result.failures == [] and result.objects == 0 and result.jobs == 1
+    assert j1.entities(user_scope) == {} and j1.relationships() == {}
+    last = j1.jobs_for_scope(user_scope)[-1]
+    assert (last.sync_mode, last.status) == ("DIFF", "FINISHED")
+    assert (last.counters["numEntitiesDeleted"], last.counters["numRelationshipsDeleted"]) == (1, 1)
     # Nothing to upload: the job is created and finalized without an upload request.
-    assert not [r for r in j1.requests if r.job_id == last.id and r.path.endswith("/entities")]
+    assert not [r for r in j1.requests if r.job_id == last.id and r.path.endswith(("/entities", "/relationships"))]
     await assert_j1_matches_mirror(j1, store)
 
 
@@ -137,32 +143,33 @@ async def test_no_tag_without_tagging(j1: SimJupiterOne, publisher: Publisher, s
     assert all("tag.AccountName" not in entity for entity in j1.entities().values())
 
 
-async def test_relationships_name_the_scopes_of_both_ends(
+async def test_relationships_travel_with_their_anchor_and_label_their_far_end(
     j1: SimJupiterOne, publisher: Publisher, store: TenantStore, tenant: TenantConfig
 ) -> None:
     await seed(store)
     await publisher.publish_pending(tenant)
     group_id = gd.GROUP_ROLE_ASSIGNABLE["id"]
-    scope = j1_scope_name(PREFIX, TENANT_ID, scope_of(relationship_placement(GROUP_FAMILY, group_id)))
-    edges = {key: rel for (_, key), rel in j1.relationships(scope).items() if key.startswith(group_id)}
 
-    def entity_scope(family: str, key: str) -> str:
-        return j1_scope_name(PREFIX, TENANT_ID, scope_of(entity_placement(family, key)))
+    def upload_scope(family: str, key: str) -> str:
+        return j1_scope_name(PREFIX, TENANT_ID, scope_of(entity_placement(family, key)).upload)
 
+    group_scope = upload_scope(GROUP_FAMILY, group_id)
+    # The group's memberships are in the group's own scope, the one its DIFF job replaces.
+    edges = {key: rel for (_, key), rel in j1.relationships(group_scope).items() if key.startswith(group_id)}
     nested = edges[f"{group_id}|has|{gd.MEMBER_GROUP['id']}"]
     service_principal = edges[f"{group_id}|has|{gd.MEMBER_SERVICE_PRINCIPAL['id']}"]
-    assert nested["_fromEntityScope"] == entity_scope(GROUP_FAMILY, group_id)
-    assert nested["_toEntityScope"] == entity_scope(GROUP_FAMILY, gd.MEMBER_GROUP["id"])
-    assert service_principal["_toEntityScope"] == entity_scope("azure_group_member", gd.MEMBER_SERVICE_PRINCIPAL["id"])
-    account_edge = j1.relationships()[
-        (
-            j1_scope_name(PREFIX, TENANT_ID, scope_of(relationship_placement(USER_FAMILY, gd.USER_FULL["id"]))),
-            f"{ACCOUNT_KEY}|has|{gd.USER_FULL['id']}",
-        )
-    ]
-    assert account_edge["_fromEntityScope"] == j1_scope_name(
-        PREFIX, TENANT_ID, ScopeId("entity", "microsoft_365_account", 0)
+    assert nested["_fromEntityScope"] == group_scope and "_fromEntitySource" not in nested
+    assert (nested["_toEntitySource"], nested["_toEntityScope"]) == (
+        "api",
+        upload_scope(GROUP_FAMILY, gd.MEMBER_GROUP["id"]),
     )
+    assert service_principal["_toEntityScope"] == upload_scope("azure_group_member", gd.MEMBER_SERVICE_PRINCIPAL["id"])
+    # account HAS user lives with its user; the account, in its own scope, is the labelled end.
+    user_scope = upload_scope(USER_FAMILY, gd.USER_FULL["id"])
+    account_edge = j1.relationships(user_scope)[(user_scope, f"{ACCOUNT_KEY}|has|{gd.USER_FULL['id']}")]
+    account_scope = j1_scope_name(PREFIX, TENANT_ID, UploadScope("microsoft_365_account", 0))
+    assert (account_edge["_fromEntitySource"], account_edge["_fromEntityScope"]) == ("api", account_scope)
+    assert "_toEntitySource" not in account_edge and account_edge["_toEntityScope"] == user_scope
 
 
 async def test_a_repeated_upload_changes_nothing(
@@ -171,8 +178,9 @@ async def test_a_repeated_upload_changes_nothing(
     await seed(store)
     first = await publisher.publish_pending(tenant)
     jobs_before = set(j1.jobs)
+    await mark_every_scope_dirty(store)
 
-    again = await publisher.reconcile(tenant)
+    again = await publisher.publish_pending(tenant)
 
     assert again.failures == [] and again.jobs == first.jobs
     for job_id in set(j1.jobs) - jobs_before:
@@ -192,9 +200,11 @@ async def test_reconcile_repairs_a_lost_dirty_mark(
     assert (await publisher.publish_pending(tenant)).jobs == 0
     assert j1.graph_for_prefix(f"{PREFIX}/{TENANT_ID}/").entities[generated_user(3)["id"]]["jobTitle"] == "Engineer"
 
-    result = await publisher.reconcile(tenant)
+    report = await publisher.reconcile(tenant)
 
-    assert result.failures == [] and result.jobs == len(await store.known_scopes())
+    # Read back, found in the user's scope only, and only that scope re-published.
+    assert report.drift == {"azure_user": {"changed": 1}} and report.repair is not None
+    assert report.repair.failures == [] and report.repair.jobs == 1
     await assert_j1_matches_mirror(j1, store)
 
 

@@ -1,16 +1,12 @@
-"""The simulated JupiterOne's documented semantics, over raw HTTP (JUPITERONE.md 9-11)."""
+"""The simulated JupiterOne's documented semantics, over raw HTTP (the sync-jobs pages of
+docs.jupiterone.io; see `monitor.simulator.jupiterone`)."""
 
 from __future__ import annotations
 
-import gzip
-import io
 import ssl
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator
 
 import aiohttp
-import orjson
 import pytest
 
 from monitor.simulator.ca import CertificateAuthority
@@ -18,94 +14,13 @@ from monitor.simulator.jupiterone import (
     DEFAULT_ACCOUNT,
     DEFAULT_API_KEY,
     JOBS,
+    SYNC_JOB_COUNTERS,
     RunningJupiterOne,
     SimJupiterOne,
     serve_jupiterone,
     strip_system,
 )
-
-JsonObject = dict[str, Any]
-USERS = "test/e:users"
-GROUPS = "test/e:groups"
-EDGES = "test/r:groups"
-
-
-def entity(key: str, **props: Any) -> JsonObject:
-    return {"_key": key, "_type": "azure_user", "_class": ["User"], "name": key, "displayName": key, **props}
-
-
-def edge(from_key: str, to_key: str, **props: Any) -> JsonObject:
-    return {
-        "_key": f"{from_key}|has|{to_key}",
-        "_type": "azure_group_has_member",
-        "_class": "HAS",
-        "_fromEntityKey": from_key,
-        "_toEntityKey": to_key,
-        **props,
-    }
-
-
-def cross(from_key: str, to_key: str) -> JsonObject:
-    return edge(from_key, to_key, _fromEntityScope=GROUPS, _toEntityScope=USERS)
-
-
-@dataclass
-class Api:
-    session: aiohttp.ClientSession
-    url: str
-    sim: SimJupiterOne
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.sim.api_key}", "JupiterOne-Account": self.sim.account}
-
-    async def call(
-        self, method: str, path: str, body: Any = None, *, compress: bool = False, headers: dict[str, str] | None = None
-    ) -> tuple[int, JsonObject, dict[str, str]]:
-        sent = self.headers() if headers is None else headers
-        data = None
-        if body is not None:
-            data = orjson.dumps(body) if not isinstance(body, bytes) else body
-            sent = {**sent, "Content-Type": "application/json"}
-            if compress:
-                data, sent = gzip.compress(data), {**sent, "Content-Encoding": "gzip"}
-        stream = io.BytesIO(data) if data is not None else None  # aiohttp warns on large raw bytes
-        async with self.session.request(method, f"{self.url}{path}", data=stream, headers=sent) as response:
-            return response.status, await response.json(), dict(response.headers)
-
-    async def create(self, scope: str, mode: str = "DIFF", **extra: Any) -> str:
-        status, body, _ = await self.call("POST", JOBS, {"source": "api", "scope": scope, "syncMode": mode, **extra})
-        assert status == 200, body
-        job_id: str = body["job"]["id"]
-        return job_id
-
-    async def upload(
-        self, job_id: str, entities: Sequence[JsonObject] = (), relationships: Sequence[JsonObject] = ()
-    ) -> int:
-        status, body, _ = await self.call(
-            "POST", f"{JOBS}/{job_id}/upload", {"entities": list(entities), "relationships": list(relationships)}
-        )
-        assert status in (200, 400), body
-        return status
-
-    async def finish(self, job_id: str) -> JsonObject:
-        status, body, _ = await self.call("POST", f"{JOBS}/{job_id}/finalize", {})
-        assert status == 200 and body["job"]["status"] == "FINALIZE_PENDING", body
-        while True:
-            _, body, _ = await self.call("GET", f"{JOBS}/{job_id}")
-            if body["job"]["status"] != "FINALIZE_PENDING":
-                job: JsonObject = body["job"]
-                return job
-
-    async def run(
-        self,
-        scope: str,
-        mode: str = "DIFF",
-        entities: Sequence[JsonObject] = (),
-        relationships: Sequence[JsonObject] = (),
-    ) -> JsonObject:
-        job_id = await self.create(scope, mode)
-        assert await self.upload(job_id, entities, relationships) == 200
-        return await self.finish(job_id)
+from tests.jupiterone.raw_api import EDGES, GROUPS, USERS, Api, JsonObject, cross, edge, entity, to_user
 
 
 @pytest.fixture
@@ -189,14 +104,12 @@ async def test_stored_objects_carry_scope_source_and_a_stable_id(api: Api) -> No
 
 async def test_deleting_an_entity_deletes_its_relationships_in_any_scope(api: Api) -> None:
     await api.run(USERS, entities=[entity("user-000001"), entity("user-000002")])
-    await api.run(GROUPS, entities=[entity("group-00001")])
-    await api.run(
-        EDGES, "CROSS_SCOPE", relationships=[cross("group-00001", "user-000001"), cross("group-00001", "user-000002")]
-    )
+    edges = [to_user("group-00001", "user-000001"), to_user("group-00001", "user-000002")]
+    await api.run(GROUPS, entities=[entity("group-00001")], relationships=edges)
 
     job = await api.run(USERS, entities=[entity("user-000002")])
 
-    assert keys(api.sim.relationships(EDGES)) == {"group-00001|has|user-000002"}
+    assert keys(api.sim.relationships(GROUPS)) == {"group-00001|has|user-000002"}
     assert job["numRelationshipsDeleted"] == 1
 
 
@@ -219,39 +132,101 @@ async def test_patch_takes_entities_only_merges_and_never_deletes(api: Api) -> N
     assert keys(api.sim.entities(USERS)) == {"user-000001", "user-000002"}
 
 
-async def test_cross_scope_takes_labelled_relationships_only(api: Api) -> None:
+async def test_cross_scope_takes_relationships_between_scopes_only(api: Api) -> None:
     job_id = await api.create(EDGES, "CROSS_SCOPE")
     status, body, _ = await api.call("POST", f"{JOBS}/{job_id}/entities", {"entities": [entity("user-000001")]})
     assert status == 400 and body["error"]["code"] == "ENTITIES_NOT_ALLOWED"
     unlabelled = edge("group-00001", "user-000001")
     status, body, _ = await api.call("POST", f"{JOBS}/{job_id}/relationships", {"relationships": [unlabelled]})
     assert status == 400 and body["error"]["code"] == "MISSING_ENTITY_SCOPE"
-    assert body["error"]["key"] == unlabelled["_key"]
+    # "If the entities in question are in the same scope, use DIFF or PATCH."
+    same = edge("user-000001", "user-000002", _fromEntityScope=USERS, _toEntityScope=USERS)
+    status, body, _ = await api.call("POST", f"{JOBS}/{job_id}/relationships", {"relationships": [same]})
+    assert status == 400 and body["error"]["code"] == "SAME_SCOPE_RELATIONSHIP"
+    assert set(body["error"]) == {"code", "message"}  # the documented error shape, nothing more
 
 
-async def test_cross_scope_replaces_what_earlier_jobs_of_its_scope_uploaded(api: Api) -> None:
+async def test_cross_scope_adds_and_updates_but_never_deletes(api: Api) -> None:
     await api.run(USERS, entities=[entity("user-000001"), entity("user-000002")])
     await api.run(GROUPS, entities=[entity("group-00001")])
     await api.run(EDGES, "CROSS_SCOPE", relationships=[cross("group-00001", "user-000001")])
 
     job = await api.run(EDGES, "CROSS_SCOPE", relationships=[cross("group-00001", "user-000002")])
 
-    assert keys(api.sim.relationships(EDGES)) == {"group-00001|has|user-000002"}
+    # Nothing documents that a relationship missing from a CROSS_SCOPE upload is deleted.
+    assert keys(api.sim.relationships(EDGES)) == {"group-00001|has|user-000001", "group-00001|has|user-000002"}
+    assert (job["numRelationshipsCreated"], job["numRelationshipsDeleted"]) == (1, 0)
+
+
+async def test_a_diff_relationship_to_a_labelled_entity_of_another_scope_is_created_and_deleted_by_diff(
+    api: Api,
+) -> None:
+    await api.run(USERS, entities=[entity("user-000001"), entity("user-000002")])
+    await api.run(GROUPS, entities=[entity("group-00001")], relationships=[to_user("group-00001", "user-000001")])
+    [stored] = api.sim.relationships(GROUPS).values()
+    assert (stored["_fromEntityScope"], stored["_toEntityScope"]) == (GROUPS, USERS)
+
+    job = await api.run(GROUPS, entities=[entity("group-00001")], relationships=[to_user("group-00001", "user-000002")])
+
+    assert keys(api.sim.relationships(GROUPS)) == {"group-00001|has|user-000002"}  # DIFF: missing is deleted
     assert (job["numRelationshipsCreated"], job["numRelationshipsDeleted"]) == (1, 1)
 
 
-async def test_a_relationship_whose_end_is_missing_is_skipped_and_reported(api: Api) -> None:
+async def test_a_diff_relationship_with_no_end_in_the_jobs_scope_is_refused(api: Api) -> None:
+    job_id = await api.create(EDGES)
+    status, body, _ = await api.call(
+        "POST", f"{JOBS}/{job_id}/relationships", {"relationships": [cross("g" * 10, "u" * 10)]}
+    )
+    assert status == 400 and body["error"]["code"] == "RELATIONSHIP_OUTSIDE_SCOPE"
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {},
+        {"_toEntityScope": USERS},
+        {"_toEntitySource": "api"},
+        {"_toEntitySource": "integration-managed", "_toEntityScope": USERS},
+    ],
+    ids=["unlabelled", "scope-only", "source-only", "wrong-source"],
+)
+async def test_an_end_in_another_scope_is_found_only_with_its_source_and_scope(
+    api: Api, labels: dict[str, str]
+) -> None:
     await api.run(USERS, entities=[entity("user-000001")])
-    await api.run(GROUPS, entities=[entity("group-00001")])
+    job = await api.run(
+        GROUPS, entities=[entity("group-00001")], relationships=[edge("group-00001", "user-000001", **labels)]
+    )
+    created = labels == {"_toEntityScope": USERS}  # a scope alone names it; the docs ask for both
+    assert job["numRelationshipCreateErrors"] == (0 if created else 1)
+    assert (api.sim.relationships(GROUPS) != {}) is created
+
+
+async def test_a_relationship_whose_end_is_missing_is_counted_not_listed(api: Api) -> None:
+    await api.run(USERS, entities=[entity("user-000001")])
 
     job = await api.run(
-        EDGES, "CROSS_SCOPE", relationships=[cross("group-00001", "user-000001"), cross("group-00001", "user-000009")]
+        GROUPS,
+        entities=[entity("group-00001")],
+        relationships=[to_user("group-00001", "user-000001"), to_user("group-00001", "user-000009")],
     )
 
-    assert job["status"] == "FINISHED" and job["numRelationshipCreateErrors"] == 1
-    [error] = job["errors"]
-    assert (error["key"], error["code"]) == ("group-00001|has|user-000009", "RELATIONSHIP_ENDPOINT_NOT_FOUND")
-    assert keys(api.sim.relationships(EDGES)) == {"group-00001|has|user-000001"}
+    assert job["status"] == "FINISHED" and job["done"] is True and job["numRelationshipCreateErrors"] == 1
+    assert "errors" not in job
+    assert set(job) == {"id", "source", "scope", "accountId", "status", "done", "startTimestamp", "syncMode"} | set(
+        SYNC_JOB_COUNTERS
+    )
+    assert keys(api.sim.relationships(GROUPS)) == {"group-00001|has|user-000001"}
+
+
+async def test_objects_rejected_at_finalize_count_as_create_or_update_errors(api: Api, j1: SimJupiterOne) -> None:
+    await api.run(USERS, entities=[entity("user-000001")])
+    j1.reject_at_finalize("user-000001", "user-000002")
+
+    job = await api.run(USERS, entities=[entity("user-000001", jobTitle="new"), entity("user-000002")])
+
+    assert (job["numEntityUpdateErrors"], job["numEntityCreateErrors"], job["status"]) == (1, 1, "FINISHED")
+    assert "jobTitle" not in j1.entities(USERS)[(USERS, "user-000001")] and len(j1.entities(USERS)) == 1
 
 
 @pytest.mark.parametrize("where", ["one request", "two requests", "entity and relationship"])
@@ -284,7 +259,6 @@ async def test_duplicate_key_error_names_the_key(api: Api) -> None:
     assert status == 400 and body["error"] == {
         "code": "DUPLICATE_KEY_DETECTED",
         "message": "duplicate _key 'user-000001' in job",
-        "key": "user-000001",
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
@@ -13,6 +14,7 @@ from monitor.app import Runtime, build_sinks
 from monitor.cli import build_parser
 from monitor.commands import reconcile_command
 from monitor.errors import ConfigError
+from monitor.model.account import map_account
 from monitor.model.types import Upsert
 from monitor.model.users import map_user
 from monitor.settings import Settings, TenantConfig, load_settings
@@ -21,6 +23,7 @@ from monitor.sinks.jupiterone import Publisher, build_publisher, publishing_stat
 from monitor.status import render_tenant, tenant_status
 from monitor.store import TenantStore
 from tests.conftest import RedisServer
+from tests.data import graph_directory as gd
 from tests.jupiterone.directory import (
     ACCOUNT_KEY,
     TENANT_ID,
@@ -98,7 +101,11 @@ async def test_status_shows_dirty_scopes_jobs_in_flight_and_last_success(
 ) -> None:
     await commit(store, map_user(generated_user(1), account_key=ACCOUNT_KEY))
     before = await publishing_status(redis, TENANT_ID)
-    assert before["dirty_scopes"] == 2 and before["last_success_at"] is None and before["in_flight"] == []
+    # The user and its account HAS edge: two dirty mirror scopes, one upload scope.
+    assert before["dirty_scopes"] == 1 and before["last_success_at"] is None and before["in_flight"] == []
+    await commit(store, [map_account(gd.ORGANIZATION, key=ACCOUNT_KEY, display_name="Contoso")])  # the edge's end
+    await publisher.publish_pending(tenant)
+    await commit(store, map_user(generated_user(1, jobTitle="CTO"), account_key=ACCOUNT_KEY))
 
     blocker = j1.block("finalize")
     running = asyncio.create_task(publisher.publish_pending(tenant))
@@ -108,7 +115,7 @@ async def test_status_shows_dirty_scopes_jobs_in_flight_and_last_success(
     await running
 
     [job] = during["in_flight"]
-    assert job["mode"] == "DIFF" and job["job"] in j1.jobs and job["scope"].startswith("e:azure_user:")
+    assert job["mode"] == "DIFF" and job["job"] in j1.jobs and job["scope"].startswith("azure_user:")
     after = await publishing_status(redis, TENANT_ID)
     assert after["dirty_scopes"] == 0 and after["in_flight"] == [] and after["last_success_at"] is not None
 
@@ -134,23 +141,53 @@ async def test_status_renders_errors_with_key_and_rule(
 
 
 def test_reconcile_is_a_command() -> None:
-    args = build_parser().parse_args(["reconcile", "--tenant", TENANT_ID])
-    assert args.tenant == [TENANT_ID] and args.handler.__name__ == "_reconcile"
+    args = build_parser().parse_args(["reconcile", "--tenant", TENANT_ID, "--check", "--json"])
+    assert args.tenant == [TENANT_ID] and args.check and args.json and args.handler.__name__ == "_reconcile"
+    assert not build_parser().parse_args(["reconcile"]).check
 
 
-async def test_reconcile_command_republishes_every_scope(
+async def test_reconcile_command_publishes_what_jupiterone_lacks(
     j1: SimJupiterOne, settings: Settings, store: TenantStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await seed(store)
-    await store.redis.delete(store.keys.dirty)  # as if everything had been published long ago
-    scopes = len(await store.known_scopes())
+    await store.redis.delete(store.keys.dirty)  # as if everything had been published long ago; it was not
+    scopes = len({scope.upload for scope in await store.known_scopes()})
 
     code = await reconcile_command(settings, tenants=None)
 
-    assert code == 0
-    assert capsys.readouterr().out.startswith(f"jupiterone {TENANT_ID}: {scopes} jobs")
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith(f"jupiterone {TENANT_ID}: reconcile: {scopes} scopes compared")
+    assert "DRIFT in" in out and "azure_user: " in out and "missing" in out and f"{scopes} jobs" in out
     assert await dirty_counters(store) == {}
     await assert_j1_matches_mirror(j1, store)
+
+    again = await reconcile_command(settings, tenants=None, check=True, as_json=True)
+    [report] = orjson.loads(capsys.readouterr().out)
+    assert again == 0 and report["drift"] == {} and report["check"] is True and report["repair"] is None
+
+
+async def test_reconcile_check_reports_and_exits_1_without_changing_anything(
+    j1: SimJupiterOne,
+    publisher: Publisher,
+    settings: Settings,
+    store: TenantStore,
+    tenant: TenantConfig,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await seed(store)
+    await publisher.publish_pending(tenant)
+    (scope, key), _ = next(iter(j1.entities().items()))
+    j1.remove_entity(scope, key)
+    graph, jobs, requests = j1.graph_for_prefix(""), len(j1.jobs), len(j1.requests)
+
+    code = await reconcile_command(settings, tenants=None, check=True)
+
+    assert code == 1 and "DRIFT in" in capsys.readouterr().out
+    assert len(j1.jobs) == jobs and j1.graph_for_prefix("") == graph  # nothing changed at JupiterOne
+    assert {r.path for r in j1.requests[requests:]} == {"/graphql"} | {
+        r.path for r in j1.requests[requests:] if r.path.startswith("/query-results/")
+    }
+    assert await dirty_counters(store) == {}  # nor in Redis
 
 
 async def test_reconcile_command_without_the_publisher_is_a_configuration_error(redis_server: RedisServer) -> None:

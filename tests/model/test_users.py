@@ -184,23 +184,34 @@ def test_user_select_covers_every_property_read_and_not_sign_in() -> None:
         pytest.param(
             g.SIGN_IN_FULL,
             {
-                "lastSignInDateTime": 1709287200123,
+                "lastSignInDateTime": "2024-03-01T10:00:00.1234567Z",
+                "lastSignInOn": 1709287200123,
                 "lastSignInRequestId": "a1b2c3d4-0000-4000-8000-000000000001",
-                "lastNonInteractiveSignInDateTime": 1709367330000,
+                "lastNonInteractiveSignInDateTime": "2024-03-02T08:15:30Z",
+                "lastNonInteractiveSignInOn": 1709367330000,
                 "lastNonInteractiveSignInRequestId": "a1b2c3d4-0000-4000-8000-000000000002",
-                "lastSuccessfulSignInDateTime": 1709287200000,
+                "lastSuccessfulSignInDateTime": "2024-03-01T10:00:00Z",
+                "lastSuccessfulSignInOn": 1709287200000,
                 "lastSuccessfulSignInRequestId": "a1b2c3d4-0000-4000-8000-000000000001",
             },
             id="full-fractional-seconds",
         ),
         pytest.param(
             g.SIGN_IN_PARTIAL,
-            {"lastSignInDateTime": 1709251199500, "lastSignInRequestId": "a1b2c3d4-0000-4000-8000-000000000003"},
+            {
+                "lastSignInDateTime": "2024-02-29T23:59:59.5Z",
+                "lastSignInOn": 1709251199500,
+                "lastSignInRequestId": "a1b2c3d4-0000-4000-8000-000000000003",
+            },
             id="missing-and-null-fields-omitted",
         ),
         pytest.param(
             g.SIGN_IN_WITH_UNKNOWN_KEYS,
-            {"lastSignInDateTime": 1709287200000, "lastSignInRequestId": "a1b2c3d4-0000-4000-8000-000000000004"},
+            {
+                "lastSignInDateTime": "2024-03-01T11:00:00+01:00",
+                "lastSignInOn": 1709287200000,
+                "lastSignInRequestId": "a1b2c3d4-0000-4000-8000-000000000004",
+            },
             id="unknown-keys-ignored-offset",
         ),
     ],
@@ -221,7 +232,11 @@ def test_with_sign_in_replaces_previous_sign_in_and_is_pure() -> None:
     assert first == {**FULL_USER_ENTITY, **sign_in_properties(g.SIGN_IN_FULL)}
     assert check_entity(first) == []
     second = with_sign_in(first, sign_in_properties(g.SIGN_IN_PARTIAL))
-    partial = {"lastSignInDateTime": 1709251199500, "lastSignInRequestId": g.SIGN_IN_PARTIAL["lastSignInRequestId"]}
+    partial = {
+        "lastSignInDateTime": g.SIGN_IN_PARTIAL["lastSignInDateTime"],
+        "lastSignInOn": 1709251199500,
+        "lastSignInRequestId": g.SIGN_IN_PARTIAL["lastSignInRequestId"],
+    }
     assert second == {**FULL_USER_ENTITY, **partial}
     assert with_sign_in(second, {}) == FULL_USER_ENTITY
     assert entity == FULL_USER_ENTITY  # inputs untouched
