@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from monitor.app import Runtime
 from monitor.graph.auth import AuthError
 from monitor.graph.client import GraphError
-from monitor.leases import Lease
+from monitor.leases import Lease, LeaseLost
 from monitor.permissions import NEEDED_FOR
 from monitor.rounds import Progress, RecordListener, RoundResult, run_delta_round
 from monitor.settings import TenantConfig
@@ -35,9 +36,9 @@ ALL_SOURCES = ("account", "users", "groups", "signins")
 # The Intune and account sweep (monitor.sources.intune): scheduled per tenant `polling_interval`,
 # or run once by `monitor sync --intune`.
 INTUNE_SOURCE = "intune"
-# How long a runner waits for another runner of the same (tenant, source) to finish.
+# How long a runner waits for another runner of the same (tenant, source) to finish. The lease
+# itself is short (monitor.leases.DEFAULT_TTL): a killed runner blocks its successor for seconds.
 LEASE_WAIT = 300.0
-LEASE_TTL = 60.0
 # Delta permissions (GRAPH.md 7.1): what a 403 on each resource means.
 DELTA_PERMISSION = {"users": "User.Read.All", "groups": "GroupMember.Read.All"}
 
@@ -61,14 +62,16 @@ async def run_source(
 ) -> RoundResult:
     """Run one source once, under its lease, and record the outcome in the tenant's status."""
     store = context.store
-    lease = Lease(store.redis, store.keys.lease(name), ttl=LEASE_TTL)
+    lease = Lease(store.redis, store.keys.lease(name))
     started, requests = time.monotonic(), context.client.stats.requests
     async with lease.held(wait=LEASE_WAIT):
+        # Every write of the run that a stale runner could get wrong is fenced by the lease.
+        fenced = replace(context, store=store.fenced(lease.fence))
         try:
             if full and name in DELTA_PERMISSION:
-                await store.drop_delta_link(name)
-            result = await _dispatch(context, name, progress, on_records)
-        except (GraphError, AuthError) as exc:
+                await fenced.store.drop_delta_link(name)
+            result = await _dispatch(fenced, name, progress, on_records)
+        except (GraphError, AuthError, LeaseLost) as exc:
             await _record_failure(context, name, exc, time.monotonic() - started)
             raise SourceFailed(name, str(exc)) from exc
     result.duration = time.monotonic() - started
@@ -148,13 +151,16 @@ async def deliver(runtime: Runtime, tenant_id: str, *, publish: bool = True) -> 
     logged and retried on the next call without holding up the sinks (monitor.sinks.alerts).
 
     One deliverer per tenant at a time (a lease): two workers draining the same cursors at once
-    would deliver the same records twice."""
+    would deliver the same records twice. The cursors are fenced by that lease, so a deliverer that
+    stalled past it cannot move them back."""
     store = runtime.store(tenant_id)
     watched = runtime.tenant(tenant_id)
-    async with Lease(store.redis, store.keys.lease("deliver"), ttl=LEASE_TTL).held(wait=LEASE_WAIT):
+    lease = Lease(store.redis, store.keys.lease("deliver"))
+    async with lease.held(wait=LEASE_WAIT):
+        fenced = store.fenced(lease.fence)
         if watched is not None and watched.alerts:
-            await run_alerts(store, watched, runtime.alert_dispatcher())
-        delivered = sum([await drain(store, sink) for sink in runtime.sinks])
+            await run_alerts(fenced, watched, runtime.alert_dispatcher())
+        delivered = sum([await drain(fenced, sink) for sink in runtime.sinks])
     if runtime.publisher is not None and publish:
         tenant = runtime.tenant(tenant_id) or TenantConfig(id=tenant_id)
         result = await publish_pending(runtime.publisher, tenant)
