@@ -27,9 +27,18 @@ HELP = {
     "monitor_subscription_expiry_seconds": "Seconds until a Graph subscription expires.",
     "monitor_delta_token_age_seconds": "Age of the saved delta link, by resource.",
     "monitor_alerts_total": "Alerts raised, by rule.",
+    "monitor_sink_failures_total": "Deliveries to a sink (or the alert rules) that failed; the records wait, by sink.",
+    "monitor_sink_behind_records": "Committed change records a sink (or the alert rules) has not taken yet, by sink.",
+    "monitor_sink_failing": "1 while deliveries to a sink (or the alert rules) fail, else 0, by sink.",
 }
 GAUGES = frozenset(
-    {"monitor_hints_queue_depth", "monitor_subscription_expiry_seconds", "monitor_delta_token_age_seconds"}
+    {
+        "monitor_hints_queue_depth",
+        "monitor_subscription_expiry_seconds",
+        "monitor_delta_token_age_seconds",
+        "monitor_sink_behind_records",
+        "monitor_sink_failing",
+    }
 )
 
 

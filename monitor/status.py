@@ -10,6 +10,7 @@ import orjson
 from monitor.app import Runtime
 from monitor.durations import format_duration
 from monitor.graph.subscriptions import parse_graph_time
+from monitor.metrics import metric
 from monitor.permission_check import render_permission
 from monitor.settings import TenantConfig
 from monitor.sinks.alerts import ALERTS_SINK
@@ -33,7 +34,8 @@ async def tenant_status(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any
     sinks = {}
     for sink in runtime.sinks:
         cursor = await store.cursor(sink.name)
-        sinks[sink.name] = {"cursor": cursor, "behind": last_seq - cursor}
+        health = await _sink_health(runtime, tenant, sink.name)
+        sinks[sink.name] = {"cursor": cursor, "behind": last_seq - cursor, **health}
     return {
         "tenant": tenant.id,
         "account_name": tenant.account_name,
@@ -88,7 +90,37 @@ async def _alerts(runtime: Runtime, tenant: TenantConfig, last_seq: int) -> dict
         "names": [rule.name for rule in rules],
         "destinations": sum(len(rule.send_to) for rule in rules),
         "behind": max(0, last_seq - cursor) if rules and cursor else 0,
+        **(await _sink_health(runtime, tenant, ALERTS_SINK) if rules else {"error": None}),
     }
+
+
+async def _sink_health(runtime: Runtime, tenant: TenantConfig, sink: str) -> dict[str, Any]:
+    """Whether deliveries to a sink fail: the last error (None when healthy), since when, how many
+    deliveries in a row failed. The records meanwhile wait in the change log."""
+    state = await runtime.store(tenant.id).sink_state(sink)
+    return {
+        "error": state.get("error") or None,
+        "error_at": state.get("error_at"),
+        "failing_since": state.get("failing_since"),
+        "failed_deliveries": int(state.get("failures", 0)),
+    }
+
+
+async def sink_gauges(runtime: Runtime, tenant: str) -> dict[str, float]:
+    """`/metrics` gauges per sink of a tenant: records not yet delivered, and 1 while it fails."""
+    store = runtime.store(tenant)
+    watched = runtime.tenant(tenant)
+    names = [sink.name for sink in runtime.sinks] + ([ALERTS_SINK] if watched is not None and watched.alerts else [])
+    if not names:
+        return {}
+    last, cursors = await store.cursors(names)
+    gauges: dict[str, float] = {}
+    for name, cursor in cursors.items():
+        if cursor is not None or name != ALERTS_SINK:  # alerts start after the first groups round
+            gauges[metric("monitor_sink_behind_records", tenant=tenant, sink=name)] = last - (cursor or 0)
+        failing = bool(await runtime.redis.exists(store.keys.sink_state(name)))
+        gauges[metric("monitor_sink_failing", tenant=tenant, sink=name)] = float(failing)
+    return gauges
 
 
 async def _jupiterone(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any]:
@@ -119,18 +151,27 @@ def render_tenant(status: dict[str, Any]) -> str:
         when = "no expiry known" if left is None else (f"expires in {format_duration(left)}" if left > 0 else "EXPIRED")
         lines.append(f"  subscription {subscription['resource']}: {when} ({subscription['expiration']})")
     for sink, entry in status["sinks"].items():
-        lines.append(f"  sink         {sink}: at seq {entry['cursor']:,} ({entry['behind']:,} behind)")
+        lines.append(f"  sink         {sink}: at seq {entry['cursor']:,} ({entry['behind']:,} behind){_stuck(entry)}")
     alerts = status.get("alerts") or {}
     if alerts.get("rules"):
         lines.append(
             f"  alerts       {alerts['rules']} rule(s) ({', '.join(alerts['names'])}), "
-            f"{alerts['destinations']} destination(s), {alerts['behind']:,} records behind"
+            f"{alerts['destinations']} destination(s), {alerts['behind']:,} records behind{_stuck(alerts)}"
         )
     if status.get("jupiterone") is not None:
         lines.extend(render_publishing(status["jupiterone"]))
         lag = status["jupiterone"].get("lag_seconds")
         lines.append(f"  j1 lag       {'nothing confirmed yet' if lag is None else format_duration(lag)}")
     return "\n".join(lines)
+
+
+def _stuck(entry: dict[str, Any]) -> str:
+    if not entry.get("error"):
+        return ""
+    return (
+        f"; STUCK since {entry['failing_since']} ({entry['failed_deliveries']} failed deliveries, "
+        f"last {entry['error_at']}): {entry['error']}"
+    )
 
 
 def _source_line(entry: dict[str, Any]) -> str:

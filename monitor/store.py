@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from monitor import metrics
 from monitor.diff import Change, diff
 from monitor.keys import ADVANCE_CURSOR, COMMIT_PAGE, FENCED_WRITE, READ_PAGE, TenantKeys
 from monitor.leases import Fence, LeaseLost
@@ -446,6 +447,31 @@ class TenantStore:
         if await self._advance_cursor(keys=keys, args=args) == FENCE_REFUSED:
             assert self.fence is not None
             raise LeaseLost(self.fence.key)
+
+    async def cursors(self, sinks: Sequence[str]) -> tuple[int, dict[str, int | None]]:
+        """The last seq of the change log, and each sink's cursor (None where it has none yet)."""
+        values = await self.redis.mget([self.keys.seq, *(self.keys.sink_cursor(sink) for sink in sinks)])
+        cursors = {sink: None if value is None else int(value) for sink, value in zip(sinks, values[1:], strict=True)}
+        return int(values[0] or 0), cursors
+
+    # -- sink health -----------------------------------------------------------------------------
+    async def record_sink_failure(self, sink: str, error: str, at: str) -> int:
+        """Note that a delivery to `sink` failed (status and the failure counter); returns how many
+        deliveries in a row have failed. `set_cursor` clears it."""
+        key = self.keys.sink_state(sink)
+        pipeline: Any = self.redis.pipeline(transaction=True)
+        pipeline.hset(key, mapping={"error": error, "error_at": at})
+        pipeline.hsetnx(key, "failing_since", at)
+        pipeline.hincrby(key, "failures", 1)
+        series = metrics.metric("monitor_sink_failures_total", sink=sink)
+        metrics.queue_increments(pipeline, self.keys.metrics, {series: 1})
+        answers = await pipeline.execute()
+        return int(answers[2])
+
+    async def sink_state(self, sink: str) -> dict[str, str]:
+        """{error, error_at, failing_since, failures} while the sink fails; empty when it is healthy."""
+        raw = await self.redis.hgetall(self.keys.sink_state(sink))
+        return {_text(k): _text(v) for k, v in raw.items()}
 
 
 class _CommitScript:

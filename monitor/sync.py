@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from monitor.app import Runtime
 from monitor.graph.auth import AuthError
@@ -18,8 +18,8 @@ from monitor.leases import Lease, LeaseLost
 from monitor.permissions import NEEDED_FOR
 from monitor.rounds import Progress, RecordListener, RoundResult, run_delta_round
 from monitor.settings import TenantConfig
-from monitor.sinks.alerts import run_alerts
-from monitor.sinks.base import drain
+from monitor.sinks.alerts import ALERTS_SINK, run_alerts
+from monitor.sinks.base import deliver_to
 from monitor.sinks.jupiterone import publish_pending
 from monitor.sources.account import refresh_account
 from monitor.sources.base import SourceContext
@@ -130,7 +130,8 @@ async def sync_tenant(
     on_records: RecordListener | None = None,
     full: bool = False,
 ) -> tuple[list[RoundResult], list[SourceFailed]]:
-    """Run `sources` in order for one tenant, then deliver the new change records to the sinks."""
+    """Run `sources` in order for one tenant, then deliver the new change records to the sinks. A
+    sink that fails is reported as the failure `delivery` (its records wait in the change log)."""
     context = runtime.context(tenant)
     results, failures = [], []
     for name in sources:
@@ -138,31 +139,50 @@ async def sync_tenant(
             results.append(await run_source(context, name, progress=progress, on_records=on_records, full=full))
         except SourceFailed as failure:
             failures.append(failure)
-    await deliver(runtime, tenant.id)
+    delivery = await deliver(runtime, tenant.id)
+    failures += [SourceFailed("delivery", failure) for failure in delivery.failures]
     return results, failures
 
 
-async def deliver(runtime: Runtime, tenant_id: str, *, publish: bool = True) -> int:
+@dataclass(slots=True)
+class Delivery:
+    """What one `deliver` did: records delivered to the sinks, and one line per sink that failed."""
+
+    delivered: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+async def deliver(runtime: Runtime, tenant_id: str, *, publish: bool = True) -> Delivery:
     """Deliver new change records to the log sinks; then, with the JupiterOne publisher configured
     and `publish`, publish the tenant's dirty scopes (failures stay dirty for the worker or the next
     run). The worker passes `publish=False`: its own publisher loop debounces and publishes.
 
     Alert rules run first, as near to the change as possible; an alert destination that is down is
-    logged and retried on the next call without holding up the sinks (monitor.sinks.alerts).
+    logged and retried on the next call without holding up the sinks (monitor.sinks.alerts). A sink
+    that fails keeps its cursor and is reported in the result, its status and its metric.
 
     One deliverer per tenant at a time (a lease): two workers draining the same cursors at once
     would deliver the same records twice. The cursors are fenced by that lease, so a deliverer that
     stalled past it cannot move them back."""
     store = runtime.store(tenant_id)
     watched = runtime.tenant(tenant_id)
+    delivery = Delivery()
     lease = Lease(store.redis, store.keys.lease("deliver"))
     async with lease.held(wait=LEASE_WAIT):
         fenced = store.fenced(lease.fence)
+        at = iso_ms(runtime.clock())
         if watched is not None and watched.alerts:
-            await run_alerts(fenced, watched, runtime.alert_dispatcher())
-        delivered = sum([await drain(fenced, sink) for sink in runtime.sinks])
+            alerts = await run_alerts(fenced, watched, runtime.alert_dispatcher())
+            if alerts.error is not None:
+                await fenced.record_sink_failure(ALERTS_SINK, alerts.error, at)
+                delivery.failures.append(f"alerts: {alerts.error}")
+        for sink in runtime.sinks:
+            count, error = await deliver_to(fenced, sink, at)
+            delivery.delivered += count
+            if error is not None:
+                delivery.failures.append(f"sink {sink.name}: {error}")
     if runtime.publisher is not None and publish:
         tenant = runtime.tenant(tenant_id) or TenantConfig(id=tenant_id)
         result = await publish_pending(runtime.publisher, tenant)
         (log.warning if result.failures or result.rejected else log.info)("%s", result.summary(tenant_id))
-    return delivered
+    return delivery

@@ -34,6 +34,7 @@ from monitor.onboarding import routes as onboarding_routes
 from monitor.operator import fresh_tenants, request_ids, status_handler
 from monitor.scheduler import Scheduler
 from monitor.settings import Settings
+from monitor.status import sink_gauges
 from monitor.webhook import INTAKE, MAX_BODY, Intake, lifecycle, notifications
 from monitor.worker import Worker
 
@@ -160,6 +161,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
                     "monitor_subscription_expiry_seconds", tenant=tenant, resource=str(record.get("resource"))
                 )
                 gauges[series] = (expires - now).total_seconds()
+        gauges.update(await sink_gauges(runtime, tenant))
         store = runtime.store(tenant)
         for resource in ("users", "groups"):
             state = await store.delta_state(resource)

@@ -1,0 +1,221 @@
+"""The JSONL sink loses no record to a full disk, a writer killed mid-write, or a path it cannot write."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from monitor.app import Runtime
+from monitor.metrics import metric
+from monitor.simulator import RunningSimulator, SimTenant, seed
+from monitor.status import sink_gauges, tenant_status
+from monitor.store import TenantStore
+from tests.conftest import TENANT_ID, RedisServer, simulator_settings
+from tests.faults.conftest import Launch, Monitor, assert_complete, delivered, hint, read_jsonl, wait_until
+from tests.test_cli import run, sim_env
+
+# What is left for the sink file to grow by once the disk "fills up": less than the next batch.
+ROOM = 4096
+
+
+@dataclass
+class Disk:
+    """Where the sink writes, and how to fill that place up under a running process and free it.
+
+    - `tmpfs`: a real filesystem of limited size (mounting one needs root, as on this project's CI
+      machines); filling it means shrinking it to what it holds plus `ROOM`; the kernel then answers
+      ENOSPC, after a short write, exactly as a full disk does.
+    - `file-size-limit`: the same through the process's RLIMIT_FSIZE (setrlimit(2)), which anyone may
+      set on their own processes, so it runs everywhere: the kernel's write path stops the file at the
+      limit the same way (a short write, then an error, EFBIG instead of ENOSPC). No code of ours is
+      replaced: the sink's real writes hit the limit.
+    """
+
+    kind: str
+    directory: Path
+    reason: str
+
+    def fill(self, monitor: Monitor, file: Path) -> None:
+        if self.kind == "tmpfs":
+            used = _tmpfs_used(self.directory)
+            _mount("-o", f"remount,size={used + ROOM}", "tmpfs", str(self.directory))
+        else:
+            resource.prlimit(monitor.pid, resource.RLIMIT_FSIZE, (file.stat().st_size + ROOM, resource.RLIM_INFINITY))
+
+    def free(self, monitor: Monitor) -> None:
+        if self.kind == "tmpfs":
+            _mount("-o", "remount,size=64m", "tmpfs", str(self.directory))
+        else:
+            resource.prlimit(monitor.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+
+def _mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True)
+
+
+def _tmpfs_used(directory: Path) -> int:
+    stats = os.statvfs(directory)
+    return (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+
+
+@pytest.fixture(params=["tmpfs", "file-size-limit"])
+def disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Disk]:
+    directory = tmp_path / "disk"
+    directory.mkdir()
+    if request.param == "file-size-limit":
+        yield Disk("file-size-limit", directory, "File too large")
+        return
+    mount = shutil.which("mount")
+    command = [mount or "mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(directory)]
+    if mount is None or subprocess.run(command, check=False, capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (that needs root); the file-size-limit variant runs instead")
+    try:
+        yield Disk("tmpfs", directory, "No space left on device")
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+async def test_a_full_disk_keeps_the_cursor_says_why_and_loses_nothing(
+    disk: Disk,
+    tenant: SimTenant,
+    graph: RunningSimulator,
+    redis_server: RedisServer,
+    redis: aioredis.Redis,
+    tmp_path: Path,
+    launch: Launch,
+) -> None:
+    seed(tenant, users=40, groups=4, memberships=60)
+    path = disk.directory / "changes.jsonl"
+    sink = f"jsonl:{path}"
+    env = sim_env(graph, redis_server, tmp_path, MONITOR_SINK=sink)
+    store = TenantStore(redis, TENANT_ID)
+    worker = await launch("worker", env=env)
+    await hint(redis, "users")
+    await wait_until(lambda: delivered(redis, store, sink), "the users round in the file")
+
+    disk.fill(worker, path)
+    await hint(redis, "account", "groups")
+    await wait_until(lambda: _failing(store, sink), "the sink to report that it is stuck")
+
+    cursor = await store.cursor(sink)
+    assert 0 < cursor < await store.last_seq()
+    # Nothing of the failed batch stayed in the file, and the cursor did not move past it.
+    assert [r["seq"] for r in read_jsonl(path)] == list(range(1, cursor + 1))
+    assert (await store.sink_state(sink))["error"] == f"cannot write {path}: {disk.reason}"
+    await _assert_reported_stuck(graph, redis_server, redis, sink, disk.reason)
+
+    disk.free(worker)
+    tenant.update_user(next(iter(tenant.users)), displayName="Renamed once the disk had room")
+    await hint(redis, "users")
+    await wait_until(lambda: delivered(redis, store, sink), "every record in the file")
+    assert await store.sink_state(sink) == {}
+
+    assert await worker.terminate() == 0
+    stuck = [line for line in worker.err if "is stuck after seq" in line]
+    assert stuck and all(f"sink {sink} " in line and disk.reason in line for line in stuck)
+    assert "Traceback" not in worker.stderr
+    await assert_complete(read_jsonl(path), store, tenant)
+
+
+async def _failing(store: TenantStore, sink: str) -> bool:
+    return bool(await store.sink_state(sink))
+
+
+async def _assert_reported_stuck(
+    graph: RunningSimulator, redis_server: RedisServer, redis: aioredis.Redis, sink: str, reason: str
+) -> None:
+    """`monitor status` and `/metrics` show the sink stuck, and why."""
+    runtime = await Runtime.open(simulator_settings(graph, redis_server, sink=sink), graph=False)
+    try:
+        [config] = runtime.tenants()
+        entry = (await tenant_status(runtime, config))["sinks"][sink]
+        gauges = await sink_gauges(runtime, TENANT_ID)
+    finally:
+        await runtime.close()
+    assert entry["behind"] > 0 and reason in entry["error"] and entry["failed_deliveries"] >= 1
+    assert entry["failing_since"] is not None
+    assert gauges[metric("monitor_sink_failing", tenant=TENANT_ID, sink=sink)] == 1
+    assert gauges[metric("monitor_sink_behind_records", tenant=TENANT_ID, sink=sink)] == entry["behind"]
+    counters = TenantStore(redis, TENANT_ID).keys.metrics
+    failures = await redis.hget(counters, metric("monitor_sink_failures_total", sink=sink))
+    assert failures is not None and int(failures) >= 1
+
+
+async def test_a_writer_killed_mid_write_leaves_no_torn_line_behind(
+    tenant: SimTenant,
+    graph: RunningSimulator,
+    redis_server: RedisServer,
+    redis: aioredis.Redis,
+    tmp_path: Path,
+    launch: Launch,
+) -> None:
+    """The kill must land inside a write, and the kernel makes that exact: a process whose write
+    reaches its file-size limit gets SIGXFSZ inside that write, and with the signal's default action
+    it dies there, like under kill -9 (no handler, nothing of ours runs). The bytes up to the limit are
+    in the file, the rest of the line is not."""
+    seed(tenant, users=40, groups=4, memberships=60)
+    path = tmp_path / "sink" / "changes.jsonl"
+    sink = f"jsonl:{path}"
+    env = sim_env(graph, redis_server, tmp_path, MONITOR_SINK=sink)
+    store = TenantStore(redis, TENANT_ID)
+    doomed = await launch("worker", env=env, die_on_file_size_limit=True)
+    await hint(redis, "users")
+    await wait_until(lambda: delivered(redis, store, sink), "the users round in the file")
+
+    # An odd number, so that the limit falls inside a line.
+    resource.prlimit(doomed.pid, resource.RLIMIT_FSIZE, (path.stat().st_size + ROOM + 7, resource.RLIM_INFINITY))
+    await hint(redis, "account", "groups")
+    assert await doomed.exited() == -signal.SIGXFSZ
+    assert not path.read_bytes().endswith(b"\n"), "the process died inside a line"
+    assert await store.cursor(sink) < await store.last_seq()
+
+    successor = await launch("worker", env=env)
+    await hint(redis, "users")
+    await wait_until(lambda: delivered(redis, store, sink), "every record in the file")
+    assert await successor.terminate() == 0
+    await assert_complete(read_jsonl(path), store, tenant)
+    assert "cut a torn last line" in successor.stderr
+
+
+@pytest.mark.parametrize("blocked_by", ["a directory at the path", "a file where a directory must be"])
+async def test_an_unwritable_path_is_one_clear_line_and_the_next_run_delivers(
+    blocked_by: str,
+    tenant: SimTenant,
+    graph: RunningSimulator,
+    redis_server: RedisServer,
+    redis: aioredis.Redis,
+    tmp_path: Path,
+) -> None:
+    seed(tenant, users=10, groups=2, memberships=8)
+    if blocked_by == "a directory at the path":
+        path = tmp_path / "changes.jsonl"
+        path.mkdir()
+        blocker, problem = path, f"cannot open {path}: Is a directory"
+    else:
+        blocker = tmp_path / "exports"
+        blocker.write_text("not a directory")
+        path = blocker / "monitor" / "changes.jsonl"
+        problem = f"cannot create the directory of {path}: Not a directory"
+    env = sim_env(graph, redis_server, tmp_path, MONITOR_SINK=f"jsonl:{path}")
+
+    code, out, err = await run("sync", env=env)
+
+    assert code == 1
+    assert f"FAILED delivery: sink jsonl:{path}: {problem}" in out
+    [logged] = [line for line in err.splitlines() if str(path) in line]
+    assert problem in logged and "is stuck after seq 0" in logged
+    assert "Traceback" not in out + err
+
+    (blocker.rmdir if blocker.is_dir() else blocker.unlink)()
+    code, out, err = await run("sync", env=env)
+    assert code == 0, out + err
+    await assert_complete(read_jsonl(path), TenantStore(redis, TENANT_ID), tenant)
