@@ -1,11 +1,17 @@
 """Running sources for a tenant: one runner per (tenant, source) at a time, status recorded.
 
 Used by `monitor sync` (every requested source once, then exit) and by the worker and scheduler
-(one source when a notification or a timer says so).
+(one source when a notification or a timer says so). Also the delivery of committed change records
+to the sinks, and the catching up that makes sure no committed record waits: a run killed between
+its commit and its delivery, or a sink that failed, is made good by the next `monitor sync` (it
+delivers first) or by any running worker (at start, then every `CATCH_UP_INTERVAL`, backing off
+while a sink fails).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -14,8 +20,9 @@ from dataclasses import dataclass, field, replace
 from monitor.app import Runtime
 from monitor.graph.auth import AuthError
 from monitor.graph.client import GraphError
-from monitor.leases import Lease, LeaseLost
+from monitor.leases import DEFAULT_TTL, Lease, LeaseBusy, LeaseLost
 from monitor.permissions import NEEDED_FOR
+from monitor.retry import RetryPolicy
 from monitor.rounds import Progress, RecordListener, RoundResult, run_delta_round
 from monitor.settings import TenantConfig
 from monitor.sinks.alerts import ALERTS_SINK, run_alerts
@@ -39,6 +46,12 @@ INTUNE_SOURCE = "intune"
 # How long a runner waits for another runner of the same (tenant, source) to finish. The lease
 # itself is short (monitor.leases.DEFAULT_TTL): a killed runner blocks its successor for seconds.
 LEASE_WAIT = 300.0
+# A running worker looks this often for committed records that no sink has taken yet...
+CATCH_UP_INTERVAL = 10.0
+# ... and a starting one waits this long for the deliverer's lease of a run that just died.
+START_WAIT = 2 * DEFAULT_TTL
+# While a sink fails, a worker retries its deliveries this way, until it works again.
+DELIVERY_RETRY = RetryPolicy(max_retries=1_000_000, base_delay=1.0, max_delay=30.0)
 # Delta permissions (GRAPH.md 7.1): what a 403 on each resource means.
 DELTA_PERMISSION = {"users": "User.Read.All", "groups": "GroupMember.Read.All"}
 
@@ -130,10 +143,12 @@ async def sync_tenant(
     on_records: RecordListener | None = None,
     full: bool = False,
 ) -> tuple[list[RoundResult], list[SourceFailed]]:
-    """Run `sources` in order for one tenant, then deliver the new change records to the sinks. A
-    sink that fails is reported as the failure `delivery` (its records wait in the change log)."""
+    """Deliver what earlier runs committed and did not deliver; run `sources` in order for one
+    tenant; then deliver the new change records to the sinks. A sink that fails is reported as the
+    failure `delivery` (its records wait in the change log for the next run or a worker)."""
     context = runtime.context(tenant)
     results, failures = [], []
+    await deliver(runtime, tenant.id)
     for name in sources:
         try:
             results.append(await run_source(context, name, progress=progress, on_records=on_records, full=full))
@@ -152,7 +167,7 @@ class Delivery:
     failures: list[str] = field(default_factory=list)
 
 
-async def deliver(runtime: Runtime, tenant_id: str, *, publish: bool = True) -> Delivery:
+async def deliver(runtime: Runtime, tenant_id: str, *, publish: bool = True, wait: float = LEASE_WAIT) -> Delivery:
     """Deliver new change records to the log sinks; then, with the JupiterOne publisher configured
     and `publish`, publish the tenant's dirty scopes (failures stay dirty for the worker or the next
     run). The worker passes `publish=False`: its own publisher loop debounces and publishes.
@@ -161,14 +176,14 @@ async def deliver(runtime: Runtime, tenant_id: str, *, publish: bool = True) -> 
     logged and retried on the next call without holding up the sinks (monitor.sinks.alerts). A sink
     that fails keeps its cursor and is reported in the result, its status and its metric.
 
-    One deliverer per tenant at a time (a lease): two workers draining the same cursors at once
-    would deliver the same records twice. The cursors are fenced by that lease, so a deliverer that
-    stalled past it cannot move them back."""
+    One deliverer per tenant at a time (a lease, waited for up to `wait` seconds, else `LeaseBusy`):
+    two workers draining the same cursors at once would deliver the same records twice. The cursors
+    are fenced by that lease, so a deliverer that stalled past it cannot move them back."""
     store = runtime.store(tenant_id)
     watched = runtime.tenant(tenant_id)
     delivery = Delivery()
     lease = Lease(store.redis, store.keys.lease("deliver"))
-    async with lease.held(wait=LEASE_WAIT):
+    async with lease.held(wait=wait):
         fenced = store.fenced(lease.fence)
         at = iso_ms(runtime.clock())
         if watched is not None and watched.alerts:
@@ -186,3 +201,52 @@ async def deliver(runtime: Runtime, tenant_id: str, *, publish: bool = True) -> 
         result = await publish_pending(runtime.publisher, tenant)
         (log.warning if result.failures or result.rejected else log.info)("%s", result.summary(tenant_id))
     return delivery
+
+
+async def catch_up(runtime: Runtime, *, wait: float = 0.0) -> bool:
+    """Deliver, for every tenant, the committed records a sink (or the alert rules) has not taken
+    yet; True when no delivery failed. Tenants whose sinks are up to date are skipped, and so are
+    tenants whose deliverer's lease stays held for `wait` seconds: someone else is delivering them.
+    JupiterOne is not included: publishing works from dirty scopes, which a worker's publisher loop
+    and `monitor sync` publish anyway."""
+    healthy = True
+    for tenant in runtime.tenants():
+        try:
+            if not await _behind(runtime, tenant):
+                continue
+            delivery = await deliver(runtime, tenant.id, publish=False, wait=wait)
+        except LeaseBusy:
+            continue
+        except Exception as exc:  # one tenant's trouble (or Redis's) must not stop the others
+            log.error("tenant %s: catching up deliveries failed: %s", tenant.id, exc, extra={"tenant": tenant.id})
+            healthy = False
+            continue
+        healthy = healthy and not delivery.failures
+    return healthy
+
+
+async def keep_delivered(runtime: Runtime, stop: asyncio.Event) -> None:
+    """A worker's background task until `stop`: `catch_up` at once, then every `CATCH_UP_INTERVAL`,
+    or sooner while a delivery fails (backing off through `DELIVERY_RETRY`). The first catch-up
+    waits out the deliverer's lease of a run that just died (`START_WAIT`)."""
+    failed, wait = 0, START_WAIT
+    while not stop.is_set():
+        failed = 0 if await catch_up(runtime, wait=wait) else failed + 1
+        wait = 0.0
+        pause = DELIVERY_RETRY.delay(failed, None) if failed else CATCH_UP_INTERVAL
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), pause)
+
+
+async def _behind(runtime: Runtime, tenant: TenantConfig) -> bool:
+    """Whether a sink (or the alert rules, once started) has not taken every committed record."""
+    names = [sink.name for sink in runtime.sinks] + ([ALERTS_SINK] if tenant.alerts else [])
+    if not names:
+        return False
+    last, cursors = await runtime.store(tenant.id).cursors(names)
+    for name, cursor in cursors.items():
+        if cursor is None and name == ALERTS_SINK:
+            continue  # alerts start after the first groups round (monitor.sinks.alerts)
+        if (cursor or 0) < last:
+            return True
+    return False

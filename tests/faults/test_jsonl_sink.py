@@ -113,17 +113,24 @@ async def test_a_full_disk_keeps_the_cursor_says_why_and_loses_nothing(
     assert (await store.sink_state(sink))["error"] == f"cannot write {path}: {disk.reason}"
     await _assert_reported_stuck(graph, redis_server, redis, sink, disk.reason)
 
-    disk.free(worker)
+    disk.free(worker)  # no hint: the worker retries by itself, backing off
+    await wait_until(lambda: delivered(redis, store, sink), "the worker to retry the batch")
+    assert await store.sink_state(sink) == {}
     tenant.update_user(next(iter(tenant.users)), displayName="Renamed once the disk had room")
     await hint(redis, "users")
-    await wait_until(lambda: delivered(redis, store, sink), "every record in the file")
-    assert await store.sink_state(sink) == {}
+    await wait_until(lambda: _renamed_and_delivered(redis, store, sink), "the next change in the file")
 
     assert await worker.terminate() == 0
     stuck = [line for line in worker.err if "is stuck after seq" in line]
     assert stuck and all(f"sink {sink} " in line and disk.reason in line for line in stuck)
     assert "Traceback" not in worker.stderr
     await assert_complete(read_jsonl(path), store, tenant)
+
+
+async def _renamed_and_delivered(redis: aioredis.Redis, store: TenantStore, sink: str) -> bool:
+    records = await store.read_changes(0, 1_000_000)
+    renamed = any((r["after"] or {}).get("displayName") == "Renamed once the disk had room" for r in records)
+    return renamed and await delivered(redis, store, sink)
 
 
 async def _failing(store: TenantStore, sink: str) -> bool:
