@@ -22,10 +22,12 @@ import redis.asyncio as aioredis
 from monitor.hints import Hint, enqueue
 from monitor.keys import HINTS
 from monitor.model.account import account_key
-from monitor.simulator import SimTenant
+from monitor.simulator import RunningSimulator, SimTenant, Simulator
+from monitor.simulator.faults import Fault
 from monitor.store import ChangeRecord, TenantStore
-from tests.conftest import TENANT_ID
+from tests.conftest import TENANT_ID, RedisServer
 from tests.directory_helpers import expected_mirror, replay
+from tests.test_cli import sim_env
 
 ACCOUNT_KEY = account_key(TENANT_ID)
 # Long enough for any step on a busy machine; a step that needs it has failed.
@@ -146,8 +148,9 @@ async def wait_until(check: Callable[[], Awaitable[bool]], what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def hint(redis: aioredis.Redis, *jobs: str) -> None:
-    await enqueue(redis, [Hint(TENANT_ID, job, "notification") for job in jobs])
+async def fired(fault: Fault) -> bool:
+    """Whether a simulated Graph fault has fired (its request has arrived)."""
+    return fault.fired > 0
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -157,19 +160,54 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in data.splitlines()]
 
 
-async def assert_complete(records: Sequence[ChangeRecord], store: TenantStore, tenant: SimTenant) -> None:
-    """The records are the whole change log, each seq once and in order, and replaying them gives the
-    mirror, which is the tenant's directory."""
-    last = await store.last_seq()
-    assert [r["seq"] for r in records] == list(range(1, last + 1)), "a gap or a duplicate seq"
-    mirror = await store.mirror_dump()
-    assert replay(list(records)) == mirror
-    assert mirror == expected_mirror(tenant, ACCOUNT_KEY)
+@dataclass
+class Scene:
+    """The simulated tenant, the suite's Redis, and `monitor` processes started against both."""
+
+    sim: Simulator
+    tenant: SimTenant
+    graph: RunningSimulator
+    redis_server: RedisServer
+    redis: aioredis.Redis
+    tmp_path: Path
+    launch: Launch
+
+    @property
+    def store(self) -> TenantStore:
+        return TenantStore(self.redis, TENANT_ID)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a `monitor` process (MONITOR_* settings) on the tenant and the Redis."""
+        return sim_env(self.graph, self.redis_server, self.tmp_path, **extra)
+
+    async def hint(self, *jobs: str) -> None:
+        await enqueue(self.redis, [Hint(TENANT_ID, job, "notification") for job in jobs])
+
+    async def delivered(self, *sinks: str) -> bool:
+        """Every hint was handled and every sink holds every committed record (and there are some)."""
+        if await self.redis.xlen(HINTS):
+            return False  # a hint is acknowledged after its round committed: read before the cursors
+        last = await self.store.last_seq()
+        return last > 0 and all([await self.store.cursor(sink) == last for sink in sinks])
+
+    async def assert_complete(self, records: Sequence[ChangeRecord]) -> None:
+        """The records are the whole change log, each seq once and in order, and replaying them gives
+        the mirror, which is the tenant's directory."""
+        last = await self.store.last_seq()
+        assert [r["seq"] for r in records] == list(range(1, last + 1)), "a gap or a duplicate seq"
+        mirror = await self.store.mirror_dump()
+        assert replay(list(records)) == mirror
+        assert mirror == expected_mirror(self.tenant, ACCOUNT_KEY)
 
 
-async def delivered(redis: aioredis.Redis, store: TenantStore, *sinks: str) -> bool:
-    """Whether every hint was handled and every sink holds every committed record (and there are some)."""
-    if await redis.xlen(HINTS):
-        return False  # a hint is acknowledged after its round committed: read before the cursors
-    last = await store.last_seq()
-    return last > 0 and all([await store.cursor(sink) == last for sink in sinks])
+@pytest.fixture
+def scene(
+    sim: Simulator,
+    tenant: SimTenant,
+    graph: RunningSimulator,
+    redis_server: RedisServer,
+    redis: aioredis.Redis,
+    tmp_path: Path,
+    launch: Launch,
+) -> Scene:
+    return Scene(sim, tenant, graph, redis_server, redis, tmp_path, launch)

@@ -12,16 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from monitor.app import Runtime
 from monitor.metrics import metric
-from monitor.simulator import RunningSimulator, SimTenant, seed
+from monitor.simulator import seed
 from monitor.status import sink_gauges, tenant_status
 from monitor.store import TenantStore
-from tests.conftest import TENANT_ID, RedisServer, simulator_settings
-from tests.faults.conftest import Launch, Monitor, assert_complete, delivered, hint, read_jsonl, wait_until
-from tests.test_cli import run, sim_env
+from tests.conftest import TENANT_ID, simulator_settings
+from tests.faults.conftest import Monitor, Scene, read_jsonl, wait_until
+from tests.test_cli import run
 
 # What is left for the sink file to grow by once the disk "fills up": less than the next batch.
 ROOM = 4096
@@ -84,26 +83,23 @@ def disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Disk]:
         subprocess.run(["umount", "-l", str(directory)], check=False)
 
 
-async def test_a_full_disk_keeps_the_cursor_says_why_and_loses_nothing(
-    disk: Disk,
-    tenant: SimTenant,
-    graph: RunningSimulator,
-    redis_server: RedisServer,
-    redis: aioredis.Redis,
-    tmp_path: Path,
-    launch: Launch,
-) -> None:
-    seed(tenant, users=40, groups=4, memberships=60)
+async def _worker_that_wrote_the_users(scene: Scene, path: Path, *, die_on_file_size_limit: bool = False) -> Monitor:
+    """A worker, on a seeded tenant, that has written the users round to the JSONL sink at `path`."""
+    seed(scene.tenant, users=40, groups=4, memberships=60)
+    env = scene.env(MONITOR_SINK=f"jsonl:{path}")
+    worker = await scene.launch("worker", env=env, die_on_file_size_limit=die_on_file_size_limit)
+    await scene.hint("users")
+    await wait_until(lambda: scene.delivered(f"jsonl:{path}"), "the users round in the file")
+    return worker
+
+
+async def test_a_full_disk_keeps_the_cursor_says_why_and_loses_nothing(disk: Disk, scene: Scene) -> None:
     path = disk.directory / "changes.jsonl"
-    sink = f"jsonl:{path}"
-    env = sim_env(graph, redis_server, tmp_path, MONITOR_SINK=sink)
-    store = TenantStore(redis, TENANT_ID)
-    worker = await launch("worker", env=env)
-    await hint(redis, "users")
-    await wait_until(lambda: delivered(redis, store, sink), "the users round in the file")
+    sink, store = f"jsonl:{path}", scene.store
+    worker = await _worker_that_wrote_the_users(scene, path)
 
     disk.fill(worker, path)
-    await hint(redis, "account", "groups")
+    await scene.hint("account", "groups")
     await wait_until(lambda: _failing(store, sink), "the sink to report that it is stuck")
 
     cursor = await store.cursor(sink)
@@ -111,37 +107,39 @@ async def test_a_full_disk_keeps_the_cursor_says_why_and_loses_nothing(
     # Nothing of the failed batch stayed in the file, and the cursor did not move past it.
     assert [r["seq"] for r in read_jsonl(path)] == list(range(1, cursor + 1))
     assert (await store.sink_state(sink))["error"] == f"cannot write {path}: {disk.reason}"
-    await _assert_reported_stuck(graph, redis_server, redis, sink, disk.reason)
+    await _assert_reported_stuck(scene, sink, disk.reason)
 
     disk.free(worker)  # no hint: the worker retries by itself, backing off
-    await wait_until(lambda: delivered(redis, store, sink), "the worker to retry the batch")
+    await wait_until(lambda: scene.delivered(sink), "the worker to retry the batch")
     assert await store.sink_state(sink) == {}
-    tenant.update_user(next(iter(tenant.users)), displayName="Renamed once the disk had room")
-    await hint(redis, "users")
-    await wait_until(lambda: _renamed_and_delivered(redis, store, sink), "the next change in the file")
+    scene.tenant.update_user(next(iter(scene.tenant.users)), displayName=RENAMED)
+    await scene.hint("users")
+    await wait_until(lambda: _renamed_and_delivered(scene, sink), "the next change in the file")
 
     assert await worker.terminate() == 0
     stuck = [line for line in worker.err if "is stuck after seq" in line]
     assert stuck and all(f"sink {sink} " in line and disk.reason in line for line in stuck)
     assert "Traceback" not in worker.stderr
-    await assert_complete(read_jsonl(path), store, tenant)
+    await scene.assert_complete(read_jsonl(path))
 
 
-async def _renamed_and_delivered(redis: aioredis.Redis, store: TenantStore, sink: str) -> bool:
-    records = await store.read_changes(0, 1_000_000)
-    renamed = any((r["after"] or {}).get("displayName") == "Renamed once the disk had room" for r in records)
-    return renamed and await delivered(redis, store, sink)
+RENAMED = "Renamed once the disk had room"
+
+
+async def _renamed_and_delivered(scene: Scene, sink: str) -> bool:
+    records = await scene.store.read_changes(0, 1_000_000)
+    renamed = any((r["after"] or {}).get("displayName") == RENAMED for r in records)
+    return renamed and await scene.delivered(sink)
 
 
 async def _failing(store: TenantStore, sink: str) -> bool:
     return bool(await store.sink_state(sink))
 
 
-async def _assert_reported_stuck(
-    graph: RunningSimulator, redis_server: RedisServer, redis: aioredis.Redis, sink: str, reason: str
-) -> None:
+async def _assert_reported_stuck(scene: Scene, sink: str, reason: str) -> None:
     """`monitor status` and `/metrics` show the sink stuck, and why."""
-    runtime = await Runtime.open(simulator_settings(graph, redis_server, sink=sink), graph=False)
+    settings = simulator_settings(scene.graph, scene.redis_server, sink=sink)
+    runtime = await Runtime.open(settings, graph=False)
     try:
         [config] = runtime.tenants()
         entry = (await tenant_status(runtime, config))["sinks"][sink]
@@ -152,67 +150,47 @@ async def _assert_reported_stuck(
     assert entry["failing_since"] is not None
     assert gauges[metric("monitor_sink_failing", tenant=TENANT_ID, sink=sink)] == 1
     assert gauges[metric("monitor_sink_behind_records", tenant=TENANT_ID, sink=sink)] == entry["behind"]
-    counters = TenantStore(redis, TENANT_ID).keys.metrics
-    failures = await redis.hget(counters, metric("monitor_sink_failures_total", sink=sink))
+    failures = await scene.redis.hget(scene.store.keys.metrics, metric("monitor_sink_failures_total", sink=sink))
     assert failures is not None and int(failures) >= 1
 
 
-async def test_a_writer_killed_mid_write_leaves_no_torn_line_behind(
-    tenant: SimTenant,
-    graph: RunningSimulator,
-    redis_server: RedisServer,
-    redis: aioredis.Redis,
-    tmp_path: Path,
-    launch: Launch,
-) -> None:
+async def test_a_writer_killed_mid_write_leaves_no_torn_line_behind(scene: Scene) -> None:
     """The kill must land inside a write, and the kernel makes that exact: a process whose write
     reaches its file-size limit gets SIGXFSZ inside that write, and with the signal's default action
     it dies there, like under kill -9 (no handler, nothing of ours runs). The bytes up to the limit are
     in the file, the rest of the line is not."""
-    seed(tenant, users=40, groups=4, memberships=60)
-    path = tmp_path / "sink" / "changes.jsonl"
-    sink = f"jsonl:{path}"
-    env = sim_env(graph, redis_server, tmp_path, MONITOR_SINK=sink)
-    store = TenantStore(redis, TENANT_ID)
-    doomed = await launch("worker", env=env, die_on_file_size_limit=True)
-    await hint(redis, "users")
-    await wait_until(lambda: delivered(redis, store, sink), "the users round in the file")
+    path = scene.tmp_path / "sink" / "changes.jsonl"
+    sink, store = f"jsonl:{path}", scene.store
+    doomed = await _worker_that_wrote_the_users(scene, path, die_on_file_size_limit=True)
 
     # An odd number, so that the limit falls inside a line.
     resource.prlimit(doomed.pid, resource.RLIMIT_FSIZE, (path.stat().st_size + ROOM + 7, resource.RLIM_INFINITY))
-    await hint(redis, "account", "groups")
+    await scene.hint("account", "groups")
     assert await doomed.exited() == -signal.SIGXFSZ
     assert not path.read_bytes().endswith(b"\n"), "the process died inside a line"
     assert await store.cursor(sink) < await store.last_seq()
 
-    successor = await launch("worker", env=env)
-    await hint(redis, "users")
-    await wait_until(lambda: delivered(redis, store, sink), "every record in the file")
+    successor = await scene.launch("worker", env=scene.env(MONITOR_SINK=sink))
+    await scene.hint("users")
+    await wait_until(lambda: scene.delivered(sink), "every record in the file")
     assert await successor.terminate() == 0
-    await assert_complete(read_jsonl(path), store, tenant)
+    await scene.assert_complete(read_jsonl(path))
     assert "cut a torn last line" in successor.stderr
 
 
 @pytest.mark.parametrize("blocked_by", ["a directory at the path", "a file where a directory must be"])
-async def test_an_unwritable_path_is_one_clear_line_and_the_next_run_delivers(
-    blocked_by: str,
-    tenant: SimTenant,
-    graph: RunningSimulator,
-    redis_server: RedisServer,
-    redis: aioredis.Redis,
-    tmp_path: Path,
-) -> None:
-    seed(tenant, users=10, groups=2, memberships=8)
+async def test_an_unwritable_path_is_one_clear_line_and_the_next_run_delivers(blocked_by: str, scene: Scene) -> None:
+    seed(scene.tenant, users=10, groups=2, memberships=8)
     if blocked_by == "a directory at the path":
-        path = tmp_path / "changes.jsonl"
+        path = scene.tmp_path / "changes.jsonl"
         path.mkdir()
         blocker, problem = path, f"cannot open {path}: Is a directory"
     else:
-        blocker = tmp_path / "exports"
+        blocker = scene.tmp_path / "exports"
         blocker.write_text("not a directory")
         path = blocker / "monitor" / "changes.jsonl"
         problem = f"cannot create the directory of {path}: Not a directory"
-    env = sim_env(graph, redis_server, tmp_path, MONITOR_SINK=f"jsonl:{path}")
+    env = scene.env(MONITOR_SINK=f"jsonl:{path}")
 
     code, out, err = await run("sync", env=env)
 
@@ -225,4 +203,4 @@ async def test_an_unwritable_path_is_one_clear_line_and_the_next_run_delivers(
     (blocker.rmdir if blocker.is_dir() else blocker.unlink)()
     code, out, err = await run("sync", env=env)
     assert code == 0, out + err
-    await assert_complete(read_jsonl(path), TenantStore(redis, TENANT_ID), tenant)
+    await scene.assert_complete(read_jsonl(path))

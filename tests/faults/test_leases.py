@@ -4,57 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-from monitor.simulator import RunningSimulator, SimTenant, Simulator, seed
+from monitor.simulator import Simulator, seed
 from monitor.store import TenantStore
-from tests.conftest import TENANT_ID, RedisServer
-from tests.faults.conftest import Launch, assert_complete, hint, read_jsonl, wait_until
-from tests.test_cli import run, sim_env
+from tests.faults.conftest import Scene, fired, read_jsonl, wait_until
+from tests.test_cli import run
 
 # How long a dead run may keep its lease (it used to be a minute).
 A_FEW_SECONDS = 10
 
 
-async def _fired(count: int) -> bool:
-    return count > 0
-
-
 @pytest.mark.parametrize("command", ["sync", "worker"])
-async def test_a_killed_run_holds_its_lease_for_seconds_not_a_minute(
-    command: str,
-    sim: Simulator,
-    tenant: SimTenant,
-    graph: RunningSimulator,
-    redis_server: RedisServer,
-    redis: aioredis.Redis,
-    tmp_path: Path,
-    launch: Launch,
-) -> None:
+async def test_a_killed_run_holds_its_lease_for_seconds_not_a_minute(command: str, scene: Scene) -> None:
     """kill -9 in the middle of a users round; the successor's users round then needs that lease."""
-    seed(tenant, users=30, groups=3, memberships=20)
-    path = tmp_path / "out.jsonl"
-    env = sim_env(graph, redis_server, tmp_path, MONITOR_GRAPH_TIMEOUT="300")
-    store = TenantStore(redis, TENANT_ID)
-    hang = sim.faults.inject("GET", r"/v1.0/users/delta", kind="delay", seconds=8)
-    killed = await launch(command, env=env)
+    seed(scene.tenant, users=30, groups=3, memberships=20)
+    path, store = scene.tmp_path / "out.jsonl", scene.store
+    env = scene.env(MONITOR_GRAPH_TIMEOUT="300")
+    hang = scene.sim.faults.inject("GET", r"/v1.0/users/delta", kind="delay", seconds=8)
+    killed = await scene.launch(command, env=env)
     if command == "worker":
-        await hint(redis, "users")
-    await wait_until(lambda: _fired(hang.fired), "the users round to start")
+        await scene.hint("users")
+    await wait_until(lambda: fired(hang), "the users round to start")
     await killed.kill()
     loop = asyncio.get_running_loop()
     killed_at = loop.time()
 
     # The dead run's lease runs out within seconds (one short TTL): the successor is not held up longer.
-    left = await redis.pttl(store.keys.lease("users"))
+    left = await scene.redis.pttl(store.keys.lease("users"))
     assert 0 < left <= A_FEW_SECONDS * 1000
 
-    successor = await launch(command, env=env)
+    successor = await scene.launch(command, env=env)
     if command == "worker":
-        await hint(redis, "account", "users", "groups")
+        await scene.hint("account", "users", "groups")
     await wait_until(lambda: _has_delta_link(store), "the successor's users round")
     print(f"{command}: the successor's users round was done {loop.time() - killed_at:.1f} s after the kill")
     if command == "worker":
@@ -64,7 +48,7 @@ async def test_a_killed_run_holds_its_lease_for_seconds_not_a_minute(
         assert await successor.terminate() == 0
     else:
         assert await successor.exited() == 0, successor.stdout + successor.stderr
-    await assert_complete(read_jsonl(path), store, tenant)
+    await scene.assert_complete(read_jsonl(path))
 
 
 async def _rounds_delivered(store: TenantStore, sink: str) -> bool:
@@ -78,33 +62,24 @@ async def _has_delta_link(store: TenantStore) -> bool:
     return await store.delta_state("users") is not None
 
 
-async def test_a_frozen_run_that_lost_its_lease_cannot_overwrite_its_successor(
-    sim: Simulator,
-    tenant: SimTenant,
-    graph: RunningSimulator,
-    redis_server: RedisServer,
-    redis: aioredis.Redis,
-    tmp_path: Path,
-    launch: Launch,
-) -> None:
+async def test_a_frozen_run_that_lost_its_lease_cannot_overwrite_its_successor(scene: Scene) -> None:
     """A `monitor sync` is frozen (SIGSTOP: from outside, a long GC pause or a stalled event loop looks
     the same) holding a page Graph answered before the directory changed. Its lease runs out, a
     successor syncs the new state. Thawed, the frozen run tries to commit its stale page: refused by
     Redis (the commit checks the lease token), it says so and exits 1, and the mirror, the change log
     and the sink hold the directory as it is."""
+    tenant, store = scene.tenant, scene.store
     tenant.delta.page_size = 5
     seed(tenant, users=20, groups=1, memberships=3)
-    path = tmp_path / "out.jsonl"
-    env = sim_env(graph, redis_server, tmp_path, MONITOR_GRAPH_TIMEOUT="300")
-    store = TenantStore(redis, TENANT_ID)
-    second_page = sim.faults.inject("GET", r"/v1.0/users/delta", kind="delay", seconds=1, after=1)
-    frozen = await launch("sync", env=env)
-    await wait_until(lambda: _fired(second_page.fired), "the frozen run to ask for its second page")
+    env = scene.env(MONITOR_GRAPH_TIMEOUT="300")
+    second_page = scene.sim.faults.inject("GET", r"/v1.0/users/delta", kind="delay", seconds=1, after=1)
+    frozen = await scene.launch("sync", env=env)
+    await wait_until(lambda: fired(second_page), "the frozen run to ask for its second page")
     frozen.signal(signal.SIGSTOP)
-    await wait_until(lambda: _answered(sim, 2), "Graph to answer the second page")
+    await wait_until(lambda: _answered(scene.sim, 2), "Graph to answer the second page")
     for user in list(tenant.users):
         tenant.update_user(user, jobTitle="Changed while the first run was frozen")
-    await wait_until(lambda: _gone(redis, store.keys.lease("users")), "the frozen run's lease to run out")
+    await wait_until(lambda: _gone(scene.redis, store.keys.lease("users")), "the frozen run's lease to run out")
 
     code, out, err = await run("sync", env=env)
     assert code == 0, out + err
@@ -112,7 +87,7 @@ async def test_a_frozen_run_that_lost_its_lease_cannot_overwrite_its_successor(
 
     assert await frozen.exited() == 1
     assert f"FAILED users: lease {store.keys.lease('users')} was lost" in frozen.stdout
-    await assert_complete(read_jsonl(path), store, tenant)
+    await scene.assert_complete(read_jsonl(scene.tmp_path / "out.jsonl"))
 
 
 async def _answered(sim: Simulator, requests: int) -> bool:
