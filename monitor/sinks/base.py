@@ -57,7 +57,7 @@ async def deliver_to(store: TenantStore, sink: Sink, at: str) -> tuple[int, str 
         error = str(exc)
     failures = await store.record_sink_failure(sink.name, error, at)
     log.error(
-        "tenant %s: sink %s is stuck after seq %d (%d failed deliveries in a row): %s; "
+        "tenant %s: sink %s is stuck after seq %d (failed attempt %d): %s; "
         "the records wait in the change log and are delivered again",
         store.tenant,
         sink.name,
