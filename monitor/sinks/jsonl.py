@@ -1,6 +1,6 @@
 """The JSONL sink (`MONITOR_SINK=jsonl:PATH`): one change record per line, appended durably.
 
-Records are written as the change-record contract says (DESIGN.md). Nothing is lost and nothing is
+Records are written as README.md, "Change records", says. Nothing is lost and nothing is
 written twice, whatever happens to the disk or the process:
 
 - A batch counts as delivered (its sink cursor advances, `monitor.sinks.base.drain`) only once its
