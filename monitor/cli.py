@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"monitor {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sync = commands.add_parser("sync", help="run one directory round now (account, users, groups) and exit")
+    sync = commands.add_parser(
+        "sync", help="deliver what is pending, run one directory round now (account, users, groups) and exit"
+    )
     sync.add_argument("--tenant", action="append", metavar="ID", help="only this tenant (repeatable)")
     sync.add_argument("--signins", action="store_true", help="also sweep users' sign-in activity")
     sync.add_argument("--intune", action="store_true", help="also run one Intune and account sweep")

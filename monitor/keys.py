@@ -116,6 +116,11 @@ class TenantKeys:
         """STRING: the last seq a sink has delivered."""
         return f"{self.base}:cursor:{sink}"
 
+    def sink_state(self, sink: str) -> str:
+        """HASH {error, error_at, failing_since, failures}: present while deliveries to the sink fail
+        (a full disk, a receiver down); deleted when its cursor next advances (`ADVANCE_CURSOR`)."""
+        return f"{self.base}:sinkstate:{sink}"
+
     # -- delta and sweep state --------------------------------------------------------------
     def delta_link(self, resource: str) -> str:
         """HASH {link, saved_at}: the deltaLink of the last completed round.
@@ -296,6 +301,27 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[
 return 0
 """
 
+# A write fenced by a lease (monitor.leases): applied only while the lease holds the writer's token.
+# KEYS[1] = the lease key; KEYS[2] = the key written. ARGV[1] = the token; ARGV[2] = the command, one
+# of SET, HSET or DEL (the only ones the store sends); ARGV[3..] = its arguments after the key.
+# Returns -2 if the lease is not the writer's (nothing written), else 1.
+FENCED_WRITE = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return -2 end
+redis.call(ARGV[2], KEYS[2], unpack(ARGV, 3))
+return 1
+"""
+
+# Move a sink's cursor, and with it forget that the sink was failing: a cursor that moves means the
+# sink took a batch. Fenced by the deliverer's lease when KEYS[3] and ARGV[2] are given.
+# KEYS[1] = TenantKeys.sink_cursor(sink); KEYS[2] = TenantKeys.sink_state(sink); KEYS[3] = the lease.
+# ARGV[1] = the new cursor; ARGV[2] = the lease token. Returns -2 if the lease is not ours, else 1.
+ADVANCE_CURSOR = """
+if ARGV[2] and redis.call('get', KEYS[3]) ~= ARGV[2] then return -2 end
+redis.call('set', KEYS[1], ARGV[1])
+redis.call('del', KEYS[2])
+return 1
+"""
+
 # Clear an upload scope's dirty entries (its entity and relationship mirror scopes) that nothing
 # changed since the publisher's snapshot, and only while the publisher still holds the scope's lease
 # (so a publisher whose lease expired and was taken over cannot clear a counter the new holder is
@@ -366,7 +392,10 @@ return out
 
 # Commit one page atomically: verify, write the mirror and bookkeeping, append the change records.
 # KEYS[1] = the sequence counter; KEYS[2] = the change-log stream; KEYS[3] = the scope versions
-#   hash; KEYS[4..] = every other key the page touches, referenced by index.
+#   hash; KEYS[4..] = every other key the page touches, referenced by index. A fenced commit (one
+#   run per tenant and source, monitor.leases) has the runner's lease as KEYS[4] and its token as
+#   ARGV[4]: unless the lease still holds that token, nothing is written and -2 is returned, so a
+#   runner that stalled past its lease cannot overwrite the newer state its successor committed.
 # ARGV[2] = a blob of mirror values, referenced by (offset, length).
 # ARGV[3] = the page's change records, one JSON object per line, without their seq, zlib-compressed.
 # ARGV[1] = a JSON array: the number of change records N, the number of checks C, then C pairs
@@ -381,8 +410,9 @@ return out
 # Every scope the page writes gets the page's last seq as its new version. The records get the
 # next N sequence numbers and are appended as one stream entry with id "<last seq>-0" and fields
 # first (the first seq), n (N) and z (ARGV[3], verbatim).
-# Returns the seq before the page's first record, or -1 on conflict.
+# Returns the seq before the page's first record, -1 on conflict, or -2 when the lease is lost.
 COMMIT_PAGE = """
+if ARGV[4] and redis.call('GET', KEYS[4]) ~= ARGV[4] then return -2 end
 local a = cjson.decode(ARGV[1])
 local blob = ARGV[2]
 local n = a[1]

@@ -57,6 +57,8 @@ HELP = {
     "monitor_j1_drift_objects": "Objects that differed at JupiterOne in the last reconciliation, by type and drift.",
     "monitor_j1_drift_scopes": "Upload scopes that differed at JupiterOne in the last reconciliation.",
     "monitor_j1_reconciles_total": "Reconciliations with JupiterOne, by mode (check, repair) and result.",
+    "monitor_sink_failures_total": "Deliveries to a sink (or the alert rules) that failed; the records wait, by sink.",
+    "monitor_sink_failing": "1 while deliveries to a sink (or the alert rules) fail, else 0, by sink.",
 }
 GAUGES = frozenset(
     {
@@ -77,6 +79,7 @@ GAUGES = frozenset(
         "monitor_j1_backoff_scopes",
         "monitor_j1_drift_objects",
         "monitor_j1_drift_scopes",
+        "monitor_sink_failing",
     }
 )
 

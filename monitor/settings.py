@@ -245,8 +245,9 @@ class Settings(BaseSettings):
     j1_finalize_timeout: float = Field(default=900.0, gt=0)
     # Scopes of one tenant uploaded at once by one publisher process.
     j1_concurrency: int = Field(default=4, ge=1, le=64)
-    # Lease on a scope while it is uploaded; renewed by its holder, so only a crash lets it run out.
-    j1_lease_ttl: float = Field(default=60.0, gt=0)
+    # Lease on a scope while it is uploaded; renewed by its holder, so only a crash lets it run out,
+    # and then within seconds (monitor.leases).
+    j1_lease_ttl: float = Field(default=5.0, gt=0)
     # Interval of the periodic reconciliation (JupiterOne read back and compared, what differs
     # re-published) that the scheduler runs.
     j1_reconcile_interval: float = Field(default=86400.0, gt=0)

@@ -41,7 +41,8 @@ async def tenant_status(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any
     sinks = {}
     for sink in runtime.sinks:
         cursor = await store.cursor(sink.name)
-        sinks[sink.name] = {"cursor": cursor, "behind": last_seq - cursor}
+        health = await _sink_health(runtime, tenant, sink.name)
+        sinks[sink.name] = {"cursor": cursor, "behind": last_seq - cursor, **health}
     return {
         "tenant": tenant.id,
         "account_name": tenant.account_name,
@@ -116,6 +117,7 @@ def _tenant_gauges(status: dict[str, Any]) -> dict[str, float]:
     for sink, entry in sinks.items():
         gauges[metric("monitor_sink_cursor", tenant=tenant, sink=sink)] = float(entry["cursor"])
         gauges[metric("monitor_sink_records_behind", tenant=tenant, sink=sink)] = float(entry["behind"])
+        gauges[metric("monitor_sink_failing", tenant=tenant, sink=sink)] = float(bool(entry.get("error")))
     upkeep = status.get("subscription_upkeep") or {}
     if upkeep.get("checked_at"):
         gauges[metric("monitor_subscription_upkeep_failed", tenant=tenant)] = float(bool(upkeep.get("error")))
@@ -165,6 +167,19 @@ async def _alerts(runtime: Runtime, tenant: TenantConfig, last_seq: int) -> dict
         "cursor": cursor,
         "behind": max(0, last_seq - cursor) if rules and cursor else 0,
         "recent": await recent_alerts(runtime.store(tenant.id), RECENT_ALERTS_SHOWN),
+        **(await _sink_health(runtime, tenant, ALERTS_SINK) if rules else {"error": None}),
+    }
+
+
+async def _sink_health(runtime: Runtime, tenant: TenantConfig, sink: str) -> dict[str, Any]:
+    """Whether deliveries to a sink fail: the last error (None when healthy), since when, how many
+    deliveries in a row failed. The records meanwhile wait in the change log."""
+    state = await runtime.store(tenant.id).sink_state(sink)
+    return {
+        "error": state.get("error") or None,
+        "error_at": state.get("error_at"),
+        "failing_since": state.get("failing_since"),
+        "failed_deliveries": int(state.get("failures", 0)),
     }
 
 
@@ -200,12 +215,12 @@ def render_tenant(status: dict[str, Any]) -> str:
         outcome = f"FAILED: {upkeep['error']}" if upkeep.get("error") else "ok"
         lines.append(f"  subscriptions last checked {upkeep['checked_at']}: {outcome}")
     for sink, entry in status["sinks"].items():
-        lines.append(f"  sink         {sink}: at seq {entry['cursor']:,} ({entry['behind']:,} behind)")
+        lines.append(f"  sink         {sink}: at seq {entry['cursor']:,} ({entry['behind']:,} behind){_stuck(entry)}")
     alerts = status.get("alerts") or {}
     if alerts.get("rules"):
         lines.append(
             f"  alerts       {alerts['rules']} rule(s) ({', '.join(alerts['names'])}), "
-            f"{alerts['destinations']} destination(s), {alerts['behind']:,} records behind"
+            f"{alerts['destinations']} destination(s), {alerts['behind']:,} records behind{_stuck(alerts)}"
         )
         for alert in alerts.get("recent", [])[:3]:
             group = (alert.get("group") or {}).get("name") or (alert.get("group") or {}).get("id")
@@ -224,6 +239,15 @@ def render_deployment(deployment: dict[str, Any]) -> str:
     age = hints["oldest_age_seconds"]
     waited = f", the oldest waiting {format_duration(age)}" if hints["length"] else ""
     return f"hint queue   {hints['length']:,} hints, {hints['pending']:,} taken by a worker{waited}"
+
+
+def _stuck(entry: dict[str, Any]) -> str:
+    if not entry.get("error"):
+        return ""
+    return (
+        f"; STUCK since {entry['failing_since']} ({entry['failed_deliveries']} failed deliveries, "
+        f"last {entry['error_at']}): {entry['error']}"
+    )
 
 
 def _source_line(entry: dict[str, Any]) -> str:

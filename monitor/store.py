@@ -7,6 +7,10 @@ the sequence counter and the scopes to publish in **one script** (`COMMIT_PAGE`)
 checks that no scope it writes changed since the read, so a page is either wholly applied with
 its change records or not at all. Re-applying a page that was already applied finds nothing
 changed and emits nothing: a round that is replayed after a crash emits nothing twice.
+
+A store `fenced` by a lease (`monitor.leases`) makes every write that a stale runner could get wrong
+(page commits, delta links, seen sets, sink cursors) conditional on the lease, checked inside Redis
+in the same step; a refused write raises `LeaseLost`.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from typing import Any
 
 import orjson
 
+from monitor import metrics
 from monitor.diff import Change, diff
-from monitor.keys import COMMIT_PAGE, FIND_MEMBERSHIPS, READ_PAGE, TenantKeys
+from monitor.keys import ADVANCE_CURSOR, COMMIT_PAGE, FENCED_WRITE, FIND_MEMBERSHIPS, READ_PAGE, TenantKeys
+from monitor.leases import Fence, LeaseLost
 from monitor.model.types import Delete, JsonObject, Kind, Op, Patch, Placement, Upsert
 from monitor.redis_conn import Redis
 from monitor.retry import RetryPolicy
@@ -40,6 +46,8 @@ UNPACK_CHUNK = 1000
 # Membership scopes per FIND_MEMBERSHIPS call: each call holds Redis for a few milliseconds at the
 # benchmark's ~245 memberships per scope.
 MEMBERSHIP_SCAN_CHUNK = 128
+# What a fenced script returns when the lease is not the writer's.
+FENCE_REFUSED = -2
 # zlib's fastest level: a page's records shrink about fivefold already (they repeat the same
 # property names), and a first round compresses a gigabyte of them.
 COMPRESSION_LEVEL = 1
@@ -151,9 +159,10 @@ class DeltaState:
 class TenantStore:
     """Reads and writes one tenant's keys. Stateless apart from the connection."""
 
-    def __init__(self, redis: Redis, tenant: str) -> None:
+    def __init__(self, redis: Redis, tenant: str, fence: Fence | None = None) -> None:
         self.redis = redis
         self.tenant = tenant
+        self.fence = fence
         self.keys = TenantKeys(tenant)
         self._mirror_keys: dict[ScopeId, str] = {}
         self._metric_names: dict[tuple[str, str, str], str] = {}
@@ -162,6 +171,22 @@ class TenantStore:
         self._read_page: Any = redis.register_script(READ_PAGE)
         self._commit_page: Any = redis.register_script(COMMIT_PAGE)
         self._find_memberships: Any = redis.register_script(FIND_MEMBERSHIPS)
+        self._fenced_write: Any = redis.register_script(FENCED_WRITE)
+        self._advance_cursor: Any = redis.register_script(ADVANCE_CURSOR)
+
+    def fenced(self, fence: Fence) -> TenantStore:
+        """The same tenant's store, its writes applied only while `fence`'s lease holds."""
+        return TenantStore(self.redis, self.tenant, fence)
+
+    async def _write_key(self, command: str, key: str, *args: Any) -> None:
+        """SET, HSET or DEL `key`; through the fence when the store has one."""
+        if self.fence is None:
+            redis: Any = self.redis  # redis-py leaves execute_command untyped
+            await redis.execute_command(command, key, *args)
+            return
+        answer = await self._fenced_write(keys=[self.fence.key, key], args=[self.fence.token, command, *args])
+        if answer == FENCE_REFUSED:
+            raise LeaseLost(self.fence.key)
 
     def mirror_key(self, scope: ScopeId) -> str:
         key = self._mirror_keys.get(scope)
@@ -206,6 +231,9 @@ class TenantStore:
             base = await self._write(changes, versions, write, source, stamp)
             if base >= 0:
                 return changes, base, stamp
+            if base == FENCE_REFUSED:
+                assert self.fence is not None
+                raise LeaseLost(self.fence.key)
             log.debug("tenant %s %s: page changed under us; recomputing", self.tenant, source)
             # Writers that collided would collide again if they all retried at once.
             await asyncio.sleep(COMMIT_RETRIES.delay(attempt, None))
@@ -312,7 +340,7 @@ class TenantStore:
         source: str,
         stamp: str,
     ) -> int:
-        script = _CommitScript(self.keys.seq, self.keys.changes, self.keys.scope_versions)
+        script = _CommitScript(self.keys.seq, self.keys.changes, self.keys.scope_versions, self.fence)
         written: dict[str, None] = {}
         filled: dict[str, None] = {}
         counters: Counter[str] = Counter()
@@ -484,7 +512,7 @@ class TenantStore:
 
     # -- full rounds: deletion by absence ------------------------------------------------------
     async def reset_seen(self, source: str) -> None:
-        await self.redis.delete(self.keys.round_seen(source))
+        await self._write_key("DEL", self.keys.round_seen(source))
 
     async def unseen(self, source: str, keys: Sequence[str]) -> list[str]:
         if not keys:
@@ -500,12 +528,11 @@ class TenantStore:
         return DeltaState(raw["link"], raw.get("fingerprint", ""), float(raw.get("saved_at", 0)))
 
     async def save_delta_link(self, resource: str, link: str, fingerprint: str, saved_at: float) -> None:
-        await self.redis.hset(
-            self.keys.delta_link(resource), mapping={"link": link, "fingerprint": fingerprint, "saved_at": saved_at}
-        )
+        key = self.keys.delta_link(resource)
+        await self._write_key("HSET", key, "link", link, "fingerprint", fingerprint, "saved_at", saved_at)
 
     async def drop_delta_link(self, resource: str) -> None:
-        await self.redis.delete(self.keys.delta_link(resource))
+        await self._write_key("DEL", self.keys.delta_link(resource))
 
     # -- status ----------------------------------------------------------------------------------
     async def record_status(self, source: str, fields: dict[str, Any]) -> None:
@@ -556,7 +583,39 @@ class TenantStore:
         return int(await self.redis.get(self.keys.sink_cursor(sink)) or 0)
 
     async def set_cursor(self, sink: str, seq: int) -> None:
-        await self.redis.set(self.keys.sink_cursor(sink), seq)
+        """Move the sink's cursor (which also clears its failure state: it took a batch)."""
+        keys: list[str] = [self.keys.sink_cursor(sink), self.keys.sink_state(sink)]
+        args: list[str | int] = [seq]
+        if self.fence is not None:
+            keys, args = [*keys, self.fence.key], [seq, self.fence.token]
+        if await self._advance_cursor(keys=keys, args=args) == FENCE_REFUSED:
+            assert self.fence is not None
+            raise LeaseLost(self.fence.key)
+
+    async def cursors(self, sinks: Sequence[str]) -> tuple[int, dict[str, int | None]]:
+        """The last seq of the change log, and each sink's cursor (None where it has none yet)."""
+        values = await self.redis.mget([self.keys.seq, *(self.keys.sink_cursor(sink) for sink in sinks)])
+        cursors = {sink: None if value is None else int(value) for sink, value in zip(sinks, values[1:], strict=True)}
+        return int(values[0] or 0), cursors
+
+    # -- sink health -----------------------------------------------------------------------------
+    async def record_sink_failure(self, sink: str, error: str, at: str) -> int:
+        """Note that a delivery to `sink` failed (status and the failure counter); returns how many
+        deliveries in a row have failed. `set_cursor` clears it."""
+        key = self.keys.sink_state(sink)
+        pipeline: Any = self.redis.pipeline(transaction=True)
+        pipeline.hset(key, mapping={"error": error, "error_at": at})
+        pipeline.hsetnx(key, "failing_since", at)
+        pipeline.hincrby(key, "failures", 1)
+        series = metrics.metric("monitor_sink_failures_total", sink=sink)
+        metrics.queue_increments(pipeline, self.keys.metrics, {series: 1})
+        answers = await pipeline.execute()
+        return int(answers[2])
+
+    async def sink_state(self, sink: str) -> dict[str, str]:
+        """{error, error_at, failing_since, failures} while the sink fails; empty when it is healthy."""
+        raw = await self.redis.hgetall(self.keys.sink_state(sink))
+        return {_text(k): _text(v) for k, v in raw.items()}
 
 
 class _CommitScript:
@@ -566,8 +625,11 @@ class _CommitScript:
     script runs costs a few microseconds in Redis, and a page has thousands of objects.
     """
 
-    def __init__(self, seq_key: str, changes_key: str, versions_key: str) -> None:
+    def __init__(self, seq_key: str, changes_key: str, versions_key: str, fence: Fence | None = None) -> None:
         self._keys: dict[str, int] = {seq_key: 1, changes_key: 2, versions_key: 3}
+        self._fence = fence
+        if fence is not None:
+            self._keys[fence.key] = 4  # the script checks the lease first (COMMIT_PAGE)
         self._checks: list[str] = []
         self._puts: dict[str, list[str | int]] = {}
         self._grouped: dict[tuple[str, str], list[str]] = {}  # (code, key) -> fields or members
@@ -622,7 +684,10 @@ class _CommitScript:
         header: list[str | int] = [len(self._records), len(self._checks) // 2, *self._checks]
         structure = orjson.dumps(header + commands + self._single + self._tail)
         records = zlib.compress(b"\n".join(self._records), COMPRESSION_LEVEL)
-        return list(self._keys), [structure, b"".join(self._blob), records]
+        args = [structure, b"".join(self._blob), records]
+        if self._fence is not None:
+            args.append(self._fence.token.encode())
+        return list(self._keys), args
 
 
 def _entry_records(fields: dict[bytes, bytes]) -> list[ChangeRecord]:

@@ -1,24 +1,32 @@
 """Running sources for a tenant: one runner per (tenant, source) at a time, status recorded.
 
 Used by `monitor sync` (every requested source once, then exit) and by the worker and scheduler
-(one source when a notification or a timer says so).
+(one source when a notification or a timer says so). Also the delivery of committed change records
+to the sinks, and the catching up that makes sure no committed record waits: a run killed between
+its commit and its delivery, or a sink that failed, is made good by the next `monitor sync` (it
+delivers first) or by any running worker (at start, then every `CATCH_UP_INTERVAL`, backing off
+while a sink fails).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from monitor.app import Runtime
 from monitor.graph.auth import AuthError
 from monitor.graph.client import GraphError
-from monitor.leases import Lease
+from monitor.leases import DEFAULT_TTL, Lease, LeaseBusy, LeaseLost
 from monitor.permissions import NEEDED_FOR
+from monitor.retry import RetryPolicy
 from monitor.rounds import Progress, RecordListener, RoundResult, run_delta_round
 from monitor.settings import TenantConfig
-from monitor.sinks.alerts import run_alerts
-from monitor.sinks.base import drain
+from monitor.sinks.alerts import ALERTS_SINK, run_alerts
+from monitor.sinks.base import deliver_to
 from monitor.sinks.jupiterone import publish_pending
 from monitor.sources.account import refresh_account
 from monitor.sources.base import SourceContext
@@ -35,9 +43,15 @@ ALL_SOURCES = ("account", "users", "groups", "signins")
 # The Intune and account sweep (monitor.sources.intune): scheduled per tenant `polling_interval`,
 # or run once by `monitor sync --intune`.
 INTUNE_SOURCE = "intune"
-# How long a runner waits for another runner of the same (tenant, source) to finish.
+# How long a runner waits for another runner of the same (tenant, source) to finish. The lease
+# itself is short (monitor.leases.DEFAULT_TTL): a killed runner blocks its successor for seconds.
 LEASE_WAIT = 300.0
-LEASE_TTL = 60.0
+# A running worker looks this often for committed records that no sink has taken yet...
+CATCH_UP_INTERVAL = 10.0
+# ... and a starting one waits this long for the deliverer's lease of a run that just died.
+START_WAIT = 2 * DEFAULT_TTL
+# While a sink fails, a worker retries its deliveries this way, until it works again.
+DELIVERY_RETRY = RetryPolicy(max_retries=1_000_000, base_delay=1.0, max_delay=30.0)
 # Delta permissions (GRAPH.md 7.1): what a 403 on each resource means.
 DELTA_PERMISSION = {"users": "User.Read.All", "groups": "GroupMember.Read.All"}
 # Sources that run under one shared lease: a user's deletion moves memberships, which the groups
@@ -64,14 +78,16 @@ async def run_source(
 ) -> RoundResult:
     """Run one source once, under its lease, and record the outcome in the tenant's status."""
     store = context.store
-    lease = Lease(store.redis, store.keys.lease(LEASE_NAMES.get(name, name)), ttl=LEASE_TTL)
+    lease = Lease(store.redis, store.keys.lease(LEASE_NAMES.get(name, name)))
     started, requests = time.monotonic(), context.client.stats.requests
     async with lease.held(wait=LEASE_WAIT):
+        # Every write of the run that a stale runner could get wrong is fenced by the lease.
+        fenced = replace(context, store=store.fenced(lease.fence))
         try:
             if full and name in DELTA_PERMISSION:
-                await store.drop_delta_link(name)
-            result = await _dispatch(context, name, progress, on_records)
-        except (GraphError, AuthError) as exc:
+                await fenced.store.drop_delta_link(name)
+            result = await _dispatch(fenced, name, progress, on_records)
+        except (GraphError, AuthError, LeaseLost) as exc:
             await _record_failure(context, name, exc, time.monotonic() - started)
             raise SourceFailed(name, str(exc)) from exc
     result.duration = time.monotonic() - started
@@ -130,42 +146,117 @@ async def sync_tenant(
     on_records: RecordListener | None = None,
     full: bool = False,
 ) -> tuple[list[RoundResult], list[SourceFailed]]:
-    """Run `sources` in order for one tenant, then deliver the new change records to the sinks."""
+    """Deliver what earlier runs committed and did not deliver; run `sources` in order for one
+    tenant; then deliver the new change records to the sinks. A sink that fails is reported as the
+    failure `delivery` (its records wait in the change log for the next run or a worker)."""
     context = runtime.context(tenant)
     results, failures = [], []
+    await deliver(runtime, tenant.id)
     for name in sources:
         try:
             results.append(await run_source(context, name, progress=progress, on_records=on_records, full=full))
         except SourceFailed as failure:
             failures.append(failure)
-    try:
-        await deliver(runtime, tenant.id)
-    except SourceFailed as failure:  # JupiterOne did not confirm every scope
-        failures.append(failure)
+    delivery = await deliver(runtime, tenant.id)
+    failures += [SourceFailed("delivery", failure) for failure in delivery.failures]
+    if delivery.unpublished is not None:  # JupiterOne did not confirm every scope
+        failures.append(SourceFailed("jupiterone", delivery.unpublished))
     return results, failures
 
 
-async def deliver(runtime: Runtime, tenant_id: str, *, publish: bool = True) -> int:
+@dataclass(slots=True)
+class Delivery:
+    """What one `deliver` did: records delivered to the sinks, one line per sink that failed, and
+    what JupiterOne did not confirm (those scopes stay dirty for the next run)."""
+
+    delivered: int = 0
+    failures: list[str] = field(default_factory=list)
+    unpublished: str | None = None
+
+
+async def deliver(runtime: Runtime, tenant_id: str, *, publish: bool = True, wait: float = LEASE_WAIT) -> Delivery:
     """Deliver new change records to the log sinks; then, with the JupiterOne publisher configured
     and `publish`, publish the tenant's dirty scopes (failures stay dirty for the worker or the next
-    run, and raise `SourceFailed("jupiterone", ...)` naming them). The worker passes
+    run, and `Delivery.unpublished` names them). The worker passes
     `publish=False`: its own publisher loop debounces and publishes.
 
     Alert rules run first, as near to the change as possible; an alert destination that is down is
-    logged and retried on the next call without holding up the sinks (monitor.sinks.alerts).
+    logged and retried on the next call without holding up the sinks (monitor.sinks.alerts). A sink
+    that fails keeps its cursor and is reported in the result, its status and its metric.
 
-    One deliverer per tenant at a time (a lease): two workers draining the same cursors at once
-    would deliver the same records twice."""
+    One deliverer per tenant at a time (a lease, waited for up to `wait` seconds, else `LeaseBusy`):
+    two workers draining the same cursors at once would deliver the same records twice. The cursors
+    are fenced by that lease, so a deliverer that stalled past it cannot move them back."""
     store = runtime.store(tenant_id)
     watched = runtime.tenant(tenant_id)
-    async with Lease(store.redis, store.keys.lease("deliver"), ttl=LEASE_TTL).held(wait=LEASE_WAIT):
+    delivery = Delivery()
+    lease = Lease(store.redis, store.keys.lease("deliver"))
+    async with lease.held(wait=wait):
+        fenced = store.fenced(lease.fence)
+        at = iso_ms(runtime.clock())
         if watched is not None and watched.alerts:
-            await run_alerts(store, watched, runtime.alert_dispatcher())
-        delivered = sum([await drain(store, sink) for sink in runtime.sinks])
+            alerts = await run_alerts(fenced, watched, runtime.alert_dispatcher())
+            if alerts.error is not None:
+                await fenced.record_sink_failure(ALERTS_SINK, alerts.error, at)
+                delivery.failures.append(f"alerts: {alerts.error}")
+        for sink in runtime.sinks:
+            count, error = await deliver_to(fenced, sink, at)
+            delivery.delivered += count
+            if error is not None:
+                delivery.failures.append(f"sink {sink.name}: {error}")
     if runtime.publisher is not None and publish:
         tenant = runtime.tenant(tenant_id) or TenantConfig(id=tenant_id)
         result = await publish_pending(runtime.publisher, tenant)
         (log.warning if result.failures or result.rejected else log.info)("%s", result.summary(tenant_id))
         if result.failures:  # they stay dirty for the next run; the caller must know it failed
-            raise SourceFailed("jupiterone", result.summary(tenant_id))
-    return delivered
+            delivery.unpublished = result.summary(tenant_id)
+    return delivery
+
+
+async def catch_up(runtime: Runtime, *, wait: float = 0.0) -> bool:
+    """Deliver, for every tenant, the committed records a sink (or the alert rules) has not taken
+    yet; True when no delivery failed. Tenants whose sinks are up to date are skipped, and so are
+    tenants whose deliverer's lease stays held for `wait` seconds: someone else is delivering them.
+    JupiterOne is not included: publishing works from dirty scopes, which a worker's publisher loop
+    and `monitor sync` publish anyway."""
+    healthy = True
+    for tenant in runtime.tenants():
+        try:
+            if not await _behind(runtime, tenant):
+                continue
+            delivery = await deliver(runtime, tenant.id, publish=False, wait=wait)
+        except LeaseBusy:
+            continue
+        except Exception as exc:  # one tenant's trouble (or Redis's) must not stop the others
+            log.error("tenant %s: catching up deliveries failed: %s", tenant.id, exc, extra={"tenant": tenant.id})
+            healthy = False
+            continue
+        healthy = healthy and not delivery.failures
+    return healthy
+
+
+async def keep_delivered(runtime: Runtime, stop: asyncio.Event) -> None:
+    """A worker's background task until `stop`: `catch_up` at once, then every `CATCH_UP_INTERVAL`,
+    or sooner while a delivery fails (backing off through `DELIVERY_RETRY`). The first catch-up
+    waits out the deliverer's lease of a run that just died (`START_WAIT`)."""
+    failed, wait = 0, START_WAIT
+    while not stop.is_set():
+        failed = 0 if await catch_up(runtime, wait=wait) else failed + 1
+        wait = 0.0
+        pause = DELIVERY_RETRY.delay(failed, None) if failed else CATCH_UP_INTERVAL
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), pause)
+
+
+async def _behind(runtime: Runtime, tenant: TenantConfig) -> bool:
+    """Whether a sink (or the alert rules, once started) has not taken every committed record."""
+    names = [sink.name for sink in runtime.sinks] + ([ALERTS_SINK] if tenant.alerts else [])
+    if not names:
+        return False
+    last, cursors = await runtime.store(tenant.id).cursors(names)
+    for name, cursor in cursors.items():
+        if cursor is None and name == ALERTS_SINK:
+            continue  # alerts start after the first groups round (monitor.sinks.alerts)
+        if (cursor or 0) < last:
+            return True
+    return False

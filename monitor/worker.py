@@ -8,6 +8,9 @@
   dies leaves its hints pending; other workers claim them once they have been idle for
   `claim_idle` seconds (XAUTOCLAIM). A job that keeps failing is dropped after `max_attempts`,
   with its error in the tenant's status (the timer brings the job back later anyway).
+- Nothing committed waits for the next hint: a starting worker first delivers what earlier runs
+  committed and did not deliver (a run killed between its commit and its delivery), and a running
+  one checks again every few seconds and retries a failing sink with backoff (`keep_delivered`).
 - Burst mode (`monitor worker --burst`, tests, one-off runs) drains the queue and returns.
 - Graceful stop: on SIGTERM the worker finishes the jobs in hand and stops reading.
 """
@@ -32,7 +35,7 @@ from monitor.metrics import increment, metric, tenant_increment
 from monitor.redis_conn import REDIS_UNAVAILABLE
 from monitor.settings import TenantConfig
 from monitor.supervise import Health, Supervisor
-from monitor.sync import SourceFailed, deliver, run_source
+from monitor.sync import START_WAIT, SourceFailed, catch_up, deliver, keep_delivered, run_source
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +110,11 @@ class Worker:
         background = [asyncio.create_task(self._heartbeat(), name="heartbeat")]
         if self.publish and self.runtime.publisher is not None and not self.burst:
             background.append(asyncio.create_task(self._publish_loop(stop), name="publisher"))
+        if not self.burst:
+            background.append(asyncio.create_task(keep_delivered(self.runtime, stop), name="deliverer"))
         try:
+            if self.burst:
+                await catch_up(self.runtime, wait=START_WAIT)
             while not stop.is_set():
                 _raise_if_ended(background)
                 entries = await self._next_batch(stop)

@@ -5,8 +5,9 @@
 it needs, and hands them to the `AlertDispatcher`, which sends each to its rule's destinations:
 
 - `log`: one WARNING line on logger `monitor.alerts`, the alert as JSON;
-- `jsonl:PATH`: one alert per line, appended, flushed and fsynced; alerts whose `seq` the file already
-  holds for the tenant are skipped, so a redelivered batch is not written twice;
+- `jsonl:PATH`: one alert per line, appended and fsynced like the JSONL sink's records (a failed write
+  leaves nothing behind, a torn last line is repaired: `monitor.sinks.jsonl.JsonlFile`); alerts whose
+  `seq` the file already holds for the tenant are skipped, so a redelivered batch is not written twice;
 - `webhook:URL`: one signed JSON POST per alert (`monitor.sinks.signing`).
 
 Delivery is at least once. The cursor advances only when every destination took the batch; when a
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,7 +39,7 @@ from monitor.metrics import metric, queue_increments
 from monitor.model.types import JsonObject, entity_placement
 from monitor.settings import TenantConfig
 from monitor.sinks.base import drain
-from monitor.sinks.jsonl import last_sequences
+from monitor.sinks.jsonl import JsonlFile
 from monitor.sinks.signing import DeliveryError, WebhookClient, WebhookRejected, redact
 from monitor.store import ChangeRecord, TenantStore
 
@@ -110,15 +110,11 @@ def _log(alerts: Iterable[Alert]) -> None:
 
 def append_alerts(path: Path, alerts: Sequence[Alert]) -> int:
     """Append the alerts the file does not hold yet (by tenant and seq); returns how many."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    last = last_sequences(path)
-    lines = [orjson.dumps(a.to_json()) + b"\n" for a in alerts if a.seq > last.get(a.tenant, 0)]
-    if lines:
-        with path.open("ab") as handle:
-            handle.write(b"".join(lines))
-            handle.flush()
-            os.fsync(handle.fileno())
-    return len(lines)
+    file = JsonlFile(path)
+    try:
+        return file.append([(alert.tenant, alert.seq, alert.to_json()) for alert in alerts])
+    finally:
+        file.close()
 
 
 async def _mirror_facts(store: TenantStore, refs: Iterable[Ref]) -> dict[Ref, JsonObject]:

@@ -1,31 +1,157 @@
-"""The JSONL sink (`MONITOR_SINK=jsonl:PATH`): one change record per line, appended.
+"""The JSONL sink (`MONITOR_SINK=jsonl:PATH`): one change record per line, appended durably.
 
-Records are written as the change-record contract says (DESIGN.md) and flushed to disk before the
-cursor advances. On opening, the sink reads the end of the file to learn the last `seq` it holds
-per tenant, so a batch redelivered after a crash is not written twice.
+Records are written as README.md, "Change records", says. Nothing is lost and nothing is
+written twice, whatever happens to the disk or the process:
+
+- A batch counts as delivered (its sink cursor advances, `monitor.sinks.base.drain`) only once its
+  bytes are written and fsynced. A write that fails (a full disk: ENOSPC) takes back whatever part of
+  the batch reached the file and raises `SinkWriteError` naming the path and the reason: the cursor
+  stays, and the whole batch is written again on the next attempt.
+- A process killed in the middle of a write leaves a torn last line. Whoever opens the file next cuts
+  it (and logs that it did): its record was never delivered, so it is written again.
+- The sink knows the last `seq` the file holds per tenant and skips records at or below it, so a batch
+  delivered again after a crash between the fsync and the cursor update is not written twice. It reads
+  that from the end of the file on opening, and again whenever the file changed under it.
+- Every append and repair holds an exclusive `flock` on the file (see flock(2)), so processes sharing
+  the file (a worker and `monitor sync`) never interleave lines or cut one another's writes.
+
+The alerts file of the alert rules (`jsonl:PATH` destinations, `monitor.sinks.alerts`) is written the
+same way (`JsonlFile`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import Any
 
 import orjson
 
+from monitor.sinks.signing import DeliveryError
 from monitor.store import ChangeRecord
 
+log = logging.getLogger(__name__)
+
+# How much of the file's end is read to learn the last seq per tenant.
 TAIL_BYTES = 1 << 20
+# Read size while looking backwards for the end of the last complete line.
+SCAN_CHUNK = 64 << 10
+
+Entry = tuple[str, int, Any]  # (tenant, seq, the JSON-serializable line)
+
+
+class SinkWriteError(DeliveryError):
+    """A file sink could not take a batch; the message names the file and the reason. Nothing of the
+    batch stays in the file and the cursor stays, so the batch is written again later."""
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+class JsonlFile:
+    """An append-only file of JSON lines, each belonging to a (tenant, seq), written durably.
+
+    Not thread-safe: one caller at a time (`JsonlSink` holds a lock). Processes are kept apart by the
+    file lock.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._last: dict[str, int] = {}
+        self._size = -1  # the file's size after our last append or scan; -1 before the first scan
+
+    def append(self, entries: Sequence[Entry]) -> int:
+        """Append, in order, the entries whose seq is above the last the file holds for their tenant,
+        and fsync; returns how many were written. `SinkWriteError` if they could not all be."""
+        fd = self._open()
+        with _locked(fd, self.path):
+            size = self._current(fd)
+            fresh = [(tenant, seq, line) for tenant, seq, line in entries if seq > self._last.get(tenant, 0)]
+            if not fresh:
+                return 0
+            data = b"".join(orjson.dumps(line) + b"\n" for _, _, line in fresh)
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            except OSError as exc:
+                self._take_back(fd, size)
+                raise SinkWriteError(f"cannot write {self.path}: {_reason(exc)}") from exc
+            for tenant, seq, _ in fresh:
+                self._last[tenant] = max(seq, self._last.get(tenant, 0))
+            self._size = size + len(data)
+            return len(fresh)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._size = -1
+
+    def _open(self) -> int:
+        if self._fd is not None:
+            return self._fd
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SinkWriteError(f"cannot create the directory of {self.path}: {_reason(exc)}") from exc
+        existed = self.path.exists()
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise SinkWriteError(f"cannot open {self.path}: {_reason(exc)}") from exc
+        if not existed:
+            _fsync_directory(self.path.parent)  # the new file's name is durable too
+        return self._fd
+
+    def _current(self, fd: int) -> int:
+        """The file's size, after repairing a torn tail and re-reading the last seqs if the file is not
+        as this process left it (first use, another process appended, a failed take-back)."""
+        size = os.fstat(fd).st_size
+        if size != self._size:
+            size = self._repair(fd, size)
+            self._last = _tail_sequences(fd, size)
+            self._size = size
+        return size
+
+    def _repair(self, fd: int, size: int) -> int:
+        """Cut a torn last line (a writer killed mid-write); returns the size after."""
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return size
+        end = _end_of_last_line(fd, size)
+        try:
+            os.ftruncate(fd, end)
+            os.fsync(fd)
+        except OSError as exc:
+            raise SinkWriteError(f"cannot repair the torn last line of {self.path}: {_reason(exc)}") from exc
+        log.warning(
+            "%s: cut a torn last line (%d bytes) that an interrupted write left; its records are written again",
+            self.path,
+            size - end,
+        )
+        return end
+
+    def _take_back(self, fd: int, size: int) -> None:
+        """Remove the part of a failed append that reached the file."""
+        try:
+            os.ftruncate(fd, size)
+        except OSError as exc:
+            # The next append finds the file changed and repairs its tail before writing.
+            self._size = -1
+            log.error("%s: could not take back a failed write (%s); the next attempt repairs it", self.path, exc)
 
 
 class JsonlSink:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._handle: IO[bytes] | None = None
-        self._last_seq: dict[str, int] | None = None
+        self._file = JsonlFile(path)
         # Writes run in worker threads, and tenants deliver concurrently to the one file.
         self._lock = threading.Lock()
 
@@ -38,44 +164,59 @@ class JsonlSink:
 
     async def close(self) -> None:
         with self._lock:
-            if self._handle is not None:
-                self._handle.close()
-                self._handle = None
+            self._file.close()
 
     def _write(self, records: Sequence[ChangeRecord]) -> None:
         with self._lock:
-            self._write_locked(records)
-
-    def _write_locked(self, records: Sequence[ChangeRecord]) -> None:
-        if self._handle is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._last_seq = last_sequences(self.path)
-            self._handle = self.path.open("ab")
-        last = self._last_seq if self._last_seq is not None else {}
-        lines = []
-        for record in records:
-            tenant, seq = str(record["tenant"]), int(record["seq"])
-            if seq <= last.get(tenant, 0):
-                continue
-            last[tenant] = seq
-            lines.append(orjson.dumps(record) + b"\n")
-        if lines:
-            self._handle.write(b"".join(lines))
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
+            self._file.append([(str(record["tenant"]), int(record["seq"]), record) for record in records])
 
 
-def last_sequences(path: Path) -> dict[str, int]:
-    """The highest seq per tenant among the records at the end of `path` (empty if none)."""
-    if not path.exists():
-        return {}
-    with path.open("rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        handle.seek(max(0, size - TAIL_BYTES))
-        tail = handle.read()
-    lines = tail.split(b"\n")
-    if size > TAIL_BYTES:
+@contextlib.contextmanager
+def _locked(fd: int, path: Path) -> Iterator[None]:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as exc:
+        raise SinkWriteError(f"cannot lock {path}: {_reason(exc)}") from exc
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until all of `data` is written: a write to a nearly full disk can be short."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_directory(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened or synced
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _end_of_last_line(fd: int, size: int) -> int:
+    """The offset just after the last newline before `size` (0 if there is none)."""
+    end = size
+    while end > 0:
+        start = max(0, end - SCAN_CHUNK)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
+
+
+def _tail_sequences(fd: int, size: int) -> dict[str, int]:
+    """The highest seq per tenant among the lines at the end of the file (empty if none)."""
+    start = max(0, size - TAIL_BYTES)
+    lines = os.pread(fd, size - start, start).split(b"\n")
+    if start > 0:
         lines = lines[1:]  # the first line is probably cut
     last: dict[str, int] = {}
     for line in lines:

@@ -206,8 +206,11 @@ async def test_unreachable_webhook_keeps_the_batch_and_other_destinations_get_it
     start = await store.cursor(ALERTS_SINK)
     receiver.answers = [(503, {})] * 3  # the first try and both retries
     tenant.add_member(admins, tenant.add_user(displayName="Mallory", userPrincipalName="mallory@contoso.com"))
-    await sync(runtime)
+    _, failures = await sync_tenant(runtime, runtime.settings.tenants[0])
 
+    assert [str(f) for f in failures] == [
+        f"delivery: alerts: webhook {receiver.url.rsplit('/', 1)[0]} answered 503 after 2 retries"
+    ]
     assert [d.status for d in receiver.deliveries] == [503, 503, 503]
     assert await store.cursor(ALERTS_SINK) == start
     [written] = [json.loads(line) for line in path.read_text().splitlines()]

@@ -1,0 +1,66 @@
+"""Leases and the writes they fence, against the suite's real redis-server."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import redis.asyncio as aioredis
+
+from monitor.leases import Fence, Lease, LeaseLost
+from monitor.store import TenantStore
+from tests.durability.conftest import wait_until
+from tests.test_store import TENANT, commit, user
+
+
+async def test_fenced_writes_apply_only_while_the_lease_is_ours(redis: aioredis.Redis) -> None:
+    """Another process has the lease now (ours ran out while we stalled): every write that a stale
+    runner could get wrong is refused inside Redis, and nothing of it is applied."""
+    store = TenantStore(redis, TENANT)
+    lease = Lease(redis, store.keys.lease("users"))
+    assert await lease.acquire()
+    fenced = store.fenced(lease.fence)
+    await commit(fenced, user("user-00001", jobTitle="Engineer"))
+    await fenced.save_delta_link("users", "https://graph/delta?token=1", "f", 1.0)
+    await fenced.set_cursor("jsonl:x", 1)
+
+    await redis.set(lease.key, "the successor's token")
+    with pytest.raises(LeaseLost):
+        await commit(fenced, user("user-00001", jobTitle="Stale"))
+    with pytest.raises(LeaseLost):
+        await fenced.save_delta_link("users", "https://graph/delta?token=0", "f", 2.0)
+    with pytest.raises(LeaseLost):
+        await fenced.reset_seen("users")
+    with pytest.raises(LeaseLost):
+        await fenced.drop_delta_link("users")
+    with pytest.raises(LeaseLost):
+        await fenced.set_cursor("jsonl:x", 0)
+
+    assert await store.last_seq() == 1
+    assert [obj["jobTitle"] for obj in (await store.mirror_dump()).values()] == ["Engineer"]
+    state = await store.delta_state("users")
+    assert state is not None and state.link.endswith("token=1")
+    assert await store.cursor("jsonl:x") == 1
+    # The store of the lease's holder, and an unfenced one, write as usual.
+    successor = store.fenced(Fence(lease.key, "the successor's token"))
+    await commit(successor, user("user-00001", jobTitle="Principal Engineer"))
+    await store.set_cursor("jsonl:x", 2)
+    assert await store.last_seq() == 2 and await store.cursor("jsonl:x") == 2
+
+
+async def test_a_holder_notices_that_its_lease_was_taken(
+    redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    lease = Lease(redis, "monitor:{test}:lease:users", ttl=0.5)
+    with caplog.at_level(logging.WARNING, logger="monitor.leases"):
+        async with lease.held():
+            await redis.set(lease.key, "someone else")
+            # The next renewal, a tenth of a second later, is refused.
+            await wait_until(lambda: _lost(lease), "the holder to notice")
+    assert await redis.get(lease.key) == b"someone else"  # not released: it is not ours
+    [warning] = caplog.records
+    assert "lease monitor:{test}:lease:users was lost (expired or taken over)" in warning.getMessage()
+
+
+async def _lost(lease: Lease) -> bool:
+    return lease.lost
