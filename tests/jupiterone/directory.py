@@ -139,9 +139,9 @@ def intune_ops() -> list[Op]:
         row = {
             "DeviceId": device["id"],
             "AppVersion": "3.2.1",
-            "ErrorCode": 0,
-            "InstallState": 1,
-            "InstallStateDetail": 0,
+            "HexErrorCode": "0x00000000",
+            "AppInstallState": 1,
+            "AppInstallStateDetails": 0,
         }
         assigned = map_install_row(intune.WIN32_APP, row, device_type)
         assert assigned is not None
