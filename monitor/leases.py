@@ -87,23 +87,32 @@ class Lease:
         value = await self.redis.get(self.key)
         return None if value is None else (value.decode() if isinstance(value, bytes) else str(value))
 
-    async def _keep_alive(self) -> None:
-        """Renew until cancelled. A renewal that fails for want of Redis is tried again while the
-        lease may still hold; one that Redis refuses, or no renewal within a TTL, loses it."""
+    async def _keep_alive(self, done: asyncio.Event) -> None:
+        """Renew until `done` is set. A renewal that fails for want of Redis is tried again while the
+        lease may still hold; one that Redis refuses, or no renewal within a TTL, loses it.
+
+        The holder also cancels this task to cut a renewal in flight short; `done` is what ends the
+        loop, because a Redis client may answer that cancellation with an error or a late reply
+        instead of letting it through (then the loop would renew, and the holder wait, forever)."""
         loop = asyncio.get_running_loop()
         valid_until = loop.time() + self.ttl
         while True:
-            await asyncio.sleep(self.ttl / RENEWALS_PER_TTL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self.ttl / RENEWALS_PER_TTL)
+            if done.is_set():
+                return
             sent = loop.time()
             try:
-                if await self.renew():
+                renewed = await self.renew()
+            except (RedisError, OSError) as exc:
+                if done.is_set() or loop.time() < valid_until:
+                    continue
+                reason = f"not renewed within its {self.ttl:g} s: {exc}"
+            else:
+                if renewed or done.is_set():
                     valid_until = sent + self.ttl
                     continue
                 reason = "expired or taken over"
-            except (RedisError, OSError) as exc:
-                if loop.time() < valid_until:
-                    continue
-                reason = f"not renewed within its {self.ttl:g} s: {exc}"
             self.lost = True
             log.warning("lease %s was lost (%s); its holder's writes are refused from now on", self.key, reason)
             return
@@ -117,10 +126,12 @@ class Lease:
             if loop.time() >= deadline:
                 raise LeaseBusy(self.key)
             await asyncio.sleep(poll)
-        keeper = asyncio.create_task(self._keep_alive())
+        done = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_alive(done))
         try:
             yield self
         finally:
+            done.set()
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper

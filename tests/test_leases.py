@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from monitor.leases import Fence, Lease, LeaseLost
 from monitor.store import TenantStore
@@ -64,3 +66,39 @@ async def test_a_holder_notices_that_its_lease_was_taken(
 
 async def _lost(lease: Lease) -> bool:
     return lease.lost
+
+
+class _RenewalCutShort(Lease):
+    """A lease whose renewal is in flight when the block ends, and whose Redis client does not let
+    the cancellation through: it turns it into a connection error, or answers anyway (as redis-py may
+    when a command is cancelled mid-flight). Later renewals succeed, as against a live Redis."""
+
+    def __init__(self, redis: aioredis.Redis, key: str, *, swallow: bool) -> None:
+        super().__init__(redis, key)
+        self.swallow = swallow
+        self.renewing = asyncio.Event()
+        self.renewals = 0
+
+    async def renew(self) -> bool:
+        self.renewals += 1
+        if self.renewals > 1:
+            return True
+        self.renewing.set()
+        try:
+            await asyncio.Event().wait()  # the answer that has not come when the cancellation does
+        except asyncio.CancelledError:
+            if not self.swallow:
+                raise RedisConnectionError("Connection closed by the client") from None
+        return True
+
+
+@pytest.mark.parametrize("swallow", [False, True], ids=["as-an-error", "answered-anyway"])
+async def test_leaving_the_block_stops_a_renewal_in_flight(redis: aioredis.Redis, swallow: bool) -> None:
+    """The block must end (and the lease be released) however the cancelled renewal comes back: the
+    keep-alive would otherwise go on renewing, and the holder wait for it forever."""
+    lease = _RenewalCutShort(redis, "monitor:{test}:lease:users", swallow=swallow)
+    async with asyncio.timeout(10):
+        async with lease.held():
+            await lease.renewing.wait()
+    assert await redis.get(lease.key) is None
+    assert lease.renewals == 1
