@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from monitor.app import Runtime
 from monitor.graph.auth import AuthError
 from monitor.graph.client import GraphError
+from monitor.keys import DIRECTORY_LEASE
 from monitor.leases import Lease
 from monitor.permissions import NEEDED_FOR
 from monitor.rounds import Progress, RecordListener, RoundResult, run_delta_round
@@ -42,7 +43,7 @@ LEASE_TTL = 60.0
 DELTA_PERMISSION = {"users": "User.Read.All", "groups": "GroupMember.Read.All"}
 # Sources that run under one shared lease: a user's deletion moves memberships, which the groups
 # round writes too (monitor.sources.parking), so the two rounds of a tenant never overlap.
-LEASE_NAMES = {"users": "directory", "groups": "directory"}
+LEASE_NAMES = {"users": DIRECTORY_LEASE, "groups": DIRECTORY_LEASE}
 
 
 class SourceFailed(Exception):

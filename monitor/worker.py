@@ -30,6 +30,7 @@ from monitor.hints import SOURCE_JOBS, Hint, ensure_group
 from monitor.keys import GLOBAL_METRICS, HINTS, HINTS_GROUP, WORKER_HEARTBEAT_TTL, worker_heartbeat
 from monitor.metrics import increment, metric, tenant_increment
 from monitor.settings import TenantConfig
+from monitor.sinks.actors import run_actors
 from monitor.sync import SourceFailed, deliver, run_source
 
 log = logging.getLogger(__name__)
@@ -224,6 +225,8 @@ class Worker:
             await self._lifecycle(tenant, hint)
         elif hint.job == "reconcile" and self.runtime.publisher is not None:
             await self.runtime.publisher.reconcile(tenant)
+        elif hint.job == "actors":
+            await run_actors(self.runtime.context(tenant), self.runtime.alert_dispatcher(), self.runtime.settings)
 
     async def _subscriptions(self, tenant: TenantConfig) -> None:
         manager = self._manager(tenant)
