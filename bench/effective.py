@@ -98,11 +98,12 @@ async def _timed(store: TenantStore, tenant: TenantConfig) -> Timed:
     return Timed(time.perf_counter() - started, sent)
 
 
-def _nested_pairs(index: dict[bytes, bytes]) -> list[tuple[str, str]]:
+def _nested_pairs(index: dict[Any, Any]) -> list[tuple[str, str]]:
     """(parent, child) for every nested edge of the index."""
     pairs = []
     for group, raw in index.items():
-        pairs += [(parent, group.decode()) for parent in orjson.loads(raw)["p"]]
+        child = group.decode() if isinstance(group, bytes) else str(group)
+        pairs += [(parent, child) for parent in orjson.loads(raw)["p"]]
     return sorted(pairs)
 
 

@@ -207,7 +207,8 @@ async def test_the_index_holds_only_nesting_and_follows_the_log(
     runtime = await make_runtime([rule(receiver, [a])])
     await sync(runtime)
     store = runtime.store(TENANT_ID)
-    index = {k.decode(): v.decode() for k, v in (await store.redis.hgetall(store.keys.nesting)).items()}
+    raw: dict[Any, Any] = await store.redis.hgetall(store.keys.nesting)
+    index = {k.decode(): v.decode() for k, v in raw.items()}
     assert index == {a: f'{{"p":[],"c":["{b}"]}}', b: f'{{"p":["{a}"],"c":[]}}'}
     tenant.add_member(b, c)
     await sync(runtime)
