@@ -18,6 +18,7 @@ from monitor.leases import Lease
 from monitor.permissions import NEEDED_FOR
 from monitor.rounds import Progress, RecordListener, RoundResult, run_delta_round
 from monitor.settings import TenantConfig
+from monitor.sinks.actors import run_actors
 from monitor.sinks.alerts import run_alerts
 from monitor.sinks.base import drain
 from monitor.sinks.jupiterone import publish_pending
@@ -131,7 +132,11 @@ async def sync_tenant(
     on_records: RecordListener | None = None,
     full: bool = False,
 ) -> tuple[list[RoundResult], list[SourceFailed]]:
-    """Run `sources` in order for one tenant, then deliver the new change records to the sinks."""
+    """Run `sources` in order for one tenant, then deliver the new change records to the sinks.
+
+    Alerts of earlier runs that wait for who made their change get their update first (what the
+    scheduler's `actors` job does in a deployment), so that `monitor sync` run on its own resolves
+    them too."""
     context = runtime.context(tenant)
     results, failures = [], []
     for name in sources:
@@ -139,6 +144,8 @@ async def sync_tenant(
             results.append(await run_source(context, name, progress=progress, on_records=on_records, full=full))
         except SourceFailed as failure:
             failures.append(failure)
+    if tenant.alerts:
+        await run_actors(context, runtime.alert_dispatcher(), runtime.settings)
     await deliver(runtime, tenant.id)
     return results, failures
 

@@ -223,3 +223,18 @@ async def test_a_worker_runs_the_job_the_scheduler_asks_for(
     for _ in range(2):  # a redelivery appends nothing new
         append_alerts(path, [AlertUpdate(alert, ()), AlertUpdate(update, ())])
     assert [json.loads(line) for line in path.read_text().splitlines()] == [alert, update]
+
+
+async def test_monitor_sync_on_its_own_sends_the_update(
+    make_runtime: MakeRuntime, sim: Simulator, tenant: SimTenant, receiver: Receiver
+) -> None:
+    """Without a worker and scheduler, the next `monitor sync` looks for the actors of waiting alerts."""
+    admins, ada, grace = setup(tenant)
+    runtime = await make_runtime(receiver)
+    await sync(runtime)
+    tenant.add_member(admins, ada, initiator=user_initiator(tenant.users[grace]))
+    await sync(runtime)
+    sim.clock.advance(tenant.audit.options.delay)
+    await sync(runtime)
+    [alert, update] = receiver.accepted
+    assert (update["id"], update["actorStatus"], update["actor"]["id"]) == (alert["id"], "found", grace)
