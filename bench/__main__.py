@@ -8,7 +8,7 @@ import sys
 
 from bench.common import write_section
 
-BENCHMARKS = ("directory", "realtime", "jupiterone", "intune")
+BENCHMARKS = ("directory", "effective", "realtime", "jupiterone", "intune")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ import fnmatch
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from monitor.model.groups import GROUP_FAMILY, GROUP_TYPE, MEMBERSHIP_TYPE, PLACEHOLDER_FAMILY, PLACEHOLDER_TYPE
 from monitor.model.types import JsonObject
@@ -38,7 +38,17 @@ from monitor.model.users import USER_FAMILY, USER_TYPE
 from monitor.settings import AlertEvent, AlertRule
 from monitor.store import ChangeRecord
 
-AlertChange = Literal["member_added", "member_removed", "mass_removal"]
+AlertChange = Literal[
+    "member_added",
+    "member_removed",
+    "mass_removal",
+    "effective_member_added",
+    "effective_member_removed",
+    "effective_members_added",
+    "effective_members_removed",
+]
+# Where the alert's `actor` stands (monitor.actors): an update with the same id follows `pending`.
+ActorStatus = Literal["pending", "found", "unknown", "unavailable"]
 # Where a fact lives in the mirror: (entity family, key), as `entity_placement(family, key)` takes them.
 Ref = tuple[str, str]
 Facts = Mapping[Ref, JsonObject]
@@ -59,6 +69,9 @@ _MEMBER_KINDS = {
 _ODATA_PREFIX = "#microsoft.graph."
 # Entity `_type` -> the family it is mirrored under, for the entities alerts read facts from.
 _FACT_FAMILIES = {USER_TYPE: USER_FAMILY, GROUP_TYPE: GROUP_FAMILY, PLACEHOLDER_TYPE: PLACEHOLDER_FAMILY}
+# Member kind -> the family its facts are mirrored under (devices, service principals, contacts are
+# placeholders).
+_MEMBER_FAMILIES = {"user": USER_FAMILY, "group": GROUP_FAMILY}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +88,26 @@ class MembershipChange:
 
     @property
     def member_ref(self) -> Ref:
-        family = {"user": USER_FAMILY, "group": GROUP_FAMILY}.get(self.member_kind, PLACEHOLDER_FAMILY)
-        return (family, self.member_id)
+        return (_MEMBER_FAMILIES.get(self.member_kind, PLACEHOLDER_FAMILY), self.member_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """The one membership change an alert is about, as the directory audit log records it: who made
+    it is looked up by group, member, direction and time (monitor.actors)."""
+
+    group_id: str
+    member_id: str
+    event: AlertEvent
+    observed_at: str
+
+    def to_json(self) -> JsonObject:
+        return {"group": self.group_id, "member": self.member_id, "event": self.event, "observedAt": self.observed_at}
+
+    @classmethod
+    def from_json(cls, body: JsonObject) -> Cause:
+        event: AlertEvent = "added" if body["event"] == "added" else "removed"
+        return cls(str(body["group"]), str(body["member"]), event, str(body["observedAt"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +152,19 @@ class Alert:
     first_seq: int | None = None
     reason: str | None = None
     send_to: tuple[str, ...] = field(default=(), compare=False)
+    # Effective membership (monitor.effective): the groups from the watched group's member down to the
+    # group the member is in ("through B"); for a folded alert, each sampled member's.
+    through: tuple[GroupInfo, ...] = ()
+    sample_through: tuple[tuple[GroupInfo, ...], ...] = ()
+    # Who made the change (monitor.actors): the alert's one membership change, where it has one.
+    cause: Cause | None = field(default=None, compare=False)
+    actor_status: ActorStatus | None = None
+    actor: JsonObject | None = None
+    update: bool = False  # an update of an alert sent before (same id), carrying its actor
+
+    @property
+    def folded(self) -> bool:
+        return self.change in ("mass_removal", "effective_members_added", "effective_members_removed")
 
     def to_json(self) -> JsonObject:
         body: JsonObject = {
@@ -132,15 +176,46 @@ class Alert:
         }
         if self.member is not None:
             body["member"] = self.member.to_json()
+        if self.through:
+            body["through"] = [group.to_json() for group in self.through]
         if self.reason is not None:
             body["reason"] = self.reason
-        if self.change == "mass_removal":
+        if self.folded:
             body["count"] = self.count
-            body["sample"] = [member.to_json() for member in self.sample]
+            body["sample"] = self._sample_json()
             body["firstSeq"] = self.first_seq
+        if self.actor_status is not None:
+            body["actor"] = self.actor
+            body["actorStatus"] = self.actor_status
+        if self.update:
+            body["update"] = "actor"
         body["seq"] = self.seq
         body["observedAt"] = self.observed_at
         return body
+
+    def _sample_json(self) -> list[JsonObject]:
+        sample = [member.to_json() for member in self.sample]
+        for entry, through in zip(sample, self.sample_through, strict=False):
+            entry["through"] = [group.to_json() for group in through]
+        return sample
+
+
+class Deliverable(Protocol):
+    """What the alert destinations send: an alert, or an update of one (monitor.sinks.actors)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def tenant(self) -> str: ...
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def send_to(self) -> tuple[str, ...]: ...
+
+    def to_json(self) -> JsonObject: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,8 +306,9 @@ def member_refs(matches: Iterable[Match]) -> set[Ref]:
     return {change.member_ref for match_ in matches for change in match_.named}
 
 
-def _watches(rule: AlertRule, group_ids: frozenset[str], group_id: str, group: JsonObject | None) -> bool:
-    if group_id.lower() in group_ids:
+def watches(rule: AlertRule, group_id: str, group: JsonObject | None) -> bool:
+    """Whether `rule` watches the group (`group`: its facts, None when unknown)."""
+    if group_id.lower() in {g.lower() for g in rule.groups}:
         return True
     if group is None:
         return False  # neither the batch nor the mirror knows the group: only an id can match it
@@ -244,10 +320,9 @@ def _watches(rule: AlertRule, group_ids: frozenset[str], group_id: str, group: J
 
 
 def _rule_matches(rule: AlertRule, by_group: Mapping[str, list[MembershipChange]], facts: Facts) -> list[Match]:
-    group_ids = frozenset(g.lower() for g in rule.groups)
     matches: list[Match] = []
     for group_id, group_changes in by_group.items():
-        if not _watches(rule, group_ids, group_id, facts.get((GROUP_FAMILY, group_id))):
+        if not watches(rule, group_id, facts.get((GROUP_FAMILY, group_id))):
             continue
         relevant = [
             c for c in group_changes if c.event in rule.events and (rule.include_nested or c.member_kind != "group")
@@ -268,7 +343,7 @@ def match(rules: Sequence[AlertRule], changes: Sequence[MembershipChange], facts
     return [m for rule in rules for m in _rule_matches(rule, by_group, facts)]
 
 
-def _group_info(group_id: str, facts: Facts) -> GroupInfo:
+def group_info(group_id: str, facts: Facts) -> GroupInfo:
     group = facts.get((GROUP_FAMILY, group_id))
     if group is None:
         return GroupInfo(group_id, None, False)
@@ -277,17 +352,22 @@ def _group_info(group_id: str, facts: Facts) -> GroupInfo:
 
 
 def _member_info(change: MembershipChange, facts: Facts) -> MemberInfo:
-    member = facts.get(change.member_ref)
+    return member_info(change.member_id, change.member_kind, facts)
+
+
+def member_info(member_id: str, kind: str, facts: Facts) -> MemberInfo:
+    """A member as alerts name it, from the facts of its family (`member_ref`)."""
+    member = facts.get((_MEMBER_FAMILIES.get(kind, PLACEHOLDER_FAMILY), member_id))
     if member is None:
-        return MemberInfo(change.member_id, change.member_kind, None)
+        return MemberInfo(member_id, kind, None)
     name = member.get("displayName") or member.get("name")
-    upn = member.get("userPrincipalName") if change.member_kind == "user" else None
-    return MemberInfo(change.member_id, change.member_kind, str(name) if name else None, upn)
+    upn = member.get("userPrincipalName") if kind == "user" else None
+    return MemberInfo(member_id, kind, str(name) if name else None, upn)
 
 
 def _alert(tenant: str, found: Match, facts: Facts) -> Alert:
     rule, last = found.rule, found.changes[-1]
-    group = _group_info(found.group_id, facts)
+    group = group_info(found.group_id, facts)
     ident = alert_id(tenant, last.seq, rule.name)
     if found.mass:
         return Alert(
@@ -306,6 +386,8 @@ def _alert(tenant: str, found: Match, facts: Facts) -> Alert:
         )
     change: AlertChange = "member_added" if last.event == "added" else "member_removed"
     member = _member_info(last, facts)
+    # A membership that moved with a deleted or restored object has no audit entry of its own.
+    cause = None if last.reason else Cause(found.group_id, last.member_id, last.event, last.observed_at)
     return Alert(
         ident,
         change,
@@ -317,6 +399,7 @@ def _alert(tenant: str, found: Match, facts: Facts) -> Alert:
         member,
         reason=last.reason,
         send_to=rule.send_to,
+        cause=cause,
     )
 
 

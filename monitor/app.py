@@ -109,7 +109,8 @@ class Runtime:
 
     def alert_dispatcher(self) -> AlertDispatcher:
         if self.alerts is None:
-            self.alerts = AlertDispatcher(WebhookClient.from_settings(self.settings))
+            webhooks = WebhookClient.from_settings(self.settings)
+            self.alerts = AlertDispatcher(webhooks, actor_wait=self.settings.actor_wait, clock=self.clock)
         return self.alerts
 
     def context(self, tenant: TenantConfig) -> SourceContext:

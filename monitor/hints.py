@@ -21,7 +21,7 @@ from monitor.redis_conn import Redis
 
 # What a hint can ask for. Sources are the names `monitor.sync.run_source` knows.
 SOURCE_JOBS = frozenset({"users", "groups", "account", "signins", "intune"})
-OTHER_JOBS = frozenset({"subscriptions", "reconcile", "lifecycle"})
+OTHER_JOBS = frozenset({"subscriptions", "reconcile", "lifecycle", "actors"})
 JOBS = SOURCE_JOBS | OTHER_JOBS
 LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
 

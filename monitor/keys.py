@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from monitor.scopes import ScopeId
 
 NAMESPACE = "monitor"
+# The lease the users and groups rounds of a tenant share (`TenantKeys.lease(DIRECTORY_LEASE)`): while
+# it is held, nobody else writes memberships (monitor.sync, monitor.sinks.effective).
+DIRECTORY_LEASE = "directory"
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +247,35 @@ class TenantKeys:
 
     RECENT_ALERTS_KEPT = 20
 
+    # -- effective membership (monitor.effective) ---------------------------------------------
+    @property
+    def nesting(self) -> str:
+        """HASH group id -> JSON {"p": [groups it is a member of], "c": [groups that are its members]}:
+        the group-in-group edges of the mirror, as of the effective-membership cursor
+        (`sink_cursor(EFFECTIVE_CURSOR)`), written together with it (`ADVANCE_NESTING`). Only groups
+        that take part in nesting have a field, so it costs Redis memory per nested edge, not per
+        membership; a group's own members are in its relationship scope."""
+        return f"{self.base}:nesting"
+
+    # -- who made a change (monitor.actors) ---------------------------------------------------
+    @property
+    def actors_pending(self) -> str:
+        """HASH alert id -> JSON {alert, cause, deadline}: alerts sent with `actorStatus: pending`
+        whose update (the actor, or "unknown" after `MONITOR_ACTOR_WAIT`) has not gone out yet."""
+        return f"{self.base}:actors:pending"
+
+    def audit_pair(self, group: str, member: str) -> str:
+        """HASH audit entry id -> JSON {at, event, group, actor}: the membership entries of the
+        directory audit log read for (group, member); one field per entry id, so a re-read adds
+        nothing. Expires `MONITOR_ACTOR_WAIT` and the matching window after its last write."""
+        return f"{self.base}:audit:pair:{group}|{member}"
+
+    @property
+    def audit_state(self) -> str:
+        """HASH per audit activity: `hwm:<activity>` the newest `activityDateTime` read through (ISO),
+        `behind:<activity>` "1" while a bounded read has not caught up."""
+        return f"{self.base}:audit:state"
+
 
 # -- keys shared by all tenants ---------------------------------------------------------------
 GLOBAL_METRICS = f"{NAMESPACE}:{{global}}:metrics"
@@ -340,6 +372,21 @@ for i = 2, #ARGV, 2 do
   end
 end
 return cleared
+"""
+
+# Move the effective-membership cursor and the nesting index together, so the index always describes
+# the log at the cursor (monitor.effective).
+# KEYS[1] = the cursor (TenantKeys.sink_cursor); KEYS[2] = TenantKeys.nesting.
+# ARGV[1] = the cursor the evaluation started from ("" when it had none); ARGV[2] = the new cursor;
+# ARGV[3] = a JSON object: group id -> new field value, or "" to delete the field.
+# Returns 1, or 0 (and writes nothing) when the cursor is not what the evaluation started from.
+ADVANCE_NESTING = """
+if (redis.call('get', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+for group, value in pairs(cjson.decode(ARGV[3])) do
+  if value == '' then redis.call('hdel', KEYS[2], group) else redis.call('hset', KEYS[2], group, value) end
+end
+redis.call('set', KEYS[1], ARGV[2])
+return 1
 """
 
 # Read a page's objects and the versions of their scopes in one round trip.

@@ -7,7 +7,9 @@ Jobs (APScheduler 3.x, `coalesce=True`, `max_instances=1`, a deliberate `misfire
 - every `MONITOR_SUBSCRIPTION_CHECK_INTERVAL` (and at start): subscription upkeep per tenant
   (create, renew, replace; only with `MONITOR_PUBLIC_URL`);
 - per tenant, every `polling_interval` (unless DISABLED): the Intune and sign-in sweeps;
-- every `MONITOR_J1_RECONCILE_INTERVAL` (daily): JupiterOne reconciliation (with the publisher).
+- every `MONITOR_J1_RECONCILE_INTERVAL` (daily): JupiterOne reconciliation (with the publisher);
+- every `MONITOR_ACTOR_POLL_INTERVAL` (a minute), per tenant with alert rules: the `actors` job,
+  which reads the directory audit log while alerts wait for who made the change.
 
 Several scheduler processes may run (for availability); a Redis lease elects one leader and only
 the leader's jobs enqueue anything. Enqueuing twice would be harmless anyway: hints coalesce.
@@ -64,6 +66,7 @@ class Scheduler:
             )
         if self.runtime.publisher is not None:
             jobs.append(("reconcile", settings.j1_reconcile_interval, lambda: self._hints(("reconcile",), "timer")))
+        jobs.append(("actors", settings.actor_poll_interval, self._actor_hints))
         for tenant in self.runtime.tenants():
             if tenant.polling_interval is not None:
                 tenant_id = tenant.id
@@ -91,6 +94,11 @@ class Scheduler:
     def _hints(self, jobs: Sequence[str], reason: str) -> list[Hint]:
         stamp = now_ms()
         return [Hint(tenant, job, reason, at=stamp) for tenant in self.runtime.tenant_ids() for job in jobs]
+
+    def _actor_hints(self) -> list[Hint]:
+        """Tenants with alert rules: their alerts may wait for an actor (monitor.sinks.actors)."""
+        stamp = now_ms()
+        return [Hint(tenant.id, "actors", "timer", at=stamp) for tenant in self.runtime.tenants() if tenant.alerts]
 
     def _sweep_hints(self, tenant: str) -> list[Hint]:
         stamp = now_ms()

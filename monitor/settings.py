@@ -77,6 +77,12 @@ class AlertRule(BaseModel):
     # More removals than this from one group in one batch of changes raise one mass-removal
     # alert instead of one alert each.
     mass_removal_threshold: int = Field(default=20, ge=1)
+    # Also alert when someone gains or loses membership of a watched group through nested groups
+    # (monitor.effective): "U is now an effective member of A through B".
+    effective: bool = False
+    # More members than this gaining (or losing) effective membership of one group at once (a large
+    # group nested into a watched one) raise one alert with a count and a sample.
+    effective_fold_threshold: int = Field(default=20, ge=1)
 
     @field_validator("send_to")
     @classmethod
@@ -209,6 +215,11 @@ class Settings(BaseSettings):
     # Safety-net delta round per tenant: Graph never tells directory subscribers about dropped
     # notifications (GRAPH.md 5.4); delta tokens last 7 days, so this is far inside that.
     delta_interval: float = Field(default=900.0, gt=0)
+    # Who made a membership change (monitor.actors): an alert waits this long for its directory audit
+    # entry, which Graph shows minutes after the change (docs/graph.md 13.4), and then says the actor
+    # is unknown. The scheduler asks for the tenant's audit log this often while alerts wait.
+    actor_wait: float = Field(default=900.0, gt=0)
+    actor_poll_interval: float = Field(default=60.0, gt=0)
     # How often subscriptions are reconciled, and how long before expiry they are renewed
     # (directory subscriptions last at most 41,760 minutes, GRAPH.md 2.3).
     subscription_check_interval: float = Field(default=3600.0, gt=0)

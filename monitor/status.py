@@ -15,7 +15,9 @@ from monitor.hints import queue_status
 from monitor.metrics import metric
 from monitor.permission_check import render_permission
 from monitor.settings import TenantConfig
+from monitor.sinks.actors import STATUS as ACTORS_STATUS
 from monitor.sinks.alerts import ALERTS_SINK, recent_alerts
+from monitor.sinks.effective import EFFECTIVE_CURSOR
 from monitor.sinks.jupiterone import publishing_status, render_publishing
 from monitor.sync import ALL_SOURCES, DELTA_PERMISSION, INTUNE_SOURCE
 
@@ -57,6 +59,7 @@ async def tenant_status(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any
         "subscription_upkeep": await store.status(UPKEEP_STATUS) or None,
         "sinks": sinks,
         "alerts": await _alerts(runtime, tenant, last_seq),
+        "actors": await _actors(runtime, tenant) if tenant.alerts else None,
         "jupiterone": await _jupiterone(runtime, tenant) if runtime.publisher is not None else None,
     }
 
@@ -160,12 +163,15 @@ async def _subscriptions(runtime: Runtime, tenant: TenantConfig) -> list[dict[st
 async def _alerts(runtime: Runtime, tenant: TenantConfig, last_seq: int) -> dict[str, Any]:
     rules = tenant.alerts
     cursor = await runtime.store(tenant.id).cursor(ALERTS_SINK) if rules else 0
+    effective = await runtime.store(tenant.id).cursor(EFFECTIVE_CURSOR) if any(r.effective for r in rules) else 0
     return {
         "rules": len(rules),
         "names": [rule.name for rule in rules],
         "destinations": sum(len(rule.send_to) for rule in rules),
         "cursor": cursor,
         "behind": max(0, last_seq - cursor) if rules and cursor else 0,
+        # Effective membership (monitor.sinks.effective) has a cursor of its own.
+        "effective_behind": max(0, last_seq - effective) if effective else None,
         "recent": await recent_alerts(runtime.store(tenant.id), RECENT_ALERTS_SHOWN),
         **(await _sink_health(runtime, tenant, ALERTS_SINK) if rules else {"error": None}),
     }
@@ -181,6 +187,13 @@ async def _sink_health(runtime: Runtime, tenant: TenantConfig, sink: str) -> dic
         "failing_since": state.get("failing_since"),
         "failed_deliveries": int(state.get("failures", 0)),
     }
+
+
+async def _actors(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any]:
+    """Who made each change (monitor.sinks.actors): the last read of the audit log, alerts waiting."""
+    store = runtime.store(tenant.id)
+    waiting = int(await store.redis.hlen(store.keys.actors_pending))
+    return {**await store.status(ACTORS_STATUS), "waiting": waiting}
 
 
 async def _jupiterone(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any]:
@@ -218,15 +231,20 @@ def render_tenant(status: dict[str, Any]) -> str:
         lines.append(f"  sink         {sink}: at seq {entry['cursor']:,} ({entry['behind']:,} behind){_stuck(entry)}")
     alerts = status.get("alerts") or {}
     if alerts.get("rules"):
+        effective = alerts.get("effective_behind")
         lines.append(
             f"  alerts       {alerts['rules']} rule(s) ({', '.join(alerts['names'])}), "
-            f"{alerts['destinations']} destination(s), {alerts['behind']:,} records behind{_stuck(alerts)}"
+            f"{alerts['destinations']} destination(s), {alerts['behind']:,} records behind"
+            + (f" (effective membership: {effective:,} behind)" if effective is not None else "")
+            + _stuck(alerts)
         )
         for alert in alerts.get("recent", [])[:3]:
             group = (alert.get("group") or {}).get("name") or (alert.get("group") or {}).get("id")
             lines.append(
                 f"  alert        {alert.get('observedAt')} {alert.get('change')} in {group} ({alert.get('rule')})"
             )
+    if status.get("actors") is not None:
+        lines.append(f"  actors       {_actors_line(status['actors'])}")
     if status.get("jupiterone") is not None:
         lines.extend(render_publishing(status["jupiterone"]))
         lag = status["jupiterone"].get("lag_seconds")
@@ -248,6 +266,18 @@ def _stuck(entry: dict[str, Any]) -> str:
         f"; STUCK since {entry['failing_since']} ({entry['failed_deliveries']} failed deliveries, "
         f"last {entry['error_at']}): {entry['error']}"
     )
+
+
+def _actors_line(entry: dict[str, Any]) -> str:
+    waiting = f"{entry['waiting']} alert(s) waiting for their actor"
+    if entry.get("state") == "unavailable":
+        return f"UNAVAILABLE: {entry.get('detail')} (checked {entry.get('checked_at')}); alerts carry actor: null"
+    if not entry.get("checked_at"):
+        return f"directory audit log not read yet; {waiting}"
+    read = f"directory audit log read {entry['checked_at']}: {entry.get('entries', 0)} membership entries"
+    behind = f"; catching up on {entry['behind']}" if entry.get("behind") else ""
+    error = f"; LAST ERROR: {entry['error']}" if entry.get("error") else ""
+    return f"{read}; {waiting}{behind}{error}"
 
 
 def _source_line(entry: dict[str, Any]) -> str:

@@ -20,11 +20,13 @@ from dataclasses import dataclass, field, replace
 from monitor.app import Runtime
 from monitor.graph.auth import AuthError
 from monitor.graph.client import GraphError
+from monitor.keys import DIRECTORY_LEASE
 from monitor.leases import DEFAULT_TTL, Lease, LeaseBusy, LeaseLost
 from monitor.permissions import NEEDED_FOR
 from monitor.retry import RetryPolicy
 from monitor.rounds import Progress, RecordListener, RoundResult, run_delta_round
 from monitor.settings import TenantConfig
+from monitor.sinks.actors import run_actors
 from monitor.sinks.alerts import ALERTS_SINK, run_alerts
 from monitor.sinks.base import deliver_to
 from monitor.sinks.jupiterone import publish_pending
@@ -56,7 +58,7 @@ DELIVERY_RETRY = RetryPolicy(max_retries=1_000_000, base_delay=1.0, max_delay=30
 DELTA_PERMISSION = {"users": "User.Read.All", "groups": "GroupMember.Read.All"}
 # Sources that run under one shared lease: a user's deletion moves memberships, which the groups
 # round writes too (monitor.sources.parking), so the two rounds of a tenant never overlap.
-LEASE_NAMES = {"users": "directory", "groups": "directory"}
+LEASE_NAMES = {"users": DIRECTORY_LEASE, "groups": DIRECTORY_LEASE}
 
 
 class SourceFailed(Exception):
@@ -148,7 +150,11 @@ async def sync_tenant(
 ) -> tuple[list[RoundResult], list[SourceFailed]]:
     """Deliver what earlier runs committed and did not deliver; run `sources` in order for one
     tenant; then deliver the new change records to the sinks. A sink that fails is reported as the
-    failure `delivery` (its records wait in the change log for the next run or a worker)."""
+    failure `delivery` (its records wait in the change log for the next run or a worker).
+
+    Alerts of earlier runs that wait for who made their change get their update before that last
+    delivery (what the scheduler's `actors` job does in a deployment), so that `monitor sync` run on
+    its own resolves them too."""
     context = runtime.context(tenant)
     results, failures = [], []
     await deliver(runtime, tenant.id)
@@ -157,6 +163,8 @@ async def sync_tenant(
             results.append(await run_source(context, name, progress=progress, on_records=on_records, full=full))
         except SourceFailed as failure:
             failures.append(failure)
+    if tenant.alerts:
+        await run_actors(context, runtime.alert_dispatcher(), runtime.settings)
     delivery = await deliver(runtime, tenant.id)
     failures += [SourceFailed("delivery", failure) for failure in delivery.failures]
     if delivery.unpublished is not None:  # JupiterOne did not confirm every scope

@@ -34,6 +34,7 @@ from monitor.keys import GLOBAL_METRICS, HINTS, HINTS_GROUP, WORKER_HEARTBEAT_TT
 from monitor.metrics import increment, metric, tenant_increment
 from monitor.redis_conn import REDIS_UNAVAILABLE
 from monitor.settings import TenantConfig
+from monitor.sinks.actors import run_actors
 from monitor.supervise import Health, Supervisor
 from monitor.sync import START_WAIT, SourceFailed, catch_up, deliver, keep_delivered, run_source
 
@@ -260,6 +261,8 @@ class Worker:
             await self._lifecycle(tenant, hint)
         elif hint.job == "reconcile" and self.runtime.publisher is not None:
             await self.runtime.publisher.reconcile(tenant)
+        elif hint.job == "actors":
+            await run_actors(self.runtime.context(tenant), self.runtime.alert_dispatcher(), self.runtime.settings)
 
     async def _subscriptions(self, tenant: TenantConfig) -> None:
         manager = self._manager(tenant)

@@ -41,6 +41,7 @@ NAMESPACE = "microsoft.graph"
 # are listed by name only (a request through one fails the check with "regenerate the artifact").
 Tree = dict[str, "Tree"]
 ROOTS: Tree = {
+    "auditLogs": {"directoryAudits": {}},
     "users": {},
     "groups": {"members": {}},
     "organization": {},

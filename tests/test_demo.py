@@ -5,10 +5,15 @@ from __future__ import annotations
 import io
 import re
 
+import pytest
+
+from monitor import demo
 from monitor.demo import run_demo
 
 
-async def test_the_demo_shows_notifications_turning_into_change_records() -> None:
+async def test_the_demo_shows_notifications_turning_into_change_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Audit entries listable half a second after the change: the updates come within the short run.
+    monkeypatch.setattr(demo, "DEMO_AUDIT_DELAY", 0.5)
     out = io.StringIO()
     assert await run_demo(duration=4, interval=0.5, users=15, jsonl=None, out=out) == 0
     text = out.getvalue()
@@ -18,3 +23,6 @@ async def test_the_demo_shows_notifications_turning_into_change_records() -> Non
     flowed = [int(n) for n in re.findall(r"(\d+) change record\(s\), \d+ ms after the change", text)]
     assert flowed and all(n >= 1 for n in flowed), "every change in the tenant came out as records"
     assert re.search(r"JupiterOne graph: [1-9][\d,]* entities", text)
+    # The opening changes: someone joins a team nested in a privileged group, then the group itself.
+    assert re.search(r"ALERT \[privileged groups\] effective_member_added: .+ through Helpdesk Tier 2", text)
+    assert re.search(r"ALERT UPDATE \[privileged groups\] \S+: .+: made by .+ \((user|application), audit entry", text)

@@ -1,7 +1,11 @@
 """Plausible day-to-day changes in a simulated tenant: joins, leaves, renames, disables, deletions.
 
 Used by `monitor demo` (a tenant that changes every few seconds) and by end-to-end benchmarks.
-Each step makes one change and says what it did in words a newcomer understands.
+Each step makes one change and says what it did in words a newcomer understands. Membership changes
+are made by someone, as in a real tenant: an administrator (a user of the tenant) or an automation
+app, which the tenant's directory audit log records (monitor.simulator.audit). A group nested in a
+privileged one gets joins of its own, so that effective membership changes too. The first steps
+are a fixed opening that shows each kind of change once; then they are random.
 """
 
 from __future__ import annotations
@@ -9,12 +13,16 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from monitor.simulator.audit import app_initiator, user_initiator
 from monitor.simulator.tenant import SimTenant
 
 FIRST = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret", "Linus", "Frances", "Dennis", "Radia", "Tim")
 LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Hamilton", "Torvalds", "Allen", "Ritchie")
 TITLES = ("Analyst", "Engineer", "Director of Finance", "Security Officer", "Recruiter", "Sales Lead", "Architect")
+# The automation that changes memberships besides the administrators (ids fixed so runs compare).
+AUTOMATION = app_initiator("7a0c2f5e-1d3b-4c6a-9e8f-0b1a2c3d4e5f", "HR Sync", "3c9d8e7f-6a5b-4c4d-8e2f-1a0b9c8d7e6f")
 
 
 @dataclass(frozen=True)
@@ -26,21 +34,28 @@ class Step:
 class TenantActivity:
     """Makes one realistic change per `step()`, weighted towards membership changes."""
 
-    def __init__(self, tenant: SimTenant, *, seed: int = 7) -> None:
+    def __init__(self, tenant: SimTenant, *, seed: int = 7, admins: int = 2) -> None:
         self.tenant = tenant
         self.rng = random.Random(seed)
+        self.admins = sorted(tenant.users)[:admins]  # the users who administer the tenant
         self._actions: list[tuple[int, Callable[[], Step | None]]] = [
             (5, self.join),
             (3, self.leave),
             (2, self.join_privileged),
+            (2, self.join_nested),
             (2, self.rename),
             (2, self.new_title),
             (1, self.disable),
             (1, self.hire),
             (1, self.soft_delete),
         ]
+        self._opening: list[Callable[[], Step | None]] = [self.join_nested, self.join_privileged]
 
     def step(self) -> Step:
+        while self._opening:
+            step = self._opening.pop(0)()
+            if step is not None:
+                return step
         for _ in range(20):
             weights = [weight for weight, _ in self._actions]
             _, action = self.rng.choices(self._actions, weights=weights)[0]
@@ -55,16 +70,38 @@ class TenantActivity:
         user = self._user(outside=group)
         if group is None or user is None:
             return None
-        self.tenant.add_member(group, user)
-        return Step("join", f"{self._name(user)} joined the group '{self._group_name(group)}'")
+        by = self._add(group, user)
+        return Step("join", f"{by} added {self._name(user)} to the group '{self._group_name(group)}'")
 
     def join_privileged(self) -> Step | None:
         group = self._group(privileged=True)
         user = self._user(outside=group)
         if group is None or user is None:
             return None
-        self.tenant.add_member(group, user)
-        return Step("join", f"{self._name(user)} was added to the privileged group '{self._group_name(group)}'")
+        by = self._add(group, user)
+        return Step("join", f"{by} added {self._name(user)} to the privileged group '{self._group_name(group)}'")
+
+    def join_nested(self) -> Step | None:
+        """Someone joins a group that is itself a member of a privileged group."""
+        nested = sorted(
+            (child, parent)
+            for parent, props in self.tenant.groups.items()
+            if props.get("isAssignableToRole")
+            for child, kind in self.tenant.members.get(parent, {}).items()
+            if child in self.tenant.groups and kind.endswith("group")
+        )
+        if not nested:
+            return None
+        child, parent = self.rng.choice(nested)
+        user = self._user(outside=child, nor=parent)  # someone who does not hold the privilege yet
+        if user is None:
+            return None
+        by = self._add(child, user)
+        return Step(
+            "join",
+            f"{by} added {self._name(user)} to the group '{self._group_name(child)}', "
+            f"which is a member of the privileged group '{self._group_name(parent)}'",
+        )
 
     def leave(self) -> Step | None:
         candidates = [g for g, members in self.tenant.members.items() if members and g in self.tenant.groups]
@@ -72,8 +109,27 @@ class TenantActivity:
             return None
         group = self.rng.choice(candidates)
         member = self.rng.choice(sorted(self.tenant.members[group]))
-        self.tenant.remove_member(group, member)
-        return Step("leave", f"{self._name(member)} left the group '{self._group_name(group)}'")
+        initiator = self._initiator()
+        self.tenant.remove_member(group, member, initiator=initiator)
+        by = self._initiator_name(initiator)
+        return Step("leave", f"{by} removed {self._name(member)} from the group '{self._group_name(group)}'")
+
+    def _add(self, group: str, member: str) -> str:
+        initiator = self._initiator()
+        self.tenant.add_member(group, member, initiator=initiator)
+        return self._initiator_name(initiator)
+
+    def _initiator(self) -> dict[str, Any]:
+        """An administrator, or now and then the automation app."""
+        admins = [user for user in self.admins if user in self.tenant.users]
+        if not admins or self.rng.random() < 0.3:
+            return AUTOMATION
+        return user_initiator(self.tenant.users[self.rng.choice(admins)])
+
+    @staticmethod
+    def _initiator_name(initiator: dict[str, Any]) -> str:
+        identity = initiator.get("user") or initiator.get("app") or {}
+        return str(identity.get("displayName") or "someone")
 
     def rename(self) -> Step | None:
         user = self._user()
@@ -127,11 +183,12 @@ class TenantActivity:
         return Step("delete", f"{name} was deleted (to the recycle bin)")
 
     # -- helpers -----------------------------------------------------------------------------
-    def _user(self, outside: str | None = None) -> str | None:
-        users = sorted(self.tenant.users)
-        if outside is not None:
-            members = self.tenant.members.get(outside, {})
-            users = [u for u in users if u not in members]
+    def _user(self, outside: str | None = None, nor: str | None = None) -> str | None:
+        users = sorted(set(self.tenant.users) - set(self.admins))
+        for group in (outside, nor):
+            if group is not None:
+                members = self.tenant.members.get(group, {})
+                users = [u for u in users if u not in members]
         return self.rng.choice(users) if users else None
 
     def _group(self, *, privileged: bool) -> str | None:

@@ -12,8 +12,8 @@ bad input is 400, both as `{"error": "..."}`. Routes mirror the Python API one f
     DELETE /_sim/tenants/{tid}/{users|groups}/{id}[?hard=true]
     POST   /_sim/tenants/{tid}/{users|groups}/{id}/restore
     POST   /_sim/tenants/{tid}/users/{id}/signIns
-    POST   /_sim/tenants/{tid}/groups/{id}/members        {"id": member}
-    DELETE /_sim/tenants/{tid}/groups/{id}/members/{member}
+    POST   /_sim/tenants/{tid}/groups/{id}/members        {"id": member, "initiatedBy"?: {...}}
+    DELETE /_sim/tenants/{tid}/groups/{id}/members/{member}  ({"initiatedBy"?: {...}})
     POST   /_sim/tenants/{tid}/objects                    {"kind": "device", ...props}
     POST   /_sim/tenants/{tid}/expire-delta-tokens        {"resource", "mode"}
     POST   /_sim/tenants/{tid}/throttle                   {"ru_per_10s": n | null}
@@ -117,6 +117,7 @@ class ControlRoutes:
             "domain": tenant.domain,
             "premium": tenant.premium,
             "delta": dataclasses.asdict(tenant.delta),
+            "audit": dataclasses.asdict(tenant.audit.options),
             "stats": tenant.stats(),
         }
 
@@ -145,6 +146,8 @@ class ControlRoutes:
             tenant.token_lifetime = int(body["token_lifetime"])
         if "delta" in body:
             tenant.delta = dataclasses.replace(tenant.delta, **body["delta"])
+        if "audit" in body:
+            tenant.audit.options = dataclasses.replace(tenant.audit.options, **body["audit"])
         return self._describe(tenant)
 
     async def seed(self, request: web.Request) -> Any:
@@ -180,10 +183,12 @@ class ControlRoutes:
 
     async def add_member(self, request: web.Request) -> Any:
         body = await _body(request)
-        self._tenant(request).add_member(request.match_info["id"], str(body["id"]))
+        self._tenant(request).add_member(request.match_info["id"], str(body["id"]), initiator=body.get("initiatedBy"))
 
     async def remove_member(self, request: web.Request) -> Any:
-        self._tenant(request).remove_member(request.match_info["id"], request.match_info["member"])
+        body = await _body(request)
+        tenant, group = self._tenant(request), request.match_info["id"]
+        tenant.remove_member(group, request.match_info["member"], initiator=body.get("initiatedBy"))
 
     async def create_directory_object(self, request: web.Request) -> Any:
         body = await _body(request)

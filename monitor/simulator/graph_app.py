@@ -23,6 +23,7 @@ from cryptography import x509
 
 from monitor.simulator._json import json_response
 from monitor.simulator.access_tokens import jwt_shaped_token
+from monitor.simulator.audit_routes import AuditRoutes
 from monitor.simulator.ca import CertificateAuthority
 from monitor.simulator.clock import SimClock, inner_error_date
 from monitor.simulator.conformance import Conformance
@@ -221,6 +222,7 @@ class Simulator:
         LoginRoutes(self).register(app.router)
         self.consent.register(app.router)
         IntuneRoutes(self).register(app.router)
+        AuditRoutes(self).register(app.router)
         self.subscriptions.install(app)
         return app
 

@@ -226,6 +226,10 @@ class VersionMetadata:
                 yield from self.check_select(type_name, value)
             elif lowered == "$expand":
                 yield from self.check_expand(type_name, value)
+            elif lowered == "$orderby":
+                # Each item is a property path, then an optional direction (`activityDateTime asc`).
+                for item in _top_level(value):
+                    yield from self.check_filter(type_name, item.split()[0] if item.split() else item)
             else:
                 yield from self.check_filter(type_name, value)
 

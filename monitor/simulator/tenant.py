@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
+from monitor.simulator.audit import DirectoryAudit
 from monitor.simulator.clock import SimClock, graph_datetime
 from monitor.simulator.properties import (
     GROUP_PROPERTIES,
@@ -162,6 +163,7 @@ class SimTenant:
         self._members_born: dict[str, int] = {}
         self.domain = domain or _default_domain(display_name)
         self.organization = self._organization(custom_domain)
+        self.audit = DirectoryAudit(self)  # the directory audit log of membership changes
 
     def _organization(self, custom_domain: str | None) -> dict[str, Any]:
         domains = [{"name": self.domain, "isDefault": custom_domain is None, "isInitial": True, "type": "Managed"}]
@@ -325,7 +327,9 @@ class SimTenant:
             return kind
         raise KeyError(object_id)
 
-    def add_member(self, group_id: str, member_id: str) -> None:
+    def add_member(self, group_id: str, member_id: str, *, initiator: dict[str, Any] | None = None) -> None:
+        """Add a member; the audit log records who did it (`initiator`, an `initiatedBy` object of
+        monitor.simulator.audit; the tenant's administrator when None)."""
         if group_id not in self.groups:
             raise KeyError(group_id)
         if member_id == group_id or member_id in self.members[group_id]:
@@ -333,12 +337,14 @@ class SimTenant:
         odata_type = self.member_type(member_id)
         self._writable_members(group_id)[member_id] = odata_type
         self._record("groups", MEMBER_ADDED, group_id, (member_id, odata_type))
+        self.audit.membership(group_id, member_id, odata_type, added=True, initiator=initiator)
 
-    def remove_member(self, group_id: str, member_id: str) -> None:
+    def remove_member(self, group_id: str, member_id: str, *, initiator: dict[str, Any] | None = None) -> None:
         if group_id not in self.groups:
             raise KeyError(group_id)
         odata_type = self._writable_members(group_id).pop(member_id)
         self._record("groups", MEMBER_REMOVED, group_id, (member_id, odata_type))
+        self.audit.membership(group_id, member_id, odata_type, added=False, initiator=initiator)
 
     def _drop_from_groups(self, member_id: str, odata_type: str) -> None:
         # A scan of every group's dict (10,000 lookups) is cheaper than a reverse index of

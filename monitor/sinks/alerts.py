@@ -27,20 +27,34 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from monitor.alerts import Alert, Facts, Ref, batch_facts, evaluate, group_refs, match, member_refs, membership_changes
+from monitor.alerts import (
+    Alert,
+    Deliverable,
+    Facts,
+    Ref,
+    batch_facts,
+    evaluate,
+    group_refs,
+    match,
+    member_refs,
+    membership_changes,
+)
 from monitor.metrics import metric, queue_increments
 from monitor.model.types import JsonObject, entity_placement
-from monitor.settings import TenantConfig
+from monitor.settings import Settings, TenantConfig
+from monitor.sinks.actors import mark, remember_pending
 from monitor.sinks.base import drain
+from monitor.sinks.effective import run_effective
 from monitor.sinks.jsonl import JsonlFile
 from monitor.sinks.signing import DeliveryError, WebhookClient, WebhookRejected, redact
+from monitor.sources.base import Clock, utc_now
 from monitor.store import ChangeRecord, TenantStore
 
 log = logging.getLogger(__name__)
@@ -48,20 +62,28 @@ log = logging.getLogger(__name__)
 alert_log = logging.getLogger("monitor.alerts")
 
 ALERTS_SINK = "alerts"
+DEFAULT_ACTOR_WAIT: float = Settings.model_fields["actor_wait"].default
 # The source whose first complete round is the tenant's membership baseline (monitor.sources.groups).
 GROUPS_SOURCE = "groups"
 
 
 class AlertDispatcher:
-    """Sends alerts to their destinations. One per process; `close()` at the end."""
+    """Sends alerts to their destinations. One per process; `close()` at the end.
 
-    def __init__(self, webhooks: WebhookClient) -> None:
+    `actor_wait` and `clock`: how long an alert sent with `actorStatus: pending` waits for its actor
+    (`MONITOR_ACTOR_WAIT`, monitor.sinks.actors), by which clock."""
+
+    def __init__(
+        self, webhooks: WebhookClient, *, actor_wait: float = DEFAULT_ACTOR_WAIT, clock: Clock = utc_now
+    ) -> None:
         self.webhooks = webhooks
+        self.actor_wait = actor_wait
+        self.clock = clock
 
-    async def dispatch(self, alerts: Sequence[Alert]) -> None:
+    async def dispatch(self, alerts: Sequence[Deliverable]) -> None:
         """Send each alert to every destination of its rule; `DeliveryError` if any destination
         failed (after trying all of them), naming each failure."""
-        by_destination: dict[str, list[Alert]] = {}
+        by_destination: dict[str, list[Deliverable]] = {}
         for alert in alerts:
             for destination in alert.send_to:
                 by_destination.setdefault(destination, []).append(alert)
@@ -82,7 +104,7 @@ class AlertDispatcher:
         if failures:
             raise DeliveryError("; ".join(failures))
 
-    async def _post(self, url: str, alerts: Iterable[Alert]) -> None:
+    async def _post(self, url: str, alerts: Iterable[Deliverable]) -> None:
         # In seq order, one at a time: an unreachable receiver stops here (WebhookUnavailable) and
         # gets the rest with the redelivered batch.
         for alert in alerts:
@@ -103,18 +125,25 @@ class AlertDispatcher:
         await self.webhooks.close()
 
 
-def _log(alerts: Iterable[Alert]) -> None:
+def _log(alerts: Iterable[Deliverable]) -> None:
     for alert in alerts:
         alert_log.warning("%s", orjson.dumps(alert.to_json()).decode(), extra={"tenant": alert.tenant})
 
 
-def append_alerts(path: Path, alerts: Sequence[Alert]) -> int:
-    """Append the alerts the file does not hold yet (by tenant and seq); returns how many."""
-    file = JsonlFile(path)
+def append_alerts(path: Path, alerts: Sequence[Deliverable]) -> int:
+    """Append, durably, the alerts the end of the file does not hold yet (by id, and for an update by
+    what it says of the actor); returns how many."""
+    file = JsonlFile(path, identity=_delivery_key)
     try:
         return file.append([(alert.tenant, alert.seq, alert.to_json()) for alert in alerts])
     finally:
         file.close()
+
+
+def _delivery_key(body: Mapping[str, Any]) -> str:
+    """What tells one delivery of an alert from another: its id, and for an update its actor status
+    (a pending alert, then its update, are two deliveries)."""
+    return f"{body.get('id')}/{body.get('actorStatus') if body.get('update') else ''}"
 
 
 async def _mirror_facts(store: TenantStore, refs: Iterable[Ref]) -> dict[Ref, JsonObject]:
@@ -164,6 +193,17 @@ async def recent_alerts(store: TenantStore, count: int) -> list[dict[str, Any]]:
     return [orjson.loads(entry) for entry in raw]
 
 
+async def send_alerts(store: TenantStore, dispatcher: AlertDispatcher, alerts: Sequence[Alert]) -> None:
+    """Send alerts to their destinations, with where their actor stands (monitor.sinks.actors), then
+    keep the pending ones for their update and all for the status page; `DeliveryError` when a
+    destination failed (the caller sends them again later)."""
+    now = dispatcher.clock().timestamp()
+    marked = await mark(store, alerts, now)
+    await dispatcher.dispatch(marked)
+    await remember_pending(store, marked, deadline=now + dispatcher.actor_wait)
+    await remember_alerts(store, marked)
+
+
 class AlertSink:
     """One tenant's alert rules as a change-log consumer (a `Sink` for `drain`)."""
 
@@ -177,8 +217,7 @@ class AlertSink:
     async def deliver(self, records: Sequence[ChangeRecord]) -> None:
         alerts = await alerts_for(self.store, self.tenant, records)
         if alerts:
-            await self.dispatcher.dispatch(alerts)
-            await remember_alerts(self.store, alerts)
+            await send_alerts(self.store, self.dispatcher, alerts)
 
     async def close(self) -> None:
         return None
@@ -208,9 +247,24 @@ async def _started(store: TenantStore) -> bool:
 
 async def run_alerts(store: TenantStore, tenant: TenantConfig, dispatcher: AlertDispatcher) -> AlertRun:
     """Evaluate the tenant's rules on the change records the alert cursor has not passed, and send
-    the alerts. A delivery failure is logged and returned, never raised: the cursor stays at the
-    failed batch, and the next call (after the next round) delivers it again."""
-    if not tenant.alerts or not await _started(store):
+    the alerts; then the effective-membership rules (monitor.sinks.effective) on theirs. A delivery
+    failure is logged and returned, never raised: the cursor stays at the failed batch, and the next
+    call (after the next round) delivers it again."""
+    if not tenant.alerts:
+        return AlertRun(0)
+    run = await _run_plain(store, tenant, dispatcher)
+    if run.error is not None:
+        return run
+    try:
+        await run_effective(store, tenant, lambda alerts: send_alerts(store, dispatcher, alerts))
+    except DeliveryError as exc:
+        log.error("tenant %s: effective-membership alerts not delivered, will retry: %s", tenant.id, exc)
+        return AlertRun(run.evaluated, str(exc))
+    return run
+
+
+async def _run_plain(store: TenantStore, tenant: TenantConfig, dispatcher: AlertDispatcher) -> AlertRun:
+    if not await _started(store):
         return AlertRun(0)
     sink = AlertSink(store, tenant, dispatcher)
     before = await store.cursor(ALERTS_SINK)

@@ -11,7 +11,9 @@ written twice, whatever happens to the disk or the process:
   it (and logs that it did): its record was never delivered, so it is written again.
 - The sink knows the last `seq` the file holds per tenant and skips records at or below it, so a batch
   delivered again after a crash between the fsync and the cursor update is not written twice. It reads
-  that from the end of the file on opening, and again whenever the file changed under it.
+  that from the end of the file on opening, and again whenever the file changed under it. (A file of
+  lines that are not in seq order, such as alerts and their updates, is kept free of repeats by an
+  `identity` of each line instead, among the lines at its end.)
 - Every append and repair holds an exclusive `flock` on the file (see flock(2)), so processes sharing
   the file (a worker and `monitor sync`) never interleave lines or cut one another's writes.
 
@@ -27,7 +29,7 @@ import fcntl
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,8 @@ TAIL_BYTES = 1 << 20
 SCAN_CHUNK = 64 << 10
 
 Entry = tuple[str, int, Any]  # (tenant, seq, the JSON-serializable line)
+# What tells a line from another in a file whose lines are not in seq order (`JsonlFile(identity=)`).
+Identity = Callable[[Mapping[str, Any]], str]
 
 
 class SinkWriteError(DeliveryError):
@@ -59,13 +63,16 @@ class JsonlFile:
     """An append-only file of JSON lines, each belonging to a (tenant, seq), written durably.
 
     Not thread-safe: one caller at a time (`JsonlSink` holds a lock). Processes are kept apart by the
-    file lock.
+    file lock. With an `identity`, a line is left out when a line of the same identity is among those
+    at the end of the file, rather than when its seq is not above the last one.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, identity: Identity | None = None) -> None:
         self.path = path
+        self.identity = identity
         self._fd: int | None = None
         self._last: dict[str, int] = {}
+        self._held: set[str] = set()
         self._size = -1  # the file's size after our last append or scan; -1 before the first scan
 
     def append(self, entries: Sequence[Entry]) -> int:
@@ -74,7 +81,7 @@ class JsonlFile:
         fd = self._open()
         with _locked(fd, self.path):
             size = self._current(fd)
-            fresh = [(tenant, seq, line) for tenant, seq, line in entries if seq > self._last.get(tenant, 0)]
+            fresh = self._fresh(entries)
             if not fresh:
                 return 0
             data = b"".join(orjson.dumps(line) + b"\n" for _, _, line in fresh)
@@ -84,10 +91,28 @@ class JsonlFile:
             except OSError as exc:
                 self._take_back(fd, size)
                 raise SinkWriteError(f"cannot write {self.path}: {_reason(exc)}") from exc
-            for tenant, seq, _ in fresh:
-                self._last[tenant] = max(seq, self._last.get(tenant, 0))
+            self._remember(fresh)
             self._size = size + len(data)
             return len(fresh)
+
+    def _fresh(self, entries: Sequence[Entry]) -> list[Entry]:
+        """The entries the file does not hold yet (each once, in order)."""
+        if self.identity is None:
+            return [(tenant, seq, line) for tenant, seq, line in entries if seq > self._last.get(tenant, 0)]
+        fresh, seen = [], set(self._held)
+        for entry in entries:
+            key = self.identity(entry[2])
+            if key not in seen:
+                seen.add(key)
+                fresh.append(entry)
+        return fresh
+
+    def _remember(self, written: Sequence[Entry]) -> None:
+        for tenant, seq, line in written:
+            if self.identity is None:
+                self._last[tenant] = max(seq, self._last.get(tenant, 0))
+            else:
+                self._held.add(self.identity(line))
 
     def close(self) -> None:
         if self._fd is not None:
@@ -117,7 +142,11 @@ class JsonlFile:
         size = os.fstat(fd).st_size
         if size != self._size:
             size = self._repair(fd, size)
-            self._last = _tail_sequences(fd, size)
+            tail = list(_tail_lines(fd, size))
+            if self.identity is None:
+                self._last = _last_sequences(tail)
+            else:
+                self._held = {self.identity(line) for line in tail}
             self._size = size
         return size
 
@@ -212,19 +241,26 @@ def _end_of_last_line(fd: int, size: int) -> int:
     return 0
 
 
-def _tail_sequences(fd: int, size: int) -> dict[str, int]:
-    """The highest seq per tenant among the lines at the end of the file (empty if none)."""
+def _tail_lines(fd: int, size: int) -> Iterator[Mapping[str, Any]]:
+    """The JSON objects of the complete lines in the last `TAIL_BYTES` of the file."""
     start = max(0, size - TAIL_BYTES)
     lines = os.pread(fd, size - start, start).split(b"\n")
     if start > 0:
         lines = lines[1:]  # the first line is probably cut
-    last: dict[str, int] = {}
     for line in lines:
         try:
-            record = orjson.loads(line)
+            value = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue
-        if isinstance(record, dict) and "tenant" in record and "seq" in record:
+        if isinstance(value, dict):
+            yield value
+
+
+def _last_sequences(lines: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """The highest seq per tenant among `lines` (empty if none)."""
+    last: dict[str, int] = {}
+    for record in lines:
+        if "tenant" in record and "seq" in record:
             tenant = str(record["tenant"])
             last[tenant] = max(last.get(tenant, 0), int(record["seq"]))
     return last
