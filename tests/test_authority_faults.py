@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from monitor.app import Runtime
 from monitor.graph.auth import TokenProvider
-from monitor.graph.client import GraphClient
+from monitor.graph.client import GraphClient, GraphError
 from monitor.settings import Settings
 from monitor.simulator import RunningSimulator, Simulator
 from monitor.sync import sync_tenant
@@ -40,6 +42,24 @@ async def test_an_authority_answering_503_is_retried_and_honours_retry_after(
     assert tokens.stats.retries == 3 and tokens.stats.by_reason["503"] == 3
     assert len(sleeps.delays) == 3 and sum(delay >= 7 for delay in sleeps.delays) == 2, "Retry-After honoured"
     assert sim.count(TOKEN, method="POST", status=503) == 2 and sim.count(TOKEN, method="POST", status=200) == 1
+
+
+async def test_a_401_from_graph_fetches_a_token_again_once(sim: Simulator, settings: Settings) -> None:
+    """A token can be revoked or expire early: Graph's 401 makes the client ask MSAL for a token again
+    and send the request once more, at once and not counted as a retry; a second 401 is the answer."""
+    sim.faults.inject("GET", r"/v1\.0/organization", status=401, times=1)
+    sleeps = Sleeps()
+    tokens = TokenProvider(settings)
+    async with GraphClient(settings, tokens, sleep=sleeps) as graph:
+        organization = await graph.get(TENANT_ID, "/v1.0/organization")
+        assert organization.status == 200
+        assert (tokens.acquired, graph.stats.requests, graph.stats.retries, sleeps.delays) == (2, 2, 0, [])
+
+        sim.faults.inject("GET", r"/v1\.0/organization", status=401, times=2)
+        with pytest.raises(GraphError) as refused:
+            await graph.get(TENANT_ID, "/v1.0/organization")
+    assert refused.value.status == 401
+    assert (tokens.acquired, graph.stats.requests, graph.stats.retries, sleeps.delays) == (3, 4, 0, [])
 
 
 async def test_an_authority_that_stays_down_is_one_clear_error_per_source(
