@@ -86,19 +86,7 @@ class RetryPolicy:
         ceiling = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
         return self.rng.uniform(ceiling / 2, ceiling)
 
-    def plan(self, stats: RetryStats, attempt: int, *, reason: str, retry_after: float | None) -> float:
-        """Count retry number `attempt` in `stats` and return how long to wait before it.
-
-        `reason` is the HTTP status as text (or the error's name); a 429 also counts as throttled.
-        """
-        delay = self.delay(attempt, retry_after)
-        stats.retries += 1
-        stats.throttled += reason == "429"
-        stats.by_reason[reason] += 1
-        stats.waited += delay
-        return delay
-
-    def _count(self, stats: RetryStats, attempt: int, retry: Retry[T]) -> float:
+    def plan(self, stats: RetryStats, attempt: int, retry: Retry[T]) -> float:
         """Count retry number `attempt` in `stats` (each request it sends again) and return how long
         to wait before it."""
         delay = self.delay(attempt, retry.retry_after)
@@ -131,7 +119,7 @@ class RetryPolicy:
             if not self.should_retry(retries + 1):
                 return verdict.give_up(retries)
             retries += 1
-            delay = self._count(stats, retries, verdict)
+            delay = self.plan(stats, retries, verdict)
             asked = f" (Retry-After {verdict.retry_after:g}s)" if verdict.retry_after is not None else ""
             logger.log(level, "%s: %s, retry %d in %.2fs%s", label, verdict.describe(), retries, delay, asked)
             await sleep(delay)
