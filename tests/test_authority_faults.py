@@ -62,6 +62,7 @@ async def test_a_401_from_graph_fetches_a_token_again_once(sim: Simulator, setti
     assert (tokens.acquired, graph.stats.requests, graph.stats.retries, sleeps.delays) == (3, 4, 0, [])
 
 
+@pytest.mark.usefixtures("redis")  # a flushed Redis: no delta link of an earlier test
 async def test_an_authority_that_stays_down_is_one_clear_error_per_source(
     sim: Simulator, graph: RunningSimulator, redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -79,6 +80,7 @@ async def test_an_authority_that_stays_down_is_one_clear_error_per_source(
         assert "\n" not in failure.reason
 
 
+@pytest.mark.usefixtures("redis")  # a flushed Redis: no delta link of an earlier test
 async def test_monitor_sync_against_an_authority_that_stays_down_exits_1_without_a_traceback(
     sim: Simulator, graph: RunningSimulator, redis_server: RedisServer, tmp_path: Path
 ) -> None:
