@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,9 +83,11 @@ class HttpClient:
         decompress: bool = True,
         follow_redirects: bool = False,
         read_limit: int | None = None,
+        logger: logging.Logger | None = None,
     ) -> None:
         """`connections` caps the open connections per session; `decompress=False` leaves a gzip answer
-        as it travelled; `read_limit` reads at most that many bytes of an answer's body."""
+        as it travelled; `read_limit` reads at most that many bytes of an answer's body; `logger` (the
+        caller's) logs each retry."""
         self.policy = policy
         self.stats = stats
         self.sleep = sleep
@@ -94,6 +97,7 @@ class HttpClient:
         self._decompress = decompress
         self._follow_redirects = follow_redirects
         self._read_limit = read_limit
+        self._log = logger or logging.getLogger(__name__)
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
 
     async def send(
@@ -113,7 +117,9 @@ class HttpClient:
                 await observe(outcome)
             return outcome
 
-        return await self.policy.run(attempt, classify, stats=self.stats, sleep=self.sleep, label=label)
+        return await self.policy.run(
+            attempt, classify, stats=self.stats, sleep=self.sleep, label=label, logger=self._log
+        )
 
     async def exchange(self, request: Request) -> Outcome:
         """One attempt, no retry: the answer, or the transport failure that stood in its way."""
@@ -152,11 +158,6 @@ class HttpClient:
             )
             self._sessions[loop] = session
         return session
-
-
-def retryable(outcome: Outcome) -> bool:
-    """A transport failure, or a status the policy retries (429, 500, 502, 503, 504)."""
-    return not isinstance(outcome, Answer) or RetryPolicy.retryable_status(outcome.status)
 
 
 def retry_later(outcome: Outcome, error: Callable[[int], Exception], *, retry_after: float | None = None) -> Retry[T]:

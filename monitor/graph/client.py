@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from monitor.graph.pacing import IntunePacer
 from monitor.http import Answer, HttpClient, Outcome, Request, first_line, retry_later
 from monitor.retry import Again, Retry, RetryPolicy, RetryStats, Sleep, Verdict, parse_retry_after
 from monitor.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # Told of each 429 Graph answers, with the tenant and how many (the runtime counts them in Redis for
 # /metrics, where sustained throttling raises an alert).
@@ -179,6 +182,7 @@ class GraphClient:
             policy=policy or RetryPolicy(max_retries=settings.graph_max_retries, max_delay=settings.graph_max_backoff),
             stats=self.stats,
             sleep=sleep,
+            logger=log,
             connections=32,
         )
 
@@ -325,7 +329,7 @@ class GraphClient:
             return _retry_inner(retry, results) if retry else None
 
         label = f"graph POST /{version}/$batch"
-        await self.policy.run(attempt, classify, stats=self.stats, sleep=self._http.sleep, label=label)
+        await self.policy.run(attempt, classify, stats=self.stats, sleep=self._http.sleep, label=label, logger=log)
 
     def _sort_answers(
         self,

@@ -268,6 +268,7 @@ class JupiterOneClient:
             policy=policy or RetryPolicy(max_retries=settings.j1_max_retries, max_delay=settings.j1_max_backoff),
             stats=self.stats,
             sleep=sleep,
+            logger=log,
             connections=max(8, settings.j1_concurrency * 2),
             decompress=False,
             follow_redirects=True,

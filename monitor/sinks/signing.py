@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from monitor.errors import ConfigError, MonitorError
 from monitor.http import Answer, HttpClient, Outcome, Request, first_line, retry_later
 from monitor.retry import RetryPolicy, RetryStats, Sleep, Verdict
 from monitor.settings import Settings
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Monitor-Signature"
 TIMESTAMP_HEADER = "X-Monitor-Timestamp"
@@ -101,6 +104,7 @@ class WebhookClient:
             policy=policy or RetryPolicy(),
             stats=self.stats,
             sleep=sleep,
+            logger=log,
             read_limit=_EXCERPT,
         )
 
