@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from monitor.app import Runtime
 from monitor.graph.auth import TokenProvider
-from monitor.graph.client import GraphClient
+from monitor.graph.client import GraphClient, GraphError
 from monitor.settings import Settings
 from monitor.simulator import RunningSimulator, Simulator
 from monitor.sync import sync_tenant
@@ -42,6 +44,25 @@ async def test_an_authority_answering_503_is_retried_and_honours_retry_after(
     assert sim.count(TOKEN, method="POST", status=503) == 2 and sim.count(TOKEN, method="POST", status=200) == 1
 
 
+async def test_a_401_from_graph_fetches_a_token_again_once(sim: Simulator, settings: Settings) -> None:
+    """A token can be revoked or expire early: Graph's 401 makes the client ask MSAL for a token again
+    and send the request once more, at once and not counted as a retry; a second 401 is the answer."""
+    sim.faults.inject("GET", r"/v1\.0/organization", status=401, times=1)
+    sleeps = Sleeps()
+    tokens = TokenProvider(settings)
+    async with GraphClient(settings, tokens, sleep=sleeps) as graph:
+        organization = await graph.get(TENANT_ID, "/v1.0/organization")
+        assert organization.status == 200
+        assert (tokens.acquired, graph.stats.requests, graph.stats.retries, sleeps.delays) == (2, 2, 0, [])
+
+        sim.faults.inject("GET", r"/v1\.0/organization", status=401, times=2)
+        with pytest.raises(GraphError) as refused:
+            await graph.get(TENANT_ID, "/v1.0/organization")
+    assert refused.value.status == 401
+    assert (tokens.acquired, graph.stats.requests, graph.stats.retries, sleeps.delays) == (3, 4, 0, [])
+
+
+@pytest.mark.usefixtures("redis")  # a flushed Redis: no delta link of an earlier test
 async def test_an_authority_that_stays_down_is_one_clear_error_per_source(
     sim: Simulator, graph: RunningSimulator, redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -59,6 +80,7 @@ async def test_an_authority_that_stays_down_is_one_clear_error_per_source(
         assert "\n" not in failure.reason
 
 
+@pytest.mark.usefixtures("redis")  # a flushed Redis: no delta link of an earlier test
 async def test_monitor_sync_against_an_authority_that_stays_down_exits_1_without_a_traceback(
     sim: Simulator, graph: RunningSimulator, redis_server: RedisServer, tmp_path: Path
 ) -> None:

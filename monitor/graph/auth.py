@@ -8,12 +8,20 @@ hop. MSAL is synchronous (it uses `requests`), so every call to it runs in a wor
 event loop never blocks.
 
 An authority that answers 429 or 5xx, or cannot be reached, is retried like Graph (the same
-`RetryPolicy` settings, honouring `Retry-After`), then becomes one `AuthError`. The answer is
-caught in the HTTP session MSAL uses, before MSAL sees it: for a 5xx token response MSAL would
-raise a bare `MsalServiceError("HTTP Error: 503")`, and it remembers a 429/5xx answer and returns it
-again, without asking, until its `Retry-After` (5 s without one) has passed
+`RetryPolicy` settings, honouring `Retry-After`, through the project's one retry loop,
+`RetryPolicy.run`), then becomes one `AuthError`. The answer is caught in the HTTP session MSAL
+uses, before MSAL sees it: for a 5xx token response MSAL would raise a bare
+`MsalServiceError("HTTP Error: 503")`, and it remembers a 429/5xx answer and returns it again,
+without asking, until its `Retry-After` (5 s without one) has passed
 (msal/throttled_http_client.py). The body of such an answer is not read: Entra documents no error
 body for it, so none is assumed.
+
+These requests do not go through the project's HTTP client (`monitor.http`), only through its retry
+loop: MSAL is synchronous and sends with the `requests`-style session it is given (`http_client`,
+which "defaults to a requests session instance",
+https://learn.microsoft.com/en-us/python/api/msal/msal.application.confidentialclientapplication),
+so an aiohttp session on the event loop cannot serve it. `_AuthoritySession` is that session: the
+same TLS trust (`MONITOR_CA_BUNDLE`, as one CA file) and a timeout.
 """
 
 from __future__ import annotations
@@ -21,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from monitor.errors import ConfigError, MonitorError
-from monitor.retry import RetryPolicy, RetryStats, parse_retry_after
+from monitor.retry import Retry, RetryPolicy, RetryStats, Sleep, Verdict, parse_retry_after, raising
 from monitor.settings import Settings
 from monitor.tls import combined_bundle
 
@@ -40,8 +47,6 @@ log = logging.getLogger(__name__)
 
 # Reuse a token until this many seconds before it expires.
 REFRESH_MARGIN = 300.0
-
-Sleep = Callable[[float], Awaitable[None]]
 
 
 class _AuthoritySession(requests.Session):
@@ -159,30 +164,29 @@ class TokenProvider:
             return token.value
 
     async def _acquire_retrying(self, tenant: str) -> _Token:
-        attempt = 0
-        while True:
+        async def attempt() -> _Token | _AuthorityUnavailable:
             try:
                 return await asyncio.to_thread(self._acquire, tenant)
             except _AuthorityUnavailable as unavailable:
-                attempt += 1
-                if not self.policy.should_retry(attempt):
-                    raise AuthError(
-                        f"tenant {tenant}: the authority {self._authority_url} {unavailable.reason} "
-                        f"(gave up after {attempt - 1} retries)"
-                    ) from None
-                delay = self.policy.plan(
-                    self.stats, attempt, reason=unavailable.code, retry_after=unavailable.retry_after
-                )
-                log.warning(
-                    "tenant %s: the authority %s %s; retry %d in %.1fs",
-                    tenant,
-                    self._authority_url,
-                    unavailable.reason,
-                    attempt,
-                    delay,
-                    extra={"tenant": tenant},
-                )
-                await self._sleep(delay)
+                return unavailable
+
+        where = f"tenant {tenant}: the authority {self._authority_url}"
+
+        def classify(outcome: _Token | _AuthorityUnavailable) -> Verdict[_Token]:
+            if isinstance(outcome, _Token):
+                return outcome
+            return Retry(
+                raising(lambda retries: AuthError(f"{where} {outcome.reason} (gave up after {retries} retries)")),
+                (outcome.code,),
+                outcome.retry_after,
+                throttled=int(outcome.code == "429"),
+                detail=outcome.reason,
+            )
+
+        logger = logging.LoggerAdapter(log, {"tenant": tenant})
+        return await self.policy.run(
+            attempt, classify, stats=self.stats, sleep=self._sleep, label=where, logger=logger, level=logging.WARNING
+        )
 
     def close(self) -> None:
         self._http.close()

@@ -1,7 +1,8 @@
 """The one Microsoft Graph HTTP client: tokens, timeouts, retries, paging, telemetry.
 
-Every Graph call of the project goes through `GraphClient.request`, which owns the retry rules
-(`monitor.retry`): 429, 500, 502, 503, 504 and connection failures are retried with bounded
+Every Graph call of the project goes through `GraphClient.request`, which sends through the
+project's one HTTP client (`monitor.http`: sessions, TLS trust, the retry loop) and says how Graph's
+answers are classified: 429, 500, 502, 503, 504 and connection failures are retried with bounded
 exponential backoff and jitter, honouring `Retry-After` as seconds or as an HTTP date (GRAPH.md
 10.1); a 401 refreshes the token once. Resource modules get a client; they never build one.
 
@@ -26,20 +27,18 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 
 from monitor import __version__
 from monitor.errors import MonitorError
 from monitor.graph.auth import TokenProvider
 from monitor.graph.pacing import IntunePacer
-from monitor.retry import RetryPolicy, RetryStats, parse_retry_after
+from monitor.http import Answer, HttpClient, Outcome, Request, first_line, retry_later
+from monitor.retry import Again, Retry, RetryPolicy, RetryStats, Sleep, Verdict, parse_retry_after
 from monitor.settings import Settings
-from monitor.tls import client_context
 
 log = logging.getLogger(__name__)
 
-Sleep = Callable[[float], Awaitable[None]]
 # Told of each 429 Graph answers, with the tenant and how many (the runtime counts them in Redis for
 # /metrics, where sustained throttling raises an alert).
 ThrottleListener = Callable[[str, int], Awaitable[None]]
@@ -173,17 +172,23 @@ class GraphClient:
         self.base_url = settings.graph_url
         self._origin = _origin(settings.graph_url)
         self._tokens = tokens
-        self._timeout = aiohttp.ClientTimeout(total=settings.graph_timeout)
-        self._ca_bundle = settings.ca_bundle
-        self.policy = policy or RetryPolicy(
-            max_retries=settings.graph_max_retries, max_delay=settings.graph_max_backoff
-        )
-        self._sleep = sleep
         # Intune calls are paced under Intune's per-app limits before Graph has to throttle them.
         self.pacer = pacer if pacer is not None else IntunePacer()
-        self._session: aiohttp.ClientSession | None = None
         self.stats = GraphStats()
         self.on_throttled: ThrottleListener | None = None
+        self._http = HttpClient(
+            timeout=settings.graph_timeout,
+            ca_bundle=settings.ca_bundle,
+            policy=policy or RetryPolicy(max_retries=settings.graph_max_retries, max_delay=settings.graph_max_backoff),
+            stats=self.stats,
+            sleep=sleep,
+            logger=log,
+            connections=32,
+        )
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return self._http.policy
 
     @property
     def token_provider(self) -> TokenProvider:
@@ -197,9 +202,7 @@ class GraphClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
         self._tokens.close()
 
     def url(self, path_or_url: str) -> str:
@@ -232,27 +235,31 @@ class GraphClient:
     ) -> GraphResponse:
         """One Graph call with the retry policy applied. Raises `GraphError` when it gives up."""
         url = self.url(path_or_url)
-        retries = 0
-        refreshed = False
         path = urlsplit(url).path
-        while True:
+        body = None if json is None else orjson.dumps(json)
+        refreshed = False
+
+        async def prepare() -> Request:
             self.stats.paced += await self.pacer.acquire_path(tenant, path)
-            outcome = await self._attempt(tenant, method, url, params, json, headers)
-            if isinstance(outcome, GraphResponse) and outcome.status < 400:
-                if not outcome.valid:
-                    raise _as_error(outcome, method, url)
-                return outcome
-            if isinstance(outcome, GraphResponse) and outcome.status == 429:
+            sent = await self._headers(tenant, headers, json=body is not None)
+            self.stats.by_path[path] = self.stats.by_path.get(path, 0) + 1
+            return Request(method, url, sent, body, params)
+
+        async def observe(answer: Answer) -> None:
+            self.stats.resource_units += _int(answer.headers.get("x-ms-resource-unit"))
+            if answer.status == 429:
                 await self._throttled(tenant, 1)
-            if isinstance(outcome, GraphResponse) and outcome.status == 401 and not refreshed:
+
+        def classify(outcome: Outcome) -> Verdict[GraphResponse]:
+            nonlocal refreshed
+            if isinstance(outcome, Answer) and outcome.status == 401 and not refreshed:
                 # A token can be revoked or expire early; fetch a new one once (GRAPH.md 11.1).
                 self._tokens.invalidate(tenant)
                 refreshed = True
-                continue
-            if not self._retryable(outcome) or not self.policy.should_retry(retries + 1):
-                raise _as_error(outcome, method, url)
-            retries += 1
-            await self._wait(outcome, retries, method, url)
+                return Again()
+            return _classify(outcome, method, url)
+
+        return await self._http.send(prepare, classify, label=f"graph {method} {path}", observe=observe)
 
     async def pages(
         self, tenant: str, path: str, *, params: Mapping[str, str] | None = None
@@ -305,8 +312,7 @@ class GraphClient:
         pending: list[tuple[int, BatchRequest]],
         results: list[BatchResponse | None],
     ) -> None:
-        attempt = 0
-        while pending:
+        async def attempt() -> dict[str, dict[str, Any]]:
             for _, item in pending:
                 self.stats.paced += await self.pacer.acquire_path(tenant, f"/{version}{item.url}")
             body = {"requests": [_inner_request(index, item) for index, item in pending]}
@@ -314,118 +320,97 @@ class GraphClient:
             self.stats.inner_requests += len(pending)
             answers = {str(a.get("id")): a for a in envelope.body.get("responses", []) if isinstance(a, dict)}
             await self._throttled(tenant, sum(_int(str(a.get("status"))) == 429 for a in answers.values()))
-            retry, retry_after = self._sort_answers(pending, answers, attempt + 1, results)
-            if retry:
-                attempt += 1
-                delay = self.policy.delay(attempt, retry_after)
-                self.stats.retries += len(retry)
-                self.stats.waited += delay
-                log.info("graph $batch: %d inner requests to retry (retry %d) in %.2fs", len(retry), attempt, delay)
-                await self._sleep(delay)
-            pending = retry
+            return answers
+
+        def classify(answers: dict[str, dict[str, Any]]) -> Verdict[None]:
+            nonlocal pending
+            retry = self._sort_answers(pending, answers, results)
+            pending = [(index, answer.request) for index, answer in retry]
+            return _retry_inner(retry, results) if retry else None
+
+        label = f"graph POST /{version}/$batch"
+        await self.policy.run(attempt, classify, stats=self.stats, sleep=self._http.sleep, label=label, logger=log)
 
     def _sort_answers(
         self,
         pending: list[tuple[int, BatchRequest]],
         answers: dict[str, dict[str, Any]],
-        attempt: int,
         results: list[BatchResponse | None],
-    ) -> tuple[list[tuple[int, BatchRequest]], float | None]:
-        """File final answers into `results`; the requests to retry and the longest inner Retry-After."""
-        retry: list[tuple[int, BatchRequest]] = []
-        longest: float | None = None
+    ) -> list[tuple[int, BatchResponse]]:
+        """File final answers into `results`; the answers worth another try (429 and 5xx)."""
+        retry: list[tuple[int, BatchResponse]] = []
         for index, item in pending:
             answer = _inner_response(item, answers.get(str(index)))
-            if not (self.policy.retryable_status(answer.status) and self.policy.should_retry(attempt)):
+            if self.policy.retryable_status(answer.status):
+                retry.append((index, answer))
+            else:
                 results[index] = answer
-                continue
-            retry.append((index, item))
-            wait = parse_retry_after(_header(answer.headers, "Retry-After"))
-            if wait is not None and (longest is None or wait > longest):
-                longest = wait
-            self.stats.throttled += answer.status == 429
-            self.stats.by_reason[f"batch {answer.status}"] += 1
-        return retry, longest
+        return retry
 
     # -- internals -----------------------------------------------------------------------------
-    async def _attempt(
-        self,
-        tenant: str,
-        method: str,
-        url: str,
-        params: Mapping[str, str] | None,
-        json: Any,
-        headers: Mapping[str, str] | None,
-    ) -> GraphResponse | BaseException:
+    async def _headers(self, tenant: str, headers: Mapping[str, str] | None, *, json: bool) -> dict[str, str]:
         token = await self._tokens.token(tenant)
-        request_headers = {
+        sent = {
             "Authorization": f"Bearer {token}",
             "Accept": "application/json",
             "User-Agent": f"monitor/{__version__}",
             "client-request-id": str(uuid.uuid4()),
             **(headers or {}),
         }
-        body = None if json is None else orjson.dumps(json)
-        if body is not None:
-            request_headers["Content-Type"] = "application/json"
-        self.stats.requests += 1
-        path = urlsplit(url).path
-        self.stats.by_path[path] = self.stats.by_path.get(path, 0) + 1
-        try:
-            session = self._session_for_loop()
-            async with session.request(
-                method, url, params=params, data=body, headers=request_headers, allow_redirects=False
-            ) as response:
-                raw = await response.read()
-                self.stats.resource_units += _int(response.headers.get("x-ms-resource-unit"))
-                parsed = _json(raw)
-                if parsed is None:
-                    text = raw[:200].decode(errors="replace")
-                    invalid = {"error": {"code": INVALID_RESPONSE, "message": f"not a JSON object: {text}"}}
-                    return GraphResponse(response.status, response.headers, invalid, valid=False)
-                return GraphResponse(response.status, response.headers, parsed)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return exc
-
-    def _session_for_loop(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=client_context(self._ca_bundle), limit=32)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
-        return self._session
+        if json:
+            sent["Content-Type"] = "application/json"
+        return sent
 
     async def _throttled(self, tenant: str, count: int) -> None:
         if count and self.on_throttled is not None:
             await self.on_throttled(tenant, count)
 
-    def _retryable(self, outcome: GraphResponse | BaseException) -> bool:
-        if isinstance(outcome, BaseException):
-            return True
-        return self.policy.retryable_status(outcome.status)
 
-    async def _wait(self, outcome: GraphResponse | BaseException, attempt: int, method: str, url: str) -> None:
-        retry_after = None
-        reason = type(outcome).__name__
-        if isinstance(outcome, GraphResponse):
-            retry_after = parse_retry_after(outcome.headers.get("Retry-After"))
-            reason = str(outcome.status)
-        delay = self.policy.plan(self.stats, attempt, reason=reason, retry_after=retry_after)
-        log.info(
-            "graph %s %s: %s, retry %d in %.2fs%s",
-            method,
-            urlsplit(url).path,
-            reason,
-            attempt,
-            delay,
-            f" (Retry-After {retry_after:g}s)" if retry_after is not None else "",
-        )
-        await self._sleep(delay)
+def _classify(outcome: Outcome, method: str, url: str) -> Verdict[GraphResponse]:
+    """A success with a JSON object; 429, 5xx and transport failures retried; anything else raised."""
+    if not isinstance(outcome, Answer):
+        return retry_later(outcome, lambda _: _as_error(outcome, method, url))
+    response = _response(outcome)
+    if response.status < 400 and response.valid:
+        return response
+    if response.status < 400 or not RetryPolicy.retryable_status(response.status):
+        raise _as_error(response, method, url)
+    return retry_later(outcome, lambda _: _as_error(response, method, url))
+
+
+def _response(answer: Answer) -> GraphResponse:
+    parsed = _json(answer.body)
+    if parsed is None:
+        text = answer.body[:200].decode(errors="replace")
+        invalid = {"error": {"code": INVALID_RESPONSE, "message": f"not a JSON object: {text}"}}
+        return GraphResponse(answer.status, answer.headers, invalid, valid=False)
+    return GraphResponse(answer.status, answer.headers, parsed)
+
+
+def _retry_inner(retry: list[tuple[int, BatchResponse]], results: list[BatchResponse | None]) -> Retry[None]:
+    """Send the inner requests of `retry` again, after their longest `Retry-After` (or the policy's
+    backoff); once the budget is spent, their last answers are final."""
+
+    def give_up(_: int) -> None:
+        for index, answer in retry:
+            results[index] = answer
+
+    statuses = [answer.status for _, answer in retry]
+    waits = [parse_retry_after(_header(answer.headers, "Retry-After")) for _, answer in retry]
+    asked = [wait for wait in waits if wait is not None]
+    return Retry(
+        give_up,
+        tuple(f"batch {status}" for status in statuses),
+        max(asked) if asked else None,
+        throttled=statuses.count(429),
+        detail=f"{len(retry)} inner requests to retry",
+    )
 
 
 def _as_error(outcome: GraphResponse | BaseException, method: str, url: str) -> GraphError:
     path = urlsplit(url).path
     if isinstance(outcome, BaseException):
-        detail = str(outcome).splitlines()[0] if str(outcome) else type(outcome).__name__
-        return GraphError(f"Graph {method} {path}: cannot reach Graph: {detail}")
+        return GraphError(f"Graph {method} {path}: cannot reach Graph: {first_line(outcome)}")
     error = outcome.body.get("error")
     code, message = "", ""
     if isinstance(error, dict):

@@ -2,12 +2,13 @@
 
 Together with `monitor.sinks.jupiterone` (the publisher) and `monitor.sinks.j1_reconcile` (the
 read-back) this is the one place that knows JupiterOne's API. Every call goes through
-`JupiterOneClient._send`, which owns the rules:
+`JupiterOneClient._send` and the project's one HTTP client (`monitor.http`: sessions, TLS trust,
+the retry loop); `_send` and `_classify` own JupiterOne's rules:
 
 - Headers (9.3): `Authorization: Bearer <key>`, `JupiterOne-Account: <account>`,
   `Content-Type: application/json`; upload bodies are gzip-compressed with `Content-Encoding: gzip`
   and carry a `JupiterOne-Correlation-Id` that stays the same across retries of that body.
-- 429 and 5xx, and transport failures, are retried through the project's `RetryPolicy`, honouring
+- 429 and 5xx, and transport failures, are retried under the project's `RetryPolicy`, honouring
   `Retry-After` and, when it is absent, the `RateLimit-Reset` header that JupiterOne's rate limiter
   sends (10.4).
 - Any other 4xx is not retried: it is raised as `J1Refused` with JupiterOne's error code and
@@ -33,27 +34,23 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import io
 import logging
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import aiohttp
 import orjson
 
 from monitor import __version__
 from monitor.errors import MonitorError
-from monitor.retry import RetryPolicy, RetryStats, parse_retry_after
+from monitor.http import Answer, HttpClient, Outcome, Request, first_line, retry_later
+from monitor.retry import RetryPolicy, RetryStats, Sleep, Verdict, parse_retry_after
 from monitor.settings import Settings
-from monitor.tls import client_context
 
 log = logging.getLogger(__name__)
-
-Sleep = Callable[[float], Awaitable[None]]
 UploadKind = Literal["entities", "relationships"]
 SyncMode = Literal["DIFF", "PATCH", "CROSS_SCOPE"]
 
@@ -82,8 +79,6 @@ DEFERRED_DONE = "COMPLETED"
 _EPOCH_THRESHOLD = 1_000_000_000
 # gzip level: JSON of graph objects compresses ~10:1 already at a low level, at a fraction of the cost.
 _GZIP_LEVEL = 5
-# aiohttp's threshold (`TOO_LARGE_BYTES_BODY`, 1 MiB) above which a body goes as a stream.
-_STREAM_ABOVE = 1 << 20
 
 
 class J1Error(MonitorError):
@@ -261,21 +256,30 @@ class JupiterOneClient:
         self.base_url = settings.j1_api_url
         self._account = settings.j1_account
         self._key = settings.j1_api_key
-        self._ca_bundle = settings.ca_bundle
-        self._timeout = aiohttp.ClientTimeout(total=settings.j1_timeout)
         self.max_request_bytes = settings.j1_max_request_bytes
         self.poll_interval = settings.j1_poll_interval
         self.finalize_timeout = settings.j1_finalize_timeout
-        self.policy = policy or RetryPolicy(max_retries=settings.j1_max_retries, max_delay=settings.j1_max_backoff)
         self._sleep = sleep
-        self._connections = max(8, settings.j1_concurrency * 2)
-        self._session: aiohttp.ClientSession | None = None
         self.stats = J1Stats()
+        # Answers are decompressed by `_decoded`, so that `bytes_received` counts the wire.
+        self._http = HttpClient(
+            timeout=settings.j1_timeout,
+            ca_bundle=settings.ca_bundle,
+            policy=policy or RetryPolicy(max_retries=settings.j1_max_retries, max_delay=settings.j1_max_backoff),
+            stats=self.stats,
+            sleep=sleep,
+            logger=log,
+            connections=max(8, settings.j1_concurrency * 2),
+            decompress=False,
+            follow_redirects=True,
+        )
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return self._http.policy
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     # -- the API (9.1) ---------------------------------------------------------------------------
     async def create_job(self, *, scope: str, sync_mode: SyncMode, source: str = "api") -> dict[str, Any]:
@@ -385,20 +389,19 @@ class JupiterOneClient:
         """`target` is a path under the API root, or (without `credentials`) an absolute URL."""
         headers = self._headers(gzipped) if credentials else {"Accept": "application/json", "Accept-Encoding": "gzip"}
         url = f"{self.base_url}{target}" if credentials else target
-        retries = 0
-        while True:
+
+        async def prepare() -> Request:
             if body is not None:  # every attempt counts: a retried body is sent again
                 self.stats.bytes_sent += len(body)
                 self.stats.raw_bytes += raw_size if raw_size is not None else len(body)
-            outcome = await self._attempt(method, url, body, headers)
-            if isinstance(outcome, _Response) and outcome.status < 400:
-                return outcome.body
-            if isinstance(outcome, _Response) and not self.policy.retryable_status(outcome.status):
-                raise _refused(outcome, method, target)
-            if not self.policy.should_retry(retries + 1):
-                raise _unavailable(outcome, method, target, retries)
-            retries += 1
-            await self._wait(outcome, retries, method, target)
+            return Request(method, url, headers, body)
+
+        return await self._http.send(
+            prepare,
+            lambda outcome: _classify(outcome, method, target),
+            label=f"jupiterone {method} {target}",
+            observe=self._received,
+        )
 
     def _headers(self, gzipped: bool) -> dict[str, str]:
         headers = {
@@ -415,39 +418,8 @@ class JupiterOneClient:
             headers["JupiterOne-Correlation-Id"] = str(uuid.uuid4())
         return headers
 
-    async def _attempt(
-        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]
-    ) -> _Response | BaseException:
-        self.stats.requests += 1
-        try:
-            session = self._session_for_loop()
-            # aiohttp streams a file-like body; a large `bytes` body would block the loop (and warns).
-            data = io.BytesIO(body) if body is not None and len(body) > _STREAM_ABOVE else body
-            async with session.request(method, url, data=data, headers=headers) as response:
-                raw = await response.read()
-                self.stats.bytes_received += len(raw)
-                return _Response(response.status, response.headers, _json(_decoded(raw, response.headers)))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return exc
-
-    def _session_for_loop(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=client_context(self._ca_bundle), limit=self._connections)
-            # Answers are decompressed by `_decoded`, so that `bytes_received` counts the wire.
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False)
-        return self._session
-
-    async def _wait(self, outcome: _Response | BaseException, attempt: int, method: str, path: str) -> None:
-        retry_after = None
-        reason = type(outcome).__name__
-        if isinstance(outcome, _Response):
-            reason = str(outcome.status)
-            retry_after = parse_retry_after(outcome.headers.get("Retry-After"))
-            if outcome.status == 429 and retry_after is None:
-                retry_after = rate_limit_reset(outcome.headers.get("RateLimit-Reset"))
-        delay = self.policy.plan(self.stats, attempt, reason=reason, retry_after=retry_after)
-        log.info("jupiterone %s %s: %s, retry %d in %.2fs", method, path, reason, attempt, delay)
-        await self._sleep(delay)
+    async def _received(self, answer: Answer) -> None:
+        self.stats.bytes_received += len(answer.body)
 
 
 def _decoded(raw: bytes, headers: Mapping[str, str]) -> bytes:
@@ -457,6 +429,24 @@ def _decoded(raw: bytes, headers: Mapping[str, str]) -> bytes:
         return zlib.decompress(raw, 16 + zlib.MAX_WBITS)
     except zlib.error:
         return b""  # read as an empty answer; `_json` of the status decides the rest
+
+
+def _classify(outcome: Outcome, method: str, target: str) -> Verdict[dict[str, Any]]:
+    """The body of a success; a 4xx other than 429 is refused at once; 429, 5xx and transport failures
+    are retried after `Retry-After` or, on a 429 without it, `RateLimit-Reset` (10.4)."""
+    if not isinstance(outcome, Answer):
+        return retry_later(outcome, lambda retries: _unavailable(outcome, method, target, retries))
+    response = _Response(outcome.status, outcome.headers, _json(_decoded(outcome.body, outcome.headers)))
+    if response.status < 400:
+        return response.body
+    if not RetryPolicy.retryable_status(response.status):
+        raise _refused(response, method, target)
+    retry_after = parse_retry_after(outcome.headers.get("Retry-After"))
+    if response.status == 429 and retry_after is None:
+        retry_after = rate_limit_reset(outcome.headers.get("RateLimit-Reset"))
+    return retry_later(
+        outcome, lambda retries: _unavailable(response, method, target, retries), retry_after=retry_after
+    )
 
 
 def _query_answer(body: Mapping[str, Any], j1ql: str) -> dict[str, Any]:
@@ -499,7 +489,7 @@ def _refused(response: _Response, method: str, path: str) -> J1Refused:
 
 def _unavailable(outcome: _Response | BaseException, method: str, path: str, retries: int) -> J1Unavailable:
     if isinstance(outcome, BaseException):
-        detail = str(outcome).splitlines()[0] if str(outcome) else type(outcome).__name__
+        detail = first_line(outcome)
         return J1Unavailable(f"JupiterOne {method} {path}: cannot reach JupiterOne after {retries} retries: {detail}")
     code, message, _ = _error_fields(outcome.body)
     text = f"JupiterOne {method} {path} answered {outcome.status} after {retries} retries"

@@ -10,8 +10,9 @@ What a receiver gets (README, "Alerts"):
 
 Failures, classified once here:
 
-- 429, 5xx and transport errors (refused connection, timeout) are retried through the project's
-  `RetryPolicy`, honouring `Retry-After`; when the retries run out, `WebhookUnavailable`.
+- 429, 5xx and transport errors (refused connection, timeout) are retried by the project's one
+  HTTP client (`monitor.http`), honouring `Retry-After`; when the retries run out,
+  `WebhookUnavailable`.
 - Any other non-2xx answer is `WebhookRejected` at once: the receiver said no (a bad signature, a
   wrong path), and the same request would be refused again. Redirects are not followed either: the
   signed body goes to the configured URL or nowhere.
@@ -24,23 +25,20 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import aiohttp
 from pydantic import SecretStr
 
 from monitor import __version__
 from monitor.errors import ConfigError, MonitorError
-from monitor.retry import RetryPolicy, RetryStats, parse_retry_after
+from monitor.http import Answer, HttpClient, Outcome, Request, first_line, retry_later
+from monitor.retry import RetryPolicy, RetryStats, Sleep, Verdict
 from monitor.settings import Settings
-from monitor.tls import client_context
 
 log = logging.getLogger(__name__)
-
-Sleep = Callable[[float], Awaitable[None]]
 
 SIGNATURE_HEADER = "X-Monitor-Signature"
 TIMESTAMP_HEADER = "X-Monitor-Timestamp"
@@ -83,13 +81,6 @@ class WebhookStats(RetryStats):
     unavailable: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    status: int
-    retry_after: str | None
-    excerpt: str
-
-
 class WebhookClient:
     """Sends signed JSON POSTs. One per process (or per sink); `close()` at the end."""
 
@@ -104,13 +95,22 @@ class WebhookClient:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._secret = secret
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._ca_bundle = ca_bundle
-        self.policy = policy or RetryPolicy()
-        self._sleep = sleep
         self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
         self.stats = WebhookStats()
+        # Only the start of an answer is read: it goes into the error message of a refusal.
+        self._http = HttpClient(
+            timeout=timeout,
+            ca_bundle=ca_bundle,
+            policy=policy or RetryPolicy(),
+            stats=self.stats,
+            sleep=sleep,
+            logger=log,
+            read_limit=_EXCERPT,
+        )
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return self._http.policy
 
     @classmethod
     def from_settings(
@@ -126,9 +126,7 @@ class WebhookClient:
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     async def post(self, url: str, body: bytes) -> None:
         """POST `body` (JSON) to `url`, signed; returns once the receiver answered 2xx.
@@ -138,62 +136,36 @@ class WebhookClient:
         if self._secret is None or not self._secret.get_secret_value():
             raise ConfigError("MONITOR_WEBHOOK_SECRET is required to sign webhook deliveries")
         secret = self._secret.get_secret_value().encode()
-        retries = 0
-        while True:
-            outcome = await self._attempt(url, body, secret)
-            if isinstance(outcome, _Answer) and 200 <= outcome.status < 300:
+
+        async def signed() -> Request:  # each attempt is signed afresh, with its own timestamp
+            timestamp = str(int(self._clock()))
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": f"monitor/{__version__}",
+                TIMESTAMP_HEADER: timestamp,
+                SIGNATURE_HEADER: signature(secret, timestamp, body),
+            }
+            return Request("POST", url, headers, body)
+
+        await self._http.send(signed, lambda outcome: self._classify(url, outcome), label=f"webhook {redact(url)}")
+
+    def _classify(self, url: str, outcome: Outcome) -> Verdict[None]:
+        if isinstance(outcome, Answer) and not RetryPolicy.retryable_status(outcome.status):
+            if 200 <= outcome.status < 300:
                 self.stats.delivered += 1
-                return
-            if isinstance(outcome, _Answer) and not self.policy.retryable_status(outcome.status):
-                self.stats.rejected += 1
-                raise WebhookRejected(
-                    f"webhook {redact(url)} refused the delivery: {outcome.status} {outcome.excerpt}".rstrip(),
-                    status=outcome.status,
-                )
-            if not self.policy.should_retry(retries + 1):
-                self.stats.unavailable += 1
-                raise _unavailable(url, outcome, retries)
-            retries += 1
-            await self._wait(url, outcome, retries)
+                return None
+            self.stats.rejected += 1
+            excerpt = outcome.body.decode(errors="replace")
+            raise WebhookRejected(
+                f"webhook {redact(url)} refused the delivery: {outcome.status} {excerpt}".rstrip(),
+                status=outcome.status,
+            )
+        return retry_later(outcome, lambda retries: self._unavailable(url, outcome, retries))
 
-    async def _attempt(self, url: str, body: bytes, secret: bytes) -> _Answer | BaseException:
-        timestamp = str(int(self._clock()))
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"monitor/{__version__}",
-            TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: signature(secret, timestamp, body),
-        }
-        self.stats.requests += 1
-        try:
-            session = self._session_for_loop()
-            async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
-                excerpt = (await response.content.read(_EXCERPT)).decode(errors="replace")
-                return _Answer(response.status, response.headers.get("Retry-After"), excerpt)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return exc
-
-    def _session_for_loop(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=client_context(self._ca_bundle))
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
-        return self._session
-
-    async def _wait(self, url: str, outcome: _Answer | BaseException, attempt: int) -> None:
-        retry_after = None
-        reason = type(outcome).__name__
-        if isinstance(outcome, _Answer):
-            reason = str(outcome.status)
-            retry_after = parse_retry_after(outcome.retry_after)
-        delay = self.policy.plan(self.stats, attempt, reason=reason, retry_after=retry_after)
-        log.info("webhook %s: %s, retry %d in %.2fs", redact(url), reason, attempt, delay)
-        await self._sleep(delay)
-
-
-def _unavailable(url: str, outcome: _Answer | BaseException, retries: int) -> WebhookUnavailable:
-    if isinstance(outcome, _Answer):
-        return WebhookUnavailable(
-            f"webhook {redact(url)} answered {outcome.status} after {retries} retries", status=outcome.status
-        )
-    detail = str(outcome).splitlines()[0] if str(outcome) else type(outcome).__name__
-    return WebhookUnavailable(f"webhook {redact(url)}: no answer after {retries} retries: {detail}")
+    def _unavailable(self, url: str, outcome: Outcome, retries: int) -> WebhookUnavailable:
+        self.stats.unavailable += 1
+        if isinstance(outcome, Answer):
+            return WebhookUnavailable(
+                f"webhook {redact(url)} answered {outcome.status} after {retries} retries", status=outcome.status
+            )
+        return WebhookUnavailable(f"webhook {redact(url)}: no answer after {retries} retries: {first_line(outcome)}")

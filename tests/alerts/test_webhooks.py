@@ -3,6 +3,7 @@ verifies signatures independently."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
@@ -74,6 +75,23 @@ async def test_redirects_are_not_followed(receiver: Receiver, sleeps: Sleeps) ->
         await sender.post(receiver.url, b"{}")
     await sender.close()
     assert [d.status for d in receiver.deliveries] == [307]
+
+
+async def test_a_client_used_on_two_event_loops_has_a_session_on_each(receiver: Receiver, sleeps: Sleeps) -> None:
+    """An aiohttp session belongs to the loop it was made on: used from another loop (a thread's
+    `asyncio.run`), the client makes a session there, closed on that loop, and its first one still works."""
+    sender = client(sleeps)
+
+    async def on_another_loop() -> None:
+        await sender.post(receiver.url, b'{"loop": 2}')
+        await sender.close()
+
+    await sender.post(receiver.url, b'{"loop": 1}')
+    await asyncio.to_thread(asyncio.run, on_another_loop())
+    await sender.post(receiver.url, b'{"loop": 1}')
+    await sender.close()
+    assert [d.json for d in receiver.deliveries] == [{"loop": 1}, {"loop": 2}, {"loop": 1}]
+    assert (sender.stats.requests, sender.stats.retries) == (3, 0)
 
 
 async def test_without_a_secret_nothing_is_sent(receiver: Receiver) -> None:
