@@ -31,6 +31,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 
 from monitor.graph.client import BATCH_LIMIT, BatchRequest, BatchResponse, GraphClient
+from monitor.mirror_codec import unpack_key
 from monitor.model.registry import end_placements, entity_anchor
 from monitor.model.types import Delete, JsonObject, Kind, Op, Placement, Upsert
 from monitor.rounds import Progress, RecordListener, RoundResult
@@ -149,7 +150,7 @@ async def _scope_keys(writer: PassWriter, scopes: Sequence[ScopeId]) -> list[lis
     for scope in scopes:
         pipeline.hkeys(store.mirror_key(scope))
     answers = await pipeline.execute()
-    return [[k.decode() if isinstance(k, bytes) else k for k in keys] for keys in answers]
+    return [[unpack_key(k) for k in keys] for keys in answers]
 
 
 async def _unseen(
@@ -203,8 +204,7 @@ return out
 
 
 async def _delete(writer: PassWriter, scope: ScopeId, keys: list[str]) -> int:
-    store = writer.context.store
-    raws = await store.redis.hmget(store.mirror_key(scope), keys)
+    raws = await writer.context.store.mirror_values(scope, keys)
     ops: list[Op] = []
     for key, raw in zip(keys, raws, strict=True):
         if raw is not None:
