@@ -144,6 +144,21 @@ class TenantKeys:
 
     ROUND_SEEN_TTL = 86400
 
+    def sweep_units(self, source: str, bucket: int) -> str:
+        """HASH unit id (16 hex digits) -> the unit's record: 8 bytes of digest of what Graph said about
+        one object (with what its mapping also read), then the 8-byte refs of the objects it mapped to
+        (`monitor.sources.intune_units`). One of `SWEEP_UNIT_BUCKETS` hashes per sweep pass, so
+        each stays small enough for Redis's compact hash encoding."""
+        return f"{self.base}:units:{source}:{bucket}"
+
+    def sweep_unit_buckets(self, source: str) -> str:
+        """SET of the buckets of `sweep_units(source, ...)` that hold records (to visit when pruning)."""
+        return f"{self.base}:units:{source}"
+
+    # 1,000,000 units (the detected applications of 100,000 devices) -> ~60 a hash, under the 128
+    # entries of Redis's default `hash-max-listpack-entries`.
+    SWEEP_UNIT_BUCKETS = 16384
+
     def source_status(self, source: str) -> str:
         """HASH: the last round of a source (when, what kind, counts, error)."""
         return f"{self.base}:status:{source}"
@@ -393,6 +408,7 @@ return out
 #     F k n (offset flen vlen)*n      HSET n fields read from ARGV[2] at offset, each followed by
 #                                     its value (mirror fields are bytes)
 #     X k n (offset length)*n         HDEL n fields read from ARGV[2]
+#     M k n size offset               SADD n members of `size` bytes read from ARGV[2] at offset
 #     D k n field*n                   HDEL            S k n member*n   SADD
 #     R k n member*n                  SREM            I k field by     HINCRBY
 #     E k seconds                     EXPIRE          V k n field*n    HSET each field to the
@@ -452,6 +468,11 @@ while i <= #a do
     local command = ({D = 'HDEL', S = 'SADD', R = 'SREM'})[code]
     redis.call(command, key, unpack(a, i + 3, i + 2 + a[i + 2]))
     i = i + 3 + a[i + 2]
+  elseif code == 'M' then
+    local count, size, args = a[i + 2], a[i + 3], {}
+    for k = 0, count - 1 do args[k + 1] = string.sub(blob, a[i + 4] + k * size + 1, a[i + 4] + (k + 1) * size) end
+    redis.call('SADD', key, unpack(args))
+    i = i + 5
   elseif code == 'I' then redis.call('HINCRBY', key, a[i + 2], a[i + 3]); i = i + 4
   elseif code == 'E' then redis.call('EXPIRE', key, a[i + 2]); i = i + 3
   else return redis.error_reply('COMMIT_PAGE: unknown command ' .. tostring(code)) end

@@ -92,6 +92,26 @@ class Flag:
     value: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class RawField:
+    """HSET `field` of hash `key` to `value` (bytes both; e.g. a sweep's unit records)."""
+
+    key: str
+    field: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RawMembers:
+    """SADD to set `key` the members cut from `members`, `size` bytes each; the set expires after
+    `ttl` seconds when given (e.g. the 8-byte refs of a sweep's seen set)."""
+
+    key: str
+    members: bytes
+    size: int
+    ttl: int | None = None
+
+
 @dataclass(slots=True)
 class PageWrite:
     """Everything one page changes, committed together.
@@ -107,13 +127,24 @@ class PageWrite:
     parked: list[Parked] = field(default_factory=list)
     soft_deleted: list[Flag] = field(default_factory=list)  # value b"" adds, None removes
     member_names: list[Flag] = field(default_factory=list)
+    raw_fields: list[RawField] = field(default_factory=list)
+    raw_members: list[RawMembers] = field(default_factory=list)
+    raw_sets: list[tuple[str, str]] = field(default_factory=list)  # (set key, member) to SADD
 
     @property
     def bookkeeping(self) -> bool:
         """Whether the page writes anything besides mirror objects (then it is committed even when
         no object changed)."""
         return bool(
-            self.member_of or self.seen or self.residues or self.parked or self.soft_deleted or self.member_names
+            self.member_of
+            or self.seen
+            or self.residues
+            or self.parked
+            or self.soft_deleted
+            or self.member_names
+            or self.raw_fields
+            or self.raw_members
+            or self.raw_sets
         )
 
 
@@ -349,6 +380,14 @@ class TenantStore:
             key = self.keys.member_of(member_of.member)
             (script.add if member_of.present else script.remove)(key, member_of.group)
         self._write_directory_state(script, write)
+        for raw in write.raw_fields:
+            script.put_field(raw.key, raw.field, raw.value)
+        for members in write.raw_members:
+            script.add_binary(members.key, members.members, members.size)
+            if members.ttl is not None:
+                script.expire(members.key, members.ttl)
+        for key, member in write.raw_sets:
+            script.add(key, member)
         if write.seen:
             seen = self.keys.round_seen(source)
             for key in write.seen:
@@ -681,6 +720,12 @@ class _CommitScript:
 
     def delete_field(self, key: str, field: bytes) -> None:
         self._deleted_fields.setdefault(key, []).extend((self._bytes(field), len(field)))
+
+    def add_binary(self, key: str, members: bytes, size: int) -> None:
+        """SADD the `size`-byte members cut from `members`."""
+        for start in range(0, len(members), size * UNPACK_CHUNK):
+            chunk = members[start : start + size * UNPACK_CHUNK]
+            self._single += ["M", self._index(key), len(chunk) // size, size, self._bytes(chunk)]
 
     def add(self, key: str, member: str) -> None:
         self._grouped.setdefault(("S", key), []).append(member)

@@ -271,7 +271,7 @@ async def test_a_mirror_written_before_packing_reads_and_is_rewritten(redis: aio
     assert found == {f"{group}|has|{other}": earlier[3].obj}
     assert await store.mirror_dump() == {**dump, ("entity", member): {**earlier[0].obj, "jobTitle": "Auditor"}}
     for scope in await store.known_scopes():
-        entries = await redis.hgetall(store.keys.mirror(scope))
+        entries: dict[bytes, bytes] = await redis.hgetall(store.keys.mirror(scope))  # type: ignore[assignment]
         assert entries and all(is_current(f, v, unpack_key(f)) for f, v in entries.items())
     assert await redis.get(store.keys.mirror_format) == TenantKeys.MIRROR_FORMAT.encode()
 

@@ -38,7 +38,14 @@ from monitor.permissions import NEEDED_FOR
 from monitor.rounds import Progress, RecordListener, RoundResult
 from monitor.sources.base import SourceContext
 from monitor.sources.intune_passes import BETA_READS, FAMILIES, PASSES, IntunePass, ownership
-from monitor.sources.intune_sweep import SOURCE, PassWriter, delete_absent, has_objects, seen_source
+from monitor.sources.intune_sweep import (
+    SOURCE,
+    PassWriter,
+    delete_absent,
+    has_objects,
+    prune_units,
+    seen_source,
+)
 from monitor.store import iso_ms
 
 log = logging.getLogger(__name__)
@@ -114,12 +121,15 @@ async def sweep_intune(
     if track and complete:
         writer = PassWriter(context, "deletions", result, track=False, on_records=on_records)
         await delete_absent(writer, FAMILIES, complete, await ownership(writer))
+        for name in sorted(complete):
+            await prune_units(context, name)
     if track:
         for intune_pass in PASSES:
             await context.store.reset_seen(seen_source(intune_pass.name))
     await _record_permissions(context, report)
     await _count_passes(context, report)
-    await context.store.record_status(SOURCE, {"skipped": "", "partial": report.partial(), "beta": BETA_READS})
+    status = {"skipped": "", "partial": report.partial(), "beta": BETA_READS, "unchanged": result.skipped}
+    await context.store.record_status(SOURCE, status)
     failed = [o for o in report.passes if o.status in FAILED]
     if failed:
         detail = "; ".join(f"{o.name}: {o.detail}" for o in failed)

@@ -75,7 +75,8 @@ from monitor.model.intune_policies import (
 )
 from monitor.model.types import Kind, Op
 from monitor.sources.intune_mirror import device_types, known_users
-from monitor.sources.intune_sweep import Batched, Ownership, PassWriter, next_link
+from monitor.sources.intune_sweep import Batched, Ownership, PassWriter, next_link, seen_source
+from monitor.sources.intune_units import Unit, unit
 
 MANAGED_DEVICES_PATH = "/beta/deviceManagement/managedDevices"
 MOBILE_APPS_PATH = "/beta/deviceAppManagement/mobileApps"
@@ -115,8 +116,13 @@ async def run_devices(writer: PassWriter) -> None:
     params = {"$select": ",".join(MANAGED_DEVICE_SELECT)}
     async for page in context.client.pages(context.tenant.id, MANAGED_DEVICES_PATH, params=params):
         users = await known_users(context.store, (u for device in page for u in device_user_ids(device)))
-        ops: list[Op] = [op for device in page for op in map_device(device, known_users=users)]
-        await writer.commit(ops, objects=len(page))
+        await writer.commit_units([_device_unit(device, users) for device in page], objects=len(page))
+
+
+def _device_unit(device: dict[str, Any], users: set[str]) -> Unit:
+    """A device read with which of its users the mirror knows (its HAS and USES depend on it)."""
+    known = [user for user in device_user_ids(device) if user in users]
+    return unit(_DEVICES, str(device.get("id")), device, known, lambda: map_device(device, known_users=users))
 
 
 # -- compliance policies and device configurations -------------------------------------------------
@@ -151,8 +157,15 @@ def _policy_pass(kind: PolicyKind) -> Callable[[PassWriter], Awaitable[None]]:
 
 async def _commit_statuses(writer: PassWriter, policy: PolicyRef, statuses: list[dict[str, Any]]) -> None:
     known = await device_types(writer.context.store, (status_device_id(s) for s in statuses))
-    ops: list[Op] = [op for s in statuses for op in map_status(policy, s, known.get(status_device_id(s)))]
-    await writer.commit(ops, objects=len(statuses))
+    source = seen_source(writer.pass_name)
+    units = [_status_unit(source, policy, s, known.get(status_device_id(s))) for s in statuses]
+    await writer.commit_units(units, objects=len(statuses))
+
+
+def _status_unit(source: str, policy: PolicyRef, status: dict[str, Any], device_type: str | None) -> Unit:
+    """A device status read with its policy and the `_type` of its device (None: not in the mirror)."""
+    unit_id = f"{policy.kind}|{policy.id}|{status.get('id')}"
+    return unit(source, unit_id, status, [*policy, device_type], lambda: map_status(policy, status, device_type))
 
 
 # -- managed applications ------------------------------------------------------------------------
@@ -214,12 +227,18 @@ async def run_apps(writer: PassWriter) -> None:
     async for app, report in batched.pages((app, _report_request(app["id"], 0)) for app in assigned):
         rows = report["rows"]
         known = await device_types(context.store, (str(row.get("DeviceId")) for row in rows))
-        ops: list[Op] = []
-        for row in rows:
-            upsert = map_install_row(app, row, known.get(str(row.get("DeviceId"))))
-            if upsert is not None:
-                ops.append(upsert)
-        await writer.commit(ops, objects=len(rows))
+        units = [_install_unit(app, row, known.get(str(row.get("DeviceId")))) for row in rows]
+        await writer.commit_units(units, objects=len(rows))
+
+
+def _install_unit(app: dict[str, Any], row: dict[str, Any], device_type: str | None) -> Unit:
+    """An install-report row read with its app (id, version) and the `_type` of its device."""
+
+    def mapping() -> list[Op]:
+        upsert = map_install_row(app, row, device_type)
+        return [] if upsert is None else [upsert]
+
+    return unit(_APPS, f"{app['id']}|{row.get('DeviceId')}", row, [app, device_type], mapping)
 
 
 def _versions(app: dict[str, Any]) -> dict[str, Any]:
@@ -260,12 +279,20 @@ async def run_detected(writer: PassWriter) -> None:
     async for app, listed in batched.pages(first):
         devices = [str(d["id"]) for d in listed["value"]]
         known = await device_types(context.store, devices)
-        ops: list[Op] = [map_installed(app, d, known[d]) for d in devices if d in known]
-        await writer.commit(ops, objects=len(devices))
+        units = [_detected_unit(app, device, known[device]) for device in devices if device in known]
+        await writer.commit_units(units, objects=len(devices))
     entities = list(catalog.entities())
     for start in range(0, len(entities), 1000):
         await writer.commit(entities[start : start + 1000], objects=0)
 
+
+def _detected_unit(app: dict[str, Any], device_id: str, device_type: str) -> Unit:
+    """A device listed under a detected application, read with the application and the device's `_type`."""
+    mapping = lambda: [map_installed(app, device_id, device_type)]  # noqa: E731
+    return unit(_DETECTED, f"{app['id']}|{device_id}", device_id, [app, device_type], mapping)
+
+
+_DEVICES, _APPS, _DETECTED = seen_source("devices"), seen_source("apps"), seen_source("detected")
 
 PASSES: tuple[IntunePass, ...] = (
     IntunePass("devices", MANAGED_DEVICES, run_devices, required=True),

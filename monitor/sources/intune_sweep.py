@@ -13,15 +13,18 @@ Rules (DESIGN.md, "Rules that keep it correct"; issue 4):
   ownership is per object, never per scope.
 - The deletion phase reads each Intune scope once, keys only (a few hundred per scope), a pipeline
   of scopes per round trip; it reads an object's JSON only when it deletes it (for its anchor).
-- Seen-set members are 64-bit digests of "<kind>:<key>", not the keys: a large estate's passes see
-  millions of relationships, and a digest costs Redis a quarter of a key. A collision could only
-  make an absent object look seen (kept one more sweep), never delete a present one.
-- The change records carry source "intune"; the seen sets are written beside them, keyed by pass.
+- Seen-set members are 64-bit digests of "<kind>:<key>" (8 raw bytes), not the keys: a large
+  estate's passes see millions of relationships, and a digest costs Redis a fraction of a key. A
+  collision could only make an absent object look seen (kept one more sweep), never delete a present
+  one.
+- The change records carry source "intune"; the seen sets are written in the same commit, keyed by
+  pass.
+- Objects read from Graph go through `commit_units`: what Graph says the same as last time is not
+  mapped again (`monitor.sources.intune_units`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -31,13 +34,24 @@ from typing import Any, Generic, TypeVar
 import orjson
 
 from monitor.graph.client import BATCH_LIMIT, BatchRequest, BatchResponse, GraphClient
+from monitor.keys import TenantKeys
 from monitor.mirror_codec import unpack_key
 from monitor.model.registry import end_placements, entity_anchor
 from monitor.model.types import Delete, JsonObject, Kind, Op, Placement, Upsert
 from monitor.rounds import Progress, RecordListener, RoundResult
 from monitor.scopes import ScopeId
 from monitor.sources.base import SourceContext
-from monitor.store import PageWrite
+from monitor.sources.intune_units import (
+    CHECK_CHUNK,
+    CHECK_UNITS,
+    PRUNE_CHUNK,
+    PRUNE_UNITS,
+    REF_SIZE,
+    Unit,
+    record,
+    seen_ref,
+)
+from monitor.store import PageWrite, RawField, RawMembers
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +63,6 @@ Follow = Callable[[BatchRequest, dict[str, Any]], BatchRequest | None]
 Decode = Callable[[BatchResponse], dict[str, Any]]
 # (kind, family, key) -> the name of the pass that owns the object, or None (never deleted).
 Ownership = Callable[[Kind, str, str], str | None]
-
-
-def seen_ref(kind: Kind, key: str) -> str:
-    return hashlib.blake2b(f"{kind}:{key}".encode(), digest_size=8).hexdigest()
 
 
 def seen_source(pass_name: str) -> str:
@@ -80,11 +90,60 @@ class PassWriter:
         self.progress = progress
         self.objects = 0
 
+    @property
+    def _seen_key(self) -> str:
+        return self.context.store.keys.round_seen(seen_source(self.pass_name))
+
+    def _seen(self, refs: bytes) -> list[RawMembers]:
+        return [RawMembers(self._seen_key, refs, REF_SIZE, TenantKeys.ROUND_SEEN_TTL)] if self.track and refs else []
+
     async def commit(self, ops: Sequence[Op], *, objects: int = 0) -> int:
         """Commit one page of operations; `objects` Graph objects were read to make them. Returns the
         number of change records the page emitted."""
+        refs = b"".join(seen_ref(op.placement.kind, op.key) for op in ops if isinstance(op, Upsert))
+        return await self._commit(PageWrite(ops=list(ops), raw_members=self._seen(refs)), objects)
+
+    async def commit_units(self, units: Sequence[Unit], *, objects: int = 0) -> int:
+        """Commit one page of units: those whose digest matches their record are only marked seen;
+        the others are mapped, and their objects committed with their new records."""
+        changed = await self._changed(units) if self.track else units
+        ops: list[Op] = []
+        refs: list[bytes] = []
+        write = PageWrite(ops=ops)
+        units_key = self.context.store.keys.sweep_units
+        source = seen_source(self.pass_name)
+        for changed_unit in changed:
+            mapped = changed_unit.mapping()
+            unit_refs, unit_record = record(changed_unit.digest, mapped)
+            ops += mapped
+            refs.append(unit_refs)
+            if unit_refs:  # a unit mapped to nothing keeps no record: it is mapped every time
+                bucket = changed_unit.bucket
+                write.raw_fields.append(RawField(units_key(source, bucket), changed_unit.uid.encode(), unit_record))
+                write.raw_sets.append((self.context.store.keys.sweep_unit_buckets(source), str(bucket)))
+        write.raw_members = self._seen(b"".join(refs))
+        self.result.skipped += len(units) - len(changed)
+        return await self._commit(write, objects)
+
+    async def _changed(self, units: Sequence[Unit]) -> list[Unit]:
+        """The units whose records do not match (`CHECK_UNITS`, which marks the others seen)."""
+        store = self.context.store
+        script: Any = store.redis.register_script(CHECK_UNITS)
+        source = seen_source(self.pass_name)
+        changed: list[Unit] = []
+        for start in range(0, len(units), CHECK_CHUNK):
+            chunk = units[start : start + CHECK_CHUNK]
+            keys: dict[str, int] = {self._seen_key: 1}
+            args: list[str | int] = []
+            for each in chunk:
+                args += [keys.setdefault(store.keys.sweep_units(source, each.bucket), len(keys) + 1), each.uid]
+            digests = b"".join(each.digest for each in chunk)
+            positions = await script(keys=list(keys), args=[orjson.dumps(args), digests, TenantKeys.ROUND_SEEN_TTL])
+            changed += [chunk[int(position) - 1] for position in positions]
+        return changed
+
+    async def _commit(self, write: PageWrite, objects: int) -> int:
         store, now = self.context.store, self.context.clock()
-        write = PageWrite(ops=list(ops))
         if self.on_records is None:
             counts = await store.commit_counts(write, source=SOURCE, observed_at=now)
             self.result.changes.update(counts)
@@ -95,10 +154,6 @@ class PassWriter:
             emitted = len(records)
             if records:
                 self.on_records(records)
-        if self.track:
-            seen = [seen_ref(op.placement.kind, op.key) for op in ops if isinstance(op, Upsert)]
-            if seen:
-                await store.commit(PageWrite(seen=seen), source=seen_source(self.pass_name), observed_at=now)
         self.result.pages += 1
         self.result.objects += objects
         self.objects += objects
@@ -173,8 +228,9 @@ async def _unseen(
     store = writer.context.store
     script: Any = store.redis.register_script(UNSEEN)
     sets = [store.keys.round_seen(seen_source(owner)) for owner in by_owner]
-    refs = [[seen_ref(kind, key) for _, key in owned] for owned in by_owner.values()]
-    answer = await script(keys=sets, args=[orjson.dumps(refs)])
+    counts = orjson.dumps([len(owned) for owned in by_owner.values()])
+    refs = b"".join(seen_ref(kind, key) for owned in by_owner.values() for _, key in owned)
+    answer = await script(keys=sets, args=[counts, refs])
     owned_lists = list(by_owner.values())
     missing: dict[ScopeId, list[str]] = {}
     for position in range(0, len(answer), 2):
@@ -184,23 +240,40 @@ async def _unseen(
 
 
 # Which refs are not in their seen sets (read-only). KEYS = seen sets (one tenant: one hash tag);
-# ARGV[1] = a JSON array with, per KEYS[i], the array of refs to look up in it. Returns the
-# (i, j) positions of the refs absent from their set, flattened: usually nothing, so a scope of
-# thousands of objects costs one short answer instead of thousands of flags.
+# ARGV[1] = a JSON array with, per KEYS[i], the number of refs to look up in it; ARGV[2] = the refs,
+# 8 bytes each, in that order. Returns the (i, j) positions of the refs absent from their set,
+# flattened: usually nothing, so a scope of thousands of objects costs one short answer instead of
+# thousands of flags.
 UNSEEN = """
-local lists = cjson.decode(ARGV[1])
+local counts = cjson.decode(ARGV[1])
+local refs = ARGV[2]
+local at = 1
 local out = {}
 for i = 1, #KEYS do
-  local refs = lists[i]
-  for j = 1, #refs do
-    if redis.call('SISMEMBER', KEYS[i], refs[j]) == 0 then
+  for j = 1, counts[i] do
+    if redis.call('SISMEMBER', KEYS[i], string.sub(refs, at, at + 7)) == 0 then
       out[#out + 1] = i
       out[#out + 1] = j
     end
+    at = at + 8
   end
 end
 return out
 """
+
+
+async def prune_units(context: SourceContext, pass_name: str) -> int:
+    """After a complete pass (before its seen set is cleared): drop the records of its units that are
+    gone (`PRUNE_UNITS`). Returns how many."""
+    store = context.store
+    source = seen_source(pass_name)
+    buckets = sorted(int(b) for b in await store.redis.smembers(store.keys.sweep_unit_buckets(source)))
+    script: Any = store.redis.register_script(PRUNE_UNITS)
+    dropped = 0
+    for start in range(0, len(buckets), PRUNE_CHUNK):
+        keys = [store.keys.sweep_units(source, b) for b in buckets[start : start + PRUNE_CHUNK]]
+        dropped += int(await script(keys=[store.keys.round_seen(source), *keys]))
+    return dropped
 
 
 async def _delete(writer: PassWriter, scope: ScopeId, keys: list[str]) -> int:
