@@ -31,6 +31,7 @@ still compare as bytes.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from importlib import resources
 
 import zstandard
@@ -55,9 +56,16 @@ _compressor = zstandard.ZstdCompressor(
 _decompressor = zstandard.ZstdDecompressor(dict_data=_dictionary)
 
 
+@lru_cache(maxsize=1 << 14)
+def _parts(key: str) -> list[str]:
+    """`key` split around its UUIDs (odd positions). Cached: a page packs a key when it reads the
+    object and tokenizes it when it writes it, and device ids are looked up page after page."""
+    return _UUID.split(key)
+
+
 def pack_key(key: str) -> bytes:
     """The hash field of the object `key`: its UUIDs as 0xFF and 16 raw bytes."""
-    parts = _UUID.split(key)
+    parts = _parts(key)
     if len(parts) == 1:
         return key.encode()
     packed = bytearray()
@@ -86,7 +94,7 @@ def unpack_key(field: bytes | str) -> str:
 
 
 def _key_uuids(key: str) -> list[bytes]:
-    return [u.encode() for u in dict.fromkeys(_UUID.findall(key))][:_MAX_TOKENS]
+    return [u.encode() for u in dict.fromkeys(_parts(key)[1::2])][:_MAX_TOKENS]
 
 
 def tokenized(key: str, raw: bytes) -> bytes:

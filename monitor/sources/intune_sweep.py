@@ -25,6 +25,7 @@ Rules (DESIGN.md, "Rules that keep it correct"; issue 4):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -33,7 +34,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from monitor.graph.client import BATCH_LIMIT, BatchRequest, BatchResponse, GraphClient
+from monitor.graph.client import BATCH_LIMIT, BatchRequest, BatchResponse, GraphClient, GraphError
 from monitor.keys import TenantKeys
 from monitor.mirror_codec import unpack_key
 from monitor.model.registry import end_placements, entity_anchor
@@ -326,24 +327,59 @@ class Batched(Generic[T]):
 
     async def pages(self, first: Iterable[tuple[T, BatchRequest]]) -> AsyncIterator[tuple[T, dict[str, Any]]]:
         # At most 20 lists are open at a time, each followed to its end before another starts: page
-        # tokens stay fresh, and the queue holds 20 requests whatever the number of objects.
+        # tokens stay fresh, and the queue holds 20 requests whatever the number of objects. The next
+        # batch is sent as soon as this one is decoded, while the caller works on its pages.
         waiting: deque[tuple[T, BatchRequest]] = deque(first)
-        active: list[tuple[T, BatchRequest]] = []
-        while waiting or active:
-            while len(active) < BATCH_LIMIT and waiting:
-                active.append(waiting.popleft())
-            answers = await self.client.batch(self.tenant, [request for _, request in active], version=self.version)
-            following: list[tuple[T, BatchRequest]] = []
-            for (tag, request), answer in zip(active, answers, strict=True):
-                error = answer.error()
+        active = self._fill([], waiting)
+        pending = self._send(active)
+        try:
+            while pending is not None:
+                answers = await pending
+                pages, following, error = self._read(active, answers)
+                active = self._fill(following, waiting) if error is None else []
+                pending = self._send(active)
+                for tag, page in pages:
+                    yield tag, page
                 if error is not None:
-                    if answer.status in self.tolerate:
-                        log.info("tenant %s: %s gone since listed: %s", self.tenant, request.url, error)
-                        continue
                     raise error
+        except BaseException:
+            if pending is not None:
+                pending.cancel()
+            raise
+
+    @staticmethod
+    def _fill(
+        active: list[tuple[T, BatchRequest]], waiting: deque[tuple[T, BatchRequest]]
+    ) -> list[tuple[T, BatchRequest]]:
+        while len(active) < BATCH_LIMIT and waiting:
+            active.append(waiting.popleft())
+        return active
+
+    def _send(self, active: list[tuple[T, BatchRequest]]) -> asyncio.Future[list[BatchResponse]] | None:
+        if not active:
+            return None
+        return asyncio.ensure_future(self.client.batch(self.tenant, [r for _, r in active], version=self.version))
+
+    def _read(
+        self, active: list[tuple[T, BatchRequest]], answers: list[BatchResponse]
+    ) -> tuple[list[tuple[T, dict[str, Any]]], list[tuple[T, BatchRequest]], Exception | None]:
+        """The pages of a batch's answers in order, the follow-up requests, and the first error (the
+        pages before it are still delivered)."""
+        pages: list[tuple[T, dict[str, Any]]] = []
+        following: list[tuple[T, BatchRequest]] = []
+        for (tag, request), answer in zip(active, answers, strict=True):
+            error = answer.error()
+            if error is not None:
+                if answer.status in self.tolerate:
+                    log.info("tenant %s: %s gone since listed: %s", self.tenant, request.url, error)
+                    continue
+                return pages, following, error
+            try:
                 page = self.decode(answer)
-                yield tag, page
-                next_request = self.follow(request, page)
-                if next_request is not None:
-                    following.append((tag, next_request))
-            active = following
+            except GraphError as exc:
+                return pages, following, exc
+            pages.append((tag, page))
+            next_request = self.follow(request, page)
+            if next_request is not None:
+                following.append((tag, next_request))
+        return pages, following, None
