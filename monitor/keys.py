@@ -155,6 +155,12 @@ class TenantKeys:
         """SET of the buckets of `sweep_units(source, ...)` that hold records (to visit when pruning)."""
         return f"{self.base}:units:{source}"
 
+    def sweep_units_complete(self, source: str) -> str:
+        """STRING, present once a complete pass has left every object it owns with a unit record (the
+        first sweep, or the first with records after an upgrade): from then on a sweep in which no unit
+        went or dropped an object needs no scan of the mirror for deletions."""
+        return f"{self.base}:unitsok:{source}"
+
     # 1,000,000 units (the detected applications of 100,000 devices) -> ~60 a hash, under the 128
     # entries of Redis's default `hash-max-listpack-entries`.
     SWEEP_UNIT_BUCKETS = 16384

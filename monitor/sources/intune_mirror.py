@@ -51,12 +51,25 @@ async def known_users(store: TenantStore, user_ids: Iterable[str]) -> set[str]:
     return {key for key, flag in zip(ordered, flags, strict=True) if flag}
 
 
-async def device_types(store: TenantStore, device_ids: Iterable[str]) -> dict[str, str]:
-    """Managed device id -> the `_type` of its device entity, for the devices the mirror has.
+async def device_types(
+    store: TenantStore, device_ids: Iterable[str], cache: dict[str, str | None] | None = None
+) -> dict[str, str | None]:
+    """Managed device id -> the `_type` of its device entity (None: not in the mirror).
 
     One script call: Redis reads the records and returns only their `_type`s, so a page of a thousand
-    statuses costs a few kilobytes of answer instead of the thousand device records.
+    statuses costs a few kilobytes of answer instead of the thousand device records. With `cache`
+    (one sweep's, filled after its device pass wrote every device), each device is read once.
     """
+    wanted = list(dict.fromkeys(device_ids))
+    if cache is None:
+        return await _read_types(store, wanted)
+    missing = [device for device in wanted if device not in cache]
+    if missing:
+        cache.update(await _read_types(store, missing))
+    return {device: cache[device] for device in wanted}
+
+
+async def _read_types(store: TenantStore, device_ids: list[str]) -> dict[str, str | None]:
     by_hash = _grouped(store, DEVICE_FAMILY, device_ids)
     if not by_hash:
         return {}
@@ -66,7 +79,7 @@ async def device_types(store: TenantStore, device_ids: Iterable[str]) -> dict[st
     sizes = orjson.dumps([[len(field) for field in hash_fields] for hash_fields in fields])
     answers = await script(keys=list(by_hash), args=[sizes, b"".join(f for hash_fields in fields for f in hash_fields)])
     ordered = [key for keys in by_hash.values() for key in keys]
-    return {key: _text(kind) for key, kind in zip(ordered, answers, strict=True) if kind}
+    return {key: _text(kind) or None for key, kind in zip(ordered, answers, strict=True)}
 
 
 def _text(value: bytes | str) -> str:

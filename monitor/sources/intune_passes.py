@@ -156,7 +156,7 @@ def _policy_pass(kind: PolicyKind) -> Callable[[PassWriter], Awaitable[None]]:
 
 
 async def _commit_statuses(writer: PassWriter, policy: PolicyRef, statuses: list[dict[str, Any]]) -> None:
-    known = await device_types(writer.context.store, (status_device_id(s) for s in statuses))
+    known = await device_types(writer.context.store, (status_device_id(s) for s in statuses), writer.device_types)
     source = seen_source(writer.pass_name)
     units = [_status_unit(source, policy, s, known.get(status_device_id(s))) for s in statuses]
     await writer.commit_units(units, objects=len(statuses))
@@ -226,7 +226,7 @@ async def run_apps(writer: PassWriter) -> None:
         assigned += [{"id": app["id"], **_versions(app)} for app in page if app.get("isAssigned") is not False]
     async for app, report in batched.pages((app, _report_request(app["id"], 0)) for app in assigned):
         rows = report["rows"]
-        known = await device_types(context.store, (str(row.get("DeviceId")) for row in rows))
+        known = await device_types(context.store, (str(row.get("DeviceId")) for row in rows), writer.device_types)
         units = [_install_unit(app, row, known.get(str(row.get("DeviceId")))) for row in rows]
         await writer.commit_units(units, objects=len(rows))
 
@@ -278,8 +278,8 @@ async def run_detected(writer: PassWriter) -> None:
     )
     async for app, listed in batched.pages(first):
         devices = [str(d["id"]) for d in listed["value"]]
-        known = await device_types(context.store, devices)
-        units = [_detected_unit(app, device, known[device]) for device in devices if device in known]
+        known = await device_types(context.store, devices, writer.device_types)
+        units = [_detected_unit(app, device, kind) for device in devices if (kind := known.get(device)) is not None]
         await writer.commit_units(units, objects=len(devices))
     entities = list(catalog.entities())
     for start in range(0, len(entities), 1000):
@@ -303,6 +303,10 @@ PASSES: tuple[IntunePass, ...] = (
 )
 
 # -- ownership: which pass may delete an object by absence -----------------------------------------
+
+# The families that hold objects committed without unit records (policies, managed and detected
+# application entities): few, and always checked for absence.
+UNRECORDED_FAMILIES: tuple[tuple[Kind, str], ...] = (("entity", POLICY_FAMILY), ("entity", APPLICATION_FAMILY))
 
 # Every family an Intune pass writes, in the order the deletion phase walks them.
 FAMILIES: tuple[tuple[Kind, str], ...] = (

@@ -49,6 +49,7 @@ from monitor.sources.intune_units import (
     PRUNE_UNITS,
     REF_SIZE,
     Unit,
+    dropped_refs,
     record,
     seen_ref,
 )
@@ -82,14 +83,24 @@ class PassWriter:
         track: bool,
         on_records: RecordListener | None = None,
         progress: Progress | None = None,
+        recorded: bool = False,
+        device_types: dict[str, str | None] | None = None,
     ) -> None:
         self.context = context
+        # Whether every object the pass owns had a unit record when it started (`unit_records_complete`):
+        # then a unit without one is new and left nothing behind.
+        self.recorded = recorded
         self.pass_name = pass_name
         self.result = result
         self.track = track
         self.on_records = on_records
         self.progress = progress
         self.objects = 0
+        # Whether an object this pass owns may have gone although every unit was seen: a unit mapped
+        # to fewer objects than its record names, or one without a record (`monitor.sources.intune_units`).
+        self.may_have_dropped = False
+        # Device id -> `_type` (None: not in the mirror), shared by the passes after the device pass.
+        self.device_types: dict[str, str | None] = {} if device_types is None else device_types
 
     @property
     def _seen_key(self) -> str:
@@ -107,7 +118,7 @@ class PassWriter:
     async def commit_units(self, units: Sequence[Unit], *, objects: int = 0) -> int:
         """Commit one page of units: those whose digest matches their record are only marked seen;
         the others are mapped, and their objects committed with their new records."""
-        changed = await self._changed(units) if self.track else units
+        changed, earlier = await self._changed(units) if self.track else (list(units), {})
         ops: list[Op] = []
         refs: list[bytes] = []
         write = PageWrite(ops=ops)
@@ -116,6 +127,9 @@ class PassWriter:
         for changed_unit in changed:
             mapped = changed_unit.mapping()
             unit_refs, unit_record = record(changed_unit.digest, mapped)
+            if self.track and not self.may_have_dropped:
+                known = earlier.get(changed_unit.uid)
+                self.may_have_dropped = (known is not None or not self.recorded) and dropped_refs(known, unit_refs)
             ops += mapped
             refs.append(unit_refs)
             if unit_refs:  # a unit mapped to nothing keeps no record: it is mapped every time
@@ -126,12 +140,14 @@ class PassWriter:
         self.result.skipped += len(units) - len(changed)
         return await self._commit(write, objects)
 
-    async def _changed(self, units: Sequence[Unit]) -> list[Unit]:
-        """The units whose records do not match (`CHECK_UNITS`, which marks the others seen)."""
+    async def _changed(self, units: Sequence[Unit]) -> tuple[list[Unit], dict[str, bytes | None]]:
+        """The units whose records do not match (`CHECK_UNITS`, which marks the others seen), and the
+        records they had (None: none)."""
         store = self.context.store
         script: Any = store.redis.register_script(CHECK_UNITS)
         source = seen_source(self.pass_name)
         changed: list[Unit] = []
+        earlier: dict[str, bytes | None] = {}
         for start in range(0, len(units), CHECK_CHUNK):
             chunk = units[start : start + CHECK_CHUNK]
             keys: dict[str, int] = {self._seen_key: 1}
@@ -139,9 +155,12 @@ class PassWriter:
             for each in chunk:
                 args += [keys.setdefault(store.keys.sweep_units(source, each.bucket), len(keys) + 1), each.uid]
             digests = b"".join(each.digest for each in chunk)
-            positions = await script(keys=list(keys), args=[orjson.dumps(args), digests, TenantKeys.ROUND_SEEN_TTL])
-            changed += [chunk[int(position) - 1] for position in positions]
-        return changed
+            answer = await script(keys=list(keys), args=[orjson.dumps(args), digests, TenantKeys.ROUND_SEEN_TTL])
+            for n in range(0, len(answer), 2):
+                each = chunk[int(answer[n]) - 1]
+                changed.append(each)
+                earlier[each.uid] = answer[n + 1] or None
+        return changed, earlier
 
     async def _commit(self, write: PageWrite, objects: int) -> int:
         store, now = self.context.store, self.context.clock()

@@ -94,6 +94,16 @@ def unit(source: str, unit_id: str, raw: Any, context: Any, mapping: Callable[[]
     return Unit(uid, digest, mapping)
 
 
+def dropped_refs(earlier: bytes | None, refs: bytes) -> bool:
+    """Whether a unit mapped again may have left objects behind: its earlier record names a ref it no
+    longer maps to, or it had no record (unless every object had one, a new unit or records never
+    written)."""
+    if earlier is None:
+        return True
+    now = {refs[at : at + REF_SIZE] for at in range(0, len(refs), REF_SIZE)}
+    return any(earlier[at : at + REF_SIZE] not in now for at in range(DIGEST_SIZE, len(earlier), REF_SIZE))
+
+
 def record(digest: bytes, ops: Sequence[Op]) -> tuple[bytes, bytes]:
     """(the seen refs of `ops`' upserts, the unit's record: digest then refs)."""
     refs = b"".join(seen_ref(op.placement.kind, op.key) for op in ops if isinstance(op, Upsert))
@@ -104,7 +114,7 @@ def record(digest: bytes, ops: Sequence[Op]) -> tuple[bytes, bytes]:
 # ARGV[1] = a JSON array: per unit its KEYS index and its id; ARGV[2] = the units' digests, 8 bytes
 # each, in order; ARGV[3] = the seen set's time to live.
 # A unit whose record starts with its digest is skipped: the refs that follow the digest are added to
-# the seen set. Returns the (1-based) positions of the other units.
+# the seen set. Returns, for each other unit, its (1-based) position and its record (false: none).
 CHECK_UNITS = """
 local a = cjson.decode(ARGV[1])
 local digests = ARGV[2]
@@ -118,6 +128,7 @@ for n = 1, #a / 2 do
     end
   else
     out[#out + 1] = n
+    out[#out + 1] = rec
   end
 end
 if #refs > 0 then redis.call('SADD', KEYS[1], unpack(refs)) end

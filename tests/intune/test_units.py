@@ -169,3 +169,45 @@ async def _records(runtime: Runtime) -> Counter[str]:
         for bucket in await store.redis.smembers(store.keys.sweep_unit_buckets(source)):
             counts[name] += await store.redis.hlen(store.keys.sweep_units(source, int(bucket)))
     return counts
+
+
+async def test_a_unit_that_maps_to_less_takes_its_objects_with_it(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant
+) -> None:
+    """A status back to compliant maps to one object instead of four: no unit went, yet its finding
+    and the finding's relationships are deleted (the sweep scans for absence when a unit shrank)."""
+    policy = next(iter(estate.compliance_policies))
+    device = pick(estate, estate.policy_platform[policy], lambda d: estate.status(policy, d) == "nonCompliant")
+    await first_sweep(runtime)
+    before = await mirror(runtime)
+    estate.set_status(policy, device.id, "compliant")
+
+    records, failures = await sync(runtime)
+
+    after = expected_intune(estate, set(tenant.users))
+    assert failures == [] and summary(records) == expected_changes(before, after)
+    finding = f"{estate.account_id}_{policy}_{device.id}"
+    assert ("delete", finding) in {(r["op"], r["key"]) for r in records}
+    assert await mirror(runtime) == after
+
+
+async def test_objects_without_unit_records_are_still_deleted_by_absence(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant
+) -> None:
+    """A mirror whose objects have no unit records (written before them) is scanned for absence on
+    the next sweep: an application uninstalled meanwhile goes, although no unit says so."""
+    await first_sweep(runtime)
+    store = runtime.store(TENANT_ID)
+    async for key in store.redis.scan_iter(match=f"{store.keys.base}:units*"):
+        await store.redis.delete(key)
+    before = await mirror(runtime)
+    device = pick(estate, "macMDM", lambda d: any(estate.device_count(a) > 1 for a in estate.device_apps(d.id)))
+    app = next(a for a in estate.device_apps(device.id) if estate.device_count(a) > 1)
+    estate.uninstall_detected(device.id, app)
+
+    records, failures = await sync(runtime)
+
+    after = expected_intune(estate, set(tenant.users))
+    assert failures == [] and summary(records) == expected_changes(before, after)
+    assert [r["op"] for r in records] == ["delete"] and device.id in records[0]["key"]
+    assert await mirror(runtime) == after
