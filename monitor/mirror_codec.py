@@ -93,8 +93,9 @@ def unpack_key(field: bytes | str) -> str:
     return "".join(pieces)
 
 
-def _key_uuids(key: str) -> list[bytes]:
-    return [u.encode() for u in dict.fromkeys(_parts(key)[1::2])][:_MAX_TOKENS]
+@lru_cache(maxsize=1 << 14)
+def _key_uuids(key: str) -> tuple[bytes, ...]:
+    return tuple(u.encode() for u in dict.fromkeys(_parts(key)[1::2]))[:_MAX_TOKENS]
 
 
 def tokenized(key: str, raw: bytes) -> bytes:

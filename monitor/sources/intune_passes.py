@@ -40,6 +40,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from monitor.graph.client import BatchRequest, BatchResponse
 from monitor.model.intune import (
     AGENT_KEY_PREFIX,
@@ -76,7 +78,7 @@ from monitor.model.intune_policies import (
 from monitor.model.types import Kind, Op
 from monitor.sources.intune_mirror import device_types, known_users
 from monitor.sources.intune_sweep import Batched, Ownership, PassWriter, next_link, seen_source
-from monitor.sources.intune_units import Unit, unit
+from monitor.sources.intune_units import Unit, unit, unit_of
 
 MANAGED_DEVICES_PATH = "/beta/deviceManagement/managedDevices"
 MOBILE_APPS_PATH = "/beta/deviceAppManagement/mobileApps"
@@ -279,17 +281,24 @@ async def run_detected(writer: PassWriter) -> None:
     async for app, listed in batched.pages(first):
         devices = [str(d["id"]) for d in listed["value"]]
         known = await device_types(context.store, devices, writer.device_types)
-        units = [_detected_unit(app, device, kind) for device in devices if (kind := known.get(device)) is not None]
+        read_with = orjson.dumps(app, option=orjson.OPT_SORT_KEYS)
+        units = [
+            _detected_unit(app, read_with, device, kind)
+            for device in devices
+            if (kind := known.get(device)) is not None
+        ]
         await writer.commit_units(units, objects=len(devices))
     entities = list(catalog.entities())
     for start in range(0, len(entities), 1000):
         await writer.commit(entities[start : start + 1000], objects=0)
 
 
-def _detected_unit(app: dict[str, Any], device_id: str, device_type: str) -> Unit:
-    """A device listed under a detected application, read with the application and the device's `_type`."""
+def _detected_unit(app: dict[str, Any], app_json: bytes, device_id: str, device_type: str) -> Unit:
+    """A device listed under a detected application (`app_json`: its canonical JSON), read with the
+    application and the device's `_type`: a unit per device, so one installation costs one unit."""
     mapping = lambda: [map_installed(app, device_id, device_type)]  # noqa: E731
-    return unit(_DETECTED, f"{app['id']}|{device_id}", device_id, [app, device_type], mapping)
+    content = b"\0".join((app_json, device_id.encode(), device_type.encode()))
+    return unit_of(_DETECTED, f"{app['id']}|{device_id}", content, mapping)
 
 
 _DEVICES, _APPS, _DETECTED = seen_source("devices"), seen_source("apps"), seen_source("detected")

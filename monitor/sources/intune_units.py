@@ -88,10 +88,13 @@ class Unit:
 def unit(source: str, unit_id: str, raw: Any, context: Any, mapping: Callable[[], Sequence[Op]]) -> Unit:
     """The unit `unit_id` of pass `source` (`seen_source`): `raw` is the Graph object as read,
     `context` everything else its mapping reads (JSON-serializable)."""
+    return unit_of(source, unit_id, orjson.dumps([context, raw], option=orjson.OPT_SORT_KEYS), mapping)
+
+
+def unit_of(source: str, unit_id: str, content: bytes, mapping: Callable[[], Sequence[Op]]) -> Unit:
+    """`unit` with what the mapping reads already serialized (`content`: every byte of it counts)."""
     uid = hashlib.blake2b(f"{source}\0{unit_id}".encode(), digest_size=8).hexdigest()
-    content = orjson.dumps([context, raw], option=orjson.OPT_SORT_KEYS)
-    digest = hashlib.blake2b(MAPPING_VERSION + content, digest_size=DIGEST_SIZE).digest()
-    return Unit(uid, digest, mapping)
+    return Unit(uid, hashlib.blake2b(content, digest_size=DIGEST_SIZE, key=MAPPING_VERSION).digest(), mapping)
 
 
 def dropped_refs(earlier: bytes | None, refs: bytes) -> bool:
