@@ -280,6 +280,7 @@ Tenant: {number(public.users)} users, {number(public.groups)} groups, {number(pu
 | Peak memory of the monitor process (RSS) | {first.peak_rss_mb:.0f} MB |
 | CPU time of the monitor process | {first.cpu:.1f} s |
 | Redis memory after the round: all / the change log in it | {redis_mb.total_mb:.0f} / {redis_mb.changelog_mb:.0f} MB |
+| Redis memory per mirrored object ({number(redis_mb.objects)}), the change log left out | {redis_mb.per_object():.0f} bytes |
 
 | Incremental round after {changed} membership changes in {changed} groups | |
 |---|---|
