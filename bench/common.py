@@ -236,7 +236,7 @@ async def _usage(client: aioredis.Redis, pattern: str, *, count: bool = False) -
     found = [key async for key in client.scan_iter(match=pattern, count=1000)]
     total, fields = 0.0, 0
     for start in range(0, len(found), 500):
-        pipe = client.pipeline(transaction=False)
+        pipe: Any = client.pipeline(transaction=False)
         for key in found[start : start + 500]:
             pipe.memory_usage(key, samples=0)
             if count:
