@@ -44,6 +44,7 @@ PACKED_UUID = b"\xff"
 _MAX_TOKENS = 9
 _TOKENS = tuple(bytes((1, ord("0") + n)) for n in range(_MAX_TOKENS))
 _UUID = re.compile(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+_PACKED = re.compile(rb"\xff(.{16})", re.DOTALL)
 LEVEL = 3
 
 _dictionary = zstandard.ZstdCompressionDict(resources.files("monitor").joinpath("mirror.zdict").read_bytes())
@@ -76,21 +77,29 @@ def pack_key(key: str) -> bytes:
 
 def unpack_key(field: bytes | str) -> str:
     """The `_key` stored in hash field `field` (fields written before packing are the key itself)."""
+    return field if isinstance(field, str) else _unpacked(field)[0]
+
+
+@lru_cache(maxsize=1 << 16)
+def _unpacked(field: bytes) -> tuple[str, tuple[bytes, ...]]:
+    """The key in `field`, and its UUIDs as text (`_key_uuids`). The split runs left to right, so a
+    0xFF among a UUID's raw bytes is consumed with it. Cached: a scope the publisher uploads again
+    after each change is read again, and this costs a few microseconds a key."""
+    parts = _PACKED.split(field)
+    if len(parts) == 1:
+        return field.decode(), ()
+    for n in range(1, len(parts), 2):
+        h = parts[n].hex()
+        parts[n] = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode()
+    return b"".join(parts).decode(), tuple(dict.fromkeys(parts[1::2]))[:_MAX_TOKENS]
+
+
+def decode_entry(field: bytes | str, value: bytes | str) -> tuple[str, bytes]:
+    """(`_key`, canonical JSON) of a stored entry, either format."""
     if isinstance(field, str):
-        return field
-    at = field.find(PACKED_UUID)
-    if at < 0:
-        return field.decode()
-    pieces: list[str] = []
-    start = 0
-    while at >= 0:
-        pieces.append(field[start:at].decode())
-        h = field[at + 1 : at + 17].hex()
-        pieces.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-        start = at + 17
-        at = field.find(PACKED_UUID, start)
-    pieces.append(field[start:].decode())
-    return "".join(pieces)
+        return field, decode_value(field, value)
+    key, uuids = _unpacked(field)
+    return key, _decoded(key, value, uuids)
 
 
 @lru_cache(maxsize=1 << 14)
@@ -115,6 +124,10 @@ def encode_value(key: str, raw: bytes, entity_type: str | None = None) -> bytes:
 
 def decode_value(key: str, value: bytes | str) -> bytes:
     """The canonical JSON of the object `key` from its stored value (any format above)."""
+    return _decoded(key, value, None)
+
+
+def _decoded(key: str, value: bytes | str, uuids: tuple[bytes, ...] | None) -> bytes:
     if isinstance(value, str):  # a client that decodes answers: only canonical JSON survives that
         return value.encode()
     marker = value[0]
@@ -127,7 +140,7 @@ def decode_value(key: str, value: bytes | str) -> bytes:
     else:
         raise ValueError(f"mirror value of {key!r} in an unknown format ({marker:#04x})")
     if b"\x01" in body:
-        for token, uuid in zip(_TOKENS, _key_uuids(key), strict=False):
+        for token, uuid in zip(_TOKENS, _key_uuids(key) if uuids is None else uuids, strict=False):
             body = body.replace(token, uuid)
     return body
 

@@ -24,7 +24,7 @@ import orjson
 
 from monitor.diff import Change, diff
 from monitor.keys import COMMIT_PAGE, FIND_MEMBERSHIPS, READ_PAGE, TenantKeys
-from monitor.mirror_codec import decode_value, encode_value, is_current, pack_key, unpack_key
+from monitor.mirror_codec import decode_entry, decode_value, encode_value, is_current, pack_key, unpack_key
 from monitor.model.types import Delete, JsonObject, Kind, Op, Patch, Placement, Upsert
 from monitor.redis_conn import Redis
 from monitor.retry import RetryPolicy
@@ -482,8 +482,8 @@ class TenantStore:
         raw = await self.redis.hgetall(self.keys.mirror(scope))
         objects = {}
         for stored, value in raw.items():
-            key = unpack_key(stored)
-            objects[key] = _loads(decode_value(key, value))
+            key, json = decode_entry(stored, value)
+            objects[key] = _loads(json)
         return objects
 
     async def scope_keys(self, scope: ScopeId, prefix: str = "") -> list[str]:
@@ -585,8 +585,8 @@ class TenantStore:
             keys = [self.mirror_key(scope) for scope in scopes[start : start + MEMBERSHIP_SCAN_CHUNK]]
             flat = await self._find_memberships(keys=keys, args=args)
             for n in range(0, len(flat), 2):
-                key = unpack_key(flat[n])
-                found[key] = _loads(decode_value(key, flat[n + 1]))
+                key, json = decode_entry(flat[n], flat[n + 1])
+                found[key] = _loads(json)
         return found
 
     async def member_names(self, members: Sequence[str]) -> dict[str, JsonObject]:
