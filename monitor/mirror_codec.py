@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 import zstandard
 
@@ -57,22 +58,21 @@ _compressor = zstandard.ZstdCompressor(
 _decompressor = zstandard.ZstdDecompressor(dict_data=_dictionary)
 
 
-@lru_cache(maxsize=1 << 14)
-def _parts(key: str) -> list[str]:
-    """`key` split around its UUIDs (odd positions). Cached: a page packs a key when it reads the
-    object and tokenizes it when it writes it, and device ids are looked up page after page."""
-    return _UUID.split(key)
+def packed_key(key: str) -> tuple[bytes, tuple[bytes, ...]]:
+    """The hash field of the object `key` (its UUIDs as 0xFF and 16 raw bytes), and the UUIDs its value
+    is tokenized with (`encode_value`): one pass over the key for both."""
+    parts: list[Any] = _UUID.split(key)
+    if len(parts) == 1:
+        return key.encode(), ()
+    uuids = tuple(dict.fromkeys(u.encode() for u in parts[1::2]))[:_MAX_TOKENS]
+    parts[1::2] = [PACKED_UUID + bytes.fromhex(u.replace("-", "")) for u in parts[1::2]]
+    parts[0::2] = [text.encode() for text in parts[0::2]]
+    return b"".join(parts), uuids
 
 
 def pack_key(key: str) -> bytes:
     """The hash field of the object `key`: its UUIDs as 0xFF and 16 raw bytes."""
-    parts = _parts(key)
-    if len(parts) == 1:
-        return key.encode()
-    packed = bytearray()
-    for n, part in enumerate(parts):
-        packed += PACKED_UUID + bytes.fromhex(part.replace("-", "")) if n % 2 else part.encode()
-    return bytes(packed)
+    return packed_key(key)[0]
 
 
 def unpack_key(field: bytes | str) -> str:
@@ -102,29 +102,30 @@ def decode_entry(field: bytes | str, value: bytes | str) -> tuple[str, bytes]:
     return key, _decoded(key, value, uuids)
 
 
-@lru_cache(maxsize=1 << 14)
 def _key_uuids(key: str) -> tuple[bytes, ...]:
-    return tuple(u.encode() for u in dict.fromkeys(_parts(key)[1::2]))[:_MAX_TOKENS]
+    return packed_key(key)[1]
 
 
-def tokenized(key: str, raw: bytes) -> bytes:
-    """`raw` with the UUIDs of `key` replaced by their tokens (what is compressed)."""
-    for token, uuid in zip(_TOKENS, _key_uuids(key), strict=False):
+def tokenized(key: str, raw: bytes, uuids: tuple[bytes, ...] | None = None) -> bytes:
+    """`raw` with the UUIDs of `key` (`uuids`, when known) replaced by their tokens (what is compressed)."""
+    for token, uuid in zip(_TOKENS, _key_uuids(key) if uuids is None else uuids, strict=False):
         raw = raw.replace(uuid, token)
     return raw
 
 
-def encode_value(key: str, raw: bytes, entity_type: str | None = None) -> bytes:
-    """The stored value of the object `key` whose canonical JSON is `raw`; `entity_type` for an entity."""
-    frame = _compressor.compress(tokenized(key, raw))
+def encode_value(key: str, raw: bytes, entity_type: str | None = None, uuids: tuple[bytes, ...] | None = None) -> bytes:
+    """The stored value of the object `key` whose canonical JSON is `raw`; `entity_type` for an entity;
+    `uuids` as `packed_key` gave them, when at hand."""
+    frame = _compressor.compress(tokenized(key, raw, uuids))
     if entity_type is None or "\x00" in entity_type:
         return bytes((FRAME,)) + frame
     return bytes((TYPED_FRAME,)) + entity_type.encode() + b"\x00" + frame
 
 
-def decode_value(key: str, value: bytes | str) -> bytes:
-    """The canonical JSON of the object `key` from its stored value (any format above)."""
-    return _decoded(key, value, None)
+def decode_value(key: str, value: bytes | str, uuids: tuple[bytes, ...] | None = None) -> bytes:
+    """The canonical JSON of the object `key` from its stored value (any format above); `uuids` as
+    `packed_key` gave them, when at hand."""
+    return _decoded(key, value, uuids)
 
 
 def _decoded(key: str, value: bytes | str, uuids: tuple[bytes, ...] | None) -> bytes:

@@ -24,7 +24,15 @@ import orjson
 
 from monitor.diff import Change, diff
 from monitor.keys import COMMIT_PAGE, FIND_MEMBERSHIPS, READ_PAGE, TenantKeys
-from monitor.mirror_codec import decode_entry, decode_value, encode_value, is_current, pack_key, unpack_key
+from monitor.mirror_codec import (
+    decode_entry,
+    decode_value,
+    encode_value,
+    is_current,
+    pack_key,
+    packed_key,
+    unpack_key,
+)
 from monitor.model.types import Delete, JsonObject, Kind, Op, Patch, Placement, Upsert
 from monitor.redis_conn import Redis
 from monitor.retry import RetryPolicy
@@ -156,7 +164,8 @@ class _Slot:
     mirror_key: str
     scope: ScopeId
     key: str
-    field: bytes  # the key as the hash field (`mirror_codec.pack_key`)
+    field: bytes  # the key as the hash field (`mirror_codec.packed_key`)
+    uuids: tuple[bytes, ...]  # the key's UUIDs, which its stored value is tokenized with
     before_raw: bytes | None
     current: JsonObject | None = None
     current_raw: bytes | None = None
@@ -257,32 +266,30 @@ class TenantStore:
             return {}, {}
         by_hash: dict[str, list[str]] = {}
         scope_names: dict[str, None] = {}
-        packed: dict[SlotId, bytes] = {}
-        for slot_id, (_, scope) in placements.items():
-            by_hash.setdefault(slot_id[0], []).append(slot_id[1])
+        for (mirror_key, key), (_, scope) in placements.items():
+            by_hash.setdefault(mirror_key, []).append(key)
             scope_names[self.scope_name(scope)] = None
-            packed[slot_id] = pack_key(slot_id[1])
         keys = [self.keys.scope_versions]
         args: list[str | int] = [len(scope_names), *scope_names]
-        names: list[bytes] = []
+        packed: list[tuple[bytes, tuple[bytes, ...]]] = []
         for mirror_key, fields in by_hash.items():
             for start in range(0, len(fields), UNPACK_CHUNK):
-                chunk = [packed[(mirror_key, key)] for key in fields[start : start + UNPACK_CHUNK]]
-                args += [len(keys) + 1, len(chunk), *map(len, chunk)]
-                names += chunk
+                chunk = [packed_key(key) for key in fields[start : start + UNPACK_CHUNK]]
+                args += [len(keys) + 1, len(chunk), *(len(field) for field, _ in chunk)]
+                packed += chunk
                 keys.append(mirror_key)
-        values = await self._read_page(keys=keys, args=[orjson.dumps(args), b"".join(names)])
+        values = await self._read_page(keys=keys, args=[orjson.dumps(args), b"".join(f for f, _ in packed)])
         versions = {name: _text(v) if v else "" for name, v in zip(scope_names, values, strict=False)}
         raws = iter(values[len(scope_names) :])
+        fields_of = iter(packed)
         slots: dict[SlotId, _Slot] = {}
-        for mirror_key, fields in by_hash.items():
-            for key in fields:
+        for mirror_key, hash_keys in by_hash.items():
+            for key in hash_keys:
                 raw = next(raws)
+                field, uuids = next(fields_of)
                 kind, scope = placements[(mirror_key, key)]
-                before = raw if isinstance(raw, bytes) else None
-                field = packed[(mirror_key, key)]
-                before = None if before is None else decode_value(key, before)
-                slots[(mirror_key, key)] = _Slot(kind, mirror_key, scope, key, field, before, None, before)
+                before = decode_value(key, raw, uuids) if isinstance(raw, bytes) else None
+                slots[(mirror_key, key)] = _Slot(kind, mirror_key, scope, key, field, uuids, before, None, before)
         return slots, versions
 
     def scope_name(self, scope: ScopeId) -> str:
@@ -780,7 +787,7 @@ def _stored(slot: _Slot) -> bytes:
     """The value written for a slot: entities carry their `_type` in the clear (`mirror_codec`)."""
     assert slot.current_raw is not None
     entity_type = slot.current.get("_type") if slot.kind == "entity" and slot.current is not None else None
-    return encode_value(slot.key, slot.current_raw, entity_type if isinstance(entity_type, str) else None)
+    return encode_value(slot.key, slot.current_raw, entity_type if isinstance(entity_type, str) else None, slot.uuids)
 
 
 def _loads(raw: bytes | str) -> JsonObject:
