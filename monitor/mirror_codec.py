@@ -80,7 +80,7 @@ def unpack_key(field: bytes | str) -> str:
     return field if isinstance(field, str) else _unpacked(field)[0]
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 12)
 def _unpacked(field: bytes) -> tuple[str, tuple[bytes, ...]]:
     """The key in `field`, and its UUIDs as text (`_key_uuids`). The split runs left to right, so a
     0xFF among a UUID's raw bytes is consumed with it. Cached: a scope the publisher uploads again

@@ -10,7 +10,6 @@ all devices in memory.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -18,7 +17,7 @@ import orjson
 from monitor.mirror_codec import pack_key
 from monitor.model.intune import DEVICE_FAMILY, USER_FAMILY
 from monitor.model.types import entity_placement
-from monitor.scopes import ScopeId, scope_of
+from monitor.scopes import scope_of
 from monitor.store import TenantStore
 
 
@@ -26,14 +25,8 @@ def _grouped(store: TenantStore, family: str, keys: Iterable[str]) -> dict[str, 
     """Entity keys by the mirror hash that holds them (entities anchored on their own key)."""
     by_hash: dict[str, list[str]] = {}
     for key in dict.fromkeys(keys):
-        by_hash.setdefault(store.mirror_key(_entity_scope(family, key)), []).append(key)
+        by_hash.setdefault(store.mirror_key(scope_of(entity_placement(family, key))), []).append(key)
     return by_hash
-
-
-@lru_cache(maxsize=1 << 17)
-def _entity_scope(family: str, key: str) -> ScopeId:
-    """Cached: the passes look the same devices up page after page (statuses, reports, detected apps)."""
-    return scope_of(entity_placement(family, key))
 
 
 async def known_users(store: TenantStore, user_ids: Iterable[str]) -> set[str]:
