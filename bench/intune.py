@@ -73,6 +73,11 @@ class Sweep:
         return int(self.entry["changes"])
 
     @property
+    def waits(self) -> str:
+        paced, throttled = float(self.entry.get("paced") or 0), self.entry.get("throttled") or 0
+        return f"{paced:.1f} s / {throttled} ({float(self.entry.get('throttle_wait') or 0):.0f} s)"
+
+    @property
     def unchanged(self) -> int:
         return int(self.entry.get("unchanged") or 0)
 
@@ -264,6 +269,7 @@ def _report(
         _row("HTTP requests (a `$batch` counted once)", *(number(s.http) for s in sweeps)),
         _row("Change records emitted", *(f"**{number(s.records)}**" for s in sweeps)),
         _row("Graph objects read as the last sweep did (not mapped again)", *(number(s.unchanged) for s in sweeps)),
+        _row("Waited for Intune's limits: paced / 429s (their wait)", *(s.waits for s in sweeps)),
         _row("Peak memory of the sweep process (RSS)", *(f"{s.run.peak_rss_mb:.0f} MB" for s in sweeps)),
         _row("CPU time of the sweep process", *(f"{s.run.cpu:.1f} s" for s in sweeps)),
     ]

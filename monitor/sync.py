@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 
 from monitor.app import Runtime
+from monitor.collector import fewer_collections
 from monitor.graph.auth import AuthError
 from monitor.graph.client import GraphError
 from monitor.leases import Lease
@@ -70,7 +71,8 @@ async def run_source(
         try:
             if full and name in DELTA_PERMISSION:
                 await store.drop_delta_link(name)
-            result = await _dispatch(context, name, progress, on_records)
+            with fewer_collections():
+                result = await _dispatch(context, name, progress, on_records)
         except (GraphError, AuthError) as exc:
             await _record_failure(context, name, exc, time.monotonic() - started)
             raise SourceFailed(name, str(exc)) from exc

@@ -27,10 +27,7 @@ One sweep (`sweep_intune`, run by `run_source(context, "intune")`):
 
 from __future__ import annotations
 
-import gc
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -98,42 +95,15 @@ class SweepReport:
         return "; ".join(f"{o.name}: {o.status} ({o.detail})" for o in self.passes if o.status != "complete")
 
 
-# A sweep allocates millions of short-lived containers (Graph pages, mapped objects, records): with
-# Python's default thresholds (700, 10, 10) the cyclic collector ran often enough to take about a
-# quarter of a first sweep's CPU, though what a sweep allocates is freed by reference counting.
-SWEEP_GC_THRESHOLDS = (50_000, 50, 1000)
-_sweeps_running = 0
-_saved_thresholds: tuple[int, int, int] = gc.get_threshold()
-
-
-@contextmanager
-def _fewer_collections() -> Iterator[None]:
-    """Raise the collector's thresholds while any sweep of the process runs, then restore them."""
-    global _sweeps_running, _saved_thresholds
-    if _sweeps_running == 0:
-        _saved_thresholds = gc.get_threshold()
-        gc.set_threshold(*SWEEP_GC_THRESHOLDS)
-    _sweeps_running += 1
-    try:
-        yield
-    finally:
-        _sweeps_running -= 1
-        if _sweeps_running == 0:
-            gc.set_threshold(*_saved_thresholds)
-
-
 async def sweep_intune(
     context: SourceContext, *, on_records: RecordListener | None = None, progress: Progress | None = None
 ) -> RoundResult:
     """One sweep of the tenant's Intune estate and account enrichment; raises GraphError when a pass
     failed (after the other passes ran and the complete ones deleted), so the caller records the
     sweep as failed."""
-    with _fewer_collections():
-        return await _sweep(context, on_records, progress)
-
-
-async def _sweep(context: SourceContext, on_records: RecordListener | None, progress: Progress | None) -> RoundResult:
     result = RoundResult(context.tenant.id, SOURCE, sweep=True)
+    stats = context.client.stats
+    waits = (stats.paced, stats.throttled, stats.waited)
     probe = await _probe(context)
     await _enrich_account(context, probe, result, on_records)
     if probe.state == "off":
@@ -157,7 +127,15 @@ async def _sweep(context: SourceContext, on_records: RecordListener | None, prog
             await context.store.reset_seen(seen_source(intune_pass.name))
     await _record_permissions(context, report)
     await _count_passes(context, report)
-    status = {"skipped": "", "partial": report.partial(), "beta": BETA_READS, "unchanged": result.skipped}
+    status = {
+        "skipped": "",
+        "partial": report.partial(),
+        "beta": BETA_READS,
+        "unchanged": result.skipped,
+        "paced": round(stats.paced - waits[0], 3),  # seconds waited for Intune's limits, before sending
+        "throttled": stats.throttled - waits[1],  # 429s all the same, and the seconds they cost
+        "throttle_wait": round(stats.waited - waits[2], 3),
+    }
     await context.store.record_status(SOURCE, status)
     failed = [o for o in report.passes if o.status in FAILED]
     if failed:

@@ -5,12 +5,14 @@ the `_type` of a device, a user who left) is still emitted exactly, while the de
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from monitor import collector
 from monitor.app import Runtime
 from monitor.simulator import SimTenant
 from monitor.simulator.intune import IntuneTenant
@@ -211,3 +213,12 @@ async def test_objects_without_unit_records_are_still_deleted_by_absence(
     assert failures == [] and summary(records) == expected_changes(before, after)
     assert [r["op"] for r in records] == ["delete"] and device.id in records[0]["key"]
     assert await mirror(runtime) == after
+
+
+def test_the_collector_runs_less_often_while_rounds_run_and_as_before_after() -> None:
+    before = gc.get_threshold()
+    with collector.fewer_collections():
+        with collector.fewer_collections():  # two tenants' rounds in one process
+            assert gc.get_threshold() == collector.ROUND_THRESHOLDS
+        assert gc.get_threshold() == collector.ROUND_THRESHOLDS
+    assert gc.get_threshold() == before
