@@ -161,8 +161,8 @@ class TenantKeys:
         went or dropped an object needs no scan of the mirror for deletions."""
         return f"{self.base}:unitsok:{source}"
 
-    # 1,000,000 units (the detected applications of 100,000 devices) -> ~60 a hash, under the 128
-    # entries of Redis's default `hash-max-listpack-entries`.
+    # 1,000,000 units (the detected applications of 100,000 devices) -> ~60 a hash: far under the 512
+    # entries of Redis's default `hash-max-listpack-entries` (and a listpack is searched end to end).
     SWEEP_UNIT_BUCKETS = 16384
 
     def source_status(self, source: str) -> str:
