@@ -194,17 +194,55 @@ def number(value: float) -> str:
 
 @dataclass
 class RedisMemory:
-    """Redis `used_memory`, and how much of it is the tenant's change log."""
+    """Redis `used_memory`, how much of it is the tenant's change log, its mirror hashes and the Intune
+    sweep's unit records (MEMORY USAGE of the keys), and how many objects the mirror holds."""
 
     total_mb: float
     changelog_mb: float
+    mirror_mb: float = 0.0
+    units_mb: float = 0.0
+    objects: int = 0
+
+    def per_object(self) -> float:
+        """Bytes of Redis per mirrored object, the change log left out (it is counted per record)."""
+        return (self.total_mb - self.changelog_mb) * 2**20 / max(1, self.objects)
+
+    def line(self) -> str:
+        return (
+            f"{self.total_mb:.0f} MB, of which the change log {self.changelog_mb:.0f} MB; {number(self.objects)} "
+            f"mirrored objects: {self.per_object():.0f} bytes each with everything but the log "
+            f"(the mirror's hashes {self.mirror_mb * 2**20 / max(1, self.objects):.0f} bytes, the sweep's "
+            f"unit records {self.units_mb * 2**20 / max(1, self.objects):.0f})"
+        )
 
 
 async def redis_memory(env: Environment) -> RedisMemory:
     client = aioredis.Redis.from_url(env.redis.url)
+    keys = TenantKeys(TENANT)
     try:
         info = await client.info("memory")
-        changelog = await client.memory_usage(TenantKeys(TENANT).changes, samples=0)
-        return RedisMemory(float(info["used_memory"]) / 2**20, float(changelog or 0) / 2**20)
+        changelog = await client.memory_usage(keys.changes, samples=0)
+        mirror, objects = await _usage(client, f"{keys.base}:mirror:*", count=True)
+        units, _ = await _usage(client, f"{keys.base}:units*")
+        return RedisMemory(
+            float(info["used_memory"]) / 2**20, float(changelog or 0) / 2**20, mirror / 2**20, units / 2**20, objects
+        )
     finally:
         await client.aclose()
+
+
+async def _usage(client: aioredis.Redis, pattern: str, *, count: bool = False) -> tuple[float, int]:
+    """MEMORY USAGE summed over the keys matching `pattern`, and their fields (hashes) with `count`."""
+    found = [key async for key in client.scan_iter(match=pattern, count=1000)]
+    total, fields = 0.0, 0
+    for start in range(0, len(found), 500):
+        pipe: Any = client.pipeline(transaction=False)
+        for key in found[start : start + 500]:
+            pipe.memory_usage(key, samples=0)
+            if count:
+                pipe.hlen(key)
+        answers = await pipe.execute()
+        step = 2 if count else 1
+        total += sum(float(a or 0) for a in answers[::step])
+        fields += sum(int(a) for a in answers[1::2]) if count else 0
+    return total, fields

@@ -264,6 +264,7 @@ def _report(
     inc_requests = sum(int(r["requests"]) for r in inc)
     inc_changes = sum(int(r["changes"]) for r in inc)
     inc_seconds = max(0.001, *(float(r["duration"]) for r in inc))  # the two rounds run side by side
+    mirrored, per_object = number(redis_mb.objects), f"{redis_mb.per_object():.0f} bytes"
     return f"""## Directory: first round, incremental round, and the public integration's polling
 
 Command: `{command_line()}` — {machine()}.
@@ -280,6 +281,7 @@ Tenant: {number(public.users)} users, {number(public.groups)} groups, {number(pu
 | Peak memory of the monitor process (RSS) | {first.peak_rss_mb:.0f} MB |
 | CPU time of the monitor process | {first.cpu:.1f} s |
 | Redis memory after the round: all / the change log in it | {redis_mb.total_mb:.0f} / {redis_mb.changelog_mb:.0f} MB |
+| Redis memory per mirrored object ({mirrored}), the change log left out | {per_object} |
 
 | Incremental round after {changed} membership changes in {changed} groups | |
 |---|---|

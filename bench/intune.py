@@ -73,6 +73,15 @@ class Sweep:
         return int(self.entry["changes"])
 
     @property
+    def waits(self) -> str:
+        paced, throttled = float(self.entry.get("paced") or 0), self.entry.get("throttled") or 0
+        return f"{paced:.1f} s / {throttled} ({float(self.entry.get('throttle_wait') or 0):.0f} s)"
+
+    @property
+    def unchanged(self) -> int:
+        return int(self.entry.get("unchanged") or 0)
+
+    @property
     def seconds(self) -> float:
         return float(self.entry["duration"])
 
@@ -259,6 +268,8 @@ def _report(
         _row("Graph calls (each `$batch` request counted)", *(number(s.calls) for s in sweeps)),
         _row("HTTP requests (a `$batch` counted once)", *(number(s.http) for s in sweeps)),
         _row("Change records emitted", *(f"**{number(s.records)}**" for s in sweeps)),
+        _row("Graph objects read as the last sweep did (not mapped again)", *(number(s.unchanged) for s in sweeps)),
+        _row("Waited for Intune's limits: paced / 429s (their wait)", *(s.waits for s in sweeps)),
         _row("Peak memory of the sweep process (RSS)", *(f"{s.run.peak_rss_mb:.0f} MB" for s in sweeps)),
         _row("CPU time of the sweep process", *(f"{s.run.cpu:.1f} s" for s in sweeps)),
     ]
@@ -284,8 +295,7 @@ under them. Each sweep runs alone in its own process (`run_source(context, "intu
 |---|---|---|---|
 {newline.join(sweep_rows)}
 
-Redis memory after the first sweep (mirror and change log, users included): {redis_mb.total_mb:.0f} MB,
-of which the change log {redis_mb.changelog_mb:.0f} MB.
+Redis memory after the first sweep (mirror and change log, users included): {redis_mb.line()}.
 The 1% change ({number(sum(churned.values()))} devices): {churn}.
 
 | The public integration's Intune steps over the same estate | | ratio to our sweep after the change |

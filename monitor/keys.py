@@ -35,8 +35,17 @@ class TenantKeys:
 
     # -- mirror -----------------------------------------------------------------------------
     def mirror(self, scope: ScopeId) -> str:
-        """HASH `_key` -> canonical JSON of the JupiterOne object, one hash per scope."""
+        """HASH `_key` (UUIDs packed) -> the JupiterOne object (compressed canonical JSON), one hash per
+        scope; `monitor.mirror_codec` says how fields and values are encoded."""
         return f"{self.base}:mirror:{scope}"
+
+    @property
+    def mirror_format(self) -> str:
+        """STRING: the mirror's storage format once every entry is in it (`MIRROR_FORMAT`); until then
+        `TenantStore.upgrade` rewrites the entries of an earlier version before reading any by key."""
+        return f"{self.base}:mirrorformat"
+
+    MIRROR_FORMAT = "2"
 
     @property
     def scopes(self) -> str:
@@ -142,6 +151,27 @@ class TenantKeys:
         return f"{self.base}:round:{source}:seen"
 
     ROUND_SEEN_TTL = 86400
+
+    def sweep_units(self, source: str, bucket: int) -> str:
+        """HASH unit id (16 hex digits) -> the unit's record: 8 bytes of digest of what Graph said about
+        one object (with what its mapping also read), then the 8-byte refs of the objects it mapped to
+        (`monitor.sources.intune_units`). One of `SWEEP_UNIT_BUCKETS` hashes per sweep pass, so
+        each stays small enough for Redis's compact hash encoding."""
+        return f"{self.base}:units:{source}:{bucket}"
+
+    def sweep_unit_buckets(self, source: str) -> str:
+        """SET of the buckets of `sweep_units(source, ...)` that hold records (to visit when pruning)."""
+        return f"{self.base}:units:{source}"
+
+    def sweep_units_complete(self, source: str) -> str:
+        """STRING, present once a complete pass has left every object it owns with a unit record (the
+        first sweep, or the first with records after an upgrade): from then on a sweep in which no unit
+        went or dropped an object needs no scan of the mirror for deletions."""
+        return f"{self.base}:unitsok:{source}"
+
+    # 1,000,000 units (the detected applications of 100,000 devices) -> ~60 a hash: far under the 512
+    # entries of Redis's default `hash-max-listpack-entries` (and a listpack is searched end to end).
+    SWEEP_UNIT_BUCKETS = 16384
 
     def source_status(self, source: str) -> str:
         """HASH: the last round of a source (when, what kind, counts, error)."""
@@ -392,18 +422,26 @@ return 1
 # Read a page's objects and the versions of their scopes in one round trip.
 # KEYS[1] = the scope versions hash; KEYS[2..] = mirror hashes.
 # ARGV[1] = a JSON array: the number of scope ids S, the S scope ids, then for each mirror hash
-#   its KEYS index, the number of fields F and the F fields.
+#   its KEYS index, the number of fields F and the F field lengths.
+# ARGV[2] = the fields, one after another (mirror fields are bytes: `monitor.mirror_codec`).
 # Returns the S versions (false when a scope was never written), then every field's value in order
 # (false when absent).
-# (Arguments travel as one JSON string: a page has thousands of them, and one string costs the
-# client a fraction of what thousands of separately encoded arguments do.)
+# (Arguments travel as two strings: a page has thousands of them, and one string costs the client a
+# fraction of what thousands of separately encoded arguments do.)
 READ_PAGE = """
 local a = cjson.decode(ARGV[1])
+local names = ARGV[2]
 local out = redis.call('HMGET', KEYS[1], unpack(a, 2, a[1] + 1))
 local i = a[1] + 2
+local at = 1
 while i <= #a do
-  local count = a[i + 1]
-  local values = redis.call('HMGET', KEYS[a[i]], unpack(a, i + 2, i + 1 + count))
+  local count, fields = a[i + 1], {}
+  for k = 1, count do
+    local size = a[i + 1 + k]
+    fields[k] = string.sub(names, at, at + size - 1)
+    at = at + size
+  end
+  local values = redis.call('HMGET', KEYS[a[i]], unpack(fields))
   for k = 1, count do out[#out + 1] = values[k] end
   i = i + 2 + count
 end
@@ -413,19 +451,34 @@ return out
 # The memberships of some members, read from the membership scopes without sending every key to
 # the client (a membership is anchored on its group, so the memberships *of a member* are spread
 # over every scope of its groups; see monitor.sources.parking for why this is a scan).
-# KEYS = membership scope hashes; ARGV[1] = a JSON array of member ids; ARGV[2] = a key prefix to
-# skip ("account HAS group" relationships share the scopes).
-# Returns a flat array: key, value of every field `<group>|has|<member>` with a wanted member.
+# KEYS = membership scope hashes. ARGV[1] = a JSON array of the lengths of the wanted member ids in
+# ARGV[2], one after another, each in both forms a field may hold it (packed and as text,
+# `monitor.mirror_codec`); ARGV[3], ARGV[4] = a key prefix to skip, as text and packed ("account
+# HAS group" relationships share the scopes).
+# A field is `<group>|has|<member>`; the packed UUIDs at its start (0xFF and 16 raw bytes) are
+# skipped before looking for `|has|`, so raw bytes cannot be taken for it.
+# Returns a flat array: field, value of every field with a wanted member.
 FIND_MEMBERSHIPS = """
-local wanted = {}
-for _, id in ipairs(cjson.decode(ARGV[1])) do wanted[id] = true end
-local skip = ARGV[2]
+local wanted, at = {}, 1
+for _, size in ipairs(cjson.decode(ARGV[1])) do
+  wanted[string.sub(ARGV[2], at, at + size - 1)] = true
+  at = at + size
+end
+local skips = {ARGV[3], ARGV[4]}
+local function skipped(field)
+  for _, skip in ipairs(skips) do
+    if #skip > 0 and string.sub(field, 1, #skip) == skip then return true end
+  end
+  return false
+end
 local out = {}
 for k = 1, #KEYS do
   local hits = {}
   for _, field in ipairs(redis.call('HKEYS', KEYS[k])) do
-    local _, stop = string.find(field, '|has|', 1, true)
-    if stop and wanted[string.sub(field, stop + 1)] and string.sub(field, 1, #skip) ~= skip then
+    local from = 1
+    while string.byte(field, from) == 255 do from = from + 17 end
+    local _, stop = string.find(field, '|has|', from, true)
+    if stop and wanted[string.sub(field, stop + 1)] and not skipped(field) then
       hits[#hits + 1] = field
     end
   end
@@ -443,13 +496,17 @@ return out
 #   run per tenant and source, monitor.leases) has the runner's lease as KEYS[4] and its token as
 #   ARGV[4]: unless the lease still holds that token, nothing is written and -2 is returned, so a
 #   runner that stalled past its lease cannot overwrite the newer state its successor committed.
-# ARGV[2] = a blob of mirror values, referenced by (offset, length).
+# ARGV[2] = a blob of mirror values and fields, referenced by (offset, length).
 # ARGV[3] = the page's change records, one JSON object per line, without their seq, zlib-compressed.
 # ARGV[1] = a JSON array: the number of change records N, the number of checks C, then C pairs
 #   (scope id, expected version or "" for never written): if a scope the page writes was written
 #   by anyone since the page read it, nothing is written and -1 is returned (the page is read
 #   again and recomputed). Then commands, each a code, a KEYS index and its arguments:
 #     H k n (field offset length)*n   HSET the n fields to their values in ARGV[2]
+#     F k n (offset flen vlen)*n      HSET n fields read from ARGV[2] at offset, each followed by
+#                                     its value (mirror fields are bytes)
+#     X k n (offset length)*n         HDEL n fields read from ARGV[2]
+#     M k n size offset               SADD n members of `size` bytes read from ARGV[2] at offset
 #     D k n field*n                   HDEL            S k n member*n   SADD
 #     R k n member*n                  SREM            I k field by     HINCRBY
 #     E k seconds                     EXPIRE          V k n field*n    HSET each field to the
@@ -483,6 +540,24 @@ while i <= #a do
     end
     redis.call('HSET', key, unpack(args))
     i = i + 3 + 3 * count
+  elseif code == 'F' then
+    local count, args = a[i + 2], {}
+    for k = 0, count - 1 do
+      local at = i + 3 + 3 * k
+      local start, size = a[at] + 1, a[at + 1]
+      args[2 * k + 1] = string.sub(blob, start, start + size - 1)
+      args[2 * k + 2] = string.sub(blob, start + size, start + size + a[at + 2] - 1)
+    end
+    redis.call('HSET', key, unpack(args))
+    i = i + 3 + 3 * count
+  elseif code == 'X' then
+    local count, args = a[i + 2], {}
+    for k = 0, count - 1 do
+      local at = i + 3 + 2 * k
+      args[k + 1] = string.sub(blob, a[at] + 1, a[at] + a[at + 1])
+    end
+    redis.call('HDEL', key, unpack(args))
+    i = i + 3 + 2 * count
   elseif code == 'V' then
     local count, args = a[i + 2], {}
     for k = 0, count - 1 do args[2 * k + 1] = a[i + 3 + k]; args[2 * k + 2] = last end
@@ -492,6 +567,11 @@ while i <= #a do
     local command = ({D = 'HDEL', S = 'SADD', R = 'SREM'})[code]
     redis.call(command, key, unpack(a, i + 3, i + 2 + a[i + 2]))
     i = i + 3 + a[i + 2]
+  elseif code == 'M' then
+    local count, size, args = a[i + 2], a[i + 3], {}
+    for k = 0, count - 1 do args[k + 1] = string.sub(blob, a[i + 4] + k * size + 1, a[i + 4] + (k + 1) * size) end
+    redis.call('SADD', key, unpack(args))
+    i = i + 5
   elseif code == 'I' then redis.call('HINCRBY', key, a[i + 2], a[i + 3]); i = i + 4
   elseif code == 'E' then redis.call('EXPIRE', key, a[i + 2]); i = i + 3
   else return redis.error_reply('COMMIT_PAGE: unknown command ' .. tostring(code)) end

@@ -51,6 +51,7 @@ class RoundResult:
     pages: int = 0
     objects: int = 0
     deleted_by_absence: int = 0
+    skipped: int = 0  # objects a sweep read as the last sweep did, not mapped again
     changes: Counter[str] = field(default_factory=Counter)
     requests: int = 0
     duration: float = 0.0

@@ -30,6 +30,15 @@ from monitor import metrics
 from monitor.diff import Change, diff
 from monitor.keys import ADVANCE_CURSOR, COMMIT_PAGE, FENCED_WRITE, FIND_MEMBERSHIPS, READ_PAGE, TenantKeys
 from monitor.leases import Fence, LeaseLost
+from monitor.mirror_codec import (
+    decode_entry,
+    decode_value,
+    encode_value,
+    is_current,
+    pack_key,
+    packed_key,
+    unpack_key,
+)
 from monitor.model.types import Delete, JsonObject, Kind, Op, Patch, Placement, Upsert
 from monitor.redis_conn import Redis
 from monitor.retry import RetryPolicy
@@ -99,6 +108,26 @@ class Flag:
     value: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class RawField:
+    """HSET `field` of hash `key` to `value` (bytes both; e.g. a sweep's unit records)."""
+
+    key: str
+    field: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RawMembers:
+    """SADD to set `key` the members cut from `members`, `size` bytes each; the set expires after
+    `ttl` seconds when given (e.g. the 8-byte refs of a sweep's seen set)."""
+
+    key: str
+    members: bytes
+    size: int
+    ttl: int | None = None
+
+
 @dataclass(slots=True)
 class PageWrite:
     """Everything one page changes, committed together.
@@ -114,13 +143,24 @@ class PageWrite:
     parked: list[Parked] = field(default_factory=list)
     soft_deleted: list[Flag] = field(default_factory=list)  # value b"" adds, None removes
     member_names: list[Flag] = field(default_factory=list)
+    raw_fields: list[RawField] = field(default_factory=list)
+    raw_members: list[RawMembers] = field(default_factory=list)
+    raw_sets: list[tuple[str, str]] = field(default_factory=list)  # (set key, member) to SADD
 
     @property
     def bookkeeping(self) -> bool:
         """Whether the page writes anything besides mirror objects (then it is committed even when
         no object changed)."""
         return bool(
-            self.member_of or self.seen or self.residues or self.parked or self.soft_deleted or self.member_names
+            self.member_of
+            or self.seen
+            or self.residues
+            or self.parked
+            or self.soft_deleted
+            or self.member_names
+            or self.raw_fields
+            or self.raw_members
+            or self.raw_sets
         )
 
 
@@ -132,6 +172,8 @@ class _Slot:
     mirror_key: str
     scope: ScopeId
     key: str
+    field: bytes  # the key as the hash field (`mirror_codec.packed_key`)
+    uuids: tuple[bytes, ...]  # the key's UUIDs, which its stored value is tokenized with
     before_raw: bytes | None
     current: JsonObject | None = None
     current_raw: bytes | None = None
@@ -171,6 +213,7 @@ class TenantStore:
         self._read_page: Any = redis.register_script(READ_PAGE)
         self._commit_page: Any = redis.register_script(COMMIT_PAGE)
         self._find_memberships: Any = redis.register_script(FIND_MEMBERSHIPS)
+        self._upgraded = False
         self._fenced_write: Any = redis.register_script(FENCED_WRITE)
         self._advance_cursor: Any = redis.register_script(ADVANCE_CURSOR)
 
@@ -218,6 +261,8 @@ class TenantStore:
         stamp = iso_ms(observed_at)
         if not write.ops and not write.bookkeeping:
             return [], 0, stamp
+        if write.ops:
+            await self.upgrade()
         scopes = [scope_of(op.placement) for op in write.ops]
         ids = [(self.mirror_key(scope), op.key) for scope, op in zip(scopes, write.ops, strict=True)]
         placements = {
@@ -254,21 +299,25 @@ class TenantStore:
             scope_names[self.scope_name(scope)] = None
         keys = [self.keys.scope_versions]
         args: list[str | int] = [len(scope_names), *scope_names]
+        packed: list[tuple[bytes, tuple[bytes, ...]]] = []
         for mirror_key, fields in by_hash.items():
             for start in range(0, len(fields), UNPACK_CHUNK):
-                chunk = fields[start : start + UNPACK_CHUNK]
-                args += [len(keys) + 1, len(chunk), *chunk]
+                chunk = [packed_key(key) for key in fields[start : start + UNPACK_CHUNK]]
+                args += [len(keys) + 1, len(chunk), *(len(field) for field, _ in chunk)]
+                packed += chunk
                 keys.append(mirror_key)
-        values = await self._read_page(keys=keys, args=[orjson.dumps(args)])
+        values = await self._read_page(keys=keys, args=[orjson.dumps(args), b"".join(f for f, _ in packed)])
         versions = {name: _text(v) if v else "" for name, v in zip(scope_names, values, strict=False)}
         raws = iter(values[len(scope_names) :])
+        fields_of = iter(packed)
         slots: dict[SlotId, _Slot] = {}
-        for mirror_key, fields in by_hash.items():
-            for key in fields:
+        for mirror_key, hash_keys in by_hash.items():
+            for key in hash_keys:
                 raw = next(raws)
+                field, uuids = next(fields_of)
                 kind, scope = placements[(mirror_key, key)]
-                before = raw if isinstance(raw, bytes) else None
-                slots[(mirror_key, key)] = _Slot(kind, mirror_key, scope, key, before, None, before)
+                before = decode_value(key, raw, uuids) if isinstance(raw, bytes) else None
+                slots[(mirror_key, key)] = _Slot(kind, mirror_key, scope, key, field, uuids, before, None, before)
         return slots, versions
 
     def scope_name(self, scope: ScopeId) -> str:
@@ -349,9 +398,9 @@ class TenantStore:
             script.record(self._record_line(slot, change, source, stamp_bytes))
             name = self.scope_name(slot.scope)
             if slot.current_raw is None:
-                script.delete(slot.mirror_key, slot.key)
+                script.delete_field(slot.mirror_key, slot.field)
             else:
-                script.put(slot.mirror_key, slot.key, slot.current_raw)
+                script.put_field(slot.mirror_key, slot.field, _stored(slot))
                 filled[name] = None
             written[name] = None
             counters[self._metric(source, change.kind, change.op)] += 1
@@ -366,6 +415,14 @@ class TenantStore:
             key = self.keys.member_of(member_of.member)
             (script.add if member_of.present else script.remove)(key, member_of.group)
         self._write_directory_state(script, write)
+        for raw in write.raw_fields:
+            script.put_field(raw.key, raw.field, raw.value)
+        for members in write.raw_members:
+            script.add_binary(members.key, members.members, members.size)
+            if members.ttl is not None:
+                script.expire(members.key, members.ttl)
+        for key, member in write.raw_sets:
+            script.add(key, member)
         if write.seen:
             seen = self.keys.round_seen(source)
             for key in write.seen:
@@ -404,22 +461,79 @@ class TenantStore:
         # strict checker from demanding awaits that would be wrong here.
         return self.redis.pipeline(transaction=False)
 
+    # -- the mirror's storage format ----------------------------------------------------------
+    async def upgrade(self) -> None:
+        """Make sure every mirror entry is stored as `monitor.mirror_codec` writes it, before any is
+        read or written by key (a key's field changed when UUIDs were packed, so an entry written by
+        an earlier version would not be found under it). Once per tenant and process: after a
+        rewrite of the earlier entries, `TenantKeys.mirror_format` says it is done. Readers of whole
+        scopes (the publisher) read both forms and need not wait for it.
+        """
+        if self._upgraded:
+            return
+        if _text(await self.redis.get(self.keys.mirror_format) or b"") != TenantKeys.MIRROR_FORMAT:
+            for scope in await self.known_scopes():
+                await self._upgrade_scope(scope)
+            await self.redis.set(self.keys.mirror_format, TenantKeys.MIRROR_FORMAT)
+        self._upgraded = True
+
+    async def _upgrade_scope(self, scope: ScopeId) -> None:
+        """Rewrite the earlier entries of one scope, unless another writer commits to it meanwhile (then
+        read it again). The objects stay what they were: no change records, no dirty mark."""
+        name, mirror_key = self.scope_name(scope), self.mirror_key(scope)
+        for attempt in range(1, COMMIT_RETRIES.max_retries + 1):
+            version = await self.redis.hget(self.keys.scope_versions, name)
+            entries: dict[Any, Any] = await self.redis.hgetall(mirror_key)
+            script = _CommitScript(self.keys.seq, self.keys.changes, self.keys.scope_versions)
+            earlier = 0
+            for stored, value in entries.items():
+                key = unpack_key(stored)
+                if is_current(stored, value, key):
+                    continue
+                earlier += 1
+                packed = pack_key(key)
+                if packed != stored:
+                    script.delete_field(mirror_key, stored)
+                if packed == stored or packed not in entries:  # an entry already rewritten wins
+                    raw = decode_value(key, value)
+                    entity_type = _loads(raw).get("_type") if scope.kind == "entity" else None
+                    script.put_field(mirror_key, packed, encode_value(key, raw, entity_type))
+            if not earlier:
+                return
+            script.check(name, _text(version) if version else "")
+            keys, args = script.build()
+            if await self._commit_page(keys=keys, args=args) >= 0:
+                return
+            await asyncio.sleep(COMMIT_RETRIES.delay(attempt, None))
+        raise RuntimeError(f"tenant {self.tenant}: could not rewrite mirror scope {name}")
+
     # -- reading the mirror -------------------------------------------------------------------
     async def get(self, placement: Placement, key: str) -> JsonObject | None:
-        raw = await self.redis.hget(self.keys.mirror(scope_of(placement)), key)
-        return None if raw is None else _loads(raw)
+        await self.upgrade()
+        raw = await self.redis.hget(self.keys.mirror(scope_of(placement)), pack_key(key))
+        return None if raw is None else _loads(decode_value(key, raw))
 
     async def scope_objects(self, scope: ScopeId) -> dict[str, JsonObject]:
         raw = await self.redis.hgetall(self.keys.mirror(scope))
-        return {_text(k): _loads(v) for k, v in raw.items()}
+        objects = {}
+        for stored, value in raw.items():
+            key, json = decode_entry(stored, value)
+            objects[key] = _loads(json)
+        return objects
 
     async def scope_keys(self, scope: ScopeId, prefix: str = "") -> list[str]:
         """Keys in a scope, optionally only those starting with `prefix` (e.g. a group's memberships).
 
         A scope holds a few hundred objects, so HKEYS (one round trip) beats an HSCAN loop.
         """
-        keys = (_text(k) for k in await self.redis.hkeys(self.keys.mirror(scope)))
+        keys = (unpack_key(k) for k in await self.redis.hkeys(self.keys.mirror(scope)))
         return [k for k in keys if k.startswith(prefix)] if prefix else list(keys)
+
+    async def mirror_values(self, scope: ScopeId, keys: Sequence[str]) -> list[bytes | None]:
+        """The canonical JSON of some objects of a scope (None where absent)."""
+        await self.upgrade()
+        raws = await self.redis.hmget(self.mirror_key(scope), [pack_key(key) for key in keys])
+        return [None if raw is None else decode_value(key, raw) for key, raw in zip(keys, raws, strict=True)]
 
     async def known_scopes(self, kind: Kind | None = None, family: str | None = None) -> list[ScopeId]:
         scopes = sorted(ScopeId.parse(_text(raw)) for raw in await self.redis.smembers(self.keys.scopes))
@@ -449,15 +563,17 @@ class TenantStore:
         if not placements:
             return {}
         reader = self._pipeline()
+        await self.upgrade()
         for placement in placements:
-            reader.hget(self.mirror_key(scope_of(placement)), placement.anchor_key)
+            reader.hget(self.mirror_key(scope_of(placement)), pack_key(placement.anchor_key))
             reader.hget(self.keys.graph_residue(placement.family), placement.anchor_key)
         values = await reader.execute()
         known = {}
         for n, placement in enumerate(placements):
             entity, residue = values[2 * n], values[2 * n + 1]
             if entity is not None:
-                known[placement.anchor_key] = (_loads(entity), _loads(residue) if residue else {})
+                key = placement.anchor_key
+                known[key] = (_loads(decode_value(key, entity)), _loads(residue) if residue else {})
         return known
 
     async def soft_deleted(self) -> set[str]:
@@ -492,15 +608,20 @@ class TenantStore:
         """Every mirrored membership (key -> relationship) in `scopes` whose member is one of `members`,
         found by a scan inside Redis (`FIND_MEMBERSHIPS`), `MEMBERSHIP_SCAN_CHUNK` scopes a call.
         Keys starting with `skip_prefix` (the account's own relationships) are not memberships."""
-        wanted = orjson.dumps(sorted(set(members)))
-        if wanted == b"[]":
+        ids = sorted(set(members))
+        if not ids:
             return {}
+        await self.upgrade()
+        # Both forms of each id: fields written before packing hold it as text.
+        forms = list(dict.fromkeys(form for member in ids for form in (pack_key(member), member.encode())))
+        args = [orjson.dumps([len(form) for form in forms]), b"".join(forms), skip_prefix, pack_key(skip_prefix)]
         found: dict[str, JsonObject] = {}
         for start in range(0, len(scopes), MEMBERSHIP_SCAN_CHUNK):
             keys = [self.mirror_key(scope) for scope in scopes[start : start + MEMBERSHIP_SCAN_CHUNK]]
-            flat = await self._find_memberships(keys=keys, args=[wanted, skip_prefix])
+            flat = await self._find_memberships(keys=keys, args=args)
             for n in range(0, len(flat), 2):
-                found[_text(flat[n])] = _loads(flat[n + 1])
+                key, json = decode_entry(flat[n], flat[n + 1])
+                found[key] = _loads(json)
         return found
 
     async def member_names(self, members: Sequence[str]) -> dict[str, JsonObject]:
@@ -632,6 +753,8 @@ class _CommitScript:
             self._keys[fence.key] = 4  # the script checks the lease first (COMMIT_PAGE)
         self._checks: list[str] = []
         self._puts: dict[str, list[str | int]] = {}
+        self._fields: dict[str, list[int]] = {}  # key -> (offset, field length, value length)*
+        self._deleted_fields: dict[str, list[int]] = {}  # key -> (offset, length)*
         self._grouped: dict[tuple[str, str], list[str]] = {}  # (code, key) -> fields or members
         self._single: list[str | int] = []
         self._tail: list[str | int] = []
@@ -652,6 +775,26 @@ class _CommitScript:
 
     def delete(self, key: str, field: str) -> None:
         self._grouped.setdefault(("D", key), []).append(field)
+
+    def _bytes(self, data: bytes) -> int:
+        """Append `data` to the blob; its offset."""
+        offset = self._offset
+        self._blob.append(data)
+        self._offset += len(data)
+        return offset
+
+    def put_field(self, key: str, field: bytes, value: bytes) -> None:
+        """HSET a binary field (a mirror entry, `mirror_codec`)."""
+        self._fields.setdefault(key, []).extend((self._bytes(field + value), len(field), len(value)))
+
+    def delete_field(self, key: str, field: bytes) -> None:
+        self._deleted_fields.setdefault(key, []).extend((self._bytes(field), len(field)))
+
+    def add_binary(self, key: str, members: bytes, size: int) -> None:
+        """SADD the `size`-byte members cut from `members`."""
+        for start in range(0, len(members), size * UNPACK_CHUNK):
+            chunk = members[start : start + size * UNPACK_CHUNK]
+            self._single += ["M", self._index(key), len(chunk) // size, size, self._bytes(chunk)]
 
     def add(self, key: str, member: str) -> None:
         self._grouped.setdefault(("S", key), []).append(member)
@@ -677,6 +820,14 @@ class _CommitScript:
             for start in range(0, len(triples), 3 * UNPACK_CHUNK):
                 chunk = triples[start : start + 3 * UNPACK_CHUNK]
                 commands += ["H", self._index(key), len(chunk) // 3, *chunk]
+        for key, pairs in self._deleted_fields.items():
+            for start in range(0, len(pairs), 2 * UNPACK_CHUNK):
+                part = pairs[start : start + 2 * UNPACK_CHUNK]
+                commands += ["X", self._index(key), len(part) // 2, *part]
+        for key, numbers in self._fields.items():
+            for start in range(0, len(numbers), 3 * UNPACK_CHUNK):
+                triples_of_numbers = numbers[start : start + 3 * UNPACK_CHUNK]
+                commands += ["F", self._index(key), len(triples_of_numbers) // 3, *triples_of_numbers]
         for (code, key), items in self._grouped.items():
             for start in range(0, len(items), UNPACK_CHUNK):
                 members = items[start : start + UNPACK_CHUNK]
@@ -695,6 +846,13 @@ def _entry_records(fields: dict[bytes, bytes]) -> list[ChangeRecord]:
     # `r`: the uncompressed form that logs written before compression hold.
     lines = zlib.decompress(fields[b"z"]) if b"z" in fields else fields[b"r"]
     return [{"seq": first + i, **orjson.loads(line)} for i, line in enumerate(lines.split(b"\n"))]
+
+
+def _stored(slot: _Slot) -> bytes:
+    """The value written for a slot: entities carry their `_type` in the clear (`mirror_codec`)."""
+    assert slot.current_raw is not None
+    entity_type = slot.current.get("_type") if slot.kind == "entity" and slot.current is not None else None
+    return encode_value(slot.key, slot.current_raw, entity_type if isinstance(entity_type, str) else None, slot.uuids)
 
 
 def _loads(raw: bytes | str) -> JsonObject:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from monitor.app import Runtime
+from monitor.collector import fewer_collections
 from monitor.graph.auth import AuthError
 from monitor.graph.client import GraphError
 from monitor.keys import DIRECTORY_LEASE
@@ -88,7 +89,8 @@ async def run_source(
         try:
             if full and name in DELTA_PERMISSION:
                 await fenced.store.drop_delta_link(name)
-            result = await _dispatch(fenced, name, progress, on_records)
+            with fewer_collections():
+                result = await _dispatch(fenced, name, progress, on_records)
         except (GraphError, AuthError, LeaseLost) as exc:
             await _record_failure(context, name, exc, time.monotonic() - started)
             raise SourceFailed(name, str(exc)) from exc

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 
+from monitor.keys import TenantKeys
+from monitor.mirror_codec import FRAME, is_current, pack_key, unpack_key
 from monitor.model.types import Delete, JsonObject, Kind, Patch, Upsert, entity_placement, relationship_placement
 from monitor.redis_conn import connect
-from monitor.store import Flag, PageWrite, Parked, TenantStore
+from monitor.scopes import scope_of
+from monitor.store import Flag, PageWrite, Parked, TenantStore, canonical
 from tests.conftest import RedisServer
 
 TENANT = "11111111-2222-3333-4444-555555555555"
@@ -239,3 +243,47 @@ async def test_memberships_of_a_member_are_found_in_every_scope(redis: aioredis.
     found = await store.memberships_of(["user-x"], scopes, skip_prefix="acct|")
     assert sorted(found) == sorted(f"{g}|has|user-x" for g in groups[::3])
     assert found[f"{groups[0]}|has|user-x"]["_toEntityKey"] == "user-x"
+
+
+async def test_a_mirror_written_before_packing_reads_and_is_rewritten(redis: aioredis.Redis) -> None:
+    """Entries of the earlier layout (the `_key` as field, canonical JSON as value) read as before: an
+    unchanged page emits nothing, a change carries the earlier object as `before`, the membership
+    scan finds them, and every entry ends up packed and compressed with nothing lost."""
+    group, member, other = (str(uuid.UUID(int=n)) for n in (0xA1, 0xB2, 0xC3))
+    earlier = [user(member, jobTitle="Clerk"), user(other), membership(group, member), membership(group, other)]
+    writer = TenantStore(redis, TENANT)
+    for op in earlier:
+        scope = scope_of(op.placement)
+        await redis.hset(writer.keys.mirror(scope), op.key, canonical(op.obj))
+        await redis.sadd(writer.keys.scopes, str(scope))
+        await redis.hset(writer.keys.scope_versions, str(scope), 3)
+    dump = {(op.placement.kind, op.key): op.obj for op in earlier}
+    assert await writer.mirror_dump() == dump  # whole-scope readers need no rewrite
+
+    store = TenantStore(redis, TENANT)
+    assert await store.get(entity_placement("azure_user", member), member) == earlier[0].obj
+    assert await commit(store, *earlier) == []
+    [changed] = await commit(store, user(member, jobTitle="Auditor"))
+    scopes = await store.known_scopes("relationship", "azure_user_group")
+    found = await store.memberships_of([other], scopes, skip_prefix="acct|")
+
+    assert changed["before"] == earlier[0].obj and changed["changed"] == ["jobTitle"]
+    assert found == {f"{group}|has|{other}": earlier[3].obj}
+    assert await store.mirror_dump() == {**dump, ("entity", member): {**earlier[0].obj, "jobTitle": "Auditor"}}
+    for scope in await store.known_scopes():
+        entries: dict[bytes, bytes] = await redis.hgetall(store.keys.mirror(scope))  # type: ignore[assignment]
+        assert entries and all(is_current(f, v, unpack_key(f)) for f, v in entries.items())
+    assert await redis.get(store.keys.mirror_format) == TenantKeys.MIRROR_FORMAT.encode()
+
+
+async def test_objects_keyed_by_uuids_are_stored_packed_and_compressed(redis: aioredis.Redis) -> None:
+    store = TenantStore(redis, TENANT)
+    group, member = str(uuid.UUID(int=1 << 100)), str(uuid.UUID(int=(1 << 128) - 1))  # raw bytes hold 0xFF
+    await commit(store, user(member), membership(group, member))
+    scope = scope_of(relationship_placement("azure_user_group", group))
+    [(field, value)] = (await redis.hgetall(store.keys.mirror(scope))).items()
+
+    assert field == pack_key(f"{group}|has|{member}") and len(field) == 2 * 17 + len("|has|")
+    assert value[0] == FRAME and len(value) < len(canonical(membership(group, member).obj)) / 3
+    found = await store.memberships_of([member], [scope], skip_prefix="acct|")
+    assert found == {f"{group}|has|{member}": membership(group, member).obj}

@@ -265,17 +265,26 @@ class GraphClient:
         self, tenant: str, path: str, *, params: Mapping[str, str] | None = None
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """The `value` of each page of a list, following `@odata.nextLink` to the end. A page without a
-        `value` list is a `GraphError` (invalidResponse), not an empty page."""
+        `value` list is a `GraphError` (invalidResponse), not an empty page.
+
+        The next page is requested while the caller works on this one (at most one ahead), so Graph's
+        time and the caller's overlap."""
         response = await self.get(tenant, path, params=params)
         while True:
             value = response.body.get("value")
             if not isinstance(value, list):
                 raise GraphError(f"Graph GET {path}: a list page without a value", code=INVALID_RESPONSE)
-            yield value
             next_link = response.body.get("@odata.nextLink")
-            if not next_link:
+            following = asyncio.ensure_future(self.get(tenant, next_link)) if next_link else None
+            try:
+                yield value
+            except BaseException:  # the caller stopped early or failed: nobody will read the next page
+                if following is not None:
+                    following.cancel()
+                raise
+            if following is None:
                 return
-            response = await self.get(tenant, next_link)
+            response = await following
 
     def relative_url(self, link: str, version: str = "v1.0") -> str:
         """A link Graph returned (`@odata.nextLink`) in the form a `$batch` request takes: the path

@@ -5,13 +5,15 @@ Intune throttles per app per tenant in 20-second windows: 2,000 requests for the
 deviceCompliancePolicies, their status lists, `GET /deviceManagement`), applications
 (`/deviceAppManagement`) and the other Intune areas (reports, ...). A sweep that runs into those
 limits gets 429s and then waits out `Retry-After`; pacing first is cheaper than being throttled.
+(https://learn.microsoft.com/en-us/graph/throttling-limits#intune-service-limits)
 
-Each (tenant, bucket) is a token bucket. With a burst capacity `B` and a refill rate `r`, at most
-`B + r * T` requests leave in any interval of `T` seconds; choosing `B = share * L` and
-`r = (L - B) / 20` makes that exactly `L` per 20 s, the limit, in *any* 20-second window (a sliding
-window, which is stricter than Graph's fixed one). A request that finds the bucket empty
-reserves its token anyway (the count may go negative) and sleeps until the token exists, so
-concurrent callers queue in arrival order.
+Each (tenant, bucket) keeps the send times of its last `L` requests (a sliding window, the
+strictest reading of "L requests per 20 seconds": no 20-second interval, wherever it starts, holds
+more than `L`). A request may go as soon as the request `L` places before it is older than the
+window; until then it reserves its place and sleeps, so concurrent callers queue in arrival order.
+The window is 20 s plus `ARRIVAL_MARGIN`: Graph counts requests when they arrive, and requests sent
+back to back may arrive closer together than they left. A sweep that needs fewer than `L` requests
+of a bucket therefore never waits, and a larger one runs at `L` per window.
 
 The pacer paces; it never retries. A 429 that comes anyway (another app of the customer sharing
 the per-tenant limit, GRAPH.md 10.3) is handled by the client's retry policy (`monitor.retry`).
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -29,10 +32,10 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 WINDOW_SECONDS = 20.0
+# Seconds added to the window for requests that arrive closer together than they were sent.
+ARRIVAL_MARGIN = 1.0
 # Requests per 20 s per app per tenant, by bucket (GRAPH.md 10.3, "any" column).
 INTUNE_LIMITS: Mapping[str, int] = {"devices": 2000, "configuration": 1000, "apps": 1000, "other": 1000}
-# Share of a window's limit that may leave at once; the rest trickles in at the refill rate.
-BURST_SHARE = 0.1
 
 # Path prefixes (after the version segment, lower case) -> bucket; first match wins.
 _BUCKETS: tuple[tuple[str, str], ...] = (
@@ -61,18 +64,22 @@ def intune_bucket(path: str) -> str | None:
 
 
 @dataclass(slots=True)
-class _Bucket:
-    capacity: float
-    rate: float  # tokens per second
-    tokens: float
-    updated: float
+class _Window:
+    """The send times (past, or reserved in the future) of a bucket's last `limit` requests, oldest first."""
+
+    limit: int
+    span: float
+    times: deque[float] = field(default_factory=deque)
 
     def reserve(self, count: int, now: float) -> float:
-        """Take `count` tokens; the seconds to wait before they exist (0 when they already do)."""
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        self.tokens -= count
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+        """Take `count` places; the seconds to wait before the last of them may be sent."""
+        at = now
+        for _ in range(count):
+            at = max(now, self.times[-1] if self.times else now)
+            if len(self.times) >= self.limit:
+                at = max(at, self.times.popleft() + self.span)
+            self.times.append(at)
+        return at - now
 
 
 @dataclass(slots=True)
@@ -87,22 +94,19 @@ class IntunePacer:
     """Token buckets per (tenant, Intune bucket); `limits` empty turns pacing off."""
 
     limits: Mapping[str, int] = field(default_factory=lambda: dict(INTUNE_LIMITS))
-    window: float = WINDOW_SECONDS
-    burst_share: float = BURST_SHARE
+    window: float = WINDOW_SECONDS + ARRIVAL_MARGIN
     clock: Clock = time.monotonic
     sleep: Sleep = asyncio.sleep
     stats: PacerStats = field(default_factory=PacerStats)
-    _buckets: dict[tuple[str, str], _Bucket] = field(default_factory=dict, repr=False)
+    _buckets: dict[tuple[str, str], _Window] = field(default_factory=dict, repr=False)
 
-    def _bucket(self, tenant: str, bucket: str) -> _Bucket | None:
+    def _bucket(self, tenant: str, bucket: str) -> _Window | None:
         found = self._buckets.get((tenant, bucket))
         if found is None:
             limit = self.limits.get(bucket)
             if not limit:
                 return None
-            capacity = max(1.0, limit * self.burst_share)
-            rate = (limit - capacity) / self.window
-            found = self._buckets[(tenant, bucket)] = _Bucket(capacity, rate, capacity, self.clock())
+            found = self._buckets[(tenant, bucket)] = _Window(limit, self.window)
         return found
 
     async def acquire(self, tenant: str, bucket: str | None, count: int = 1) -> float:

@@ -19,6 +19,7 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from monitor.simulator.clock import graph_datetime
@@ -68,7 +69,9 @@ def _mix(*numbers: int) -> int:
     return value ^ (value >> 15)
 
 
+@lru_cache(maxsize=1 << 18)
 def _iso(timestamp: float) -> str:
+    """Cached: every listing renders the same enrolment and check-in times again."""
     return graph_datetime(datetime.fromtimestamp(timestamp, UTC))
 
 

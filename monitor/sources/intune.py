@@ -37,8 +37,15 @@ from monitor.model.intune import account_enrichment
 from monitor.permissions import NEEDED_FOR
 from monitor.rounds import Progress, RecordListener, RoundResult
 from monitor.sources.base import SourceContext
-from monitor.sources.intune_passes import BETA_READS, FAMILIES, PASSES, IntunePass, ownership
-from monitor.sources.intune_sweep import SOURCE, PassWriter, delete_absent, has_objects, seen_source
+from monitor.sources.intune_passes import BETA_READS, FAMILIES, PASSES, UNRECORDED_FAMILIES, IntunePass, ownership
+from monitor.sources.intune_sweep import (
+    SOURCE,
+    PassWriter,
+    delete_absent,
+    has_objects,
+    prune_units,
+    seen_source,
+)
 from monitor.store import iso_ms
 
 log = logging.getLogger(__name__)
@@ -76,6 +83,7 @@ class PassOutcome:
     detail: str = ""
     objects: int = 0
     http_status: int = 0
+    may_have_dropped: bool = False
 
 
 @dataclass(slots=True)
@@ -94,6 +102,8 @@ async def sweep_intune(
     failed (after the other passes ran and the complete ones deleted), so the caller records the
     sweep as failed."""
     result = RoundResult(context.tenant.id, SOURCE, sweep=True)
+    stats = context.client.stats
+    waits = (stats.paced, stats.throttled, stats.waited)
     probe = await _probe(context)
     await _enrich_account(context, probe, result, on_records)
     if probe.state == "off":
@@ -103,23 +113,30 @@ async def sweep_intune(
     report = SweepReport(probe)
     # Nothing to delete on a first sweep (an empty mirror): it skips the seen-set bookkeeping.
     track = await has_objects(context, FAMILIES)
+    types: dict[str, str | None] = {}
     for intune_pass in PASSES:
         if track:
             await context.store.reset_seen(seen_source(intune_pass.name))
-        outcome = await _run_pass(context, intune_pass, result, track, on_records, progress)
+        outcome = await _run_pass(context, intune_pass, result, PassSetup(track, types, on_records, progress))
         report.passes.append(outcome)
         if intune_pass.required and outcome.status in FAILED:
             break
-    complete = frozenset(o.name for o in report.passes if o.status == "complete")
-    if track and complete:
-        writer = PassWriter(context, "deletions", result, track=False, on_records=on_records)
-        await delete_absent(writer, FAMILIES, complete, await ownership(writer))
+    await _delete_absent_objects(context, report, result, track, on_records)
     if track:
         for intune_pass in PASSES:
             await context.store.reset_seen(seen_source(intune_pass.name))
     await _record_permissions(context, report)
     await _count_passes(context, report)
-    await context.store.record_status(SOURCE, {"skipped": "", "partial": report.partial(), "beta": BETA_READS})
+    status = {
+        "skipped": "",
+        "partial": report.partial(),
+        "beta": BETA_READS,
+        "unchanged": result.skipped,
+        "paced": round(stats.paced - waits[0], 3),  # seconds waited for Intune's limits, before sending
+        "throttled": stats.throttled - waits[1],  # 429s all the same, and the seconds they cost
+        "throttle_wait": round(stats.waited - waits[2], 3),
+    }
+    await context.store.record_status(SOURCE, status)
     failed = [o for o in report.passes if o.status in FAILED]
     if failed:
         detail = "; ".join(f"{o.name}: {o.detail}" for o in failed)
@@ -193,16 +210,52 @@ async def _enrich_account(
     await writer.commit([patch])
 
 
+async def _delete_absent_objects(
+    context: SourceContext, report: SweepReport, result: RoundResult, track: bool, on_records: RecordListener | None
+) -> None:
+    """After the passes: prune the records of units that went, then delete by absence what the complete
+    passes own and did not see. The whole mirror is scanned only when an object may have gone (a unit
+    went, or dropped an object, or records were incomplete); otherwise only the families written
+    without unit records (`UNRECORDED_FAMILIES`). Then the complete passes' records are complete."""
+    complete = frozenset(o.name for o in report.passes if o.status == "complete")
+    if track and complete:
+        pruned = [await prune_units(context, name) for name in sorted(complete)]
+        dropped = any(pruned) or any(o.may_have_dropped for o in report.passes if o.name in complete)
+        writer = PassWriter(context, "deletions", result, track=False, on_records=on_records)
+        families = FAMILIES if dropped else UNRECORDED_FAMILIES
+        await delete_absent(writer, families, complete, await ownership(writer))
+    for name in sorted(complete):
+        await context.store.redis.set(context.store.keys.sweep_units_complete(seen_source(name)), 1)
+
+
+@dataclass(frozen=True, slots=True)
+class PassSetup:
+    """What every pass of one sweep shares: whether to track what it sees (not on a first sweep), the
+    device `_type`s read so far, and the record listener and progress callback."""
+
+    track: bool
+    device_types: dict[str, str | None]
+    on_records: RecordListener | None
+    progress: Progress | None
+
+
 async def _run_pass(
-    context: SourceContext,
-    intune_pass: IntunePass,
-    result: RoundResult,
-    track: bool,
-    on_records: RecordListener | None,
-    progress: Progress | None,
+    context: SourceContext, intune_pass: IntunePass, result: RoundResult, setup: PassSetup
 ) -> PassOutcome:
     name, permission = intune_pass.name, intune_pass.permission
-    writer = PassWriter(context, name, result, track=track, on_records=on_records, progress=progress)
+    recorded = setup.track and bool(
+        await context.store.redis.exists(context.store.keys.sweep_units_complete(seen_source(name)))
+    )
+    writer = PassWriter(
+        context,
+        name,
+        result,
+        track=setup.track,
+        on_records=setup.on_records,
+        progress=setup.progress,
+        recorded=recorded,
+        device_types=setup.device_types,
+    )
     try:
         await intune_pass.run(writer)
     except GraphError as exc:
@@ -214,7 +267,7 @@ async def _run_pass(
         log.error("tenant %s: Intune %s failed, nothing deleted: %s", context.tenant.id, name, exc)
         status: PassStatus = "invalid response" if exc.code == INVALID_RESPONSE else "failed"
         return PassOutcome(name, permission, status, str(exc), writer.objects, http_status=exc.status)
-    return PassOutcome(name, permission, "complete", "", writer.objects)
+    return PassOutcome(name, permission, "complete", "", writer.objects, may_have_dropped=writer.may_have_dropped)
 
 
 async def _count_passes(context: SourceContext, report: SweepReport) -> None:

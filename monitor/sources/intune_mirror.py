@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from monitor.mirror_codec import pack_key
 from monitor.model.intune import DEVICE_FAMILY, USER_FAMILY
 from monitor.model.types import entity_placement
 from monitor.scopes import scope_of
@@ -33,28 +34,45 @@ async def known_users(store: TenantStore, user_ids: Iterable[str]) -> set[str]:
     by_hash = _grouped(store, USER_FAMILY, user_ids)
     if not by_hash:
         return set()
+    await store.upgrade()
     pipeline: Any = store.redis.pipeline(transaction=False)
     for mirror_key, keys in by_hash.items():
         for key in keys:
-            pipeline.hexists(mirror_key, key)
+            pipeline.hexists(mirror_key, pack_key(key))
     flags = await pipeline.execute()
     ordered = [key for keys in by_hash.values() for key in keys]
     return {key for key, flag in zip(ordered, flags, strict=True) if flag}
 
 
-async def device_types(store: TenantStore, device_ids: Iterable[str]) -> dict[str, str]:
-    """Managed device id -> the `_type` of its device entity, for the devices the mirror has.
+async def device_types(
+    store: TenantStore, device_ids: Iterable[str], cache: dict[str, str | None] | None = None
+) -> dict[str, str | None]:
+    """Managed device id -> the `_type` of its device entity (None: not in the mirror).
 
     One script call: Redis reads the records and returns only their `_type`s, so a page of a thousand
-    statuses costs a few kilobytes of answer instead of the thousand device records.
+    statuses costs a few kilobytes of answer instead of the thousand device records. With `cache`
+    (one sweep's, filled after its device pass wrote every device), each device is read once.
     """
+    wanted = list(dict.fromkeys(device_ids))
+    if cache is None:
+        return await _read_types(store, wanted)
+    missing = [device for device in wanted if device not in cache]
+    if missing:
+        cache.update(await _read_types(store, missing))
+    return {device: cache[device] for device in wanted}
+
+
+async def _read_types(store: TenantStore, device_ids: list[str]) -> dict[str, str | None]:
     by_hash = _grouped(store, DEVICE_FAMILY, device_ids)
     if not by_hash:
         return {}
+    await store.upgrade()
     script: Any = store.redis.register_script(RECORD_TYPES)  # a hash of the text; EVALSHA after the first
-    answers = await script(keys=list(by_hash), args=[orjson.dumps(list(by_hash.values()))])
+    fields = [[pack_key(key) for key in keys] for keys in by_hash.values()]
+    sizes = orjson.dumps([[len(field) for field in hash_fields] for hash_fields in fields])
+    answers = await script(keys=list(by_hash), args=[sizes, b"".join(f for hash_fields in fields for f in hash_fields)])
     ordered = [key for keys in by_hash.values() for key in keys]
-    return {key: _text(kind) for key, kind in zip(ordered, answers, strict=True) if kind}
+    return {key: _text(kind) or None for key, kind in zip(ordered, answers, strict=True)}
 
 
 def _text(value: bytes | str) -> str:
@@ -63,18 +81,28 @@ def _text(value: bytes | str) -> str:
 
 # The `_type` of mirrored records, read inside Redis (read-only).
 # KEYS = mirror hashes (all of one tenant: one hash tag, one cluster slot).
-# ARGV[1] = a JSON array with, per KEYS[k], the array of fields to read (one string: a page has
-#   thousands of fields, and one argument costs the client a fraction of thousands).
-# Returns one `_type` per field, in order; "" where the field is absent. Stored records are canonical
-# JSON (sorted keys, no spaces), so the top-level `_type` reads as `"_type":"<value>"`; the same text
-# inside a string value would have its quotes escaped.
+# ARGV[1] = a JSON array with, per KEYS[k], the array of the lengths of its fields; ARGV[2] = the
+#   fields one after another (two strings: a page has thousands of fields, and one argument costs the
+#   client a fraction of thousands; fields are bytes, `monitor.mirror_codec`).
+# Returns one `_type` per field, in order; "" where the field is absent. An entity's value starts
+# with 0x02, its `_type` and a 0x00 byte (`monitor.mirror_codec`). One written before that encoding
+# is canonical JSON (sorted keys, no spaces), where the top-level `_type` reads as
+# `"_type":"<value>"`; the same text inside a string value would have its quotes escaped.
 RECORD_TYPES = """
 local lists = cjson.decode(ARGV[1])
+local names, at = ARGV[2], 1
 local out = {}
 for k = 1, #KEYS do
-  for _, field in ipairs(lists[k]) do
-    local raw = redis.call('HGET', KEYS[k], field)
-    out[#out + 1] = raw and (string.match(raw, '"_type":"([^"\\\\]+)"') or '') or ''
+  for _, size in ipairs(lists[k]) do
+    local raw = redis.call('HGET', KEYS[k], string.sub(names, at, at + size - 1))
+    at = at + size
+    local found = ''
+    if raw and string.byte(raw, 1) == 2 then
+      found = string.sub(raw, 2, string.find(raw, '\\0', 2, true) - 1)
+    elseif raw then
+      found = string.match(raw, '"_type":"([^"\\\\]+)"') or ''
+    end
+    out[#out + 1] = found
   end
 end
 return out

@@ -40,6 +40,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from monitor.graph.client import BatchRequest, BatchResponse
 from monitor.model.intune import (
     AGENT_KEY_PREFIX,
@@ -75,7 +77,8 @@ from monitor.model.intune_policies import (
 )
 from monitor.model.types import Kind, Op
 from monitor.sources.intune_mirror import device_types, known_users
-from monitor.sources.intune_sweep import Batched, Ownership, PassWriter, next_link
+from monitor.sources.intune_sweep import Batched, Ownership, PassWriter, next_link, seen_source
+from monitor.sources.intune_units import Unit, unit, unit_of
 
 MANAGED_DEVICES_PATH = "/beta/deviceManagement/managedDevices"
 MOBILE_APPS_PATH = "/beta/deviceAppManagement/mobileApps"
@@ -115,8 +118,13 @@ async def run_devices(writer: PassWriter) -> None:
     params = {"$select": ",".join(MANAGED_DEVICE_SELECT)}
     async for page in context.client.pages(context.tenant.id, MANAGED_DEVICES_PATH, params=params):
         users = await known_users(context.store, (u for device in page for u in device_user_ids(device)))
-        ops: list[Op] = [op for device in page for op in map_device(device, known_users=users)]
-        await writer.commit(ops, objects=len(page))
+        await writer.commit_units([_device_unit(device, users) for device in page], objects=len(page))
+
+
+def _device_unit(device: dict[str, Any], users: set[str]) -> Unit:
+    """A device read with which of its users the mirror knows (its HAS and USES depend on it)."""
+    known = [user for user in device_user_ids(device) if user in users]
+    return unit(_DEVICES, str(device.get("id")), device, known, lambda: map_device(device, known_users=users))
 
 
 # -- compliance policies and device configurations -------------------------------------------------
@@ -150,9 +158,16 @@ def _policy_pass(kind: PolicyKind) -> Callable[[PassWriter], Awaitable[None]]:
 
 
 async def _commit_statuses(writer: PassWriter, policy: PolicyRef, statuses: list[dict[str, Any]]) -> None:
-    known = await device_types(writer.context.store, (status_device_id(s) for s in statuses))
-    ops: list[Op] = [op for s in statuses for op in map_status(policy, s, known.get(status_device_id(s)))]
-    await writer.commit(ops, objects=len(statuses))
+    known = await device_types(writer.context.store, (status_device_id(s) for s in statuses), writer.device_types)
+    source = seen_source(writer.pass_name)
+    units = [_status_unit(source, policy, s, known.get(status_device_id(s))) for s in statuses]
+    await writer.commit_units(units, objects=len(statuses))
+
+
+def _status_unit(source: str, policy: PolicyRef, status: dict[str, Any], device_type: str | None) -> Unit:
+    """A device status read with its policy and the `_type` of its device (None: not in the mirror)."""
+    unit_id = f"{policy.kind}|{policy.id}|{status.get('id')}"
+    return unit(source, unit_id, status, [*policy, device_type], lambda: map_status(policy, status, device_type))
 
 
 # -- managed applications ------------------------------------------------------------------------
@@ -213,13 +228,19 @@ async def run_apps(writer: PassWriter) -> None:
         assigned += [{"id": app["id"], **_versions(app)} for app in page if app.get("isAssigned") is not False]
     async for app, report in batched.pages((app, _report_request(app["id"], 0)) for app in assigned):
         rows = report["rows"]
-        known = await device_types(context.store, (str(row.get("DeviceId")) for row in rows))
-        ops: list[Op] = []
-        for row in rows:
-            upsert = map_install_row(app, row, known.get(str(row.get("DeviceId"))))
-            if upsert is not None:
-                ops.append(upsert)
-        await writer.commit(ops, objects=len(rows))
+        known = await device_types(context.store, (str(row.get("DeviceId")) for row in rows), writer.device_types)
+        units = [_install_unit(app, row, known.get(str(row.get("DeviceId")))) for row in rows]
+        await writer.commit_units(units, objects=len(rows))
+
+
+def _install_unit(app: dict[str, Any], row: dict[str, Any], device_type: str | None) -> Unit:
+    """An install-report row read with its app (id, version) and the `_type` of its device."""
+
+    def mapping() -> list[Op]:
+        upsert = map_install_row(app, row, device_type)
+        return [] if upsert is None else [upsert]
+
+    return unit(_APPS, f"{app['id']}|{row.get('DeviceId')}", row, [app, device_type], mapping)
 
 
 def _versions(app: dict[str, Any]) -> dict[str, Any]:
@@ -259,13 +280,28 @@ async def run_detected(writer: PassWriter) -> None:
     )
     async for app, listed in batched.pages(first):
         devices = [str(d["id"]) for d in listed["value"]]
-        known = await device_types(context.store, devices)
-        ops: list[Op] = [map_installed(app, d, known[d]) for d in devices if d in known]
-        await writer.commit(ops, objects=len(devices))
+        known = await device_types(context.store, devices, writer.device_types)
+        read_with = orjson.dumps(app, option=orjson.OPT_SORT_KEYS)
+        units = [
+            _detected_unit(app, read_with, device, kind)
+            for device in devices
+            if (kind := known.get(device)) is not None
+        ]
+        await writer.commit_units(units, objects=len(devices))
     entities = list(catalog.entities())
     for start in range(0, len(entities), 1000):
         await writer.commit(entities[start : start + 1000], objects=0)
 
+
+def _detected_unit(app: dict[str, Any], app_json: bytes, device_id: str, device_type: str) -> Unit:
+    """A device listed under a detected application (`app_json`: its canonical JSON), read with the
+    application and the device's `_type`: a unit per device, so one installation costs one unit."""
+    mapping = lambda: [map_installed(app, device_id, device_type)]  # noqa: E731
+    content = b"\0".join((app_json, device_id.encode(), device_type.encode()))
+    return unit_of(_DETECTED, f"{app['id']}|{device_id}", content, mapping)
+
+
+_DEVICES, _APPS, _DETECTED = seen_source("devices"), seen_source("apps"), seen_source("detected")
 
 PASSES: tuple[IntunePass, ...] = (
     IntunePass("devices", MANAGED_DEVICES, run_devices, required=True),
@@ -276,6 +312,10 @@ PASSES: tuple[IntunePass, ...] = (
 )
 
 # -- ownership: which pass may delete an object by absence -----------------------------------------
+
+# The families that hold objects committed without unit records (policies, managed and detected
+# application entities): few, and always checked for absence.
+UNRECORDED_FAMILIES: tuple[tuple[Kind, str], ...] = (("entity", POLICY_FAMILY), ("entity", APPLICATION_FAMILY))
 
 # Every family an Intune pass writes, in the order the deletion phase walks them.
 FAMILIES: tuple[tuple[Kind, str], ...] = (

@@ -13,15 +13,19 @@ Rules (DESIGN.md, "Rules that keep it correct"; issue 4):
   ownership is per object, never per scope.
 - The deletion phase reads each Intune scope once, keys only (a few hundred per scope), a pipeline
   of scopes per round trip; it reads an object's JSON only when it deletes it (for its anchor).
-- Seen-set members are 64-bit digests of "<kind>:<key>", not the keys: a large estate's passes see
-  millions of relationships, and a digest costs Redis a quarter of a key. A collision could only
-  make an absent object look seen (kept one more sweep), never delete a present one.
-- The change records carry source "intune"; the seen sets are written beside them, keyed by pass.
+- Seen-set members are 64-bit digests of "<kind>:<key>" (8 raw bytes), not the keys: a large
+  estate's passes see millions of relationships, and a digest costs Redis a fraction of a key. A
+  collision could only make an absent object look seen (kept one more sweep), never delete a present
+  one.
+- The change records carry source "intune"; the seen sets are written in the same commit, keyed by
+  pass.
+- Objects read from Graph go through `commit_units`: what Graph says the same as last time is not
+  mapped again (`monitor.sources.intune_units`).
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -30,13 +34,26 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from monitor.graph.client import BATCH_LIMIT, BatchRequest, BatchResponse, GraphClient
+from monitor.graph.client import BATCH_LIMIT, BatchRequest, BatchResponse, GraphClient, GraphError
+from monitor.keys import TenantKeys
+from monitor.mirror_codec import unpack_key
 from monitor.model.registry import end_placements, entity_anchor
 from monitor.model.types import Delete, JsonObject, Kind, Op, Placement, Upsert
 from monitor.rounds import Progress, RecordListener, RoundResult
 from monitor.scopes import ScopeId
 from monitor.sources.base import SourceContext
-from monitor.store import PageWrite
+from monitor.sources.intune_units import (
+    CHECK_CHUNK,
+    CHECK_UNITS,
+    PRUNE_CHUNK,
+    PRUNE_UNITS,
+    REF_SIZE,
+    Unit,
+    dropped_refs,
+    record,
+    seen_ref,
+)
+from monitor.store import PageWrite, RawField, RawMembers
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +65,6 @@ Follow = Callable[[BatchRequest, dict[str, Any]], BatchRequest | None]
 Decode = Callable[[BatchResponse], dict[str, Any]]
 # (kind, family, key) -> the name of the pass that owns the object, or None (never deleted).
 Ownership = Callable[[Kind, str, str], str | None]
-
-
-def seen_ref(kind: Kind, key: str) -> str:
-    return hashlib.blake2b(f"{kind}:{key}".encode(), digest_size=8).hexdigest()
 
 
 def seen_source(pass_name: str) -> str:
@@ -70,20 +83,87 @@ class PassWriter:
         track: bool,
         on_records: RecordListener | None = None,
         progress: Progress | None = None,
+        recorded: bool = False,
+        device_types: dict[str, str | None] | None = None,
     ) -> None:
         self.context = context
+        # Whether every object the pass owns had a unit record when it started (`unit_records_complete`):
+        # then a unit without one is new and left nothing behind.
+        self.recorded = recorded
         self.pass_name = pass_name
         self.result = result
         self.track = track
         self.on_records = on_records
         self.progress = progress
         self.objects = 0
+        # Whether an object this pass owns may have gone although every unit was seen: a unit mapped
+        # to fewer objects than its record names, or one without a record (`monitor.sources.intune_units`).
+        self.may_have_dropped = False
+        # Device id -> `_type` (None: not in the mirror), shared by the passes after the device pass.
+        self.device_types: dict[str, str | None] = {} if device_types is None else device_types
+
+    @property
+    def _seen_key(self) -> str:
+        return self.context.store.keys.round_seen(seen_source(self.pass_name))
+
+    def _seen(self, refs: bytes) -> list[RawMembers]:
+        return [RawMembers(self._seen_key, refs, REF_SIZE, TenantKeys.ROUND_SEEN_TTL)] if self.track and refs else []
 
     async def commit(self, ops: Sequence[Op], *, objects: int = 0) -> int:
         """Commit one page of operations; `objects` Graph objects were read to make them. Returns the
         number of change records the page emitted."""
+        refs = b"".join(seen_ref(op.placement.kind, op.key) for op in ops if isinstance(op, Upsert))
+        return await self._commit(PageWrite(ops=list(ops), raw_members=self._seen(refs)), objects)
+
+    async def commit_units(self, units: Sequence[Unit], *, objects: int = 0) -> int:
+        """Commit one page of units: those whose digest matches their record are only marked seen;
+        the others are mapped, and their objects committed with their new records."""
+        changed, earlier = await self._changed(units) if self.track else (list(units), {})
+        ops: list[Op] = []
+        refs: list[bytes] = []
+        write = PageWrite(ops=ops)
+        units_key = self.context.store.keys.sweep_units
+        source = seen_source(self.pass_name)
+        for changed_unit in changed:
+            mapped = changed_unit.mapping()
+            unit_refs, unit_record = record(changed_unit.digest, mapped)
+            if self.track and not self.may_have_dropped:
+                known = earlier.get(changed_unit.uid)
+                self.may_have_dropped = (known is not None or not self.recorded) and dropped_refs(known, unit_refs)
+            ops += mapped
+            refs.append(unit_refs)
+            if unit_refs:  # a unit mapped to nothing keeps no record: it is mapped every time
+                bucket = changed_unit.bucket
+                write.raw_fields.append(RawField(units_key(source, bucket), changed_unit.uid.encode(), unit_record))
+                write.raw_sets.append((self.context.store.keys.sweep_unit_buckets(source), str(bucket)))
+        write.raw_members = self._seen(b"".join(refs))
+        self.result.skipped += len(units) - len(changed)
+        return await self._commit(write, objects)
+
+    async def _changed(self, units: Sequence[Unit]) -> tuple[list[Unit], dict[str, bytes | None]]:
+        """The units whose records do not match (`CHECK_UNITS`, which marks the others seen), and the
+        records they had (None: none)."""
+        store = self.context.store
+        script: Any = store.redis.register_script(CHECK_UNITS)
+        source = seen_source(self.pass_name)
+        changed: list[Unit] = []
+        earlier: dict[str, bytes | None] = {}
+        for start in range(0, len(units), CHECK_CHUNK):
+            chunk = units[start : start + CHECK_CHUNK]
+            keys: dict[str, int] = {self._seen_key: 1}
+            args: list[str | int] = []
+            for each in chunk:
+                args += [keys.setdefault(store.keys.sweep_units(source, each.bucket), len(keys) + 1), each.uid]
+            digests = b"".join(each.digest for each in chunk)
+            answer = await script(keys=list(keys), args=[orjson.dumps(args), digests, TenantKeys.ROUND_SEEN_TTL])
+            for n in range(0, len(answer), 2):
+                each = chunk[int(answer[n]) - 1]
+                changed.append(each)
+                earlier[each.uid] = answer[n + 1] or None
+        return changed, earlier
+
+    async def _commit(self, write: PageWrite, objects: int) -> int:
         store, now = self.context.store, self.context.clock()
-        write = PageWrite(ops=list(ops))
         if self.on_records is None:
             counts = await store.commit_counts(write, source=SOURCE, observed_at=now)
             self.result.changes.update(counts)
@@ -94,10 +174,6 @@ class PassWriter:
             emitted = len(records)
             if records:
                 self.on_records(records)
-        if self.track:
-            seen = [seen_ref(op.placement.kind, op.key) for op in ops if isinstance(op, Upsert)]
-            if seen:
-                await store.commit(PageWrite(seen=seen), source=seen_source(self.pass_name), observed_at=now)
         self.result.pages += 1
         self.result.objects += objects
         self.objects += objects
@@ -149,7 +225,7 @@ async def _scope_keys(writer: PassWriter, scopes: Sequence[ScopeId]) -> list[lis
     for scope in scopes:
         pipeline.hkeys(store.mirror_key(scope))
     answers = await pipeline.execute()
-    return [[k.decode() if isinstance(k, bytes) else k for k in keys] for keys in answers]
+    return [[unpack_key(k) for k in keys] for keys in answers]
 
 
 async def _unseen(
@@ -172,8 +248,9 @@ async def _unseen(
     store = writer.context.store
     script: Any = store.redis.register_script(UNSEEN)
     sets = [store.keys.round_seen(seen_source(owner)) for owner in by_owner]
-    refs = [[seen_ref(kind, key) for _, key in owned] for owned in by_owner.values()]
-    answer = await script(keys=sets, args=[orjson.dumps(refs)])
+    counts = orjson.dumps([len(owned) for owned in by_owner.values()])
+    refs = b"".join(seen_ref(kind, key) for owned in by_owner.values() for _, key in owned)
+    answer = await script(keys=sets, args=[counts, refs])
     owned_lists = list(by_owner.values())
     missing: dict[ScopeId, list[str]] = {}
     for position in range(0, len(answer), 2):
@@ -183,28 +260,44 @@ async def _unseen(
 
 
 # Which refs are not in their seen sets (read-only). KEYS = seen sets (one tenant: one hash tag);
-# ARGV[1] = a JSON array with, per KEYS[i], the array of refs to look up in it. Returns the
-# (i, j) positions of the refs absent from their set, flattened: usually nothing, so a scope of
-# thousands of objects costs one short answer instead of thousands of flags.
+# ARGV[1] = a JSON array with, per KEYS[i], the number of refs to look up in it; ARGV[2] = the refs,
+# 8 bytes each, in that order. Returns the (i, j) positions of the refs absent from their set,
+# flattened: usually nothing, so a scope of thousands of objects costs one short answer instead of
+# thousands of flags.
 UNSEEN = """
-local lists = cjson.decode(ARGV[1])
+local counts = cjson.decode(ARGV[1])
+local refs = ARGV[2]
+local at = 1
 local out = {}
 for i = 1, #KEYS do
-  local refs = lists[i]
-  for j = 1, #refs do
-    if redis.call('SISMEMBER', KEYS[i], refs[j]) == 0 then
+  for j = 1, counts[i] do
+    if redis.call('SISMEMBER', KEYS[i], string.sub(refs, at, at + 7)) == 0 then
       out[#out + 1] = i
       out[#out + 1] = j
     end
+    at = at + 8
   end
 end
 return out
 """
 
 
+async def prune_units(context: SourceContext, pass_name: str) -> int:
+    """After a complete pass (before its seen set is cleared): drop the records of its units that are
+    gone (`PRUNE_UNITS`). Returns how many."""
+    store = context.store
+    source = seen_source(pass_name)
+    buckets = sorted(int(b) for b in await store.redis.smembers(store.keys.sweep_unit_buckets(source)))
+    script: Any = store.redis.register_script(PRUNE_UNITS)
+    dropped = 0
+    for start in range(0, len(buckets), PRUNE_CHUNK):
+        keys = [store.keys.sweep_units(source, b) for b in buckets[start : start + PRUNE_CHUNK]]
+        dropped += int(await script(keys=[store.keys.round_seen(source), *keys]))
+    return dropped
+
+
 async def _delete(writer: PassWriter, scope: ScopeId, keys: list[str]) -> int:
-    store = writer.context.store
-    raws = await store.redis.hmget(store.mirror_key(scope), keys)
+    raws = await writer.context.store.mirror_values(scope, keys)
     ops: list[Op] = []
     for key, raw in zip(keys, raws, strict=True):
         if raw is not None:
@@ -253,24 +346,59 @@ class Batched(Generic[T]):
 
     async def pages(self, first: Iterable[tuple[T, BatchRequest]]) -> AsyncIterator[tuple[T, dict[str, Any]]]:
         # At most 20 lists are open at a time, each followed to its end before another starts: page
-        # tokens stay fresh, and the queue holds 20 requests whatever the number of objects.
+        # tokens stay fresh, and the queue holds 20 requests whatever the number of objects. The next
+        # batch is sent as soon as this one is decoded, while the caller works on its pages.
         waiting: deque[tuple[T, BatchRequest]] = deque(first)
-        active: list[tuple[T, BatchRequest]] = []
-        while waiting or active:
-            while len(active) < BATCH_LIMIT and waiting:
-                active.append(waiting.popleft())
-            answers = await self.client.batch(self.tenant, [request for _, request in active], version=self.version)
-            following: list[tuple[T, BatchRequest]] = []
-            for (tag, request), answer in zip(active, answers, strict=True):
-                error = answer.error()
+        active = self._fill([], waiting)
+        pending = self._send(active)
+        try:
+            while pending is not None:
+                answers = await pending
+                pages, following, error = self._read(active, answers)
+                active = self._fill(following, waiting) if error is None else []
+                pending = self._send(active)
+                for tag, page in pages:
+                    yield tag, page
                 if error is not None:
-                    if answer.status in self.tolerate:
-                        log.info("tenant %s: %s gone since listed: %s", self.tenant, request.url, error)
-                        continue
                     raise error
+        except BaseException:
+            if pending is not None:
+                pending.cancel()
+            raise
+
+    @staticmethod
+    def _fill(
+        active: list[tuple[T, BatchRequest]], waiting: deque[tuple[T, BatchRequest]]
+    ) -> list[tuple[T, BatchRequest]]:
+        while len(active) < BATCH_LIMIT and waiting:
+            active.append(waiting.popleft())
+        return active
+
+    def _send(self, active: list[tuple[T, BatchRequest]]) -> asyncio.Future[list[BatchResponse]] | None:
+        if not active:
+            return None
+        return asyncio.ensure_future(self.client.batch(self.tenant, [r for _, r in active], version=self.version))
+
+    def _read(
+        self, active: list[tuple[T, BatchRequest]], answers: list[BatchResponse]
+    ) -> tuple[list[tuple[T, dict[str, Any]]], list[tuple[T, BatchRequest]], Exception | None]:
+        """The pages of a batch's answers in order, the follow-up requests, and the first error (the
+        pages before it are still delivered)."""
+        pages: list[tuple[T, dict[str, Any]]] = []
+        following: list[tuple[T, BatchRequest]] = []
+        for (tag, request), answer in zip(active, answers, strict=True):
+            error = answer.error()
+            if error is not None:
+                if answer.status in self.tolerate:
+                    log.info("tenant %s: %s gone since listed: %s", self.tenant, request.url, error)
+                    continue
+                return pages, following, error
+            try:
                 page = self.decode(answer)
-                yield tag, page
-                next_request = self.follow(request, page)
-                if next_request is not None:
-                    following.append((tag, next_request))
-            active = following
+            except GraphError as exc:
+                return pages, following, exc
+            pages.append((tag, page))
+            next_request = self.follow(request, page)
+            if next_request is not None:
+                following.append((tag, next_request))
+        return pages, following, None

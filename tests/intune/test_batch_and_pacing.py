@@ -12,7 +12,7 @@ from bisect import bisect_left
 import pytest
 
 from monitor.graph.client import BatchRequest, GraphError
-from monitor.graph.pacing import INTUNE_LIMITS, IntunePacer, intune_bucket
+from monitor.graph.pacing import ARRIVAL_MARGIN, INTUNE_LIMITS, WINDOW_SECONDS, IntunePacer, intune_bucket
 from monitor.retry import RetryPolicy
 from monitor.simulator import Simulator
 from monitor.simulator.intune import IntuneTenant
@@ -66,9 +66,11 @@ async def test_pacer_keeps_every_20_second_window_under_the_limit() -> None:
     for _ in range(6000):
         await pacer.acquire("t", "devices")
         times.append(fake.now)
-    assert busiest_window(times) <= INTUNE_LIMITS["devices"]
-    # ...and uses it: a burst of 10% of the limit, then the rest of the limit spread over 20 s.
-    assert times[-1] == pytest.approx((6000 - 200) / (1800 / 20))
+    assert busiest_window(times, WINDOW_SECONDS + ARRIVAL_MARGIN) <= INTUNE_LIMITS["devices"]
+    # ...and uses it: the whole limit at once (a sweep that needs fewer never waits), then the
+    # next limit's worth as soon as the window has passed.
+    assert times[1999] == 0 and times[2000] == times[3999] == WINDOW_SECONDS + ARRIVAL_MARGIN
+    assert times[-1] == pytest.approx(2 * (WINDOW_SECONDS + ARRIVAL_MARGIN))
     assert pacer.stats.requests == 6000 and pacer.stats.waits > 0
 
 
@@ -93,7 +95,7 @@ async def test_pacer_queues_concurrent_callers_and_keeps_buckets_apart() -> None
 async def test_the_client_paces_intune_calls_and_nothing_else(
     make_client: ClientFactory, sleeps: Sleeps, estate: IntuneTenant
 ) -> None:
-    pacer = IntunePacer(limits={"devices": 20}, clock=lambda: 0.0, sleep=sleeps)
+    pacer = IntunePacer(limits={"devices": 2}, clock=lambda: 0.0, sleep=sleeps)
     client = make_client(pacer=pacer)
     for _ in range(5):
         await client.get(TENANT_ID, "/v1.0/users", params={"$top": "1"})
@@ -101,9 +103,9 @@ async def test_the_client_paces_intune_calls_and_nothing_else(
     for _ in range(4):
         await client.get(TENANT_ID, "/beta/deviceManagement/managedDevices", params={"$top": "1"})
     assert pacer.stats.requests == 4
-    # Capacity 2, refill 0.9/s, a clock that stands still: each request past the second waits longer.
+    # Two per window, a clock that stands still: the third and fourth wait for the window to pass.
     assert pacer.stats.waits == 2
-    assert client.stats.paced == pytest.approx(1 / 0.9 + 2 / 0.9)
+    assert client.stats.paced == pytest.approx(2 * (WINDOW_SECONDS + ARRIVAL_MARGIN))
 
 
 def status_requests(estate: IntuneTenant, count: int) -> list[BatchRequest]:

@@ -1,0 +1,159 @@
+"""Skipping what did not change: an Intune object whose Graph representation is the one the last sweep
+mapped costs a digest, not a mapping, a read of the mirror and a diff.
+
+Graph offers Intune neither delta queries nor change notifications (docs/graph.md 9), so every sweep
+reads the whole estate again, and almost all of it is what the last sweep read. A **unit** is what
+one mapping call reads: a managed device (with which of its users the mirror knows), a device status
+of a policy (with the policy and the device's `_type`), an install-report row of an app (with the app
+and the device's `_type`), a detected application's device (with the application and the device's
+`_type`). Its **digest** covers all of that, the raw Graph object as canonical JSON and
+`MAPPING_VERSION`: equal digests mean the mapping would produce exactly what it produced last time.
+
+Each unit's **record** (`TenantKeys.sweep_units`) is its digest followed by the 8-byte seen-refs of the
+objects it mapped to. It is written in the same page commit as those objects, so a record never
+describes objects the mirror does not hold. A unit whose digest matches its record is skipped: a
+script (`CHECK_UNITS`) adds its refs to the pass's seen set, so deletion by absence still keeps its
+objects. Everything else is mapped and committed as before. What this makes safe:
+
+- A change shows in the digest of every unit whose mapping reads it: a compliance status changed on
+  an unchanged device changes that status's unit; a device whose `_type` changed changes the units of
+  its statuses, install rows and detected applications (the `_type` is read from the mirror for them,
+  as the mapping reads it); a user who appears or leaves changes the units of the devices naming them.
+- `MAPPING_VERSION` is a digest of the mapping's source code (`monitor/model/`, the passes and this
+  module), so a new version of the mapping maps everything once.
+- A unit that produced nothing has no record: it is mapped every time (cheaply: it maps to nothing).
+- A record can only go stale the safe way (a unit is mapped again for nothing). After a complete pass,
+  the records whose objects were not seen (their unit is gone) are pruned (`PRUNE_UNITS`).
+- A first sweep (no Intune object in the mirror) checks nothing and writes every record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from monitor.keys import TenantKeys
+from monitor.model.types import Op, Upsert
+
+DIGEST_SIZE = 8
+REF_SIZE = 8
+# Units checked per script call: a call holds Redis for about a millisecond.
+CHECK_CHUNK = 2000
+PRUNE_CHUNK = 256
+
+
+def _mapping_version() -> bytes:
+    """A digest of the source of everything a unit's mapping runs (random when it cannot be read, which
+    turns skipping off rather than risk skipping a change)."""
+    digest = hashlib.blake2b(digest_size=DIGEST_SIZE)
+    try:
+        model = resources.files("monitor.model")
+        sources = resources.files("monitor.sources")
+        files = sorted((p for p in model.iterdir() if p.name.endswith(".py")), key=lambda p: p.name)
+        files += [sources.joinpath("intune_passes.py"), sources.joinpath("intune_units.py")]
+        for path in files:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    except OSError:
+        return os.urandom(DIGEST_SIZE)
+    return digest.digest()
+
+
+MAPPING_VERSION = _mapping_version()
+
+
+def seen_ref(kind: str, key: str) -> bytes:
+    """The 8-byte ref of an object in a pass's seen set (`TenantKeys.round_seen`)."""
+    return hashlib.blake2b(f"{kind}:{key}".encode(), digest_size=REF_SIZE).digest()
+
+
+@dataclass(slots=True)
+class Unit:
+    """One mapping call of a pass: its id, its digest, and how to map it (called only when needed)."""
+
+    uid: str
+    digest: bytes
+    mapping: Callable[[], Sequence[Op]]
+
+    @property
+    def bucket(self) -> int:
+        return int(self.uid[:8], 16) % TenantKeys.SWEEP_UNIT_BUCKETS
+
+
+def unit(source: str, unit_id: str, raw: Any, context: Any, mapping: Callable[[], Sequence[Op]]) -> Unit:
+    """The unit `unit_id` of pass `source` (`seen_source`): `raw` is the Graph object as read,
+    `context` everything else its mapping reads (JSON-serializable)."""
+    return unit_of(source, unit_id, orjson.dumps([context, raw], option=orjson.OPT_SORT_KEYS), mapping)
+
+
+def unit_of(source: str, unit_id: str, content: bytes, mapping: Callable[[], Sequence[Op]]) -> Unit:
+    """`unit` with what the mapping reads already serialized (`content`: every byte of it counts)."""
+    uid = hashlib.blake2b(f"{source}\0{unit_id}".encode(), digest_size=8).hexdigest()
+    return Unit(uid, hashlib.blake2b(content, digest_size=DIGEST_SIZE, key=MAPPING_VERSION).digest(), mapping)
+
+
+def dropped_refs(earlier: bytes | None, refs: bytes) -> bool:
+    """Whether a unit mapped again may have left objects behind: its earlier record names a ref it no
+    longer maps to, or it had no record (unless every object had one, a new unit or records never
+    written)."""
+    if earlier is None:
+        return True
+    now = {refs[at : at + REF_SIZE] for at in range(0, len(refs), REF_SIZE)}
+    return any(earlier[at : at + REF_SIZE] not in now for at in range(DIGEST_SIZE, len(earlier), REF_SIZE))
+
+
+def record(digest: bytes, ops: Sequence[Op]) -> tuple[bytes, bytes]:
+    """(the seen refs of `ops`' upserts, the unit's record: digest then refs)."""
+    refs = b"".join(seen_ref(op.placement.kind, op.key) for op in ops if isinstance(op, Upsert))
+    return refs, digest + refs
+
+
+# Which units need mapping. KEYS[1] = the pass's seen set; KEYS[2..] = unit bucket hashes.
+# ARGV[1] = a JSON array: per unit its KEYS index and its id; ARGV[2] = the units' digests, 8 bytes
+# each, in order; ARGV[3] = the seen set's time to live.
+# A unit whose record starts with its digest is skipped: the refs that follow the digest are added to
+# the seen set. Returns, for each other unit, its (1-based) position and its record (false: none).
+CHECK_UNITS = """
+local a = cjson.decode(ARGV[1])
+local digests = ARGV[2]
+local out, refs = {}, {}
+for n = 1, #a / 2 do
+  local rec = redis.call('HGET', KEYS[a[2 * n - 1]], a[2 * n])
+  if rec and string.sub(rec, 1, 8) == string.sub(digests, 8 * n - 7, 8 * n) then
+    for at = 9, #rec, 8 do
+      refs[#refs + 1] = string.sub(rec, at, at + 7)
+      if #refs == 1000 then redis.call('SADD', KEYS[1], unpack(refs)); refs = {} end
+    end
+  else
+    out[#out + 1] = n
+    out[#out + 1] = rec
+  end
+end
+if #refs > 0 then redis.call('SADD', KEYS[1], unpack(refs)) end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return out
+"""
+
+# Drop the records of units that are gone: after a complete pass, a record whose first ref is not in
+# the pass's seen set belongs to a unit the pass did not see (a seen unit adds all its refs).
+# KEYS[1] = the seen set; KEYS[2..] = unit bucket hashes. Returns the number of records dropped.
+PRUNE_UNITS = """
+local dropped = 0
+for k = 2, #KEYS do
+  local gone = {}
+  local flat = redis.call('HGETALL', KEYS[k])
+  for i = 1, #flat, 2 do
+    if redis.call('SISMEMBER', KEYS[1], string.sub(flat[i + 1], 9, 16)) == 0 then gone[#gone + 1] = flat[i] end
+  end
+  for i = 1, #gone, 1000 do
+    redis.call('HDEL', KEYS[k], unpack(gone, i, math.min(i + 999, #gone)))
+  end
+  dropped = dropped + #gone
+end
+return dropped
+"""

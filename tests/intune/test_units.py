@@ -1,0 +1,224 @@
+"""Skipping what Graph says the same as last sweep (`monitor.sources.intune_units`): an unchanged sweep
+maps nothing, and a change that shows only in a derived object (an install state, a policy status,
+the `_type` of a device, a user who left) is still emitted exactly, while the device itself is skipped.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from monitor import collector
+from monitor.app import Runtime
+from monitor.simulator import SimTenant
+from monitor.simulator.intune import IntuneTenant
+from monitor.simulator.intune_catalog import DEVICE_KINDS
+from monitor.sources import intune_passes, intune_units
+from tests.conftest import TENANT_ID
+
+from .helpers import expected_changes, expected_intune, summary
+from .test_sweep import first_sweep, install_fails, mirror, pick, sync
+
+Mapped = Counter[str]
+
+
+@pytest.fixture
+def mapped(monkeypatch: pytest.MonkeyPatch) -> Iterator[Mapped]:
+    """What the passes map, per mapping function: the device ids for `map_device`, else a count of the
+    calls that produced something."""
+    calls: Mapped = Counter()
+
+    def counting(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            result = function(*args, **kwargs)
+            if name == "map_device":
+                calls[f"device {args[0]['id']}"] += 1
+            elif result:
+                calls[name] += 1
+            return result
+
+        return wrapper
+
+    for name in ("map_device", "map_status", "map_install_row", "map_installed"):
+        monkeypatch.setattr(intune_passes, name, counting(name, getattr(intune_passes, name)))
+    yield calls
+
+
+async def test_an_unchanged_sweep_maps_nothing(runtime: Runtime, estate: IntuneTenant, mapped: Mapped) -> None:
+    await first_sweep(runtime)
+    first = sum(mapped.values())
+    mapped.clear()
+
+    records, failures = await sync(runtime)
+
+    assert (records, failures) == ([], [])
+    assert first > len(estate.devices) and mapped == Counter()
+    status = await runtime.store(TENANT_ID).status("intune")
+    assert int(status["unchanged"]) >= first
+
+
+def flip_configuration(estate: IntuneTenant) -> str:
+    """A configuration's status on a device goes to error: the device's own properties do not move."""
+    policy = next(iter(estate.configurations))
+    device = pick(estate, estate.policy_platform[policy], lambda d: estate.status(policy, d) == "compliant")
+    estate.set_status(policy, device.id, "error")
+    return device.id
+
+
+def fail_install(estate: IntuneTenant) -> str:
+    [(_, _, key, _)] = install_fails(estate)
+    return str(key).split("|")[0]
+
+
+@pytest.mark.parametrize("change", [flip_configuration, fail_install], ids=["configuration-status", "install-state"])
+async def test_a_change_only_in_a_derived_object_is_emitted_while_the_device_is_skipped(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, mapped: Mapped, change: Callable[[IntuneTenant], str]
+) -> None:
+    await first_sweep(runtime)
+    before = await mirror(runtime)
+    mapped.clear()
+    device_id = change(estate)
+
+    records, failures = await sync(runtime)
+
+    after = expected_intune(estate, set(tenant.users))
+    assert failures == [] and records
+    assert summary(records) == expected_changes(before, after)
+    assert all(r["key"].split("|")[0] == device_id or device_id in r["key"] for r in records)
+    assert await mirror(runtime) == after
+    assert not [name for name in mapped if name.startswith("device ")]  # the device itself was skipped
+
+
+async def test_a_device_whose_type_changes_retypes_everything_read_with_it(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, mapped: Mapped
+) -> None:
+    await first_sweep(runtime)
+    before = await mirror(runtime)
+    device = pick(estate, "windowsRT", lambda d: bool(estate.device_apps(d.id)))
+    # The same platform (its policies and apps stay), but a virtual machine: a `server`.
+    device.kind = next(n for n, kind in enumerate(DEVICE_KINDS) if "Virtual Machine" in kind.models)
+
+    records, failures = await sync(runtime)
+
+    after = expected_intune(estate, set(tenant.users))
+    assert failures == [] and summary(records) == expected_changes(before, after)
+    assert await mirror(runtime) == after
+    retyped = {r["type"] for r in records if r["op"] == "upsert" and r["type"].startswith("server_")}
+    assert {"server_installed_intune_detected_application", "server_assigned_intune_managed_application"} <= retyped
+
+
+async def test_a_user_who_leaves_takes_the_relationships_of_unchanged_devices(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant
+) -> None:
+    """A logged-on user leaves the directory: the device's Graph object does not change (it names the
+    user by id), yet its USES relationship goes."""
+    await first_sweep(runtime)
+    before = await mirror(runtime)
+    device = next(d for d in estate.devices.values() if any(u != d.user_id for u in d.logged_on))
+    user = next(u for u in device.logged_on if u != device.user_id)
+    tenant.hard_delete_user(user)
+    await sync(runtime, ("users",))
+
+    records, failures = await sync(runtime)
+
+    after = expected_intune(estate, set(tenant.users))
+    assert failures == [] and summary(records) == expected_changes(before, after)
+    assert ("delete", f"{user}|uses|{device.id}") in {(r["op"], r["key"]) for r in records}
+    assert device.id not in {r["key"] for r in records}  # the device entity itself is unchanged
+    assert await mirror(runtime) == after
+
+
+async def test_a_new_mapping_maps_everything_once(
+    runtime: Runtime, estate: IntuneTenant, mapped: Mapped, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await first_sweep(runtime)
+    mapped.clear()
+    monkeypatch.setattr(intune_units, "MAPPING_VERSION", b"another")
+
+    records, failures = await sync(runtime)
+
+    assert (records, failures) == ([], [])
+    assert len([name for name in mapped if name.startswith("device ")]) == len(estate.devices)
+    assert int((await runtime.store(TENANT_ID).status("intune"))["unchanged"]) == 0
+
+
+async def test_the_records_of_a_retired_device_are_pruned(runtime: Runtime, estate: IntuneTenant) -> None:
+    await first_sweep(runtime)
+    device = pick(estate, "iPhone")
+    unit = intune_units.unit(intune_passes._DEVICES, device.id, {}, [], list)
+    store = runtime.store(TENANT_ID)
+    held = store.keys.sweep_units(intune_passes._DEVICES, unit.bucket)
+    assert await store.redis.hexists(held, unit.uid)
+    units_before = await _records(runtime)
+    estate.retire_device(device.id)
+
+    records, failures = await sync(runtime)
+
+    assert failures == [] and records
+    assert not await store.redis.hexists(held, unit.uid)
+    assert sum((await _records(runtime)).values()) < sum(units_before.values())
+
+
+async def _records(runtime: Runtime) -> Counter[str]:
+    store = runtime.store(TENANT_ID)
+    counts: Counter[str] = Counter()
+    for name in ("devices", "compliance", "configurations", "apps", "detected"):
+        source = f"intune.{name}"
+        for bucket in await store.redis.smembers(store.keys.sweep_unit_buckets(source)):
+            counts[name] += await store.redis.hlen(store.keys.sweep_units(source, int(bucket)))
+    return counts
+
+
+async def test_a_unit_that_maps_to_less_takes_its_objects_with_it(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant
+) -> None:
+    """A status back to compliant maps to one object instead of four: no unit went, yet its finding
+    and the finding's relationships are deleted (the sweep scans for absence when a unit shrank)."""
+    policy = next(iter(estate.compliance_policies))
+    device = pick(estate, estate.policy_platform[policy], lambda d: estate.status(policy, d) == "nonCompliant")
+    await first_sweep(runtime)
+    before = await mirror(runtime)
+    estate.set_status(policy, device.id, "compliant")
+
+    records, failures = await sync(runtime)
+
+    after = expected_intune(estate, set(tenant.users))
+    assert failures == [] and summary(records) == expected_changes(before, after)
+    finding = f"{estate.account_id}_{policy}_{device.id}"
+    assert ("delete", finding) in {(r["op"], r["key"]) for r in records}
+    assert await mirror(runtime) == after
+
+
+async def test_objects_without_unit_records_are_still_deleted_by_absence(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant
+) -> None:
+    """A mirror whose objects have no unit records (written before them) is scanned for absence on
+    the next sweep: an application uninstalled meanwhile goes, although no unit says so."""
+    await first_sweep(runtime)
+    store = runtime.store(TENANT_ID)
+    async for key in store.redis.scan_iter(match=f"{store.keys.base}:units*"):
+        await store.redis.delete(key)
+    before = await mirror(runtime)
+    device = pick(estate, "macMDM", lambda d: any(estate.device_count(a) > 1 for a in estate.device_apps(d.id)))
+    app = next(a for a in estate.device_apps(device.id) if estate.device_count(a) > 1)
+    estate.uninstall_detected(device.id, app)
+
+    records, failures = await sync(runtime)
+
+    after = expected_intune(estate, set(tenant.users))
+    assert failures == [] and summary(records) == expected_changes(before, after)
+    assert [r["op"] for r in records] == ["delete"] and device.id in records[0]["key"]
+    assert await mirror(runtime) == after
+
+
+def test_the_collector_runs_less_often_while_rounds_run_and_as_before_after() -> None:
+    before = gc.get_threshold()
+    with collector.fewer_collections():
+        with collector.fewer_collections():  # two tenants' rounds in one process
+            assert gc.get_threshold() == collector.ROUND_THRESHOLDS
+        assert gc.get_threshold() == collector.ROUND_THRESHOLDS
+    assert gc.get_threshold() == before
