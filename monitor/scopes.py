@@ -16,8 +16,8 @@ Bucket counts are sized so that an upload scope of a large tenant (100,000 users
 (a few groups and their ~250 memberships), not a tenth of the directory. **They must never change
 once a deployment holds data**: a new count would move objects between hashes and JupiterOne
 scopes. (The counts of groups and devices changed once, from 32 and 256 entity buckets, when
-entities and their relationships were brought into one scope; a mirror written before that must be
-rebuilt by a full sync into an empty Redis.) Small tenants simply use few of the buckets.
+entities and their relationships were brought into one scope; `TenantStore.upgrade` moves the
+entities of a mirror written before that into their scopes, once.) Small tenants simply use few of the buckets.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from monitor.mirror_codec import (
 from monitor.model.types import Delete, JsonObject, Kind, Op, Patch, Placement, Upsert
 from monitor.redis_conn import Redis
 from monitor.retry import RetryPolicy
-from monitor.scopes import ScopeId, scope_of
+from monitor.scopes import ScopeId, bucket_count, bucket_of, scope_of
 
 log = logging.getLogger(__name__)
 
@@ -479,33 +479,64 @@ class TenantStore:
 
     async def _upgrade_scope(self, scope: ScopeId) -> None:
         """Rewrite the earlier entries of one scope, unless another writer commits to it meanwhile (then
-        read it again). The objects stay what they were: no change records, no dirty mark."""
+        read it again). The objects stay what they were: no change records, no dirty mark.
+
+        An entity found outside its own scope is moved there: groups and devices were once cut into
+        fewer entity scopes than their relationships (32 and 256, now 4,096 and 512; `monitor.scopes`),
+        and a key is looked up in its own scope only. An entry its own scope already holds was written
+        there by this version, and wins."""
         name, mirror_key = self.scope_name(scope), self.mirror_key(scope)
         for attempt in range(1, COMMIT_RETRIES.max_retries + 1):
             version = await self.redis.hget(self.keys.scope_versions, name)
             entries: dict[Any, Any] = await self.redis.hgetall(mirror_key)
             script = _CommitScript(self.keys.seq, self.keys.changes, self.keys.scope_versions)
+            script.check(name, _text(version) if version else "")
+            moves: dict[ScopeId, list[tuple[Any, bytes, bytes]]] = {}
             earlier = 0
             for stored, value in entries.items():
                 key = unpack_key(stored)
-                if is_current(stored, value, key):
+                home = _home(scope, key)
+                current = is_current(stored, value, key)
+                if current and home == scope:
                     continue
                 earlier += 1
                 packed = pack_key(key)
+                encoded = value if current else self._reencoded(scope, key, value)
+                if home != scope:
+                    script.delete_field(mirror_key, stored)
+                    moves.setdefault(home, []).append((stored, packed, encoded))
+                    continue
                 if packed != stored:
                     script.delete_field(mirror_key, stored)
                 if packed == stored or packed not in entries:  # an entry already rewritten wins
-                    raw = decode_value(key, value)
-                    entity_type = _loads(raw).get("_type") if scope.kind == "entity" else None
-                    script.put_field(mirror_key, packed, encode_value(key, raw, entity_type))
+                    script.put_field(mirror_key, packed, encoded)
             if not earlier:
                 return
-            script.check(name, _text(version) if version else "")
+            await self._plan_moves(script, moves)
             keys, args = script.build()
             if await self._commit_page(keys=keys, args=args) >= 0:
                 return
             await asyncio.sleep(COMMIT_RETRIES.delay(attempt, None))
         raise RuntimeError(f"tenant {self.tenant}: could not rewrite mirror scope {name}")
+
+    @staticmethod
+    def _reencoded(scope: ScopeId, key: str, value: bytes) -> bytes:
+        raw = decode_value(key, value)
+        entity_type = _loads(raw).get("_type") if scope.kind == "entity" else None
+        return encode_value(key, raw, entity_type)
+
+    async def _plan_moves(self, script: _CommitScript, moves: dict[ScopeId, list[tuple[Any, bytes, bytes]]]) -> None:
+        """Add to `script` the entries moving into other scopes, each checked at its version and
+        listed among the known scopes; an entry the scope already holds is left as it is."""
+        for home, moving in moves.items():
+            home_name, home_key = self.scope_name(home), self.mirror_key(home)
+            version = await self.redis.hget(self.keys.scope_versions, home_name)
+            script.check(home_name, _text(version) if version else "")
+            present = await self.redis.hmget(home_key, [packed for _, packed, _ in moving])
+            for (_, packed, encoded), there in zip(moving, present, strict=True):
+                if there is None:
+                    script.put_field(home_key, packed, encoded)
+            script.add(self.keys.scopes, home_name)
 
     # -- reading the mirror -------------------------------------------------------------------
     async def get(self, placement: Placement, key: str) -> JsonObject | None:
@@ -853,6 +884,14 @@ def _stored(slot: _Slot) -> bytes:
     assert slot.current_raw is not None
     entity_type = slot.current.get("_type") if slot.kind == "entity" and slot.current is not None else None
     return encode_value(slot.key, slot.current_raw, entity_type if isinstance(entity_type, str) else None, slot.uuids)
+
+
+def _home(scope: ScopeId, key: str) -> ScopeId:
+    """The scope an object of `scope`'s kind and family keyed `key` belongs in: an entity's is decided
+    by its own key (a relationship's by its anchor, which its key does not always tell: kept)."""
+    if scope.kind != "entity":
+        return scope
+    return ScopeId("entity", scope.family, bucket_of(key, bucket_count("entity", scope.family)))
 
 
 def _loads(raw: bytes | str) -> JsonObject:

@@ -14,7 +14,7 @@ from monitor.keys import TenantKeys
 from monitor.mirror_codec import FRAME, is_current, pack_key, unpack_key
 from monitor.model.types import Delete, JsonObject, Kind, Patch, Upsert, entity_placement, relationship_placement
 from monitor.redis_conn import connect
-from monitor.scopes import scope_of
+from monitor.scopes import ScopeId, bucket_of, scope_of
 from monitor.store import Flag, PageWrite, Parked, TenantStore, canonical
 from tests.conftest import RedisServer
 
@@ -274,6 +274,41 @@ async def test_a_mirror_written_before_packing_reads_and_is_rewritten(redis: aio
         entries: dict[bytes, bytes] = await redis.hgetall(store.keys.mirror(scope))  # type: ignore[assignment]
         assert entries and all(is_current(f, v, unpack_key(f)) for f, v in entries.items())
     assert await redis.get(store.keys.mirror_format) == TenantKeys.MIRROR_FORMAT.encode()
+
+
+async def test_a_mirror_of_the_earlier_scope_layout_is_moved_into_its_scopes(redis: aioredis.Redis) -> None:
+    """Groups and devices were once cut into 32 and 256 entity scopes (now as many as their
+    relationships: 4,096 and 512). Entities the earlier version wrote there are found, moved into their
+    own scopes, and neither lost nor emitted again."""
+    groups = [str(uuid.UUID(int=0x6000 + n)) for n in range(12)]
+    devices = [str(uuid.UUID(int=0xD000 + n)) for n in range(12)]
+    earlier = [
+        *(
+            Upsert(entity_placement("azure_user_group", g), {"_key": g, "_type": "azure_user_group", "id": g})
+            for g in groups
+        ),
+        *(Upsert(entity_placement("intune_device", d), {"_key": d, "_type": "laptop", "id": d}) for d in devices),
+    ]
+    writer = TenantStore(redis, TENANT)
+    for op in earlier:
+        old = ScopeId(
+            "entity", op.placement.family, bucket_of(op.key, 32 if op.placement.family == "azure_user_group" else 256)
+        )
+        await redis.hset(writer.keys.mirror(old), op.key, canonical(op.obj))
+        await redis.sadd(writer.keys.scopes, str(old))
+        await redis.hset(writer.keys.scope_versions, str(old), 3)
+    assert any(scope_of(op.placement) != ScopeId(*scope_of(op.placement)[:2], bucket_of(op.key, 32)) for op in earlier)
+
+    store = TenantStore(redis, TENANT)
+    for op in earlier:
+        assert await store.get(op.placement, op.key) == op.obj
+    assert await commit(store, *earlier) == []
+    assert await store.mirror_dump() == {(op.placement.kind, op.key): op.obj for op in earlier}
+    for scope in await store.known_scopes():
+        for field in await redis.hkeys(store.keys.mirror(scope)):
+            key = unpack_key(field)
+            assert scope == scope_of(entity_placement(scope.family, key)), (scope, key)
+    assert await store.last_seq() == 0
 
 
 async def test_objects_keyed_by_uuids_are_stored_packed_and_compressed(redis: aioredis.Redis) -> None:
