@@ -467,7 +467,8 @@ class TenantStore:
         read or written by key (a key's field changed when UUIDs were packed, so an entry written by
         an earlier version would not be found under it). Once per tenant and process: after a
         rewrite of the earlier entries, `TenantKeys.mirror_format` says it is done. Readers of whole
-        scopes (the publisher) read both forms and need not wait for it.
+        scopes (the publisher) read both forms, but wait for it too: an entity of an earlier scope
+        layout is in another scope until it is moved.
         """
         if self._upgraded:
             return
@@ -545,6 +546,7 @@ class TenantStore:
         return None if raw is None else _loads(decode_value(key, raw))
 
     async def scope_objects(self, scope: ScopeId) -> dict[str, JsonObject]:
+        await self.upgrade()  # an object of an earlier layout may still sit in another scope
         raw = await self.redis.hgetall(self.keys.mirror(scope))
         objects = {}
         for stored, value in raw.items():

@@ -299,6 +299,10 @@ async def test_a_mirror_of_the_earlier_scope_layout_is_moved_into_its_scopes(red
         await redis.hset(writer.keys.scope_versions, str(old), 3)
     assert any(scope_of(op.placement) != ScopeId(*scope_of(op.placement)[:2], bucket_of(op.key, 32)) for op in earlier)
 
+    # A reader of whole scopes (the JupiterOne publisher uploads one at a time) sees each where it belongs.
+    publisher = TenantStore(redis, TENANT)
+    for op in earlier:
+        assert (await publisher.scope_objects(scope_of(op.placement)))[op.key] == op.obj
     store = TenantStore(redis, TENANT)
     for op in earlier:
         assert await store.get(op.placement, op.key) == op.obj
