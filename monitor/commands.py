@@ -65,8 +65,9 @@ async def status_command(settings: Settings, *, as_json: bool) -> int:
         deployment = await deployment_status(runtime)
     finally:
         await runtime.close()
-    if as_json:
-        sys.stdout.write(orjson.dumps(statuses, option=orjson.OPT_INDENT_2).decode() + "\n")
+    if as_json:  # what GET /status answers
+        document = {"tenants": statuses, **deployment}
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         print("\n\n".join([render_deployment(deployment), *(render_tenant(status) for status in statuses)]))
     return 0

@@ -296,6 +296,13 @@ def worker_heartbeat(worker: str) -> str:
 
 
 WORKER_HEARTBEAT_PATTERN = f"{NAMESPACE}:{{workers}}:heartbeat:*"
+
+
+def worker_of_heartbeat(key: str) -> str:
+    """The worker name in a key of `worker_heartbeat` (as `WORKER_HEARTBEAT_PATTERN` finds them)."""
+    return key.removeprefix(WORKER_HEARTBEAT_PATTERN[:-1])
+
+
 WORKER_HEARTBEAT_TTL = 30
 
 # HASH tenant id -> JSON of its `TenantConfig`: the tenants registered at run time (admin consent

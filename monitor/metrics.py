@@ -39,6 +39,7 @@ HELP = {
     # Gauges read from the status at scrape time (monitor.status.status_gauges).
     "monitor_hints_pending": "Hints a worker has taken and not yet acknowledged.",
     "monitor_hints_oldest_age_seconds": "How long the oldest hint not yet done has waited (0 when none waits).",
+    "monitor_workers_live": "Workers whose heartbeat is fresh (running now).",
     "monitor_source_last_round_age_seconds": "Seconds since the source's last completed round, by tenant and source.",
     "monitor_source_failing": "1 when the source's last run failed, by tenant and source.",
     "monitor_sink_cursor": "The last seq a sink delivered, by tenant and sink (alerts included).",
@@ -67,6 +68,7 @@ GAUGES = frozenset(
         "monitor_delta_token_age_seconds",
         "monitor_hints_pending",
         "monitor_hints_oldest_age_seconds",
+        "monitor_workers_live",
         "monitor_source_last_round_age_seconds",
         "monitor_source_failing",
         "monitor_sink_cursor",

@@ -145,7 +145,9 @@ async def test_sync_then_status(
 
     code, out, err = await run("status", "--json", env=env)
     assert code == 0, err
-    [status] = orjson.loads(out)
+    shown = orjson.loads(out)
+    assert shown["hints"]["length"] == 0 and shown["workers"] == []  # `monitor sync` needs no worker
+    [status] = shown["tenants"]
     assert status["tenant"] == TENANT_ID
     assert status["sources"]["users"]["kind"] == "full"
     assert status["sources"]["users"]["delta_token_age_seconds"] is not None
