@@ -60,6 +60,8 @@ HELP = {
     "monitor_j1_reconciles_total": "Reconciliations with JupiterOne, by mode (check, repair) and result.",
     "monitor_sink_failures_total": "Deliveries to a sink (or the alert rules) that failed; the records wait, by sink.",
     "monitor_sink_failing": "1 while deliveries to a sink (or the alert rules) fail, else 0, by sink.",
+    "monitor_sink_log_restarts_total": "Times a sink found it held records of an earlier log of the tenant "
+    "(seq started again: tenant removed and added back, or Redis data lost), by sink.",
 }
 GAUGES = frozenset(
     {

@@ -18,6 +18,7 @@ from monitor.permission_check import render_permission
 from monitor.settings import TenantConfig
 from monitor.sinks.actors import STATUS as ACTORS_STATUS
 from monitor.sinks.alerts import ALERTS_SINK, recent_alerts
+from monitor.sinks.base import log_restart
 from monitor.sinks.effective import EFFECTIVE_CURSOR
 from monitor.sinks.jupiterone import publishing_status, render_publishing
 from monitor.sync import ALL_SOURCES, DELTA_PERMISSION, INTUNE_SOURCE
@@ -45,7 +46,8 @@ async def tenant_status(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any
     for sink in runtime.sinks:
         cursor = await store.cursor(sink.name)
         health = await _sink_health(runtime, tenant, sink.name)
-        sinks[sink.name] = {"cursor": cursor, "behind": last_seq - cursor, **health}
+        restart = await log_restart(store, sink.name)
+        sinks[sink.name] = {"cursor": cursor, "behind": last_seq - cursor, **health, "log_restart": restart}
     return {
         "tenant": tenant.id,
         "account_name": tenant.account_name,
@@ -252,6 +254,8 @@ def render_tenant(status: dict[str, Any]) -> str:
         lines.append(f"  subscriptions last checked {upkeep['checked_at']}: {outcome}")
     for sink, entry in status["sinks"].items():
         lines.append(f"  sink         {sink}: at seq {entry['cursor']:,} ({entry['behind']:,} behind){_stuck(entry)}")
+        if entry.get("log_restart"):
+            lines.append(f"  sink         {sink}: {_restarted(entry['log_restart'])}")
     alerts = status.get("alerts") or {}
     if alerts.get("rules"):
         effective = alerts.get("effective_behind")
@@ -290,6 +294,14 @@ def render_deployment(deployment: dict[str, Any]) -> str:
         ago = "" if since is None else f" ({format_duration(max(0, since))} ago)"
         lines.append(f"worker       {worker['name']}: live, last heartbeat {worker['last_heartbeat']}{ago}")
     return "\n".join(lines)
+
+
+def _restarted(note: dict[str, Any]) -> str:
+    return (
+        f"WARNING: the change log started again (found {note['at']}): it holds seq up to "
+        f"{note['held_seq']:,} of an earlier log, then the new log from seq {note['new_log_from_seq']:,} "
+        "(tenant removed and added back, or Redis lost its data)"
+    )
 
 
 def _stuck(entry: dict[str, Any]) -> str:

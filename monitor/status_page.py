@@ -297,16 +297,27 @@ def _sinks(sinks: Mapping[str, Mapping[str, Any]]) -> str:
     rows = []
     for name, entry in sinks.items():
         behind = int(entry.get("behind") or 0)
-        others = {k: v for k, v in entry.items() if k not in ("cursor", "behind")}
+        others = {k: v for k, v in entry.items() if k not in ("cursor", "behind", "log_restart")}
         rows.append(
             [
                 _e(name),
                 _number(entry.get("cursor", 0)),
                 f"<span class={'warn' if behind else 'ok'}>{_number(behind)}</span>",
-                _generic(others) if others else "",
+                _restart_note(entry.get("log_restart")) + (_generic(others) if others else ""),
             ]
         )
     return f"<h3>Sinks</h3>{_table(['sink', 'delivered up to seq', 'records behind', 'details'], rows, part='sinks')}"
+
+
+def _restart_note(note: Mapping[str, Any] | None) -> str:
+    if not note:
+        return ""
+    return (
+        f"<p class=warn data-part=log-restart>The change log started again (found {_e(note.get('at'))}): "
+        f"this sink holds seq up to {_number(note.get('held_seq'))} of an earlier log, then the new log "
+        f"from seq {_number(note.get('new_log_from_seq'))} (tenant removed and added back, or Redis lost its "
+        "data).</p>"
+    )
 
 
 def _alerts(alerts: Mapping[str, Any]) -> str:
