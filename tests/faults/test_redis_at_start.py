@@ -14,6 +14,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from monitor.simulator import RunningSimulator, SimTenant, seed
 from monitor.simulator.redis_process import free_port
 from tests.conftest import TENANT_ID
@@ -117,3 +119,17 @@ async def test_serve_started_before_redis_waits_for_it_then_works(
     await assert_nothing_lost(outage_redis.url, jsonl)
     assert await serve.stop() == 0, serve.output()
     assert "Traceback" not in serve.output() and serve.output().count(WAITING) == 1
+
+
+@pytest.mark.parametrize("command", ["web", "worker", "scheduler"])
+async def test_a_process_waiting_for_redis_stops_cleanly(
+    command: str, graph: RunningSimulator, outage_redis: RestartableRedis, launch: Launch, tmp_path: Path
+) -> None:
+    """An orchestrator stops a pod that never became ready: SIGTERM ends the wait, exit 0."""
+    outage_redis.stop()
+    port = free_port()
+    where = {"MONITOR_PORT": str(port)} if command == "web" else {"MONITOR_PROBE_PORT": str(port)}
+    process = await launch(command, monitor_env(graph, outage_redis, tmp_path, **where), port)
+    await wait_for(lambda: waits_for_redis(process), within=60, what=f"`monitor {command}` waiting for Redis")
+    assert await process.stop() == 0, process.output()
+    assert "Traceback" not in process.output()
