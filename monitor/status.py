@@ -286,9 +286,7 @@ def render_deployment(deployment: dict[str, Any]) -> str:
     lines = [f"hint queue   {hints['length']:,} hints, {hints['pending']:,} taken by a worker{waited}"]
     workers = deployment.get("workers", [])
     if not workers:
-        lines.append(
-            "workers      NONE live: no worker has sent a heartbeat lately; hints wait and nothing is delivered"
-        )
+        lines.append("workers      NONE live: no worker has sent a heartbeat lately (queued hints wait for one)")
     for worker in workers:
         since = worker["age_seconds"]
         ago = "" if since is None else f" ({format_duration(max(0, since))} ago)"

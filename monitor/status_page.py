@@ -195,7 +195,7 @@ def _hints_section(hints: Mapping[str, Any]) -> str:
 def _workers_section(workers: Sequence[Mapping[str, Any]]) -> str:
     figures = _figures([("workers-live", "live workers", _grouped(len(workers)), "ok" if workers else "bad")])
     if not workers:
-        detail = "<p class=bad>No worker has sent a heartbeat lately: no change is read or delivered.</p>"
+        detail = "<p class=bad>No worker has sent a heartbeat lately: queued hints wait for one.</p>"
     else:
         rows = [[_e(w.get("name")), _e(w.get("last_heartbeat")), _ago(w.get("age_seconds"))] for w in workers]
         detail = _table(["worker", "last heartbeat", "ago"], rows, part="workers")

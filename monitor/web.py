@@ -101,9 +101,11 @@ def create_app(
 
         # Redis usually answers at once (a runtime handed in is connected already): the app is then
         # ready before it listens. Otherwise it listens not ready, and waits for Redis meanwhile.
-        if runtime is not None or await opened.reach_redis() is None:
+        problem = None if runtime is not None else await opened.reach_redis()
+        if problem is None:
             await start()
         else:
+            app[STARTED].failing(f"waiting for Redis: {problem}")
             tasks.append(asyncio.create_task(start(), name="start"))
         yield
         stop.set()
