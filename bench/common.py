@@ -152,8 +152,9 @@ def status(env: dict[str, str]) -> dict[str, Any]:
     run = subprocess.run(
         [sys.executable, "-m", "monitor", "status", "--json"], env=env, capture_output=True, check=True
     )
-    statuses: list[dict[str, Any]] = json.loads(run.stdout)
-    return statuses[0]
+    shown: dict[str, Any] = json.loads(run.stdout)
+    first: dict[str, Any] = shown["tenants"][0]
+    return first
 
 
 def machine() -> str:

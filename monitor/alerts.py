@@ -233,9 +233,12 @@ class Match:
         return self.changes[:MASS_REMOVAL_SAMPLE] if self.mass else self.changes
 
 
-def alert_id(tenant: str, seq: int, rule: str) -> str:
-    """Stable across redeliveries: the same record under the same rule is the same alert."""
-    return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{tenant}/{seq}/{rule}"))
+def alert_id(tenant: str, seq: int, observed_at: str, rule: str) -> str:
+    """Stable across redeliveries: the same record under the same rule is the same alert. A record is
+    known by its seq and its commit time (`observedAt`): a tenant's seq starts again at 1 when its log
+    does (docs/change-record.md), and a new alert must not take an old alert's id, which receivers and
+    the alerts file would drop as a repeat."""
+    return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{tenant}/{seq}/{observed_at}/{rule}"))
 
 
 def member_kind(member_type: Any) -> str:
@@ -368,7 +371,7 @@ def member_info(member_id: str, kind: str, facts: Facts) -> MemberInfo:
 def _alert(tenant: str, found: Match, facts: Facts) -> Alert:
     rule, last = found.rule, found.changes[-1]
     group = group_info(found.group_id, facts)
-    ident = alert_id(tenant, last.seq, rule.name)
+    ident = alert_id(tenant, last.seq, last.observed_at, rule.name)
     if found.mass:
         return Alert(
             ident,

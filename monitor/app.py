@@ -7,6 +7,9 @@ never build clients themselves.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +18,8 @@ from monitor.errors import ConfigError
 from monitor.graph.auth import TokenProvider
 from monitor.graph.client import GraphClient
 from monitor.metrics import throttle_counter
-from monitor.redis_conn import Redis, connect
+from monitor.redis_conn import REDIS_UNAVAILABLE, Redis, client_for, connect, redact
+from monitor.retry import RetryPolicy
 from monitor.settings import Settings, TenantConfig
 from monitor.sinks.alerts import AlertDispatcher
 from monitor.sinks.base import Sink
@@ -25,7 +29,10 @@ from monitor.sinks.signing import WebhookClient
 from monitor.sinks.webhook import WebhookSink
 from monitor.sources.base import Clock, SourceContext, utc_now
 from monitor.store import TenantStore
+from monitor.supervise import RESTART_BASE_DELAY, RESTART_MAX_DELAY, Health, one_line
 from monitor.tenant_registry import RegistrySnapshot, TenantRegistry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,12 +53,18 @@ class Runtime:
     _tenants_checked_at: float = field(default=float("-inf"), repr=False)
 
     @classmethod
-    async def open(cls, settings: Settings, *, graph: bool = True, clock: Clock = utc_now) -> Runtime:
-        """Connect to Redis (and prepare Graph access when `graph`); raises MonitorError subclasses."""
+    async def open(
+        cls, settings: Settings, *, graph: bool = True, clock: Clock = utc_now, check_redis: bool = True
+    ) -> Runtime:
+        """Connect to Redis (and prepare Graph access when `graph`); raises MonitorError subclasses.
+
+        One-off commands fail at once when Redis does not answer. A long-running process (web,
+        worker, scheduler) passes `check_redis=False`: the client is made without a round trip, and
+        the process waits for Redis itself (`until_redis_answers`) while it reports not-ready."""
         client = None
         if graph:
             client = GraphClient(settings, TokenProvider(settings))
-        redis = await connect(settings.redis_url)
+        redis = await connect(settings.redis_url) if check_redis else client_for(settings.redis_url)
         if client is not None:
             client.on_throttled = throttle_counter(redis)
         try:
@@ -60,8 +73,46 @@ class Runtime:
             await redis.aclose()
             raise
         runtime = cls(settings, redis, client, clock, build_sinks(settings), publisher)
-        await runtime.refresh_tenants()
+        if check_redis:
+            await runtime.refresh_tenants()
         return runtime
+
+    async def reach_redis(self) -> str | None:
+        """One try: Redis answers a PING and the tenant registry is read. None when it worked, else
+        why not (one line)."""
+        try:
+            await self.redis.ping()
+            await self.refresh_tenants()
+        except REDIS_UNAVAILABLE as exc:
+            return one_line(exc)
+        return None
+
+    async def until_redis_answers(self, health: Health, stop: asyncio.Event) -> bool:
+        """For a long-running process opened with `check_redis=False`: try `reach_redis` until it
+        works (True) or `stop` is set (False), backing off between tries as a supervised loop does
+        (`monitor.supervise`: at most `RESTART_MAX_DELAY` apart). Meanwhile `health` says why the
+        process is not ready. One WARNING when Redis does not answer, one INFO once it does: not a
+        line per try."""
+        policy = RetryPolicy(base_delay=RESTART_BASE_DELAY, max_delay=RESTART_MAX_DELAY)
+        started, failures = time.monotonic(), 0
+        while not stop.is_set():
+            problem = await self.reach_redis()
+            if problem is None:
+                if failures:
+                    log.info("%s: Redis answers after %.1fs; starting", health.task, time.monotonic() - started)
+                return True
+            failures += 1
+            health.failing(f"waiting for Redis: {problem}")
+            if failures == 1:
+                log.warning(
+                    "%s: Redis at %s does not answer (%s); not ready, trying again with backoff until it does",
+                    health.task,
+                    redact(self.settings.redis_url),
+                    problem,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), policy.delay(failures, None))
+        return False
 
     @property
     def graph(self) -> GraphClient:

@@ -65,8 +65,9 @@ async def status_command(settings: Settings, *, as_json: bool) -> int:
         deployment = await deployment_status(runtime)
     finally:
         await runtime.close()
-    if as_json:
-        sys.stdout.write(orjson.dumps(statuses, option=orjson.OPT_INDENT_2).decode() + "\n")
+    if as_json:  # what GET /status answers
+        document = {"tenants": statuses, **deployment}
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         print("\n\n".join([render_deployment(deployment), *(render_tenant(status) for status in statuses)]))
     return 0
@@ -106,31 +107,37 @@ async def web_command(settings: Settings, *, worker: bool = False, scheduler: bo
 
 
 async def worker_command(settings: Settings, *, burst: bool) -> int:
-    """`monitor worker`: run jobs from the hint queue until SIGTERM (or, with --burst, until done)."""
+    """`monitor worker`: run jobs from the hint queue until SIGTERM (or, with --burst, until done).
+
+    Started while Redis does not answer, it waits for Redis (not ready meanwhile) and then works; a
+    burst run is a one-off and fails at once instead."""
     from monitor.worker import Worker
 
-    runtime = await Runtime.open(settings)
+    runtime = await Runtime.open(settings, check_redis=burst)
     stop = _stop_on_signals()
     try:
         worker = Worker(runtime, burst=burst)
         async with serve_probes(settings.host, settings.probe_port, runtime.redis, worker.health):
-            stats = await worker.run(stop)
+            if burst or await runtime.until_redis_answers(worker.health, stop):
+                await worker.run(stop)
     finally:
         await runtime.close()
-    print(f"worker: {stats.summary()}", flush=True)
+    print(f"worker: {worker.stats.summary()}", flush=True)
     return 0
 
 
 async def scheduler_command(settings: Settings) -> int:
-    """`monitor scheduler`: enqueue the periodic jobs (while leader) until SIGTERM."""
+    """`monitor scheduler`: enqueue the periodic jobs (while leader) until SIGTERM; started while Redis
+    does not answer, it waits for Redis first (not ready meanwhile)."""
     from monitor.scheduler import Scheduler
 
-    runtime = await Runtime.open(settings, graph=False)
+    runtime = await Runtime.open(settings, graph=False, check_redis=False)
     stop = _stop_on_signals()
     try:
         scheduler = Scheduler(runtime)
         async with serve_probes(settings.host, settings.probe_port, runtime.redis, scheduler.health):
-            await scheduler.run(stop)
+            if await runtime.until_redis_answers(scheduler.health, stop):
+                await scheduler.run(stop)
     finally:
         await runtime.close()
     return 0

@@ -187,9 +187,10 @@ def judge(
     return EffectiveChange(root, member, event, tuple(path), tuple(causes))
 
 
-def effective_alert_id(tenant: str, seq: int, rule: str, group: str, subject: str) -> str:
-    """Stable across redeliveries, distinct from the plain alert of the same record."""
-    return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{tenant}/{seq}/{rule}/effective/{group}/{subject}"))
+def effective_alert_id(tenant: str, seq: int, observed_at: str, rule: str, group: str, subject: str) -> str:
+    """Stable across redeliveries, distinct from the plain alert of the same record, and from an alert
+    of a later log of the tenant whose seq started again (`monitor.alerts.alert_id`)."""
+    return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{tenant}/{seq}/{observed_at}/{rule}/effective/{group}/{subject}"))
 
 
 def render(
@@ -229,7 +230,7 @@ def _cause(causes: Iterable[EdgeChange]) -> Cause | None:
 def _single(tenant: str, rule: AlertRule, change: EffectiveChange, kinds: Mapping[str, str], facts: Facts) -> Alert:
     kind: AlertChange = "effective_member_added" if change.event == "added" else "effective_member_removed"
     return Alert(
-        effective_alert_id(tenant, change.seq, rule.name, change.group_id, change.member_id),
+        effective_alert_id(tenant, change.seq, change.observed_at, rule.name, change.group_id, change.member_id),
         kind,
         rule.name,
         tenant,
@@ -258,7 +259,7 @@ def _folded(
     sample = batch[:MASS_REMOVAL_SAMPLE]
     reasons = {change.reason for change in batch}
     return Alert(
-        effective_alert_id(tenant, last.seq, rule.name, group_id, event),
+        effective_alert_id(tenant, last.seq, last.observed_at, rule.name, group_id, event),
         kind,
         rule.name,
         tenant,

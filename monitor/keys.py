@@ -133,6 +133,13 @@ class TenantKeys:
         (a full disk, a receiver down); deleted when its cursor next advances (`ADVANCE_CURSOR`)."""
         return f"{self.base}:sinkstate:{sink}"
 
+    @property
+    def log_restarts(self) -> str:
+        """HASH sink name -> JSON {at, held_seq, new_log_from_seq}: the last time the sink found its
+        destination holding records of an earlier log of the tenant (the seq started again at 1 since:
+        the tenant was removed and added back, or Redis lost its data). Kept for `monitor status`."""
+        return f"{self.base}:logrestarts"
+
     # -- delta and sweep state --------------------------------------------------------------
     def delta_link(self, resource: str) -> str:
         """HASH {link, saved_at}: the deltaLink of the last completed round.
@@ -326,6 +333,13 @@ def worker_heartbeat(worker: str) -> str:
 
 
 WORKER_HEARTBEAT_PATTERN = f"{NAMESPACE}:{{workers}}:heartbeat:*"
+
+
+def worker_of_heartbeat(key: str) -> str:
+    """The worker name in a key of `worker_heartbeat` (as `WORKER_HEARTBEAT_PATTERN` finds them)."""
+    return key.removeprefix(WORKER_HEARTBEAT_PATTERN[:-1])
+
+
 WORKER_HEARTBEAT_TTL = 30
 
 # HASH tenant id -> JSON of its `TenantConfig`: the tenants registered at run time (admin consent

@@ -39,6 +39,7 @@ HELP = {
     # Gauges read from the status at scrape time (monitor.status.status_gauges).
     "monitor_hints_pending": "Hints a worker has taken and not yet acknowledged.",
     "monitor_hints_oldest_age_seconds": "How long the oldest hint not yet done has waited (0 when none waits).",
+    "monitor_workers_live": "Workers whose heartbeat is fresh (running now).",
     "monitor_source_last_round_age_seconds": "Seconds since the source's last completed round, by tenant and source.",
     "monitor_source_failing": "1 when the source's last run failed, by tenant and source.",
     "monitor_sink_cursor": "The last seq a sink delivered, by tenant and sink (alerts included).",
@@ -59,6 +60,8 @@ HELP = {
     "monitor_j1_reconciles_total": "Reconciliations with JupiterOne, by mode (check, repair) and result.",
     "monitor_sink_failures_total": "Deliveries to a sink (or the alert rules) that failed; the records wait, by sink.",
     "monitor_sink_failing": "1 while deliveries to a sink (or the alert rules) fail, else 0, by sink.",
+    "monitor_sink_log_restarts_total": "Times a sink found it held records of an earlier log of the tenant "
+    "(seq started again: tenant removed and added back, or Redis data lost), by sink.",
 }
 GAUGES = frozenset(
     {
@@ -67,6 +70,7 @@ GAUGES = frozenset(
         "monitor_delta_token_age_seconds",
         "monitor_hints_pending",
         "monitor_hints_oldest_age_seconds",
+        "monitor_workers_live",
         "monitor_source_last_round_age_seconds",
         "monitor_source_failing",
         "monitor_sink_cursor",

@@ -6,8 +6,10 @@ ready; the web process has both routes anyway (`monitor.web`). Here `/healthz` f
 process's main loop has ended (stopping, or its supervisor gave up), so a wedged process is
 restarted, and `/readyz` fails while Redis does not answer or the loop cannot work (it is waiting for
 Redis to come back, `monitor.supervise`); the body says why. A Redis outage fails readiness, not
-liveness: restarting the process would not bring Redis back, and the loop resumes by itself. Off by
-default: processes sharing a host (a Procfile run locally) would otherwise fight over one port.
+liveness: restarting the process would not bring Redis back, and the loop resumes by itself. The
+probes answer from the start, also while a process started without a reachable Redis waits for it
+(`Runtime.until_redis_answers`): `/healthz` 200, `/readyz` 503 saying so. Off by default: processes
+sharing a host (a Procfile run locally) would otherwise fight over one port.
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ def probe_app(redis: Redis, health: Health) -> web.Application:
 
     async def readyz(request: web.Request) -> web.Response:
         loop = {health.task: health.describe()}
+        if not health.ready:  # the loop says why (waiting for Redis, or for it to come back)
+            return web.json_response({"status": "unavailable", **loop}, status=503)
         try:
             await asyncio.wait_for(redis.ping(), timeout=2.0)
         except REDIS_UNAVAILABLE as exc:
             return web.json_response({"status": "unavailable", "redis": str(exc), **loop}, status=503)
-        if not health.ready:
-            return web.json_response({"status": "unavailable", "redis": "ok", **loop}, status=503)
         return web.json_response({"status": "ok", "redis": "ok", **loop})
 
     app = web.Application()

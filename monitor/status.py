@@ -12,11 +12,13 @@ from monitor.app import Runtime
 from monitor.durations import format_duration
 from monitor.graph.subscriptions import parse_graph_time
 from monitor.hints import queue_status
+from monitor.keys import WORKER_HEARTBEAT_PATTERN, worker_of_heartbeat
 from monitor.metrics import metric
 from monitor.permission_check import render_permission
 from monitor.settings import TenantConfig
 from monitor.sinks.actors import STATUS as ACTORS_STATUS
 from monitor.sinks.alerts import ALERTS_SINK, recent_alerts
+from monitor.sinks.base import log_restart
 from monitor.sinks.effective import EFFECTIVE_CURSOR
 from monitor.sinks.jupiterone import publishing_status, render_publishing
 from monitor.sync import ALL_SOURCES, DELTA_PERMISSION, INTUNE_SOURCE
@@ -44,7 +46,8 @@ async def tenant_status(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any
     for sink in runtime.sinks:
         cursor = await store.cursor(sink.name)
         health = await _sink_health(runtime, tenant, sink.name)
-        sinks[sink.name] = {"cursor": cursor, "behind": last_seq - cursor, **health}
+        restart = await log_restart(store, sink.name)
+        sinks[sink.name] = {"cursor": cursor, "behind": last_seq - cursor, **health, "log_restart": restart}
     return {
         "tenant": tenant.id,
         "account_name": tenant.account_name,
@@ -71,8 +74,29 @@ async def all_statuses(runtime: Runtime) -> list[dict[str, Any]]:
 
 
 async def deployment_status(runtime: Runtime) -> dict[str, Any]:
-    """What belongs to no tenant: the hint queue every worker reads."""
-    return {"hints": await queue_status(runtime.redis, int(runtime.clock().timestamp() * 1000))}
+    """What belongs to no tenant: the hint queue every worker reads, and the workers alive."""
+    return {
+        "hints": await queue_status(runtime.redis, int(runtime.clock().timestamp() * 1000)),
+        "workers": await live_workers(runtime),
+    }
+
+
+async def live_workers(runtime: Runtime) -> list[dict[str, Any]]:
+    """The workers whose heartbeat key has not expired (`monitor.keys.worker_heartbeat`: every running
+    worker refreshes it, and deletes it when it stops), by name: when each last sent one, how long
+    ago. A worker killed without stopping drops out once its key expires."""
+    keys = sorted({_text(key) async for key in runtime.redis.scan_iter(match=WORKER_HEARTBEAT_PATTERN, count=1000)})
+    if not keys:
+        return []
+    beats = await runtime.redis.mget(keys)  # one hash tag: one slot, also on Redis Cluster
+    workers = []
+    for key, beat in zip(keys, beats, strict=True):
+        if beat is not None:  # None: expired between the scan and the read
+            when = _text(beat)
+            workers.append(
+                {"name": worker_of_heartbeat(key), "last_heartbeat": when, "age_seconds": _age_seconds(runtime, when)}
+            )
+    return workers
 
 
 def _age_seconds(runtime: Runtime, timestamp: str) -> int | None:
@@ -97,6 +121,7 @@ def status_gauges(statuses: Sequence[dict[str, Any]], deployment: dict[str, Any]
     gauges = {
         "monitor_hints_pending": float(hints["pending"]),
         "monitor_hints_oldest_age_seconds": float(hints["oldest_age_seconds"]),
+        "monitor_workers_live": float(len(deployment.get("workers", []))),
     }
     for status in statuses:
         gauges.update(_tenant_gauges(status))
@@ -229,6 +254,8 @@ def render_tenant(status: dict[str, Any]) -> str:
         lines.append(f"  subscriptions last checked {upkeep['checked_at']}: {outcome}")
     for sink, entry in status["sinks"].items():
         lines.append(f"  sink         {sink}: at seq {entry['cursor']:,} ({entry['behind']:,} behind){_stuck(entry)}")
+        if entry.get("log_restart"):
+            lines.append(f"  sink         {sink}: {_restarted(entry['log_restart'])}")
     alerts = status.get("alerts") or {}
     if alerts.get("rules"):
         effective = alerts.get("effective_behind")
@@ -256,7 +283,23 @@ def render_deployment(deployment: dict[str, Any]) -> str:
     hints = deployment["hints"]
     age = hints["oldest_age_seconds"]
     waited = f", the oldest waiting {format_duration(age)}" if hints["length"] else ""
-    return f"hint queue   {hints['length']:,} hints, {hints['pending']:,} taken by a worker{waited}"
+    lines = [f"hint queue   {hints['length']:,} hints, {hints['pending']:,} taken by a worker{waited}"]
+    workers = deployment.get("workers", [])
+    if not workers:
+        lines.append("workers      NONE live: no worker has sent a heartbeat lately (queued hints wait for one)")
+    for worker in workers:
+        since = worker["age_seconds"]
+        ago = "" if since is None else f" ({format_duration(max(0, since))} ago)"
+        lines.append(f"worker       {worker['name']}: live, last heartbeat {worker['last_heartbeat']}{ago}")
+    return "\n".join(lines)
+
+
+def _restarted(note: dict[str, Any]) -> str:
+    return (
+        f"WARNING: the change log started again (found {note['at']}): it holds seq up to "
+        f"{note['held_seq']:,} of an earlier log, then the new log from seq {note['new_log_from_seq']:,} "
+        "(tenant removed and added back, or Redis lost its data)"
+    )
 
 
 def _stuck(entry: dict[str, Any]) -> str:
@@ -305,3 +348,7 @@ def _source_line(entry: dict[str, Any]) -> str:
     if entry.get("error"):
         parts.append(f"LAST ERROR {entry.get('error_at', '')}: {entry['error']}")
     return "; ".join(parts)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

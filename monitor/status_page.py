@@ -3,10 +3,10 @@
 It shows what `monitor status` computes (`monitor.status`), nothing computed a second time: per
 tenant the sources' last rounds and their age, subscriptions and their expiry, the sinks' cursors,
 alert rules and recent alerts, JupiterOne publishing and its lag, drift when the status carries it,
-permissions; and the hint queue every worker reads. Rendered on the server with no script and
-nothing loaded from elsewhere. Every value is escaped, and the Content-Security-Policy lets no script
-run and nothing load (only the page's own stylesheet, by its hash), so a hostile tenant or group name
-is shown as text and cannot become markup.
+permissions; the hint queue every worker reads, and the workers alive. Rendered on the server with
+no script and nothing loaded from elsewhere. Every value is escaped, and the Content-Security-Policy
+lets no script run and nothing load (only the page's own stylesheet, by its hash), so a hostile
+tenant or group name is shown as text and cannot become markup.
 
 Signing in from a browser, which cannot add an `Authorization` header: an unauthenticated browser
 gets a form that POSTs the operator token to `/status/login` (in the body, never in a URL, so it
@@ -163,6 +163,7 @@ def status_page(tenants: Sequence[Mapping[str, Any]], deployment: Mapping[str, A
     parts = [
         f"<p class=muted>Generated {_e(generated)} for {len(tenants)} tenant(s). Reload for fresh figures.</p>",
         _hints_section(deployment.get("hints") or {}),
+        _workers_section(deployment.get("workers") or []),
     ]
     parts += [_tenant_section(status) for status in tenants]
     if not tenants:
@@ -189,6 +190,20 @@ def _hints_section(hints: Mapping[str, Any]) -> str:
         ]
     )
     return f"<section id=hints><h2>Hint queue</h2>{figures}</section>"
+
+
+def _workers_section(workers: Sequence[Mapping[str, Any]]) -> str:
+    figures = _figures([("workers-live", "live workers", _grouped(len(workers)), "ok" if workers else "bad")])
+    if not workers:
+        detail = "<p class=bad>No worker has sent a heartbeat lately: queued hints wait for one.</p>"
+    else:
+        rows = [[_e(w.get("name")), _e(w.get("last_heartbeat")), _ago(w.get("age_seconds"))] for w in workers]
+        detail = _table(["worker", "last heartbeat", "ago"], rows, part="workers")
+    return f"<section id=workers><h2>Workers</h2>{figures}{detail}</section>"
+
+
+def _ago(seconds: Any) -> str:
+    return "" if seconds is None else _e(format_duration(max(0.0, float(seconds))))
 
 
 def _tenant_section(status: Mapping[str, Any]) -> str:
@@ -282,16 +297,27 @@ def _sinks(sinks: Mapping[str, Mapping[str, Any]]) -> str:
     rows = []
     for name, entry in sinks.items():
         behind = int(entry.get("behind") or 0)
-        others = {k: v for k, v in entry.items() if k not in ("cursor", "behind")}
+        others = {k: v for k, v in entry.items() if k not in ("cursor", "behind", "log_restart")}
         rows.append(
             [
                 _e(name),
                 _number(entry.get("cursor", 0)),
                 f"<span class={'warn' if behind else 'ok'}>{_number(behind)}</span>",
-                _generic(others) if others else "",
+                _restart_note(entry.get("log_restart")) + (_generic(others) if others else ""),
             ]
         )
     return f"<h3>Sinks</h3>{_table(['sink', 'delivered up to seq', 'records behind', 'details'], rows, part='sinks')}"
+
+
+def _restart_note(note: Mapping[str, Any] | None) -> str:
+    if not note:
+        return ""
+    return (
+        f"<p class=warn data-part=log-restart>The change log started again (found {_e(note.get('at'))}): "
+        f"this sink holds seq up to {_number(note.get('held_seq'))} of an earlier log, then the new log "
+        f"from seq {_number(note.get('new_log_from_seq'))} (tenant removed and added back, or Redis lost its "
+        "data).</p>"
+    )
 
 
 def _alerts(alerts: Mapping[str, Any]) -> str:

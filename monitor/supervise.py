@@ -110,7 +110,7 @@ class Supervisor:
                         return await loop()
                     except Exception as exc:
                         if stop.is_set():
-                            log.warning("%s: failed while stopping: %s", self.health.task, _one_line(exc))
+                            log.warning("%s: failed while stopping: %s", self.health.task, one_line(exc))
                             return None
                         # A loop that worked for a while starts its backoff afresh.
                         failures = 1 if time.monotonic() - started > self.policy.max_delay * 2 else failures + 1
@@ -141,17 +141,17 @@ class Supervisor:
         outage = is_redis_outage(error)
         reason = "redis" if outage else "crash"
         self.health.restarts += 1
-        self.health.failing(f"{'Redis unavailable' if outage else 'crashed'}: {_one_line(error)}")
+        self.health.failing(f"{'Redis unavailable' if outage else 'crashed'}: {one_line(error)}")
         series = metric("monitor_task_restarts_total", task=self.health.task, reason=reason)
         self._uncounted[series] = self._uncounted.get(series, 0) + 1
         if not outage:
             log.error("%s crashed; restarting it", self.health.task, exc_info=error)
         elif failures == 1:
-            log.warning("%s: Redis unavailable (%s); retrying until it answers", self.health.task, _one_line(error))
+            log.warning("%s: Redis unavailable (%s); retrying until it answers", self.health.task, one_line(error))
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
     if isinstance(error, BaseExceptionGroup) and error.exceptions:
-        return _one_line(error.exceptions[0])
+        return one_line(error.exceptions[0])
     text = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {text}"[:300] if text else type(error).__name__

@@ -26,13 +26,21 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from monitor.app import Runtime
 from monitor.graph.subscriptions import parse_graph_time
 from monitor.hints import queue_depth
 from monitor.metrics import metric, render
 from monitor.onboarding import routes as onboarding_routes
-from monitor.operator import fresh_tenants, metrics_refusal, request_ids, status_handler, status_login_handler
+from monitor.operator import (
+    Handler,
+    fresh_tenants,
+    metrics_refusal,
+    request_ids,
+    status_handler,
+    status_login_handler,
+)
 from monitor.redis_conn import REDIS_UNAVAILABLE
 from monitor.scheduler import Scheduler
 from monitor.settings import Settings
@@ -46,36 +54,59 @@ log = logging.getLogger(__name__)
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 # The health of the worker and scheduler this process runs (`monitor serve`), for /readyz.
 LOOPS: web.AppKey[list[Health]] = web.AppKey("loops", list)
+# Whether Redis has answered since the process started (`until_started`).
+STARTED: web.AppKey[Health] = web.AppKey("started", Health)
 STOP_GRACE = 30.0
 
 
 def create_app(
     settings: Settings, *, worker: bool = False, scheduler: bool = False, runtime: Runtime | None = None
 ) -> web.Application:
-    """The application; resources are opened on start-up and closed on shutdown (cleanup_ctx)."""
+    """The application; resources are opened on start-up and closed on shutdown (cleanup_ctx).
+
+    Started while Redis does not answer, it serves at once all the same: `/healthz` answers 200,
+    `/readyz` and every other route 503 (`until_started`), until Redis answers; then the worker and
+    the scheduler of `monitor serve` start."""
     app = web.Application(
-        client_max_size=settings.webhook_max_body, middlewares=[request_ids(), fresh_tenants(RUNTIME)]
+        client_max_size=settings.webhook_max_body,
+        middlewares=[request_ids(), until_started(STARTED), fresh_tenants(RUNTIME)],
     )
     app[MAX_BODY] = settings.webhook_max_body
     app[READ_TIMEOUT] = settings.http_read_timeout
     app[LOOPS] = []
+    app[STARTED] = Health("web")
 
     async def lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
         # Graph access for the worker, and for onboarding (it validates a consented tenant) when the
         # app registration is configured; a bare webhook needs none.
-        opened = runtime or await Runtime.open(settings, graph=worker or _has_credentials(settings))
+        opened = runtime or await Runtime.open(settings, graph=worker or _has_credentials(settings), check_redis=False)
         app[RUNTIME] = opened
         app[INTAKE] = Intake(opened.redis, opened.tenant_ids)
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
-        if worker:
-            running_worker = Worker(opened)
-            app[LOOPS].append(running_worker.health)
-            tasks.append(asyncio.create_task(running_worker.run(stop), name="worker"))
-        if scheduler:
-            running_scheduler = Scheduler(opened)
-            app[LOOPS].append(running_scheduler.health)
-            tasks.append(asyncio.create_task(running_scheduler.run(stop), name="scheduler"))
+
+        async def start() -> None:
+            """Once Redis answers: ready, and the worker and scheduler (`monitor serve`) at work."""
+            if not await opened.until_redis_answers(app[STARTED], stop) or stop.is_set():
+                return  # stopped first: nothing to start, nothing that `_finish` would not wait for
+            app[STARTED].working()
+            if worker:
+                running_worker = Worker(opened)
+                app[LOOPS].append(running_worker.health)
+                tasks.append(asyncio.create_task(running_worker.run(stop), name="worker"))
+            if scheduler:
+                running_scheduler = Scheduler(opened)
+                app[LOOPS].append(running_scheduler.health)
+                tasks.append(asyncio.create_task(running_scheduler.run(stop), name="scheduler"))
+
+        # Redis usually answers at once (a runtime handed in is connected already): the app is then
+        # ready before it listens. Otherwise it listens not ready, and waits for Redis meanwhile.
+        problem = None if runtime is not None else await opened.reach_redis()
+        if problem is None:
+            await start()
+        else:
+            app[STARTED].failing(f"waiting for Redis: {problem}")
+            tasks.append(asyncio.create_task(start(), name="start"))
         yield
         stop.set()
         await _finish(tasks)
@@ -92,6 +123,23 @@ def create_app(
     app.router.add_get("/status", status_handler(RUNTIME))
     app.router.add_post("/status/login", status_login_handler(RUNTIME))
     return app
+
+
+def until_started(started_key: web.AppKey[Health]) -> Middleware:
+    """Middleware: until Redis has answered once, `/healthz` is served (the process is alive), and
+    everything else answers 503 without touching Redis: `/readyz` saying why, the webhook so that
+    Graph delivers the notification again later (docs/graph.md 4.2), the operator routes asking to
+    retry. Once started, Redis trouble is each handler's to answer (the webhook's 503, `/readyz`)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = request.app[started_key]
+        if started.ready or request.path == "/healthz":
+            return await handler(request)
+        body = {"status": "unavailable", "redis": started.reason}
+        return web.json_response(body, status=503, headers={"Retry-After": "5", "Cache-Control": "no-store"})
+
+    return middleware
 
 
 def _has_credentials(settings: Settings) -> bool:

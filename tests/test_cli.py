@@ -99,6 +99,25 @@ async def test_unreachable_redis_is_one_line(url: str, message: str) -> None:
     assert "hunter2" not in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", ["sync", "status", "tenants list", "reconcile", "worker --burst"])
+async def test_one_off_commands_fail_at_once_without_redis(command: str) -> None:
+    """Unlike `web`, `worker`, `scheduler` and `serve`, which wait for Redis (tests/faults/test_redis_at_start.py),
+    a one-off command without Redis has nothing to do: one line and exit 1."""
+    env = {
+        "MONITOR_REDIS_URL": "redis://127.0.0.1:1/0",
+        "MONITOR_TENANT_ID": TENANT_ID,
+        "MONITOR_CLIENT_ID": CLIENT_ID,
+        "MONITOR_CLIENT_SECRET": CLIENT_SECRET,
+        "MONITOR_SINK": "jupiterone",
+        "MONITOR_J1_ACCOUNT": "account",
+        "MONITOR_J1_API_KEY": "key",
+    }
+    code, out, err = await asyncio.wait_for(run(*command.split(), env=env), 60)
+    assert code == 1, out + err
+    assert err.startswith("monitor: cannot reach Redis at redis://127.0.0.1:1/0: ") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
 async def test_a_cluster_url_for_a_server_that_is_no_cluster_is_one_line(tmp_path: Path) -> None:
     standalone = start_redis_server(tmp_path)
     try:
@@ -126,7 +145,9 @@ async def test_sync_then_status(
 
     code, out, err = await run("status", "--json", env=env)
     assert code == 0, err
-    [status] = orjson.loads(out)
+    shown = orjson.loads(out)
+    assert shown["hints"]["length"] == 0 and shown["workers"] == []  # `monitor sync` needs no worker
+    [status] = shown["tenants"]
     assert status["tenant"] == TENANT_ID
     assert status["sources"]["users"]["kind"] == "full"
     assert status["sources"]["users"]["delta_token_age_seconds"] is not None

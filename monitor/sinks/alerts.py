@@ -6,8 +6,9 @@ it needs, and hands them to the `AlertDispatcher`, which sends each to its rule'
 
 - `log`: one WARNING line on logger `monitor.alerts`, the alert as JSON;
 - `jsonl:PATH`: one alert per line, appended and fsynced like the JSONL sink's records (a failed write
-  leaves nothing behind, a torn last line is repaired: `monitor.sinks.jsonl.JsonlFile`); alerts whose
-  `seq` the file already holds for the tenant are skipped, so a redelivered batch is not written twice;
+  leaves nothing behind, a torn last line is repaired: `monitor.sinks.jsonl.JsonlFile`); an alert
+  that the end of the file already holds (same id and actor status) is skipped, so a redelivered batch
+  is not written twice (ids differ across a restarted log: `monitor.alerts.alert_id`);
 - `webhook:URL`: one signed JSON POST per alert (`monitor.sinks.signing`).
 
 Delivery is at least once. The cursor advances only when every destination took the batch; when a
@@ -135,7 +136,7 @@ def append_alerts(path: Path, alerts: Sequence[Deliverable]) -> int:
     what it says of the actor); returns how many."""
     file = JsonlFile(path, identity=_delivery_key)
     try:
-        return file.append([(alert.tenant, alert.seq, alert.to_json()) for alert in alerts])
+        return file.append([(alert.tenant, alert.seq, alert.to_json()) for alert in alerts]).written
     finally:
         file.close()
 

@@ -9,11 +9,16 @@ written twice, whatever happens to the disk or the process:
   stays, and the whole batch is written again on the next attempt.
 - A process killed in the middle of a write leaves a torn last line. Whoever opens the file next cuts
   it (and logs that it did): its record was never delivered, so it is written again.
-- The sink knows the last `seq` the file holds per tenant and skips records at or below it, so a batch
-  delivered again after a crash between the fsync and the cursor update is not written twice. It reads
-  that from the end of the file on opening, and again whenever the file changed under it. (A file of
-  lines that are not in seq order, such as alerts and their updates, is kept free of repeats by an
-  `identity` of each line instead, among the lines at its end.)
+- A batch delivered again after a crash between the fsync and the cursor update is not written twice.
+  The sink knows the last record the file holds per tenant (read from the end of the file on opening,
+  and again whenever the file changed under it); a batch that holds that very record (same seq, same
+  content) is a repeat up to it, and only what follows is written.
+- A batch that goes back to a seq the file holds, with other content there (or without reaching it),
+  belongs to a new log of the tenant: its seq started again at 1 since the file's records were written
+  (the tenant was removed and added back, or Redis lost its data; docs/change-record.md). It is written
+  whole, after the earlier log's records, and reported (`LogRestart`: one WARNING, `monitor status`),
+  never skipped as a repeat. (A file of lines that are not in seq order, such as alerts and their
+  updates, is kept free of repeats by an `identity` of each line instead, among the lines at its end.)
 - Every append and repair holds an exclusive `flock` on the file (see flock(2)), so processes sharing
   the file (a worker and `monitor sync`) never interleave lines or cut one another's writes.
 
@@ -30,11 +35,13 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from monitor.sinks.base import LogRestart
 from monitor.sinks.signing import DeliveryError
 from monitor.store import ChangeRecord
 
@@ -59,31 +66,42 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What one `JsonlFile.append` did: lines written, and the tenants whose log started again since
+    the file's last line of them (tenant -> the seq of that line; `LogRestart`)."""
+
+    written: int
+    restarted: dict[str, int] = field(default_factory=dict)
+
+
 class JsonlFile:
     """An append-only file of JSON lines, each belonging to a (tenant, seq), written durably.
 
     Not thread-safe: one caller at a time (`JsonlSink` holds a lock). Processes are kept apart by the
-    file lock. With an `identity`, a line is left out when a line of the same identity is among those
-    at the end of the file, rather than when its seq is not above the last one.
+    file lock. Without an `identity`, a batch that repeats the file's last line of a tenant is written
+    only after it, and a batch of a new log of the tenant is written whole (`_fresh_records`). With an
+    `identity`, a line is left out when a line of the same identity is among those at the end of the
+    file.
     """
 
     def __init__(self, path: Path, *, identity: Identity | None = None) -> None:
         self.path = path
         self.identity = identity
         self._fd: int | None = None
-        self._last: dict[str, int] = {}
+        self._last: dict[str, Mapping[str, Any]] = {}  # per tenant, its last line in the file
         self._held: set[str] = set()
         self._size = -1  # the file's size after our last append or scan; -1 before the first scan
 
-    def append(self, entries: Sequence[Entry]) -> int:
-        """Append, in order, the entries whose seq is above the last the file holds for their tenant,
-        and fsync; returns how many were written. `SinkWriteError` if they could not all be."""
+    def append(self, entries: Sequence[Entry]) -> Appended:
+        """Append, in order, the entries the file does not hold yet, and fsync. `SinkWriteError` if they
+        could not all be written."""
         fd = self._open()
         with _locked(fd, self.path):
             size = self._current(fd)
-            fresh = self._fresh(entries)
+            fresh, restarted = self._fresh(entries)
             if not fresh:
-                return 0
+                return Appended(0, restarted)
             data = b"".join(orjson.dumps(line) + b"\n" for _, _, line in fresh)
             try:
                 _write_all(fd, data)
@@ -93,24 +111,47 @@ class JsonlFile:
                 raise SinkWriteError(f"cannot write {self.path}: {_reason(exc)}") from exc
             self._remember(fresh)
             self._size = size + len(data)
-            return len(fresh)
+            return Appended(len(fresh), restarted)
 
-    def _fresh(self, entries: Sequence[Entry]) -> list[Entry]:
-        """The entries the file does not hold yet (each once, in order)."""
+    def _fresh(self, entries: Sequence[Entry]) -> tuple[list[Entry], dict[str, int]]:
+        """The entries the file does not hold yet (each once, in order), and the tenants whose log
+        started again."""
         if self.identity is None:
-            return [(tenant, seq, line) for tenant, seq, line in entries if seq > self._last.get(tenant, 0)]
+            return self._fresh_records(entries)
         fresh, seen = [], set(self._held)
         for entry in entries:
             key = self.identity(entry[2])
             if key not in seen:
                 seen.add(key)
                 fresh.append(entry)
-        return fresh
+        return fresh, {}
+
+    def _fresh_records(self, entries: Sequence[Entry]) -> tuple[list[Entry], dict[str, int]]:
+        """Change records in seq order: per tenant, a batch that starts after the file's last record
+        is all fresh; one that holds that very record is a repeat up to it (delivered again after a
+        crash between the fsync and the cursor update); one that goes back without it belongs to a new
+        log of the tenant, and is all fresh too."""
+        repeated: dict[str, int] = {}
+        restarted: dict[str, int] = {}
+        for tenant in dict.fromkeys(tenant for tenant, _, _ in entries):
+            last = self._last.get(tenant)
+            if last is None:
+                continue
+            held = int(last["seq"])
+            batch = [(seq, line) for owner, seq, line in entries if owner == tenant]
+            if batch[0][0] > held:
+                continue
+            if any(seq == held and line == last for seq, line in batch):
+                repeated[tenant] = held
+            else:
+                restarted[tenant] = held
+        fresh = [entry for entry in entries if entry[1] > repeated.get(entry[0], 0)]
+        return fresh, restarted
 
     def _remember(self, written: Sequence[Entry]) -> None:
-        for tenant, seq, line in written:
+        for tenant, _, line in written:
             if self.identity is None:
-                self._last[tenant] = max(seq, self._last.get(tenant, 0))
+                self._last[tenant] = line
             else:
                 self._held.add(self.identity(line))
 
@@ -144,7 +185,7 @@ class JsonlFile:
             size = self._repair(fd, size)
             tail = list(_tail_lines(fd, size))
             if self.identity is None:
-                self._last = _last_sequences(tail)
+                self._last = _last_records(tail)
             else:
                 self._held = {self.identity(line) for line in tail}
             self._size = size
@@ -188,16 +229,20 @@ class JsonlSink:
     def name(self) -> str:
         return f"jsonl:{self.path}"
 
-    async def deliver(self, records: Sequence[ChangeRecord]) -> None:
-        await asyncio.to_thread(self._write, records)
+    async def deliver(self, records: Sequence[ChangeRecord]) -> LogRestart | None:
+        """Write a batch of one tenant's records; a `LogRestart` when the file held records of an earlier
+        log of the tenant (`JsonlFile._fresh_records`)."""
+        return await asyncio.to_thread(self._write, records)
 
     async def close(self) -> None:
         with self._lock:
             self._file.close()
 
-    def _write(self, records: Sequence[ChangeRecord]) -> None:
+    def _write(self, records: Sequence[ChangeRecord]) -> LogRestart | None:
         with self._lock:
-            self._file.append([(str(record["tenant"]), int(record["seq"]), record) for record in records])
+            done = self._file.append([(str(record["tenant"]), int(record["seq"]), record) for record in records])
+        held = next(iter(done.restarted.values()), None)
+        return None if held is None else LogRestart(held)
 
 
 @contextlib.contextmanager
@@ -256,11 +301,11 @@ def _tail_lines(fd: int, size: int) -> Iterator[Mapping[str, Any]]:
             yield value
 
 
-def _last_sequences(lines: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """The highest seq per tenant among `lines` (empty if none)."""
-    last: dict[str, int] = {}
+def _last_records(lines: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The last change record per tenant among `lines` (the last line, not the highest seq: after a
+    log restart the file's newest records of a tenant have lower seqs than its earlier ones)."""
+    last: dict[str, Mapping[str, Any]] = {}
     for record in lines:
-        if "tenant" in record and "seq" in record:
-            tenant = str(record["tenant"])
-            last[tenant] = max(last.get(tenant, 0), int(record["seq"]))
+        if "tenant" in record and isinstance(record.get("seq"), int):
+            last[str(record["tenant"])] = record
     return last

@@ -1,10 +1,14 @@
 """The change-record webhook sink (`MONITOR_SINK=webhook:URL`): batches of records, POSTed signed.
 
 Each request body is `{"records": [...]}`, the records in seq order as the change-record contract
-says (DESIGN.md), signed like every outgoing webhook (`monitor.sinks.signing`). The cursor advances
-only after the receiver answered 2xx to every request of a batch, so the sink delivers at least
-once: after a crash, or a batch whose later request failed, records are sent again and receivers
-drop the `(tenant, seq)` pairs they already hold.
+says (docs/change-record.md), signed like every outgoing webhook (`monitor.sinks.signing`). The cursor
+advances only after the receiver answered 2xx to every request of a batch, so the sink delivers at
+least once: after a crash, or a batch whose later request failed, records are sent again, and
+receivers drop the records they already hold, known by `(tenant, seq, observedAt)`. Not by `(tenant,
+seq)` alone: a tenant's seq starts again at 1 when its log does (the tenant removed and added back,
+Redis data lost), and the sink cannot tell, since the cursor went with the log; a receiver that holds
+a seq with another `observedAt` has the first records of the new log, and must take them (the
+contract's "Delivery" says how).
 
 A refusal (4xx other than 429) is not retried, but unlike an alert it is not skipped either: the
 change log is the product's data, and a receiver that misses records can no longer replay it into

@@ -221,7 +221,7 @@ def test_mass_removal_names_a_sample_and_counts_all() -> None:
         (members[1], "User 1", "u1@contoso.com"),
     ]
     assert mass.to_json() == {
-        "id": alert_id(TENANT, 34, "admins"),
+        "id": alert_id(TENANT, 34, OBSERVED, "admins"),
         "change": "mass_removal",
         "rule": "admins",
         "tenant": TENANT,
@@ -250,7 +250,7 @@ def test_alert_json_for_one_member() -> None:
     )
     assert alert.send_to == ("log",)
     assert alert.to_json() == {
-        "id": alert_id(TENANT, 7, "admins"),
+        "id": alert_id(TENANT, 7, OBSERVED, "admins"),
         "change": "member_added",
         "rule": "admins",
         "tenant": TENANT,
@@ -265,8 +265,15 @@ def test_alert_ids_are_stable_and_distinct() -> None:
     first = evaluate(TENANT, [ROLE], [added(7, ADMINS, ADA)], MIRROR)
     again = evaluate(TENANT, [ROLE], [added(7, ADMINS, ADA)], MIRROR)
     assert [a.id for a in first] == [a.id for a in again]
-    ids = {alert_id(TENANT, 7, "r"), alert_id(TENANT, 8, "r"), alert_id(TENANT, 7, "s"), alert_id(SALES, 7, "r")}
-    assert len(ids) == 4
+    ids = {
+        alert_id(TENANT, 7, OBSERVED, "r"),
+        alert_id(TENANT, 8, OBSERVED, "r"),
+        alert_id(TENANT, 7, OBSERVED, "s"),
+        alert_id(SALES, 7, OBSERVED, "r"),
+        # The same seq in a later log of the tenant (it started again at 1): another record.
+        alert_id(TENANT, 7, "2027-02-03T04:05:06.789Z", "r"),
+    }
+    assert len(ids) == 5
 
 
 def test_staged_lookups_are_enough() -> None:

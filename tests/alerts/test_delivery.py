@@ -59,7 +59,7 @@ async def test_member_added_to_a_role_assignable_group(
 
     [change] = memberships(records, admins)
     expected = {
-        "id": alert_id(TENANT_ID, change["seq"], "privileged"),
+        "id": alert_id(TENANT_ID, change["seq"], change["observedAt"], "privileged"),
         "change": "member_added",
         "rule": "privileged",
         "tenant": TENANT_ID,

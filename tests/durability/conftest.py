@@ -18,6 +18,8 @@ from typing import Any, Protocol
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
+from pytest_aiohttp import AiohttpServer
 
 from monitor.hints import Hint, enqueue
 from monitor.keys import HINTS
@@ -211,3 +213,45 @@ def scene(
     launch: Launch,
 ) -> Scene:
     return Scene(sim, tenant, graph, redis_server, redis, tmp_path, launch)
+
+
+@dataclass
+class Hook:
+    """A receiver for both webhooks (change records at /records, alerts at /alerts) that can hold the
+    next request until `release` is set, and then fail it: the sender is killed meanwhile."""
+
+    url: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    hold_next: bool = False
+    held: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def record_seqs(self) -> set[int]:
+        return {int(record["seq"]) for record in self.records}
+
+
+@pytest.fixture
+async def hook(aiohttp_server: AiohttpServer) -> AsyncIterator[Hook]:
+    box: list[Hook] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        target, body = box[0], await request.json()
+        if target.hold_next:
+            target.hold_next = False
+            target.held.set()
+            await target.release.wait()
+            return web.Response(status=503)
+        if request.path == "/records":
+            target.records += body["records"]
+        else:
+            target.alerts.append(body)
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/records", receive)
+    app.router.add_post("/alerts", receive)
+    server = await aiohttp_server(app)
+    box.append(Hook(str(server.make_url("")).rstrip("/")))
+    yield box[0]
+    box[0].release.set()

@@ -3,63 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
-from pytest_aiohttp import AiohttpServer
 
 from monitor.simulator import seed
 from monitor.sinks.alerts import ALERTS_SINK
-from tests.durability.conftest import Scene, fired, read_jsonl, wait_until
+from tests.durability.conftest import Hook, Scene, fired, read_jsonl, wait_until
 from tests.test_cli import run
 
 SECRET = "whsec-catch-up-test"
-
-
-@dataclass
-class Hook:
-    """A receiver for both webhooks (change records at /records, alerts at /alerts) that can hold the
-    next request until `release` is set, and then fail it: the sender is killed meanwhile."""
-
-    url: str
-    records: list[dict[str, Any]] = field(default_factory=list)
-    alerts: list[dict[str, Any]] = field(default_factory=list)
-    hold_next: bool = False
-    held: asyncio.Event = field(default_factory=asyncio.Event)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def record_seqs(self) -> set[int]:
-        return {int(record["seq"]) for record in self.records}
-
-
-@pytest.fixture
-async def hook(aiohttp_server: AiohttpServer) -> AsyncIterator[Hook]:
-    box: list[Hook] = []
-
-    async def receive(request: web.Request) -> web.Response:
-        target, body = box[0], await request.json()
-        if target.hold_next:
-            target.hold_next = False
-            target.held.set()
-            await target.release.wait()
-            return web.Response(status=503)
-        if request.path == "/records":
-            target.records += body["records"]
-        else:
-            target.alerts.append(body)
-        return web.Response(status=200)
-
-    app = web.Application()
-    app.router.add_post("/records", receive)
-    app.router.add_post("/alerts", receive)
-    server = await aiohttp_server(app)
-    box.append(Hook(str(server.make_url("")).rstrip("/")))
-    yield box[0]
-    box[0].release.set()
 
 
 @pytest.mark.parametrize("command", ["worker", "sync"])

@@ -28,6 +28,7 @@ DASHBOARD = DEPLOY / "grafana" / "monitor-dashboard.json"
 METRIC_NAME = re.compile(r"\bmonitor_[a-z0-9_]+\b")
 # What must wake someone (the list), each by the rule that watches it.
 MUST_ALERT = {
+    "MonitorNoLiveWorker",
     "MonitorWorkerNotConsuming",
     "MonitorSubscriptionExpiring",
     "MonitorSubscriptionRenewalFailing",

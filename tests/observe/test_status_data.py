@@ -72,10 +72,14 @@ def test_gauges_are_the_status_figures() -> None:
         "subscription_upkeep": {"checked_at": "2026-01-01T00:00:00Z", "error": "quota"},
         "jupiterone": {"dirty_scopes": 3, "lag_seconds": None, "last_success_at": None},
     }
-    gauges = status_gauges([status], {"hints": {"length": 4, "pending": 1, "oldest_age_seconds": 9.5}})
+    workers = [{"name": "host-1", "last_heartbeat": "2026-01-01T00:00:00Z", "age_seconds": 3}] * 2
+    gauges = status_gauges(
+        [status], {"hints": {"length": 4, "pending": 1, "oldest_age_seconds": 9.5}, "workers": workers}
+    )
     assert gauges == {
         "monitor_hints_pending": 1.0,
         "monitor_hints_oldest_age_seconds": 9.5,
+        "monitor_workers_live": 2.0,
         metric("monitor_source_last_round_age_seconds", tenant="t1", source="users"): 42.0,
         metric("monitor_source_last_round_age_seconds", tenant="t1", source="groups"): 7.0,
         metric("monitor_source_failing", tenant="t1", source="users"): 0.0,

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from monitor.durations import format_duration
 from monitor.graph.subscriptions import parse_graph_time
+from monitor.keys import WORKER_HEARTBEAT_TTL, worker_heartbeat
 from monitor.status_page import SESSION_COOKIE, SESSION_TTL, session_value, status_page
 from tests.conftest import TENANT_ID
 from tests.observe.browser import chromium
@@ -26,6 +27,7 @@ from tests.observe.conftest import ALERT_RULE, HOSTILE_GROUP, HOSTILE_NAME, OPER
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
 BEARER = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+WORKER = "worker-<b>7</b>"
 
 # What the page shows, read from the rendered DOM (DevTools evaluates this in the page).
 READ_PAGE = """JSON.stringify({
@@ -46,6 +48,8 @@ async def test_an_operator_signs_in_and_sees_the_deployment_in_a_real_browser(
     observed: Observed, tmp_path: Path
 ) -> None:
     await observed.scenario()
+    # A worker running now, as its heartbeat says (a name with markup, which must stay text).
+    await observed.redis.set(worker_heartbeat(WORKER), observed.runtime.clock().isoformat(), ex=WORKER_HEARTBEAT_TTL)
     async with observed.client() as http, http.get(f"{observed.url}/status", headers=BEARER) as response:
         expected = (await response.json())["tenants"][0]
 
@@ -79,6 +83,8 @@ async def test_an_operator_signs_in_and_sees_the_deployment_in_a_real_browser(
 
     # The hint queue: the two hints left and the notification of the last change, none taken.
     assert (shown["figures"]["hints-length"], shown["figures"]["hints-pending"]) == ("3", "0")
+    [(worker, last_heartbeat, _)] = shown["rows"]["workers"]
+    assert (shown["figures"]["workers-live"], worker) == ("1", WORKER) and last_heartbeat.startswith("20")
     assert shown["figures"]["hints-oldest"] != "none"
     check_subscriptions(shown, observed)
     assert "created users,groups" in shown["upkeep"]
@@ -218,7 +224,14 @@ def test_every_value_on_the_page_is_escaped() -> None:
         "permissions": {evil: {"granted": False, "needed_for": evil, "detail": evil}},
         "subscriptions": [{"id": evil, "resource": evil, "expiration": evil, "expires_in_seconds": 10}],
         "subscription_upkeep": {"checked_at": evil, "renewed": evil, "error": evil},
-        "sinks": {evil: {"cursor": 1, "behind": 0, evil: evil}},
+        "sinks": {
+            evil: {
+                "cursor": 1,
+                "behind": 0,
+                evil: evil,
+                "log_restart": {"at": evil, "held_seq": 9, "new_log_from_seq": 1},
+            }
+        },
         "alerts": {
             "rules": 1,
             "names": [evil],
@@ -247,10 +260,14 @@ def test_every_value_on_the_page_is_escaped() -> None:
         },
         "drift": {"missing_in_jupiterone": [{"key": evil, evil: evil}], "note": evil, "nested": [[evil]]},
     }
-    document = status_page([status], {"hints": {"length": 1, "pending": 0, "oldest_age_seconds": 2}}, datetime.now())
+    deployment = {
+        "hints": {"length": 1, "pending": 0, "oldest_age_seconds": 2},
+        "workers": [{"name": evil, "last_heartbeat": evil, "age_seconds": 3}],
+    }
+    document = status_page([status], deployment, datetime.now())
     parsed = Markup()
     parsed.feed(document)
     assert parsed.tags <= PAGE_TAGS, parsed.tags - PAGE_TAGS
     assert parsed.attributes <= PAGE_ATTRIBUTES, parsed.attributes - PAGE_ATTRIBUTES
-    # Every field came through as text (the parser unescaped it): 27 values, each shown whole.
-    assert sum(chunk.count(evil) for chunk in parsed.text) >= 27
+    # Every field came through as text (the parser unescaped it): 30 values, each shown whole.
+    assert sum(chunk.count(evil) for chunk in parsed.text) >= 30
