@@ -22,6 +22,7 @@ import orjson
 
 from monitor.effective import EdgeChange, Pair
 from monitor.keys import ADVANCE_NESTING
+from monitor.mirror_codec import pack_key
 from monitor.model.account import ACCOUNT_TYPE
 from monitor.model.groups import GROUP_FAMILY, MEMBERSHIP_TYPE, membership_key
 from monitor.model.types import JsonObject, entity_placement, relationship_placement
@@ -135,13 +136,15 @@ async def member_sets(store: TenantStore, groups: Iterable[str]) -> dict[str, fr
 
 
 async def pairs_present(store: TenantStore, pairs: Iterable[Pair]) -> dict[Pair, bool]:
-    """Whether the mirror has each membership now (one round trip)."""
+    """Whether the mirror has each membership now (one round trip; fields as `monitor.mirror_codec`
+    stores them)."""
+    await store.upgrade()
     wanted = sorted(set(pairs))
     if not wanted:
         return {}
     reader: Any = store.redis.pipeline(transaction=False)
     for group, member in wanted:
-        reader.hexists(relationship_scope_key(store, group), membership_key(group, member))
+        reader.hexists(relationship_scope_key(store, group), pack_key(membership_key(group, member)))
     found = await reader.execute()
     return {pair: bool(flag) for pair, flag in zip(wanted, found, strict=True)}
 
