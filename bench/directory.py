@@ -219,7 +219,7 @@ async def _sample_memberships(store: TenantStore, wanted: int, rng: random.Rando
 
 
 async def _public_pattern(env: Environment) -> PublicPattern:
-    """What the public integration does every polling interval (JUPITERONE.md section 3): list
+    """What the public integration does every polling interval (docs/jupiterone.md section 3): list
     users, list groups, then list the members of every group, one request after another."""
     settings = load_settings(env.monitor_env())
     client = GraphClient(settings, TokenProvider(settings))

@@ -5,7 +5,7 @@ and the public integration's per-device call pattern over the same simulated est
 writes it). At scale 1: 100,000 managed devices (every kind), 60,000 users, 8 compliance policies,
 10 device configurations, 12 managed apps and about 1,500 detected apps, about 10 per device.
 
-The simulator (Intune's limits enforced: GRAPH.md 10.3) and Redis run in their own processes; each
+The simulator (Intune's limits enforced: docs/graph.md 10.3) and Redis run in their own processes; each
 sweep runs in a child process of its own (`python -m bench.intune --sweep-once`, which runs only
 `run_source(context, "intune")`), so wall time and peak RSS are the sweep's alone (`os.wait4`).
 Graph calls are counted by the simulator: every request under /v1.0 or /beta, each request
@@ -94,7 +94,7 @@ class PublicPattern:
     by_bucket: Counter[str]
 
     def floor_seconds(self) -> float:
-        """The least time Intune's per-app limits allow for these calls (GRAPH.md 10.3)."""
+        """The least time Intune's per-app limits allow for these calls (docs/graph.md 10.3)."""
         return max((n * 20 / INTUNE_LIMITS[b] for b, n in self.by_bucket.items() if b in INTUNE_LIMITS), default=0.0)
 
 
@@ -176,7 +176,7 @@ async def _count(env: Environment, path_regex: str) -> int:
 
 
 async def _public_pattern(env: Environment) -> PublicPattern:
-    """The public integration's Intune steps over the same estate (JUPITERONE.md 3), made with the
+    """The public integration's Intune steps over the same estate (docs/jupiterone.md 3), made with the
     same client: the account's enrichment calls, the device list, every policy's and configuration's
     status list, one install report per app, and one `GET managedDevices/{id}?$expand=detectedApps`
     per device. Run with Intune's limits lifted in the simulator and no pacing, PUBLIC_CONCURRENCY
@@ -288,7 +288,7 @@ def _report(
 Command: `{_COMMAND[0] if _COMMAND else command_line()}` — {machine()}.
 Estate: {number(devices)} managed devices (every device kind) of {number(users)} users, with their host
 agents, 8 compliance policies, 10 device configurations, 12 managed apps and about 10 detected apps per
-device (scale {scale:g}). The simulator enforces Intune's per-app limits (GRAPH.md 10.3); monitor paces
+device (scale {scale:g}). The simulator enforces Intune's per-app limits (docs/graph.md 10.3); monitor paces
 under them. Each sweep runs alone in its own process (`run_source(context, "intune")`).
 
 | Sweep | first (empty mirror) | unchanged | after 1% of devices changed |

@@ -308,7 +308,7 @@ same run, load generator in a third process.
 **End to end**: `monitor serve` (default coalescing window), subscribed to the simulated tenant,
 {len(records)} members added one by one to a role-assignable group watched by an alert rule.
 Measured from the change in the tenant (the simulator batches notifications for 50 ms; Graph
-publishes no latency figure for directory notifications, GRAPH.md 4.4):
+publishes no latency figure for directory notifications, docs/graph.md 4.4):
 
 | | p50 | p99 |
 |---|---|---|

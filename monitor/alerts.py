@@ -1,6 +1,6 @@
 """Membership-change alerts (pure): which change records raise which alerts under a tenant's rules.
 
-The change log already says exactly what changed (DESIGN.md, "Change record"), so alerting is a
+The change log already says exactly what changed (docs/change-record.md), so alerting is a
 function of a batch of records and a few facts about the groups and members they name:
 
 - A membership is an `azure_group_has_member` relationship record. An upsert without `before` is a
@@ -58,7 +58,7 @@ MASS_REMOVAL_SAMPLE = 10
 # The namespace of alert ids (uuid5). Never change it: receivers deduplicate by id across releases.
 ALERT_ID_NAMESPACE = uuid.UUID("6f1c0e52-9a43-4f0e-8a7d-2f4b1c9e7a10")
 
-# `memberType` of a membership is the member's raw `@odata.type` (JUPITERONE.md 2.2), in any casing.
+# `memberType` of a membership is the member's raw `@odata.type` (docs/jupiterone.md 2.2), in any casing.
 _MEMBER_KINDS = {
     "#microsoft.graph.user": "user",
     "#microsoft.graph.group": "group",

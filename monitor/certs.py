@@ -1,7 +1,7 @@
 """`monitor cert create`: a self-signed certificate and key for the app registration's credential.
 
 A certificate credential beats a client secret (it never travels: MSAL signs an assertion with the
-key, GRAPH.md 11.1), and Entra accepts a self-signed one. Two files are written:
+key, docs/graph.md 11.1), and Entra accepts a self-signed one. Two files are written:
 
 - `<name>.pem`: the private key and the certificate, for `MONITOR_CLIENT_CERTIFICATE` (mode 0600);
 - `<name>.crt`: the certificate alone, to upload in the Entra admin center (App registrations, the

@@ -183,7 +183,7 @@ async def _world(users: int, jsonl: str | None) -> AsyncIterator[DemoWorld]:
     tenant = sim.add_tenant(DEMO_TENANT, "Contoso")
     sim.register_app(DEMO_CLIENT, secret=secret)
     sim.grant(DEMO_TENANT, DEMO_CLIENT)
-    # Graph gives no latency figure for directory notifications (GRAPH.md 4.4); the simulator
+    # Graph gives no latency figure for directory notifications (docs/graph.md 4.4); the simulator
     # batches for 50 ms and retries quickly.
     sim.subscriptions.configure(batch_window=0.05, retry_initial_delay=0.2, retry_max_delay=2.0)
     seed(tenant, users=users, groups=max(4, users // 6), memberships=users * 3, other_members=2, rng_seed=42)

@@ -1,10 +1,11 @@
 """Hints: small messages saying "something may have changed; look".
 
-Graph notifications are only hints (DESIGN.md): the webhook turns each valid one into a hint for
-the delta round of its tenant and resource; the scheduler adds timer hints (the safety-net round,
-sweeps, subscription upkeep, reconciliation); lifecycle notifications become lifecycle hints. All
-go through one Redis stream read by the workers' consumer group, and any number of hints for the
-same job collapse into one run of it (`Hint.job_key`).
+Graph notifications are only hints (docs/architecture.md, "How a change travels"): the webhook
+turns each valid one into a hint for the delta round of its tenant and resource; the scheduler
+adds timer hints (the safety-net round, sweeps, subscription upkeep, reconciliation); lifecycle
+notifications become lifecycle hints. All go through one Redis stream read by the workers'
+consumer group, and any number of hints for the same job collapse into one run of it
+(`Hint.job_key`).
 """
 
 from __future__ import annotations

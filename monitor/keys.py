@@ -2,8 +2,8 @@
 
 Every per-tenant key carries the tenant id as a hash tag (`monitor:{<tenant>}:…`), so all keys of a
 tenant live in one Redis Cluster slot and a page commit (one script over the mirror, the change log
-and the counters) stays a single-slot transaction (DESIGN.md, "Rules"). Keys shared by all tenants
-use fixed hash tags of their own.
+and the counters) stays a single-slot transaction (docs/architecture.md, "Rules that keep it
+correct"). Keys shared by all tenants use fixed hash tags of their own.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class TenantKeys:
     def member_of(self, member_id: str) -> str:
         """SET of group ids containing a placeholder member (device, service principal, contact).
 
-        The placeholder entity exists while this set is non-empty (JUPITERONE.md 1.4).
+        The placeholder entity exists while this set is non-empty (docs/jupiterone.md 1.4).
         """
         return f"{self.base}:memberof:{member_id}"
 
@@ -120,7 +120,7 @@ class TenantKeys:
         their `seq`: line i has seq first + i; zlib-compressed, since records of one page repeat
         the same property names and the log is most of a tenant's memory). Entries written before
         compression hold the same lines uncompressed in `r`; both are read. Kept without trimming:
-        replaying it from the start rebuilds the mirror (DESIGN.md).
+        replaying it from the start rebuilds the mirror (docs/change-record.md, "The replay rule").
         """
         return f"{self.base}:changes"
 
@@ -144,7 +144,7 @@ class TenantKeys:
     def delta_link(self, resource: str) -> str:
         """HASH {link, saved_at}: the deltaLink of the last completed round.
 
-        No TTL: Graph expires directory delta tokens after 7 days (GRAPH.md 8) and answers
+        No TTL: Graph expires directory delta tokens after 7 days (docs/graph.md 8) and answers
         410/syncStateNotFound, which starts a full round; keeping a stale link costs nothing.
         """
         return f"{self.base}:delta:{resource}"

@@ -1,4 +1,4 @@
-"""Admin-consent onboarding over HTTP: `GET /onboard` and `GET /onboard/callback` (GRAPH.md 11.3).
+"""Admin-consent onboarding over HTTP: `GET /onboard` and `GET /onboard/callback` (docs/graph.md 11.3).
 
 1. The operator opens `{MONITOR_PUBLIC_URL}/onboard?token=<operator token>` (options may follow:
    `account_name`, `description`, `polling_interval`, `tag_account_name`) and hands the browser to a

@@ -33,7 +33,7 @@ from monitor.store import TenantStore
 
 State = Literal["granted", "missing", "not needed"]
 
-# One cheap read per permission that opens an endpoint of its own (GRAPH.md 1 and 9).
+# One cheap read per permission that opens an endpoint of its own (docs/graph.md 1 and 9).
 PROBES: dict[str, tuple[str, dict[str, str]]] = {
     "User.Read.All": ("/v1.0/users", {"$top": "1", "$select": "id"}),
     "GroupMember.Read.All": ("/v1.0/groups", {"$top": "1", "$select": "id"}),
@@ -53,7 +53,7 @@ PROBES: dict[str, tuple[str, dict[str, str]]] = {
         {"$select": "intuneAccountId,subscriptionState"},
     ),
 }
-# Permissions that include others (a ReadWrite form includes its Read form, GRAPH.md 1).
+# Permissions that include others (a ReadWrite form includes its Read form, docs/graph.md 1).
 INCLUDES: dict[str, frozenset[str]] = {
     "Directory.Read.All": frozenset(
         {"User.Read.All", "Group.Read.All", "GroupMember.Read.All", "Organization.Read.All"}

@@ -1,6 +1,6 @@
 """The retry policy and the one retry loop: which failures are retried, how long to wait, counting.
 
-Graph (GRAPH.md 10.1) and JupiterOne (JUPITERONE.md 10.3-10.4) both throttle with 429 and may send
+Graph (docs/graph.md 10.1) and JupiterOne (docs/jupiterone.md 10.3-10.4) both throttle with 429 and may send
 `Retry-After`, as seconds (possibly fractional, e.g. `2.128`) or as an HTTP date, or not at all.
 Every client in this project retries through `RetryPolicy.run`: it honours `Retry-After` when
 present, otherwise backs off exponentially with full jitter, caps every wait, counts every retry,
@@ -31,8 +31,8 @@ T = TypeVar("T")
 Outcome = TypeVar("Outcome")
 Sleep = Callable[[float], Awaitable[None]]
 
-# 429 throttled; 500/502/503/504 transient service faults (GRAPH.md 10.1: 503 and 504 are
-# transient; 500/502 are retried too, as the public integration learned: JUPITERONE.md 4.2).
+# 429 throttled; 500/502/503/504 transient service faults (docs/graph.md 10.1: 503 and 504 are
+# transient; 500/502 are retried too, as the public integration learned: docs/jupiterone.md 4.2).
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 

@@ -1,6 +1,6 @@
 """One delta round of one source: Graph pages in, one atomic commit per page, the deltaLink last.
 
-Correctness rules (DESIGN.md, "Rules that keep it correct"):
+Correctness rules (docs/architecture.md, "Rules that keep it correct"):
 
 - Each page is committed (mirror + change records) atomically before the next is read; memory
   holds one page, never the tenant.

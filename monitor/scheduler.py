@@ -3,7 +3,7 @@
 Jobs (APScheduler 3.x, `coalesce=True`, `max_instances=1`, a deliberate `misfire_grace_time`):
 
 - every `MONITOR_DELTA_INTERVAL` (15 minutes): a delta round of users and groups per tenant, the
-  safety net for notifications Graph dropped without telling (GRAPH.md 5.4), and the account;
+  safety net for notifications Graph dropped without telling (docs/graph.md 5.4), and the account;
 - every `MONITOR_SUBSCRIPTION_CHECK_INTERVAL` (and at start): subscription upkeep per tenant
   (create, renew, replace; only with `MONITOR_PUBLIC_URL`);
 - per tenant, every `polling_interval` (unless DISABLED): the Intune and sign-in sweeps;

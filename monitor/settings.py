@@ -1,6 +1,6 @@
 """Configuration: one model, read once at start-up, passed down.
 
-Every setting is an environment variable with the prefix `MONITOR_` (DESIGN.md, "Contracts").
+Every setting is an environment variable with the prefix `MONITOR_` (docs/architecture.md, "Contracts").
 Several tenants come from a TOML file (`MONITOR_TENANTS_FILE`). A misspelt `MONITOR_` variable, a
 missing required one, or an invalid value is a `ConfigError` that names it; nothing falls back to a
 silent default.
@@ -119,7 +119,7 @@ class TenantConfig(BaseModel):
     # Intune/sign-in sweep interval in seconds; None means DISABLED (manual `monitor sync` only).
     polling_interval: float | None = DEFAULT_POLLING_INTERVAL
     tag_account_name: bool = False
-    # The JupiterOne integration instance id the account key embeds (JUPITERONE.md 1.1); the
+    # The JupiterOne integration instance id the account key embeds (docs/jupiterone.md 1.1); the
     # tenant id stands in when there is none.
     integration_instance_id: str | None = None
     # Alert rules on group membership changes (`[[tenant.alert]]` tables, or MONITOR_ALERTS_FILE).
@@ -213,7 +213,7 @@ class Settings(BaseSettings):
     # The worker waits this long after the first hint of a burst, so a burst costs one round.
     coalesce_window: float = Field(default=0.25, ge=0)
     # Safety-net delta round per tenant: Graph never tells directory subscribers about dropped
-    # notifications (GRAPH.md 5.4); delta tokens last 7 days, so this is far inside that.
+    # notifications (docs/graph.md 5.4); delta tokens last 7 days, so this is far inside that.
     delta_interval: float = Field(default=900.0, gt=0)
     # Who made a membership change (monitor.actors): an alert waits this long for its directory audit
     # entry, which Graph shows minutes after the change (docs/graph.md 13.4), and then says the actor
@@ -221,7 +221,7 @@ class Settings(BaseSettings):
     actor_wait: float = Field(default=900.0, gt=0)
     actor_poll_interval: float = Field(default=60.0, gt=0)
     # How often subscriptions are reconciled, and how long before expiry they are renewed
-    # (directory subscriptions last at most 41,760 minutes, GRAPH.md 2.3).
+    # (directory subscriptions last at most 41,760 minutes, docs/graph.md 2.3).
     subscription_check_interval: float = Field(default=3600.0, gt=0)
     subscription_renew_before: float = Field(default=3 * 86400.0, gt=0)
     host: str = "0.0.0.0"
@@ -230,11 +230,11 @@ class Settings(BaseSettings):
     probe_port: int | None = Field(default=None, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
-    # Per-request timeout and retry budget for Graph (GRAPH.md 10.1: honour Retry-After, back off).
+    # Per-request timeout and retry budget for Graph (docs/graph.md 10.1: honour Retry-After, back off).
     graph_timeout: float = Field(default=30.0, gt=0)
     graph_max_retries: int = Field(default=6, ge=0, le=20)
     graph_max_backoff: float = Field(default=60.0, gt=0)
-    # JupiterOne publisher (`MONITOR_SINK=jupiterone`; JUPITERONE.md 9-12). The account id and API key
+    # JupiterOne publisher (`MONITOR_SINK=jupiterone`; docs/jupiterone.md 9-12). The account id and API key
     # are required when that sink is configured.
     j1_api_url: str = "https://api.us.jupiterone.io"
     j1_account: str | None = None
@@ -245,12 +245,12 @@ class Settings(BaseSettings):
     # a scope costs one upload); waiting is capped at `j1_max_debounce` so a busy tenant still publishes.
     j1_debounce: float = Field(default=2.0, ge=0)
     j1_max_debounce: float = Field(default=20.0, ge=0)
-    # JUPITERONE.md 10.1: the backend refuses bodies over about 6 MB; keep each under 5 MB.
+    # docs/jupiterone.md 10.1: the backend refuses bodies over about 6 MB; keep each under 5 MB.
     j1_max_request_bytes: int = Field(default=5_000_000, ge=10_000, le=6_000_000)
     j1_timeout: float = Field(default=60.0, gt=0)
     j1_max_retries: int = Field(default=8, ge=0, le=30)
     j1_max_backoff: float = Field(default=60.0, gt=0)
-    # Finalize is asynchronous (JUPITERONE.md 9.2): poll the job, backing off up to this interval, and
+    # Finalize is asynchronous (docs/jupiterone.md 9.2): poll the job, backing off up to this interval, and
     # give up (the scope stays dirty) after `j1_finalize_timeout`.
     j1_poll_interval: float = Field(default=2.0, gt=0)
     j1_finalize_timeout: float = Field(default=900.0, gt=0)
@@ -305,7 +305,7 @@ class Settings(BaseSettings):
     @field_validator("public_url")
     @classmethod
     def _https_public_url(cls, value: str | None) -> str | None:
-        # GRAPH.md 2.1: notificationUrl must be HTTPS.
+        # docs/graph.md 2.1: notificationUrl must be HTTPS.
         if value is not None and not value.startswith("https://"):
             raise ValueError("must be an https:// URL (Graph only calls HTTPS endpoints)")
         return None if value is None else value.rstrip("/")

@@ -23,7 +23,7 @@ from monitor.sinks.effective import EFFECTIVE_CURSOR
 from monitor.sinks.jupiterone import publishing_status, render_publishing
 from monitor.sync import ALL_SOURCES, DELTA_PERMISSION, INTUNE_SOURCE
 
-# Directory delta tokens expire after 7 days (GRAPH.md 8); warn well before.
+# Directory delta tokens expire after 7 days (docs/graph.md 8); warn well before.
 DELTA_TOKEN_WARN_AGE = 6 * 86400
 # The worker records each subscription check under this status name (monitor.worker).
 UPKEEP_STATUS = "subscriptions"

@@ -55,7 +55,7 @@ CATCH_UP_INTERVAL = 10.0
 START_WAIT = 2 * DEFAULT_TTL
 # While a sink fails, a worker retries its deliveries this way, until it works again.
 DELIVERY_RETRY = RetryPolicy(max_retries=1_000_000, base_delay=1.0, max_delay=30.0)
-# Delta permissions (GRAPH.md 7.1): what a 403 on each resource means.
+# Delta permissions (docs/graph.md 7.1): what a 403 on each resource means.
 DELTA_PERMISSION = {"users": "User.Read.All", "groups": "GroupMember.Read.All"}
 # Sources that run under one shared lease: a user's deletion moves memberships, which the groups
 # round writes too (monitor.sources.parking), so the two rounds of a tenant never overlap.

@@ -1,20 +1,20 @@
-"""The webhook Graph calls: the validation handshake and notification intake (GRAPH.md 3 and 4).
+"""The webhook Graph calls: the validation handshake and notification intake (docs/graph.md 3 and 4).
 
-Order of work for a POST (STYLE.md practice 7):
+Order of work for a POST (docs/practices.md 7):
 
 1. `validationToken` in the query string: answer it at once, before looking at the body — 200,
-   `text/plain`, the URL-decoded token (GRAPH.md 3.1; the validation POST has no JSON body).
+   `text/plain`, the URL-decoded token (docs/graph.md 3.1; the validation POST has no JSON body).
 2. Content type and size: JSON only, no larger than `MONITOR_WEBHOOK_MAX_BODY`, and all of it
    within `MONITOR_HTTP_READ_TIMEOUT` (`monitor.http_server` has the other bounds on clients).
-3. Schema: a `changeNotificationCollection` (GRAPH.md 4.1), validated by pydantic.
+3. Schema: a `changeNotificationCollection` (docs/graph.md 4.1), validated by pydantic.
 4. Each item: a tenant we watch, a subscription we made for it, and its `clientState` compared in
    constant time with the one we gave that subscription. Items failing any check are dropped and
    counted by reason, never enqueued. One POST may mix tenants, subscriptions and lifecycle events.
 5. Valid items become hints on the Redis stream (one per job, however many items ask for it),
-   and the answer is 202 — or 503 if Redis cannot take them, so Graph retries (GRAPH.md 4.2).
+   and the answer is 202 — or 503 if Redis cannot take them, so Graph retries (docs/graph.md 4.2).
 
 No Graph call and no diffing here: Graph marks an endpoint slow past 3 seconds and drops
-notifications for good when too many responses pass 10 (GRAPH.md 4.3).
+notifications for good when too many responses pass 10 (docs/graph.md 4.3).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ RESOURCE_JOBS = {"/users": "users", "/groups": "groups"}
 
 
 class ChangeNotification(BaseModel):
-    """One item of `value` (GRAPH.md 4.1). Unknown fields are ignored, known ones checked."""
+    """One item of `value` (docs/graph.md 4.1). Unknown fields are ignored, known ones checked."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -189,7 +189,7 @@ async def _receive(request: web.Request, endpoint: str) -> web.Response:
         hints, outcomes = await intake.accept(checked.value)
         await _enqueue(intake.writer, hints, endpoint, outcomes)
     except REDIS_UNAVAILABLE as exc:
-        # Not stored: a 5xx makes Graph deliver the notifications again (GRAPH.md 4.2).
+        # Not stored: a 5xx makes Graph deliver the notifications again (docs/graph.md 4.2).
         log.error("webhook: cannot store notifications: %s", exc)
         return web.Response(status=503, text="cannot store the notifications now; retry")
     return web.Response(status=202)

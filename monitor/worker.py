@@ -284,13 +284,13 @@ class Worker:
         resource = str(registry.get(hint.subscription, {}).get("resource", ""))
         source = next((name for name, path in RESOURCES.items() if path == resource), None)
         if hint.event == "reauthorizationRequired":
-            # Renewing also reauthorizes (GRAPH.md 5.1); never a reauthorize and a renew both.
+            # Renewing also reauthorizes (docs/graph.md 5.1); never a reauthorize and a renew both.
             outcome = await manager.renew(hint.subscription, self.runtime.clock())
             log.info("tenant %s: reauthorizationRequired for %s: %s", tenant.id, hint.subscription, outcome)
             if outcome not in ("lost", "unknown"):
                 return
         # subscriptionRemoved, missed, or a renewal that found the subscription gone: make sure
-        # the subscriptions exist, and read what may have been missed (GRAPH.md 5.2-5.3).
+        # the subscriptions exist, and read what may have been missed (docs/graph.md 5.2-5.3).
         if hint.event != "missed" or source is None:
             await self._subscriptions(tenant)
         for name in [source] if source else list(RESOURCES):

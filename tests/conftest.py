@@ -1,7 +1,7 @@
 """Shared fixtures: a private redis-server for the session, a fresh client per test.
 
 The suite never talks to a Redis someone else started: it runs its own `redis-server` on a free
-port with its own data directory, and stops it at the end (STYLE.md practice 12).
+port with its own data directory, and stops it at the end (docs/practices.md 12).
 """
 
 from __future__ import annotations

@@ -217,7 +217,7 @@ async def test_restored_group_comes_back_whole(runtime: Runtime, tenant: SimTena
 
 
 async def test_split_members_duplicates_and_empty_pages_change_nothing(runtime: Runtime, tenant: SimTenant) -> None:
-    """GRAPH.md 7.4-7.5: a group over several pages, objects twice, empty pages: same result."""
+    """docs/graph.md 7.4-7.5: a group over several pages, objects twice, empty pages: same result."""
     tenant.delta.page_size = 7
     tenant.delta.page_member_budget = 25
     tenant.delta.member_slice = 4

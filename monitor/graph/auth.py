@@ -1,8 +1,8 @@
 """App-only access tokens, one MSAL confidential client per tenant.
 
-The client-credentials flow (GRAPH.md 11.1) issues tokens that live a random 60-90 minutes and no
+The client-credentials flow (docs/graph.md 11.1) issues tokens that live a random 60-90 minutes and no
 refresh token. MSAL Python (>= 1.23) serves `acquire_token_for_client` from its own cache and only
-calls the authority on a miss (GRAPH.md 11.2); on top of that we keep the last token per tenant
+calls the authority on a miss (docs/graph.md 11.2); on top of that we keep the last token per tenant
 in memory and reuse it until five minutes before it expires, so the common path costs no thread
 hop. MSAL is synchronous (it uses `requests`), so every call to it runs in a worker thread and the
 event loop never blocks.
@@ -102,7 +102,7 @@ def load_certificate_credential(path: Path) -> dict[str, str]:
     """MSAL's certificate credential from a PEM holding the certificate and its private key.
 
     Passing `public_certificate` lets MSAL sign the assertion with PS256 and an `x5t#S256`
-    thumbprint, which the current Entra guidance asks for (GRAPH.md 11.1).
+    thumbprint, which the current Entra guidance asks for (docs/graph.md 11.1).
     """
     data = path.read_bytes()
     try:

@@ -3,7 +3,7 @@
 Every Graph call of the project goes through `GraphClient.request`, which sends through the
 project's one HTTP client (`monitor.http`: sessions, TLS trust, the retry loop) and says how Graph's
 answers are classified: 429, 500, 502, 503, 504 and connection failures are retried with bounded
-exponential backoff and jitter, honouring `Retry-After` as seconds or as an HTTP date (GRAPH.md
+exponential backoff and jitter, honouring `Retry-After` as seconds or as an HTTP date (docs/graph.md
 10.1); a 401 refreshes the token once. Resource modules get a client; they never build one.
 
 Links that Graph returns (`@odata.nextLink`, `@odata.deltaLink`, a 410's `Location`) are followed
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # /metrics, where sustained throttling raises an alert).
 ThrottleListener = Callable[[str, int], Awaitable[None]]
 
-# GRAPH.md 10.4: at most 20 requests in one JSON batch.
+# docs/graph.md 10.4: at most 20 requests in one JSON batch.
 BATCH_LIMIT = 20
 # The code of a GraphError for an answer whose body is not what the call returns.
 INVALID_RESPONSE = "invalidResponse"
@@ -80,11 +80,11 @@ class GraphResponse:
 
 @dataclass(slots=True)
 class GraphStats(RetryStats):
-    """Requests, retries and resource units (GRAPH.md 10.2: `x-ms-resource-unit`)."""
+    """Requests, retries and resource units (docs/graph.md 10.2: `x-ms-resource-unit`)."""
 
     resource_units: int = 0
     by_path: dict[str, int] = field(default_factory=dict)
-    # Requests sent inside `$batch` envelopes (each counts against Graph's limits, GRAPH.md 10.4),
+    # Requests sent inside `$batch` envelopes (each counts against Graph's limits, docs/graph.md 10.4),
     # and seconds spent waiting for the Intune pacer (monitor.graph.pacing).
     inner_requests: int = 0
     paced: float = 0.0
@@ -253,7 +253,7 @@ class GraphClient:
         def classify(outcome: Outcome) -> Verdict[GraphResponse]:
             nonlocal refreshed
             if isinstance(outcome, Answer) and outcome.status == 401 and not refreshed:
-                # A token can be revoked or expire early; fetch a new one once (GRAPH.md 11.1).
+                # A token can be revoked or expire early; fetch a new one once (docs/graph.md 11.1).
                 self._tokens.invalidate(tenant)
                 refreshed = True
                 return Again()
@@ -298,7 +298,7 @@ class GraphClient:
     async def batch(
         self, tenant: str, requests: Sequence[BatchRequest], *, version: str = "v1.0"
     ) -> list[BatchResponse]:
-        """Send `requests` as JSON batches of 20 (`POST /<version>/$batch`, GRAPH.md 10.4); answers in
+        """Send `requests` as JSON batches of 20 (`POST /<version>/$batch`, docs/graph.md 10.4); answers in
         request order.
 
         The envelope goes through `request` (its own 429/5xx retried there). Inner answers come in any
@@ -476,7 +476,7 @@ def _int(value: str | None) -> int:
 def _inner_request(index: int, item: BatchRequest) -> dict[str, Any]:
     request: dict[str, Any] = {"id": str(index), "method": item.method.upper(), "url": item.url}
     if item.body is not None:
-        # GRAPH.md 10.4: a request with a body must say its Content-Type.
+        # docs/graph.md 10.4: a request with a body must say its Content-Type.
         request["body"] = item.body
         request["headers"] = {"Content-Type": "application/json"}
     return request

@@ -1,10 +1,10 @@
-"""Delta queries for users and groups (GRAPH.md 7 and 8): the Graph side only.
+"""Delta queries for users and groups (docs/graph.md 7 and 8): the Graph side only.
 
 A round starts from the initial URL (with `$select`) or from the deltaLink the previous round
 ended with, follows `@odata.nextLink` page by page and ends on the page carrying
 `@odata.deltaLink`. Links are opaque and carry the query options, so they are followed verbatim
-(GRAPH.md 7.2). Expired or invalid state (`410 Gone` with a `Location`, or `syncStateNotFound` /
-`resyncRequired`) surfaces as `ResyncRequired`, and the caller starts a full round (GRAPH.md 8).
+(docs/graph.md 7.2). Expired or invalid state (`410 Gone` with a `Location`, or `syncStateNotFound` /
+`resyncRequired`) surfaces as `ResyncRequired`, and the caller starts a full round (docs/graph.md 8).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class DeltaResource:
 
     @property
     def fingerprint(self) -> str:
-        """Identifies the query a deltaLink was made for: links carry their `$select` (GRAPH.md
+        """Identifies the query a deltaLink was made for: links carry their `$select` (docs/graph.md
         7.2), so a link saved by a version of monitor that selected other properties must not be
         reused; a different fingerprint starts a full round. `STATE_FORMAT` is in it too: a link
         saved before the mirror kept what merging partial updates needs is not reused either."""

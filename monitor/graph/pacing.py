@@ -1,4 +1,4 @@
-"""Client-side pacing against Intune's per-app-per-tenant request limits (GRAPH.md 10.3).
+"""Client-side pacing against Intune's per-app-per-tenant request limits (docs/graph.md 10.3).
 
 Intune throttles per app per tenant in 20-second windows: 2,000 requests for the devices bucket
 (managedDevices, detectedApps), 1,000 each for device configuration (deviceConfigurations,
@@ -16,7 +16,7 @@ back to back may arrive closer together than they left. A sweep that needs fewer
 of a bucket therefore never waits, and a larger one runs at `L` per window.
 
 The pacer paces; it never retries. A 429 that comes anyway (another app of the customer sharing
-the per-tenant limit, GRAPH.md 10.3) is handled by the client's retry policy (`monitor.retry`).
+the per-tenant limit, docs/graph.md 10.3) is handled by the client's retry policy (`monitor.retry`).
 Clock and sleep are injectable, so tests check the arithmetic without waiting.
 """
 
@@ -34,7 +34,7 @@ Sleep = Callable[[float], Awaitable[None]]
 WINDOW_SECONDS = 20.0
 # Seconds added to the window for requests that arrive closer together than they were sent.
 ARRIVAL_MARGIN = 1.0
-# Requests per 20 s per app per tenant, by bucket (GRAPH.md 10.3, "any" column).
+# Requests per 20 s per app per tenant, by bucket (docs/graph.md 10.3, "any" column).
 INTUNE_LIMITS: Mapping[str, int] = {"devices": 2000, "configuration": 1000, "apps": 1000, "other": 1000}
 
 # Path prefixes (after the version segment, lower case) -> bucket; first match wins.
@@ -51,7 +51,7 @@ _BUCKETS: tuple[tuple[str, str], ...] = (
 def intune_bucket(path: str) -> str | None:
     """The Intune throttling bucket of a Graph URL path (`/v1.0/...` or `/beta/...`), or None.
 
-    `GET /deviceManagement` itself counts as device configuration (GRAPH.md 9 and 10.3).
+    `GET /deviceManagement` itself counts as device configuration (docs/graph.md 9 and 10.3).
     """
     _, _, rest = path.lstrip("/").partition("/")
     rest = rest.lower()

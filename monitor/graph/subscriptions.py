@@ -1,19 +1,19 @@
-"""Graph change-notification subscriptions for a tenant's users and groups (GRAPH.md 2).
+"""Graph change-notification subscriptions for a tenant's users and groups (docs/graph.md 2).
 
 `reconcile` makes Graph hold exactly the subscriptions we want, one per resource (`/users`,
 `/groups`, changeType `updated,deleted`), pointing at `MONITOR_PUBLIC_URL`:
 
 - a subscription we know (its clientState is in our registry) is kept and renewed well before it
-  expires (PATCH `expirationDateTime`, which also reauthorizes; GRAPH.md 2.5);
+  expires (PATCH `expirationDateTime`, which also reauthorizes; docs/graph.md 2.5);
 - a renewal answered 404 means Graph dropped it: it is created again and the caller runs a delta
-  round for what may have been missed (GRAPH.md 5.2);
+  round for what may have been missed (docs/graph.md 5.2);
 - a subscription at our URL whose clientState we don't know cannot be checked, so it is deleted
   and replaced, unless it is the one our own interrupted create made: the clientState is saved
   before every create, so that one is adopted (and a 409 on create adopts it too);
 - any other subscription of ours at our URL (a stray: a duplicate, a resource no longer wanted)
   is deleted; subscriptions pointing elsewhere are left alone (another deployment's).
 
-Permissions: `User.Read.All` for `/users`, `Group.Read.All` for `/groups` (GRAPH.md 2.1).
+Permissions: `User.Read.All` for `/users`, `Group.Read.All` for `/groups` (docs/graph.md 2.1).
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ log = logging.getLogger(__name__)
 
 RESOURCES = {"users": "/users", "groups": "/groups"}
 CHANGE_TYPE = "updated,deleted"
-# Directory subscriptions live at most 41,760 minutes (GRAPH.md 2.3); ask for a little less so
+# Directory subscriptions live at most 41,760 minutes (docs/graph.md 2.3); ask for a little less so
 # clock skew never makes the request exceed it.
 MAX_LIFETIME = timedelta(minutes=41760) - timedelta(minutes=5)
 # Never renew one subscription twice within this: a renew also reauthorizes, and Graph warns
-# against a reauthorize and a renew within 10 minutes of each other (GRAPH.md 2.5).
+# against a reauthorize and a renew within 10 minutes of each other (docs/graph.md 2.5).
 RENEW_GUARD = timedelta(minutes=10)
 # How long a saved clientState of an interrupted create stays adoptable.
 PENDING_TTL = timedelta(hours=1)
@@ -143,7 +143,7 @@ class SubscriptionManager:
         keep = next((s for s in matches if s["id"] in registry), None)
         if keep is None and any(record.get("resource") == path for record in registry.values()):
             # We had one and Graph no longer lists it: it expired or was removed, and Graph does
-            # not tell directory subscribers (GRAPH.md 5.4). Changes since may have been missed.
+            # not tell directory subscribers (docs/graph.md 5.4). Changes since may have been missed.
             report.lost.append(name)
         if keep is None:
             keep = await self._adoptable(path, matches, now)
@@ -179,7 +179,7 @@ class SubscriptionManager:
         return chosen
 
     async def _create(self, name: str, path: str, now: datetime, report: SubscriptionReport) -> None:
-        client_state = secrets.token_urlsafe(48)  # 64 characters; Graph allows 128 (GRAPH.md 2.1)
+        client_state = secrets.token_urlsafe(48)  # 64 characters; Graph allows 128 (docs/graph.md 2.1)
         pending = orjson.dumps({"clientState": client_state, "at": graph_time(now)})
         await self.store.redis.hset(self.store.keys.subscriptions, f"pending:{path}", pending)
         body = {
@@ -195,7 +195,7 @@ class SubscriptionManager:
         except GraphError as exc:
             if exc.status != 409:
                 raise GraphError(_explain(exc), status=exc.status, code=exc.code, headers=exc.headers) from exc
-            # Graph already holds one for this resource (GRAPH.md 2.9): the next reconcile adopts
+            # Graph already holds one for this resource (docs/graph.md 2.9): the next reconcile adopts
             # it if it is ours (same URL, our pending clientState), or replaces it.
             report.errors[name] = "a subscription for this resource already exists; adopting it on the next check"
             return
@@ -275,7 +275,7 @@ def _change_types(subscription: dict[str, Any]) -> set[str]:
 
 
 def _explain(exc: GraphError) -> str:
-    """A create failure in words an operator can act on (GRAPH.md 2.9)."""
+    """A create failure in words an operator can act on (docs/graph.md 2.9)."""
     if exc.status == 403:
         return f"subscription refused (403): a quota was reached or a permission is missing: {exc}"
     if exc.status == 400 and "alidation" in str(exc):

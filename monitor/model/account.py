@@ -1,7 +1,7 @@
-"""The account entity `microsoft_365_account` (pure; reference/JUPITERONE.md 1.1 and 13).
+"""The account entity `microsoft_365_account` (pure; docs/jupiterone.md 1.1 and 13).
 
 One account entity per JupiterOne integration instance, as in the public integration; without a configured
-instance id the tenant id stands in (DESIGN.md, "Emitting to JupiterOne").
+instance id the tenant id stands in (docs/architecture.md, "Emitting to JupiterOne").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Helpers shared by the mappers (pure): timestamps, relationships, and property hygiene.
 
 Relationship `_key` and `_type` follow the JupiterOne integration SDK (`createIntegrationRelationship.ts`,
-reference/JUPITERONE.md section 2) so that `monitor` produces the same keys as the public Microsoft 365
+docs/jupiterone.md section 2) so that `monitor` produces the same keys as the public Microsoft 365
 integration.
 """
 
@@ -17,7 +17,7 @@ from monitor.model.types import JsonObject
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 
-# Properties each class of the current JupiterOne data model requires (reference/JUPITERONE.md section 13),
+# Properties each class of the current JupiterOne data model requires (docs/jupiterone.md section 13),
 # parents included. A mapper keeps these present, as `null` when unknown, and drops every other `None`.
 # tests/model checks this table against the vendored @jupiterone/data-model schemas.
 _GRAPH_OBJECT_REQUIRED = frozenset({"_key", "_class", "_type"})

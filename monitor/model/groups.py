@@ -1,8 +1,8 @@
 """Groups and memberships: `azure_user_group`, `microsoft_365_account_has_azure_group`,
 `azure_group_has_member` and the `azure_group_member` placeholder (pure).
 
-Mapping of reference/JUPITERONE.md 1.3, 1.4, 2.1 and 2.2, made to satisfy the current data model
-(section 13). Memberships come from `members@delta` entries of `GET /groups/delta` (GRAPH.md 7.4, 7.5):
+Mapping of docs/jupiterone.md 1.3, 1.4, 2.1 and 2.2, made to satisfy the current data model
+(section 13). Memberships come from `members@delta` entries of `GET /groups/delta` (docs/graph.md 7.4, 7.5):
 each entry is one membership added (`{"@odata.type", "id"}`) or removed (with `@removed`).
 
 Placements: a group and its relationships (account HAS group, group HAS member) are anchored on the group

@@ -2,7 +2,7 @@
 
 The mappers themselves are `intune_devices` (managed devices, host agents, users HAS/USES),
 `intune_policies` (compliance policies, device configurations, ASSIGNED, noncompliance findings) and
-`intune_apps` (managed and detected applications); reference/JUPITERONE.md 1.6-1.12 and 2.1.
+`intune_apps` (managed and detected applications); docs/jupiterone.md 1.6-1.12 and 2.1.
 
 Placements (families and their bucket counts are in `monitor.scopes`):
 
@@ -31,7 +31,7 @@ POLICY_FAMILY = "intune_policy"
 FINDING_FAMILY = "intune_finding"
 APPLICATION_FAMILY = "intune_application"
 
-# JUPITERONE.md 1.6: the seven device `_type`s (`computer` is declared but never chosen).
+# docs/jupiterone.md 1.6: the seven device `_type`s (`computer` is declared but never chosen).
 DEVICE_TYPES = ("user_endpoint", "workstation", "laptop", "desktop", "computer", "server", "smartphone")
 AGENT_TYPE = "intune_host_agent"
 AGENT_KEY_PREFIX = "intune-host-agent:"
@@ -44,7 +44,7 @@ DETECTED_KEY_PREFIX = "IntuneDetected:"
 USER_TYPE = "azure_user"
 USER_FAMILY = "azure_user"
 
-# Intune `deviceType` (lower case) -> `_type` (JUPITERONE.md 1.6); anything else is a user_endpoint.
+# Intune `deviceType` (lower case) -> `_type` (docs/jupiterone.md 1.6); anything else is a user_endpoint.
 _TYPE_BY_INTUNE_DEVICE_TYPE: Mapping[str, str] = {
     **dict.fromkeys(("desktop", "mac", "unix", "linux"), "desktop"),
     **dict.fromkeys(
@@ -74,7 +74,7 @@ def select_device_type(device_type: str | None, model: str | None) -> tuple[str,
     """(`_type`, physical) of a managed device, as the public integration's `selectDeviceType`, fixed.
 
     A virtual machine (model "Virtual Machine") is a `server` and not physical; otherwise the type
-    follows `deviceType`. The fix (JUPITERONE.md 6): the public integration also took a device whose
+    follows `deviceType`. The fix (docs/jupiterone.md 6): the public integration also took a device whose
     `model` is *missing* for a virtual one, so it became a `server` without the `Device` class; Intune
     leaves `model` empty for devices that have not reported hardware yet (fresh enrolments, some
     Android work profiles), which are physical devices. Here an unknown model is not evidence of a
@@ -138,7 +138,7 @@ def account_enrichment(
     subscription_state: str | None,
     mdm_authority: str | None,
 ) -> Patch:
-    """The account entity's Intune properties (JUPITERONE.md 1.1), as a patch: the account source owns
+    """The account entity's Intune properties (docs/jupiterone.md 1.1), as a patch: the account source owns
     the entity. A `None` removes the property (a tenant without Intune has none of them)."""
     props = {
         "intuneAccountId": intune_account_id,

@@ -1,7 +1,7 @@
 """Managed and detected applications (pure): `intune_managed_application` with device ASSIGNED
 application, and `intune_detected_application` with device INSTALLED application.
 
-Mapping of reference/JUPITERONE.md 1.11, 1.12 and 2.1.
+Mapping of docs/jupiterone.md 1.11, 1.12 and 2.1.
 
 Decisions where the reference leaves room:
 
@@ -75,7 +75,7 @@ def app_version(app: Mapping[str, Any]) -> str:
 
 
 def map_managed_app(app: Mapping[str, Any]) -> Upsert:
-    """An `intune_managed_application` entity from a Graph mobileApp (JUPITERONE.md 1.11)."""
+    """An `intune_managed_application` entity from a Graph mobileApp (docs/jupiterone.md 1.11)."""
     app_id: str = app["id"]
     odata_type = str(app.get("@odata.type") or "").lower()
     display_name = app.get("displayName") or app_id

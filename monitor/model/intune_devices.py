@@ -1,7 +1,7 @@
 """Managed devices (pure): the device entity, its `intune_host_agent`, agent MANAGES device, and the
 user HAS (enrolled user) / USES (logged-on users) device relationships.
 
-Mapping of reference/JUPITERONE.md 1.6, 1.7 and 2.1 (property names of the public integration), made
+Mapping of docs/jupiterone.md 1.6, 1.7 and 2.1 (property names of the public integration), made
 to satisfy the current data model's `Host` and `Device` classes (section 13): the address arrays,
 `fqdn`, `deviceId` (an array) and `osType` (a fixed list) are always present, `null` when unknown;
 `hostname` is `null` unless the device name is a valid host name (the model's pattern refuses
@@ -108,7 +108,7 @@ _OS_TYPES: tuple[tuple[str, str], ...] = (
     ("palm", "legacy"),
     ("nokia", "legacy"),
 )
-# complianceState values that say nothing about compliance (JUPITERONE.md 1.7).
+# complianceState values that say nothing about compliance (docs/jupiterone.md 1.7).
 _UNKNOWN_COMPLIANCE = frozenset({"unknown", "configmanager"})
 
 
@@ -280,7 +280,7 @@ def device_entity(device: Mapping[str, Any]) -> JsonObject:
 
 
 def agent_entity(device: Mapping[str, Any]) -> JsonObject:
-    """The device's `intune_host_agent` (JUPITERONE.md 1.7)."""
+    """The device's `intune_host_agent` (docs/jupiterone.md 1.7)."""
     state = device.get("complianceState")
     compliant = None if state is None or str(state).lower() in _UNKNOWN_COMPLIANCE else state == "compliant"
     properties: JsonObject = {

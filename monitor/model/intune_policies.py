@@ -2,9 +2,9 @@
 policy / configuration with the per-device status, and `intune_noncompliance_finding` with policy
 IDENTIFIED finding and device HAS finding.
 
-Mapping of reference/JUPITERONE.md 1.8-1.10 and 2.1. Device statuses come from
+Mapping of docs/jupiterone.md 1.8-1.10 and 2.1. Device statuses come from
 `GET .../deviceCompliancePolicies/{id}/deviceStatuses` and `.../deviceConfigurations/{id}/deviceStatuses`
-(GRAPH.md 9); their `id` is Microsoft's `<intuneAccountId>_<policyId>_<managedDeviceId>`.
+(docs/graph.md 9); their `id` is Microsoft's `<intuneAccountId>_<policyId>_<managedDeviceId>`.
 
 Decisions where the reference leaves room:
 
@@ -51,7 +51,7 @@ POLICY_SELECT: tuple[str, ...] = (
 # `$select` of the device status lists.
 STATUS_SELECT: tuple[str, ...] = ("id", "status", "lastReportedDateTime")
 
-# Statuses that never relate a device to the policy (JUPITERONE.md 1.10).
+# Statuses that never relate a device to the policy (docs/jupiterone.md 1.10).
 NOT_APPLYING = frozenset({"notApplicable", "notAssigned"})
 # Open statuses -> (severity, numericSeverity); compliant and remediated are closed: no finding.
 OPEN_SEVERITY: Mapping[str, tuple[str, int]] = {
@@ -89,7 +89,7 @@ _SHAPE: Mapping[PolicyKind, tuple[str, str, str]] = {
 
 
 def map_policy(kind: PolicyKind, policy: Mapping[str, Any]) -> Upsert:
-    """An `intune_compliance_policy` or `intune_device_configuration` entity (JUPITERONE.md 1.8, 1.9)."""
+    """An `intune_compliance_policy` or `intune_device_configuration` entity (docs/jupiterone.md 1.8, 1.9)."""
     policy_id: str = policy["id"]
     function, category, type_property = _SHAPE[kind]
     name = policy.get("displayName") or policy_id
@@ -117,7 +117,7 @@ def policy_ref(kind: PolicyKind, policy: Mapping[str, Any]) -> PolicyRef:
 
 
 def status_device_id(status: Mapping[str, Any]) -> str:
-    """The managed device id of a device status: the last `_` segment of its id (JUPITERONE.md 1.10)."""
+    """The managed device id of a device status: the last `_` segment of its id (docs/jupiterone.md 1.10)."""
     status_id: str = status["id"]
     return status_id.rsplit("_", 1)[-1]
 
@@ -151,7 +151,7 @@ def _assigned(policy: PolicyRef, status: Mapping[str, Any], device_id: str, stat
     agent = agent_key(device_id)
     if policy.kind == "compliance":
         return direct_relationship(AGENT_TYPE, agent, "ASSIGNED", COMPLIANCE_POLICY_TYPE, policy.id, extra=extra)
-    # The public integration's custom key for configurations (JUPITERONE.md 2.1).
+    # The public integration's custom key for configurations (docs/jupiterone.md 2.1).
     key = f"{status['id']}|{agent}|{policy.id}"
     return direct_relationship(
         AGENT_TYPE, agent, "ASSIGNED", CONFIGURATION_TYPE, policy.id, key_override=key, extra=extra

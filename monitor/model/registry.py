@@ -18,7 +18,7 @@ from monitor.model.types import JsonObject, Placement, entity_placement
 
 EndFamilies = Callable[[JsonObject], tuple[str, str]]
 
-# Member kinds of a membership (JUPITERONE.md 2.2): users and groups are entities of their own
+# Member kinds of a membership (docs/jupiterone.md 2.2): users and groups are entities of their own
 # families, anything else is a placeholder (1.4).
 _MEMBER_FAMILY = {"#microsoft.graph.user": "azure_user", "#microsoft.graph.group": "azure_user_group"}
 

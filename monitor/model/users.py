@@ -1,6 +1,6 @@
 """Users: `azure_user` entities and `microsoft_365_account_has_azure_user` (pure).
 
-Mapping of reference/JUPITERONE.md 1.2 (the public integration's property names), made to satisfy the
+Mapping of docs/jupiterone.md 1.2 (the public integration's property names), made to satisfy the
 current data model's `User` class (section 13): `username`, `email` and `shortLoginId` are arrays of
 strings or null, `firstName`/`lastName`/`email`/`shortLoginId`/`username` are always present, and `name` /
 `displayName` are always strings.

@@ -4,7 +4,7 @@
 log and a settable clock; `serve_simulator` serves it over HTTPS with a throwaway CA;
 `python -m monitor.simulator` runs a seeded one in its own process. `sim.subscriptions` holds
 change-notification subscriptions and delivers their notifications to webhooks. `sim.intune` holds
-the Intune estates `seed_intune` creates (intune_routes.py serves them). See GRAPH.md for the Graph
+the Intune estates `seed_intune` creates (intune_routes.py serves them). See docs/graph.md for the Graph
 behaviours it reproduces.
 """
 

@@ -1,6 +1,6 @@
 """Verification of certificate client assertions, for real, with `cryptography`.
 
-GRAPH.md 11.1 (S24): the assertion is a JWT whose header has `alg` PS256 with `x5t#S256` (the
+docs/graph.md 11.1 (S24): the assertion is a JWT whose header has `alg` PS256 with `x5t#S256` (the
 base64url SHA-256 thumbprint of the certificate's DER), or in older clients RS256 with a SHA-1
 `x5t`; `aud` is the token endpoint, `iss` and `sub` the client id, `exp` a few minutes ahead.
 The signature is checked against the public key of the certificate registered on the app.

@@ -1,7 +1,7 @@
 """A settable clock shared by everything in the simulator.
 
-Token lifetimes (GRAPH.md 11.1), delta-token expiry after 7 days (GRAPH.md 8) and throttling
-refill (GRAPH.md 10.2) all read this clock, so a test can jump a week ahead in one call instead of
+Token lifetimes (docs/graph.md 11.1), delta-token expiry after 7 days (docs/graph.md 8) and throttling
+refill (docs/graph.md 10.2) all read this clock, so a test can jump a week ahead in one call instead of
 waiting. A running clock follows the wall clock (plus whatever was advanced), which is what the
 standalone simulator and the benchmarks want; a frozen clock only moves when told to, which is
 what deterministic tests want.

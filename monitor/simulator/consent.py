@@ -1,4 +1,4 @@
-"""The admin-consent endpoint (GRAPH.md 11.3), and who "signs in" there.
+"""The admin-consent endpoint (docs/graph.md 11.3), and who "signs in" there.
 
 `GET /{tenant}/v2.0/adminconsent?client_id=&scope=&redirect_uri=&state=` is where an application
 sends a global administrator to consent to its application permissions. At Entra a person signs in
@@ -9,7 +9,7 @@ and clicks; here a test (or the control API) says beforehand who will sign in an
   when not given, as when the app registration asks for all of them) and the browser goes to
   `redirect_uri?admin_consent=True&tenant=<tenant id>&state=<state>&scope=<scope>`;
 - `decline`: `redirect_uri?error=access_denied&error_subcode=cancel&error_description=...&state=`
-  (GRAPH.md 11.3 shows the v1 form `permission_denied`, "The admin canceled the request");
+  (docs/graph.md 11.3 shows the v1 form `permission_denied`, "The admin canceled the request");
 - `personal_account`: a personal Microsoft account signs in (AADSTS500200);
 - `not_admin`: a user who is not an administrator signs in (AADSTS90094);
 - `consumer_tenant`: consent "succeeds" for the personal-accounts tenant

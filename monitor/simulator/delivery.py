@@ -1,15 +1,15 @@
 """Outbound HTTPS from the simulated Graph: the validation handshake and notification delivery.
 
-Handshake (GRAPH.md 3): a POST to `{url}?validationToken=...` with `text/plain`, no body; the
+Handshake (docs/graph.md 3): a POST to `{url}?validationToken=...` with `text/plain`, no body; the
 endpoint has `validation_timeout` seconds to answer 200, `text/plain`, with the URL-decoded token.
 The token is worded like Graph's and holds spaces and colons, so a client that echoes the raw
 query string back fails, as it would against Graph.
 
-Delivery (GRAPH.md 4.2-4.4): items for one URL are collected for `batch_window` seconds and POSTed
+Delivery (docs/graph.md 4.2-4.4): items for one URL are collected for `batch_window` seconds and POSTed
 together as `{"value": [...]}`, whatever subscription or tenant they come from. A 2xx within
 `delivery_timeout` (3 s) is delivered; anything else is retried with exponential backoff, each
 retry with `retry_timeout` (10 s), until `give_up_after`. Responses slower than 3 s are counted per
-URL (`slow_responses`), the figure GRAPH.md 4.3's throttling works from; the simulator counts
+URL (`slow_responses`), the figure docs/graph.md 4.3's throttling works from; the simulator counts
 them but does not throttle. Every attempt lands in the delivery log.
 
 Batches are sent by tasks this dispatcher owns (started and stopped with the served app), so none
@@ -67,7 +67,7 @@ class DeliveryRecord:
     items: int
     time: float
     subscription_ids: tuple[str, ...] = ()
-    slow: bool = False  # took longer than the 3-second delivery limit (GRAPH.md 4.3)
+    slow: bool = False  # took longer than the 3-second delivery limit (docs/graph.md 4.3)
     payload: dict[str, Any] | None = None
     detail: str = ""
 
@@ -279,7 +279,7 @@ class Dispatcher:
         entries = list(batch.entries)
         if self.options.shuffle:
             self.rng.shuffle(entries)
-        # GRAPH.md 4.4: at-least-once, and repeated notifications are reported; a duplicate comes
+        # docs/graph.md 4.4: at-least-once, and repeated notifications are reported; a duplicate comes
         # in a later POST, after the original was delivered.
         rate = self.options.duplicate_rate
         twice = [entry for entry in entries if rate and not entry.repeat and self.rng.random() < rate]
@@ -291,7 +291,7 @@ class Dispatcher:
     # -- delivery -----------------------------------------------------------------------------
 
     async def _deliver(self, url: str, kind: Kind, items: list[dict[str, Any]], ids: list[str]) -> bool:
-        """POST until a 2xx comes back in time or `give_up_after` has passed (GRAPH.md 4.2)."""
+        """POST until a 2xx comes back in time or `give_up_after` has passed (docs/graph.md 4.2)."""
         body = orjson.dumps({"value": items})
         started = time.monotonic()
         delay = self.options.retry_initial_delay
@@ -357,7 +357,7 @@ class Dispatcher:
     # -- the validation handshake -----------------------------------------------------------------
 
     async def validate(self, url: str) -> None:
-        """Run the handshake against `url` (GRAPH.md 3); raise the 400 Graph would answer with."""
+        """Run the handshake against `url` (docs/graph.md 3); raise the 400 Graph would answer with."""
         token = f"Validation: Testing client application reachability for subscription Request-Id: {uuid.uuid4()}"
         base = str(URL(url))
         target = URL(f"{base}{'&' if '?' in base else '?'}validationToken={quote(token, safe='')}", encoded=True)

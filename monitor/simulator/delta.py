@@ -5,7 +5,7 @@ A round is planned once, when its first request arrives (`plan_round`): a list o
 changed in place, see tenant.py) plus what to show of it. Pages are then rendered from a
 position in that list, so serving page N costs one page, not the round.
 
-The rules, from GRAPH.md 7.2-7.5:
+The rules, from docs/graph.md 7.2-7.5:
 - initial round: every current object; incremental round: each object touched since the token
   whose *selected* properties or memberships changed ("properties that aren't selected aren't
   tracked"), once, in its current state;
@@ -55,7 +55,7 @@ class DeltaRequest:
     select: tuple[str, ...] | None = None
     filter_ids: frozenset[str] | None = None
     since: int = 0  # tenant version of the previous round's deltaLink; 0 = initial round
-    minimal: bool = False  # Prefer: return=minimal on a deltaLink request, and applied (GRAPH.md 7.3)
+    minimal: bool = False  # Prefer: return=minimal on a deltaLink request, and applied (docs/graph.md 7.3)
 
     @cached_property
     def properties(self) -> tuple[str, ...]:
@@ -66,7 +66,7 @@ class DeltaRequest:
 
     @property
     def members_selected(self) -> bool:
-        # GRAPH.md 7.3: members@delta comes with $select=members, and by default without $select.
+        # docs/graph.md 7.3: members@delta comes with $select=members, and by default without $select.
         return self.resource == "groups" and (self.select is None or MEMBERS in self.select)
 
 
@@ -108,7 +108,7 @@ class DeltaRound:
         """Objects of the page starting at `position`, and where the next page starts (None: last)."""
         total = len(self.appearances)
         if position < total and self._empty_page(page_no):
-            return [], position  # GRAPH.md 7.2: "a page can be empty and still carry a nextLink"
+            return [], position  # docs/graph.md 7.2: "a page can be empty and still carry a nextLink"
         values: list[dict[str, Any]] = []
         budget = self.options.page_member_budget
         while position < total and len(values) < self.options.page_size:
@@ -147,7 +147,7 @@ def member_entries(source: MemberSource, start: int, end: int) -> list[dict[str,
     for member, kind, removed in source[start:end]:
         entry: dict[str, Any] = {"@odata.type": kind, "id": member}
         if removed:
-            entry["@removed"] = {"reason": "deleted"}  # GRAPH.md 7.5: removed or hard-deleted member
+            entry["@removed"] = {"reason": "deleted"}  # docs/graph.md 7.5: removed or hard-deleted member
         entries.append(entry)
     return entries
 
@@ -206,7 +206,7 @@ def _updated(
     relevant = tracked.intersection(touch.changed)
     changes = [(m, kind, removed) for m, (kind, removed) in touch.members.items()] if request.members_selected else []
     if not relevant and not changes:
-        return None  # only unselected properties changed: not tracked (GRAPH.md 7.3)
+        return None  # only unselected properties changed: not tracked (docs/graph.md 7.3)
     shown = frozenset(relevant) if only_changed else None
     return Appearance(object_id, state, changed=shown, members=changes or None)
 
@@ -235,7 +235,7 @@ def _scan(tenant: SimTenant, request: DeltaRequest) -> dict[str, _Touch]:
 
 
 def _slices(objects: Iterator[Entry], size: int) -> Iterator[Entry]:
-    """Cut each group's members into slices; one appearance per slice (GRAPH.md 7.5)."""
+    """Cut each group's members into slices; one appearance per slice (docs/graph.md 7.5)."""
     for appearance in objects:
         if not isinstance(appearance, Appearance):
             yield appearance

@@ -1,4 +1,4 @@
-"""Users and groups delta (GRAPH.md 7-8): rounds, paging tokens, expiry and resync.
+"""Users and groups delta (docs/graph.md 7-8): rounds, paging tokens, expiry and resync.
 
 A round is planned on its first request and kept in a bounded store; each page request renders
 one page from the stored plan (see delta.py). Delta tokens are self-contained (the version they
@@ -26,8 +26,8 @@ from monitor.simulator.tokens import decode_token, encode_token
 if TYPE_CHECKING:
     from monitor.simulator.graph_app import Simulator
 
-DELTA_TOKEN_LIFETIME = 7 * 86400  # GRAPH.md 8: directory delta tokens last 7 days
-MAX_FILTER_IDS = 50  # GRAPH.md 7.3: $filter on id, up to 50 ids
+DELTA_TOKEN_LIFETIME = 7 * 86400  # docs/graph.md 8: directory delta tokens last 7 days
+MAX_FILTER_IDS = 50  # docs/graph.md 7.3: $filter on id, up to 50 ids
 _ID_EQ = re.compile(r"^\s*id\s+eq\s+'([^']+)'\s*$", re.IGNORECASE)
 _OR = re.compile(r"\s+or\s+", re.IGNORECASE)
 
@@ -61,7 +61,7 @@ class DeltaRoutes:
             return self._continue_round(request, tenant, query["$skiptoken"])
         delta_request = self._delta_request(request, tenant, resource)
         if query.get("$deltatoken") == "latest":
-            # GRAPH.md 7.2 "sync from now": no data, just a deltaLink.
+            # docs/graph.md 7.2 "sync from now": no data, just a deltaLink.
             empty = DeltaRound(tenant.tenant_id, delta_request, tenant.version, [], tenant.delta)
             return self._page_response(request, tenant, "", empty, 0, 0)
         planned = plan_round(tenant, delta_request)
@@ -71,7 +71,7 @@ class DeltaRoutes:
         query = request.query
         for option in ("$orderby", "$expand", "$search"):
             if option in query:
-                # GRAPH.md 7.3: $expand, $top and $orderby aren't supported; $top is silently ignored.
+                # docs/graph.md 7.3: $expand, $top and $orderby aren't supported; $top is silently ignored.
                 raise bad_request(f"Invalid request for delta query: the query option {option} is not supported.")
         select = _delta_select(query.get("$select"), resource)
         filter_ids = _parse_filter(query.get("$filter"))
@@ -85,11 +85,11 @@ class DeltaRoutes:
         minimal = asked and tenant.delta.updated_properties != "all"
         if minimal:
             extra_headers(request)["Preference-Applied"] = "return=minimal"
-        # GRAPH.md 7.2: for some resources $select can be combined with a deltaLink.
+        # docs/graph.md 7.2: for some resources $select can be combined with a deltaLink.
         return DeltaRequest(resource, select or saved_select, filter_ids or saved_filter, int(state["v"]), minimal)
 
     def _check_delta_token(self, tenant: SimTenant, resource: Resource, token: str) -> dict[str, Any]:
-        """The token's state, or GRAPH.md 8's answers for an expired or invalidated token."""
+        """The token's state, or docs/graph.md 8's answers for an expired or invalidated token."""
         state = decode_token(token)
         fields_ok = state is not None and all(key in state for key in ("v", "i", "n"))
         if state is None or not fields_ok or state.get("t") != tenant.tenant_id or state.get("r") != resource:
@@ -114,7 +114,7 @@ class DeltaRoutes:
         return state
 
     def _initial_url(self, resource: Resource, state: dict[str, Any]) -> str:
-        """The request URL with an empty $deltatoken: the initial query (GRAPH.md 8)."""
+        """The request URL with an empty $deltatoken: the initial query (docs/graph.md 8)."""
         url = f"{self.sim.base_url}/v1.0/{resource}/delta?$deltatoken="
         if state.get("s") is not None:
             url += "&$select=" + ",".join(state["s"])
@@ -172,7 +172,7 @@ def _delta_select(raw: str | None, resource: Resource) -> tuple[str, ...] | None
 
 
 def _parse_filter(raw: str | None) -> frozenset[str] | None:
-    """GRAPH.md 7.3: only `id eq '...'` joined with `or`, at most 50 ids."""
+    """docs/graph.md 7.3: only `id eq '...'` joined with `or`, at most 50 ids."""
     if raw is None or not raw.strip():
         return None
     ids = []

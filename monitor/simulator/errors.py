@@ -1,6 +1,6 @@
 """Graph's error shape, raised from anywhere in the simulator and rendered in one place.
 
-GRAPH.md 2.9 / S20: errors are `{"error": {"code", "message", "innerError": {"request-id",
+docs/graph.md 2.9 / S20: errors are `{"error": {"code", "message", "innerError": {"request-id",
 "date"}}}`; clients branch on `code`, never on `message`, but the messages are kept verbatim where
 Graph's wording is known because people grep logs for them.
 """

@@ -104,8 +104,8 @@ class Simulator:
         self.delta_rounds: BoundedStore[DeltaRound] = BoundedStore(round_store_size)
         self.list_snapshots: BoundedStore[ListSnapshot] = BoundedStore(round_store_size)
         self.intune: dict[str, IntuneTenant] = {}  # tenants with Intune (intune_seed.seed_intune)
-        self.subscriptions = SubscriptionService(self)  # change notifications (GRAPH.md 2-5)
-        self.consent = AdminConsent(self)  # the admin-consent endpoint (GRAPH.md 11.3)
+        self.subscriptions = SubscriptionService(self)  # change notifications (docs/graph.md 2-5)
+        self.consent = AdminConsent(self)  # the admin-consent endpoint (docs/graph.md 11.3)
         self.conformance = Conformance()  # requests and answers checked against Graph's metadata
 
     @property
@@ -179,7 +179,7 @@ class Simulator:
     # -- knobs for tests and benchmarks ------------------------------------------------------
 
     def expire_delta_tokens(self, tenant_id: str, resource: Resource, mode: ExpiryMode = "410") -> None:
-        """Refuse every delta token issued so far for `resource` with `mode` (GRAPH.md 8)."""
+        """Refuse every delta token issued so far for `resource` with `mode` (docs/graph.md 8)."""
         if mode not in ("410", "syncStateNotFound", "resyncRequired"):
             raise ValueError(f"unknown expiry mode {mode!r}")
         self.tenant(tenant_id).delta_tokens.expire(resource, mode)
@@ -204,7 +204,7 @@ class Simulator:
         return self.buckets[key]
 
     def send_lifecycle(self, subscription_id: str, event: str, *, pause: bool = False) -> None:
-        """A lifecycle notification for a subscription (GRAPH.md 5); see SubscriptionService."""
+        """A lifecycle notification for a subscription (docs/graph.md 5); see SubscriptionService."""
         self.subscriptions.send_lifecycle(subscription_id, event, pause=pause)
 
     def count(self, path_regex: str = ".*", *, method: str | None = None, status: int | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Authentication, throttling and permissions for every Graph request (GRAPH.md 1, 10.2).
+"""Authentication, throttling and permissions for every Graph request (docs/graph.md 1, 10.2).
 
 `authorize()` answers what Graph would: 401 `InvalidAuthenticationToken` for a missing, unknown or
 expired bearer token, 429 when the app + tenant resource-unit budget is spent, 403
@@ -19,7 +19,7 @@ from monitor.simulator.throttle import resource_units
 if TYPE_CHECKING:
     from monitor.simulator.graph_app import AccessToken, Simulator
 
-# GRAPH.md section 1 / 7.1: least privileged first; the ReadWrite forms include the Read ones.
+# docs/graph.md section 1 / 7.1: least privileged first; the ReadWrite forms include the Read ones.
 USERS_READ = frozenset({"User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"})
 GROUPS_READ = frozenset(
     {

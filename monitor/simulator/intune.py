@@ -88,7 +88,7 @@ class IntuneTenant:
         rng_seed: int = 1,
     ) -> None:
         self.directory = directory
-        self.licensed = licensed  # False: every Intune call answers 400 "not applicable" (GRAPH.md 9)
+        self.licensed = licensed  # False: every Intune call answers 400 "not applicable" (docs/graph.md 9)
         self.subscription_state = subscription_state
         self.page_size = page_size
         self.rng = random.Random(f"intune:{rng_seed}:{directory.tenant_id}")
@@ -112,7 +112,7 @@ class IntuneTenant:
         self.added_devices_of_app: dict[str, dict[str, None]] = {}
         self.status_overrides: dict[tuple[str, str], str] = {}
         self.install_overrides: dict[tuple[str, str], int | None] = {}
-        # Intune throttling (GRAPH.md 10.3): requests per 20 s per app per tenant, by bucket, and the
+        # Intune throttling (docs/graph.md 10.3): requests per 20 s per app per tenant, by bucket, and the
         # recent request times per (client id, bucket) that enforce it.
         self.limits: dict[str, int] = dict(INTUNE_LIMITS)
         self.windows: dict[tuple[str, str], deque[float]] = {}

@@ -1,7 +1,7 @@
 """What the simulated Intune estate is made of: device kinds, policies, configurations, apps.
 
 Realistic shapes for every Intune `deviceType` the public integration's device `_type` selection
-distinguishes (JUPITERONE.md 1.6), including the awkward ones: a virtual machine (model "Virtual
+distinguishes (docs/jupiterone.md 1.6), including the awkward ones: a virtual machine (model "Virtual
 Machine"), a Windows device that has not reported its model yet, a Cloud PC, a Linux box with a
 dotted (FQDN) name, and phones whose names are not valid host names ("Adele's iPhone").
 """

@@ -1,6 +1,6 @@
 """The Intune endpoints of the simulated Graph, JSON batching, and their control API.
 
-Served under both `/v1.0` and `/beta` (GRAPH.md 9; JUPITERONE.md 3 for the beta calls the public
+Served under both `/v1.0` and `/beta` (docs/graph.md 9; docs/jupiterone.md 3 for the beta calls the public
 integration makes), each with its application permission:
 
     GET  /deviceManagement                                   ServiceConfig or Configuration .Read.All
@@ -12,12 +12,12 @@ integration makes), each with its application permission:
     GET  /deviceManagement/detectedApps[/{id}/managedDevices]               ManagedDevices.Read.All
     POST /$batch                                             any token; each inner request is checked
 
-What a client must survive: pages of `IntuneTenant.page_size` (1,000 by default, GRAPH.md 9) with an
+What a client must survive: pages of `IntuneTenant.page_size` (1,000 by default, docs/graph.md 9) with an
 opaque `@odata.nextLink` over a snapshot taken on the first page; `$select` (a property the version's
 metadata lacks is a 400, as Graph answers: conformance.py); 403 per endpoint when its permission is missing; 400
 "Request not applicable to target tenant." for a tenant without Intune; 429 with `Retry-After` past
-Intune's per-app-per-tenant limits (GRAPH.md 10.3, `IntuneTenant.limits`, per 20 s by the simulator
-clock); and in `$batch` (GRAPH.md 10.4) at most 20 requests with unique ids, answers in another
+Intune's per-app-per-tenant limits (docs/graph.md 10.3, `IntuneTenant.limits`, per 20 s by the simulator
+clock); and in `$batch` (docs/graph.md 10.4) at most 20 requests with unique ids, answers in another
 order than asked, and faults injected per inner request (`sim.faults` rules are matched against
 each inner request's method and `/<version><url>`, so a test can throttle one inner request).
 
@@ -122,7 +122,7 @@ class Route:
 
 
 def _bucket(path: str) -> str:
-    """Intune's throttling bucket of a path below the version (GRAPH.md 10.3)."""
+    """Intune's throttling bucket of a path below the version (docs/graph.md 10.3)."""
     lowered = path.lower().rstrip("/")
     if lowered.startswith(("/devicemanagement/manageddevices", "/devicemanagement/detectedapps")):
         return "devices"
@@ -247,7 +247,7 @@ class IntuneRoutes:
         return json_response(answer)
 
     async def batch(self, request: web.Request) -> web.Response:
-        """POST /$batch (GRAPH.md 10.4)."""
+        """POST /$batch (docs/graph.md 10.4)."""
         from monitor.simulator.graph_app import ALL_PERMISSIONS
 
         version = request.path.split("/", 2)[1]

@@ -1,7 +1,7 @@
 """What the simulated Intune endpoints return: Graph-shaped JSON built from `IntuneTenant` state.
 
 Shapes follow the (beta) managedDevice, deviceComplianceDeviceStatus / deviceConfigurationDeviceStatus,
-mobileApp, detectedApp resources and the reports API's Schema/Values table (JUPITERONE.md 3); the views
+mobileApp, detectedApp resources and the reports API's Schema/Values table (docs/jupiterone.md 3); the views
 carry beta's properties, and conformance.py cuts a v1.0 answer to what v1.0's metadata has.
 Values derived from a device's index are stable between calls, so an unchanged tenant answers an
 unchanged sweep with identical objects.

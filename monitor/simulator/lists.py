@@ -1,6 +1,6 @@
 """List and get calls: GET /users, /groups, /groups/{id}/members, /users/{id}, /organization.
 
-These model the public integration's polling pattern (JUPITERONE.md: `GET /users?$top=999`,
+These model the public integration's polling pattern (docs/jupiterone.md: `GET /users?$top=999`,
 `GET /groups?$top=999`, then `GET /groups/{id}/members?$top=999` per group) for benchmarks. A
 list pages through a snapshot taken on its first request; unlike delta, every selected property
 comes back, `null` when unset.
@@ -172,7 +172,7 @@ def _top(query: Any, maximum: int) -> int:
 
 
 def _check_sign_in_access(token: AccessToken, tenant: SimTenant) -> None:
-    """The two refusals the public integration recognises (JUPITERONE.md 1.2), in Graph's order."""
+    """The two refusals the public integration recognises (docs/jupiterone.md 1.2), in Graph's order."""
     if AUDIT_LOG_READ not in token.permissions:
         raise forbidden("Calling principal does not have required MSGraph permissions AuditLog.Read.All")
     if not tenant.premium:

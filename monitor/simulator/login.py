@@ -3,7 +3,7 @@
 MSAL (created with `authority=f"{base}/{tenant}"` and `instance_discovery=False`) first reads
 `{authority}/v2.0/.well-known/openid-configuration`, then posts to the `token_endpoint` it found
 there. Errors are Entra's OAuth shape: `error`, `error_description` starting with the AADSTS
-code, `error_codes` (GRAPH.md 11.2: MSAL hands these back instead of raising).
+code, `error_codes` (docs/graph.md 11.2: MSAL hands these back instead of raising).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class LoginRoutes:
         return web.json_response({"keys": []})
 
     async def token(self, request: web.Request) -> web.Response:
-        """Client-credentials grant with a secret or a certificate assertion (GRAPH.md 11.1)."""
+        """Client-credentials grant with a secret or a certificate assertion (docs/graph.md 11.1)."""
         ref = request.match_info["tenant"]
         tenant = self.sim.find_tenant(ref)
         if tenant is None:

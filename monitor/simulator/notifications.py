@@ -1,6 +1,6 @@
-"""What Graph POSTs to a webhook: change and lifecycle notification items (GRAPH.md 4.1, 5).
+"""What Graph POSTs to a webhook: change and lifecycle notification items (docs/graph.md 4.1, 5).
 
-User and group notifications are basic: the id comes through, the data doesn't (GRAPH.md 0.1).
+User and group notifications are basic: the id comes through, the data doesn't (docs/graph.md 0.1).
 Pure functions; delivery.py batches and sends the items.
 """
 
@@ -14,7 +14,7 @@ from monitor.simulator.tenant import HARD_DELETED, MEMBER_ADDED, MEMBER_REMOVED,
 
 LifecycleEvent = Literal["reauthorizationRequired", "subscriptionRemoved", "missed"]
 LIFECYCLE_EVENTS: tuple[LifecycleEvent, ...] = ("reauthorizationRequired", "subscriptionRemoved", "missed")
-# GRAPH.md 4.1: the resource URI is capitalised ("Users/{id}"), as is the resourceData type.
+# docs/graph.md 4.1: the resource URI is capitalised ("Users/{id}"), as is the resourceData type.
 _NAMES = {"users": ("Users", "#Microsoft.Graph.User"), "groups": ("Groups", "#Microsoft.Graph.Group")}
 
 
@@ -27,7 +27,7 @@ def lifecycle_event(name: str) -> LifecycleEvent:
 
 
 def change_type_of(change: Change) -> str:
-    """GRAPH.md 0.2: creation, update, soft delete, restore and membership changes all arrive as
+    """docs/graph.md 0.2: creation, update, soft delete, restore and membership changes all arrive as
     `updated`; only a permanent delete is `deleted`."""
     return "deleted" if change.kind == HARD_DELETED else "updated"
 
@@ -38,10 +38,10 @@ def wants(subscription: Subscription, change: Change) -> bool:
 
 
 def change_notification(subscription: Subscription, change: Change, *, members_delta: bool) -> dict[str, Any]:
-    """One changeNotification item (GRAPH.md 4.1).
+    """One changeNotification item (docs/graph.md 4.1).
 
     `members_delta` adds the `members@delta` node seen in group notifications
-    (GRAPH.md 2.2, microsoft-graph-docs-contrib#4559), in delta's own form: the member's
+    (docs/graph.md 2.2, microsoft-graph-docs-contrib#4559), in delta's own form: the member's
     `@odata.type` and `id`, plus `@removed` for a removal.
     """
     segment, odata_type = _NAMES[change.resource]
@@ -59,7 +59,7 @@ def change_notification(subscription: Subscription, change: Change, *, members_d
 
 
 def lifecycle_notification(subscription: Subscription, event: LifecycleEvent) -> dict[str, Any]:
-    """GRAPH.md 5: the subscription's fields and `lifecycleEvent`, no resource data."""
+    """docs/graph.md 5: the subscription's fields and `lifecycleEvent`, no resource data."""
     return {**_envelope(subscription), "lifecycleEvent": event}
 
 

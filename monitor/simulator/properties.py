@@ -1,6 +1,6 @@
 """Property sets of the simulated directory objects, and `$select` handling.
 
-Two rules from GRAPH.md 7.3 shape this module:
+Two rules from docs/graph.md 7.3 shape this module:
 - in a delta response "a property that has never been set doesn't appear at all", while `null`
   means it was cleared; list calls (GET /users) instead return every selected property, `null`
   when unset. So the tenant stores only properties that were set, and projection differs.
@@ -134,7 +134,7 @@ def check_writable(props: Mapping[str, Any], known: tuple[str, ...], entity: str
 
 
 def delta_view(obj: Mapping[str, Any], props: Iterable[str]) -> dict[str, Any]:
-    """`id` plus the selected properties that were ever set (GRAPH.md 7.3: never-set ones don't appear)."""
+    """`id` plus the selected properties that were ever set (docs/graph.md 7.3: never-set ones don't appear)."""
     view = {"id": obj["id"]}
     for name in props:
         if name in obj:

@@ -1,9 +1,9 @@
-"""Subscriptions as Graph keeps them, and the rules for creating and renewing them (GRAPH.md 2).
+"""Subscriptions as Graph keeps them, and the rules for creating and renewing them (docs/graph.md 2).
 
 No HTTP here: `parse_create` and `parse_renewal` turn a request body into checked values or the
 `GraphError` Graph would answer with; `SubscriptionBook` holds the live subscriptions, forgets
-expired ones by the simulator clock (GRAPH.md 2.5: renewing an expired subscription is a 404),
-and refuses duplicates (409) and subscriptions over quota (403, GRAPH.md 2.4).
+expired ones by the simulator clock (docs/graph.md 2.5: renewing an expired subscription is a 404),
+and refuses duplicates (409) and subscriptions over quota (403, docs/graph.md 2.4).
 
 Error codes: the subscription service wraps its refusals as `ExtensionError` in the wild
 ("Subscription expiration can only be 4230 minutes in the future.", "Subscription Id <> already
@@ -25,14 +25,14 @@ from yarl import URL
 from monitor.simulator.errors import GraphError
 from monitor.simulator.tenant import MEMBER_ADDED, MEMBER_REMOVED, Change
 
-USERS_PERMISSION = "User.Read.All"  # GRAPH.md 1 / 2.1: what creating a /users subscription needs
+USERS_PERMISSION = "User.Read.All"  # docs/graph.md 1 / 2.1: what creating a /users subscription needs
 GROUPS_PERMISSION = "Group.Read.All"  # ... and a /groups one
 SUBSCRIBE_PERMISSIONS = frozenset({USERS_PERMISSION, GROUPS_PERMISSION})
-CHANGE_TYPES = frozenset({"updated", "deleted"})  # GRAPH.md 0.2: users and groups take only these
-MAX_CLIENT_STATE = 128  # GRAPH.md 2.1: the subscription page's limit, not changeNotification's 255
+CHANGE_TYPES = frozenset({"updated", "deleted"})  # docs/graph.md 0.2: users and groups take only these
+MAX_CLIENT_STATE = 128  # docs/graph.md 2.1: the subscription page's limit, not changeNotification's 255
 WEB_PUSH_FIELDS = ("vapidPublicKey", "webPushEncryptionP256dhPublicKey", "webPushEncryptionSecret")
 TLS_VERSIONS = ("v1_0", "v1_1", "v1_2", "v1_3")
-RENEWABLE_FIELDS = frozenset({"expirationDateTime", "notificationUrl"})  # GRAPH.md 2.5
+RENEWABLE_FIELDS = frozenset({"expirationDateTime", "notificationUrl"})  # docs/graph.md 2.5
 
 _RESOURCE = re.compile(
     r"^/?(?P<collection>users|groups)(?:/(?P<id>[^/?#$]+)(?:/(?P<navigation>members|owners))?)?/?$",
@@ -44,13 +44,13 @@ _RESOURCE = re.compile(
 class SubscriptionOptions:
     """Limits and delivery knobs; every field can be changed from tests and the control API.
 
-    Limits (GRAPH.md 0.3-0.4, 2.3-2.4): `max_lifetime_minutes` 41,760 for directory resources,
+    Limits (docs/graph.md 0.3-0.4, 2.3-2.4): `max_lifetime_minutes` 41,760 for directory resources,
     `min_lifetime_minutes` 45 (shorter requests are raised to it), quotas per app + tenant (100),
     per tenant (1,000) and per app (50,000), counted over user and group subscriptions together.
-    `list_page_size` pages `GET /subscriptions` (GRAPH.md 2.8; Graph's own size is not documented).
-    `validation_timeout`: the handshake's 10 seconds (GRAPH.md 3.1).
+    `list_page_size` pages `GET /subscriptions` (docs/graph.md 2.8; Graph's own size is not documented).
+    `validation_timeout`: the handshake's 10 seconds (docs/graph.md 3.1).
 
-    Delivery (GRAPH.md 4): `batch_window` seconds (wall clock) during which notifications for one
+    Delivery (docs/graph.md 4): `batch_window` seconds (wall clock) during which notifications for one
     URL are collected into one POST, at most `max_batch_size` items each; `duplicate_rate` share of
     items sent a second time in a later POST, `shuffle` the items of each POST (4.4);
     `drop_rate` share of change notifications silently lost (the "drop" state of 4.3, which
@@ -111,7 +111,7 @@ class Target:
         return USERS_PERMISSION if self.collection == "users" else GROUPS_PERMISSION
 
     def matches(self, change: Change) -> bool:
-        """Whether a journal entry concerns this resource (GRAPH.md 2.2).
+        """Whether a journal entry concerns this resource (docs/graph.md 2.2).
 
         `/groups` includes membership changes (microsoft-graph-docs#7841: there is no way to
         leave them out); `/groups/{id}/members` gets only membership changes; owners are not
@@ -164,11 +164,11 @@ class Subscription:
     expires_at: datetime
     latest_tls: str = "v1_2"
     reauthorization_required: bool = False  # a reauthorizationRequired was sent and not answered
-    paused: bool = False  # notifications are held until the app reauthorizes (GRAPH.md 4.2)
+    paused: bool = False  # notifications are held until the app reauthorizes (docs/graph.md 4.2)
     held: list[dict[str, Any]] = field(default_factory=list)
     renewed_at: float | None = None  # simulator clock, last PATCH with expirationDateTime
     reauthorized_at: float | None = None  # last POST /reauthorize
-    overlapping_reauthorizations: int = 0  # renew and reauthorize within 10 minutes (GRAPH.md 2.5)
+    overlapping_reauthorizations: int = 0  # renew and reauthorize within 10 minutes (docs/graph.md 2.5)
 
     @property
     def change_types(self) -> frozenset[str]:
@@ -176,11 +176,11 @@ class Subscription:
 
     @property
     def creator_id(self) -> str:
-        """For app-only access, the service principal's id (GRAPH.md 2.1); stable per app + tenant."""
+        """For app-only access, the service principal's id (docs/graph.md 2.1); stable per app + tenant."""
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sp:{self.tenant_id}:{self.app_id}"))
 
     def graph_view(self, *, client_state: bool) -> dict[str, Any]:
-        """The subscription object; GET and list never return `clientState` (GRAPH.md 2.8)."""
+        """The subscription object; GET and list never return `clientState` (docs/graph.md 2.8)."""
         return {
             "id": self.id,
             "resource": self.resource,
@@ -224,7 +224,7 @@ def invalid(message: str) -> GraphError:
 
 
 def not_found(subscription_id: str) -> GraphError:
-    """GRAPH.md 2.5: an expired or deleted subscription is simply gone."""
+    """docs/graph.md 2.5: an expired or deleted subscription is simply gone."""
     return GraphError(404, "ResourceNotFound", f"Subscription '{subscription_id}' was not found.")
 
 
@@ -232,7 +232,7 @@ def not_found(subscription_id: str) -> GraphError:
 
 
 def parse_create(body: Mapping[str, Any], now: datetime, options: SubscriptionOptions) -> NewSubscription:
-    """Check a `POST /subscriptions` body (GRAPH.md 2.1); raises the GraphError Graph would send."""
+    """Check a `POST /subscriptions` body (docs/graph.md 2.1); raises the GraphError Graph would send."""
     _reject_unsupported(body)
     resource = _required(body, "resource")
     target = parse_target(resource)
@@ -253,9 +253,9 @@ def parse_create(body: Mapping[str, Any], now: datetime, options: SubscriptionOp
 
 
 def parse_renewal(body: Mapping[str, Any], now: datetime, options: SubscriptionOptions) -> Renewal:
-    """Check a `PATCH /subscriptions/{id}` body (GRAPH.md 2.5).
+    """Check a `PATCH /subscriptions/{id}` body (docs/graph.md 2.5).
 
-    Only `expirationDateTime` and `notificationUrl` may change; GRAPH.md 2.1 says a
+    Only `expirationDateTime` and `notificationUrl` may change; docs/graph.md 2.1 says a
     `lifecycleNotificationUrl` cannot be added by PATCH, and `resource`/`changeType` never change.
     """
     fixed = sorted(name for name in body if name not in RENEWABLE_FIELDS and not name.startswith("@odata."))
@@ -271,7 +271,7 @@ def parse_renewal(body: Mapping[str, Any], now: datetime, options: SubscriptionO
 
 
 def parse_target(resource: str) -> Target:
-    """`/users`, `/users/{id}`, `/groups`, `/groups/{id}`, `/groups/{id}/members|owners` (GRAPH.md 2.2)."""
+    """`/users`, `/users/{id}`, `/groups`, `/groups/{id}`, `/groups/{id}/members|owners` (docs/graph.md 2.2)."""
     match = _RESOURCE.match(resource)
     if match is None or (match["navigation"] and match["collection"].lower() != "groups"):
         raise invalid(f"Resource '{resource}' is not supported for change notifications.")
@@ -281,7 +281,7 @@ def parse_target(resource: str) -> Target:
 
 
 def expiration(value: Any, now: datetime, options: SubscriptionOptions) -> datetime:
-    """The expiry Graph keeps: under 45 minutes is raised to 45, past the maximum is a 400 (GRAPH.md 0.3)."""
+    """The expiry Graph keeps: under 45 minutes is raised to 45, past the maximum is a 400 (docs/graph.md 0.3)."""
     try:
         moment = datetime.fromisoformat(str(value))
     except ValueError:
@@ -294,7 +294,7 @@ def expiration(value: Any, now: datetime, options: SubscriptionOptions) -> datet
 
 
 def https_url(value: Any, name: str) -> str:
-    """GRAPH.md 2.1: notification and lifecycle URLs must be HTTPS."""
+    """docs/graph.md 2.1: notification and lifecycle URLs must be HTTPS."""
     if not isinstance(value, str):
         raise invalid(f"{name} must be a string.")
     try:
@@ -324,7 +324,7 @@ def _change_type(value: str) -> str:
 
 
 def _reject_unsupported(body: Mapping[str, Any]) -> None:
-    """Web Push fields on a webhook subscription are a 400 (GRAPH.md 2.1); rich ones too (section 6)."""
+    """Web Push fields on a webhook subscription are a 400 (docs/graph.md 2.1); rich ones too (section 6)."""
     pushed = [name for name in WEB_PUSH_FIELDS if body.get(name) is not None]
     if pushed:
         raise invalid(f"Property '{pushed[0]}' is only valid for Web Push subscriptions.")
@@ -342,7 +342,7 @@ class SubscriptionBook:
         self._subscriptions: dict[str, Subscription] = {}
 
     def purge_expired(self, now: datetime) -> None:
-        """GRAPH.md 2.5: an expired subscription no longer exists, so it neither notifies nor renews."""
+        """docs/graph.md 2.5: an expired subscription no longer exists, so it neither notifies nor renews."""
         for subscription_id in [key for key, sub in self._subscriptions.items() if sub.expires_at <= now]:
             del self._subscriptions[subscription_id]
 
@@ -354,7 +354,7 @@ class SubscriptionBook:
         return [sub for sub in self.live(now) if sub.tenant_id == tenant_id]
 
     def owned(self, tenant_id: str, app_id: str, now: datetime) -> list[Subscription]:
-        """GRAPH.md 2.8: an app-only caller sees the subscriptions its app created (in its tenant)."""
+        """docs/graph.md 2.8: an app-only caller sees the subscriptions its app created (in its tenant)."""
         return [sub for sub in self.for_tenant(tenant_id, now) if sub.app_id == app_id]
 
     def get(self, subscription_id: str, now: datetime) -> Subscription | None:
@@ -370,7 +370,7 @@ class SubscriptionBook:
     def admit(
         self, request: NewSubscription, tenant_id: str, app_id: str, now: datetime, options: SubscriptionOptions
     ) -> None:
-        """409 for a duplicate of this app's (GRAPH.md 0.4), then 403 for each quota in turn (2.4)."""
+        """409 for a duplicate of this app's (docs/graph.md 0.4), then 403 for each quota in turn (2.4)."""
         live = self.live(now)
         mine = [sub for sub in live if sub.tenant_id == tenant_id and sub.app_id == app_id]
         wanted = frozenset(part.strip() for part in request.change_type.split(","))

@@ -7,7 +7,7 @@
     PATCH  /_sim/delivery                                {knob: value, ...} -> the knobs in force
     POST   /_sim/delivery/trust                          {"pem"}  also trust this CA for webhooks
     POST   /_sim/delivery/drain                          {"timeout"?} -> {"idle": bool}
-    GET    /_sim/delivery/slow                           {url: slow answers} (GRAPH.md 4.3)
+    GET    /_sim/delivery/slow                           {url: slow answers} (docs/graph.md 4.3)
     GET    /_sim/deliveries[?kind=&outcome=&url=&payload=true]   the delivery log
     DELETE /_sim/deliveries                              clear it
 

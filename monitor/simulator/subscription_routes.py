@@ -1,4 +1,4 @@
-"""Graph's `/v1.0/subscriptions` routes (GRAPH.md 2): thin handlers over `SubscriptionService`.
+"""Graph's `/v1.0/subscriptions` routes (docs/graph.md 2): thin handlers over `SubscriptionService`.
 
     POST   /v1.0/subscriptions                    201 + the subscription (clientState echoed)
     GET    /v1.0/subscriptions                    the app's own, paged by @odata.nextLink
@@ -7,7 +7,7 @@
     DELETE /v1.0/subscriptions/{id}               204
     POST   /v1.0/subscriptions/{id}/reauthorize   204
 
-Every call needs a valid app token carrying User.Read.All or Group.Read.All (GRAPH.md 1); create,
+Every call needs a valid app token carrying User.Read.All or Group.Read.All (docs/graph.md 1); create,
 renew and reauthorize need the one that matches the subscription's resource.
 """
 
@@ -53,7 +53,7 @@ class SubscriptionRoutes:
         return self._entity(subscription, client_state=True, status=201)
 
     async def list_subscriptions(self, request: web.Request) -> web.Response:
-        """GRAPH.md 2.8: no OData options, only the app's own, paged; never `clientState`."""
+        """docs/graph.md 2.8: no OData options, only the app's own, paged; never `clientState`."""
         _, token = authorize(self.sim, request, SUBSCRIBE_PERMISSIONS)
         offset = 0
         if "$skiptoken" in request.query:

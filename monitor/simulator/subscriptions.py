@@ -37,7 +37,7 @@ from monitor.simulator.tenant import Change, SimTenant
 if TYPE_CHECKING:
     from monitor.simulator.graph_app import AccessToken, Simulator
 
-# GRAPH.md 2.5: a /reauthorize and a renewing PATCH within 10 minutes of each other can leave the
+# docs/graph.md 2.5: a /reauthorize and a renewing PATCH within 10 minutes of each other can leave the
 # subscription inconsistent; the simulator counts such pairs so tests can assert there are none.
 REAUTHORIZE_RENEW_GAP = 600.0
 
@@ -72,7 +72,7 @@ class SubscriptionService:
 
     @property
     def slow_responses(self) -> dict[str, int]:
-        """Per webhook URL, answers slower than the 3-second limit (GRAPH.md 4.3), timeouts included."""
+        """Per webhook URL, answers slower than the 3-second limit (docs/graph.md 4.3), timeouts included."""
         return dict(self.dispatcher.slow_responses)
 
     def all(self) -> list[Subscription]:
@@ -112,14 +112,14 @@ class SubscriptionService:
     # -- Graph operations ----------------------------------------------------------------------------
 
     async def create(self, tenant: SimTenant, token: AccessToken, body: Mapping[str, Any]) -> Subscription:
-        """POST /subscriptions (GRAPH.md 2.1): check, admit, handshake, then keep it."""
+        """POST /subscriptions (docs/graph.md 2.1): check, admit, handshake, then keep it."""
         now = self.sim.clock.now()
         request = parse_create(body, now, self.options)
         _require(token, request.target)
         self.book.admit(request, tenant.tenant_id, token.client_id, now, self.options)
         await self.dispatcher.validate(request.notification_url)
         if request.lifecycle_url is not None:
-            # GRAPH.md 3.2: validated too, with a second request even when it is the same URL.
+            # docs/graph.md 3.2: validated too, with a second request even when it is the same URL.
             await self.dispatcher.validate(request.lifecycle_url)
         # Another create may have been admitted while this one waited for its handshakes.
         self.book.admit(request, tenant.tenant_id, token.client_id, self.sim.clock.now(), self.options)
@@ -142,7 +142,7 @@ class SubscriptionService:
         return subscription
 
     def owned(self, token: AccessToken, subscription_id: str) -> Subscription:
-        """The caller's own live subscription, else 404 (GRAPH.md 2.5, 2.8)."""
+        """The caller's own live subscription, else 404 (docs/graph.md 2.5, 2.8)."""
         subscription = self.book.get(subscription_id, self.sim.clock.now())
         if subscription is None or (subscription.tenant_id, subscription.app_id) != (token.tenant_id, token.client_id):
             raise not_found(subscription_id)
@@ -152,7 +152,7 @@ class SubscriptionService:
         return self.book.owned(token.tenant_id, token.client_id, self.sim.clock.now())
 
     async def renew(self, token: AccessToken, subscription_id: str, body: Mapping[str, Any]) -> Subscription:
-        """PATCH /subscriptions/{id} (GRAPH.md 2.5): extends, and also reauthorizes."""
+        """PATCH /subscriptions/{id} (docs/graph.md 2.5): extends, and also reauthorizes."""
         subscription = self.owned(token, subscription_id)
         _require(token, subscription.target)
         renewal = parse_renewal(body, self.sim.clock.now(), self.options)
@@ -166,13 +166,13 @@ class SubscriptionService:
         return subscription
 
     def reauthorize(self, token: AccessToken, subscription_id: str) -> None:
-        """POST /subscriptions/{id}/reauthorize (GRAPH.md 2.6): does not extend the expiry."""
+        """POST /subscriptions/{id}/reauthorize (docs/graph.md 2.6): does not extend the expiry."""
         subscription = self.owned(token, subscription_id)
         _require(token, subscription.target)
         self._reauthorized(subscription, renewing=False)
 
     def delete(self, token: AccessToken, subscription_id: str) -> None:
-        """DELETE /subscriptions/{id} (GRAPH.md 2.7)."""
+        """DELETE /subscriptions/{id} (docs/graph.md 2.7)."""
         self.book.remove(self.owned(token, subscription_id).id)
 
     def _reauthorized(self, subscription: Subscription, *, renewing: bool) -> None:
@@ -185,7 +185,7 @@ class SubscriptionService:
         else:
             subscription.reauthorized_at = now
         subscription.reauthorization_required = subscription.paused = False
-        # GRAPH.md 4.2: once reauthorized, what Graph held back during the pause is delivered.
+        # docs/graph.md 4.2: once reauthorized, what Graph held back during the pause is delivered.
         held, subscription.held = subscription.held, []
         for item in held:
             self.dispatcher.enqueue(subscription.notification_url, "notification", item, subscription.id)
@@ -193,7 +193,7 @@ class SubscriptionService:
     # -- notifications --------------------------------------------------------------------------------
 
     def observe(self, tenant: SimTenant, change: Change) -> None:
-        """A tenant journal entry: notify every live subscription it matches (GRAPH.md 4.1)."""
+        """A tenant journal entry: notify every live subscription it matches (docs/graph.md 4.1)."""
         if change.resource not in ("users", "groups"):
             return
         for subscription in self.book.for_tenant(tenant.tenant_id, self.sim.clock.now()):
@@ -206,10 +206,10 @@ class SubscriptionService:
                 self.dispatcher.enqueue(subscription.notification_url, "notification", item, subscription.id)
 
     def send_lifecycle(self, subscription_id: str, event: str, *, pause: bool = False) -> None:
-        """POST a lifecycle notification to the subscription's lifecycleNotificationUrl (GRAPH.md 5).
+        """POST a lifecycle notification to the subscription's lifecycleNotificationUrl (docs/graph.md 5).
 
         `reauthorizationRequired` marks the subscription until it is renewed or reauthorized; with
-        `pause`, its notifications are also held back until then (GRAPH.md 4.2, 5.1).
+        `pause`, its notifications are also held back until then (docs/graph.md 4.2, 5.1).
         `subscriptionRemoved` also removes it, so a later renew is a 404 (5.2). `missed` only
         notifies (5.3). Graph sends the last two only for Outlook and Teams resources (0.6), but a
         monitor must cope should they come. KeyError for an unknown subscription, ValueError for
@@ -228,7 +228,7 @@ class SubscriptionService:
         self.dispatcher.enqueue(subscription.lifecycle_url, "lifecycle", item, subscription.id)
 
     def remove(self, subscription_id: str) -> Subscription:
-        """Remove a subscription silently, as Graph may (GRAPH.md 5.2); a later renew gets 404."""
+        """Remove a subscription silently, as Graph may (docs/graph.md 5.2); a later renew gets 404."""
         subscription = self.book.remove(subscription_id)
         if subscription is None:
             raise KeyError(subscription_id)
@@ -236,7 +236,7 @@ class SubscriptionService:
 
 
 def _require(token: AccessToken, target: Target) -> None:
-    """GRAPH.md 2.1 / 2.6: User.Read.All for /users, Group.Read.All for /groups; nothing else will do."""
+    """docs/graph.md 2.1 / 2.6: User.Read.All for /users, Group.Read.All for /groups; nothing else will do."""
     if target.permission not in token.permissions:
         raise forbidden(
             f"Insufficient privileges to complete the operation: subscribing to {target.collection} "

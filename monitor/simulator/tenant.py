@@ -36,7 +36,7 @@ from monitor.simulator.properties import (
 Resource = Literal["users", "groups"]
 ExpiryMode = Literal["410", "syncStateNotFound", "resyncRequired"]
 
-# Journal entry kinds. "created" also covers restores: GRAPH.md 7.4, a restored object
+# Journal entry kinds. "created" also covers restores: docs/graph.md 7.4, a restored object
 # "reappears as if newly created".
 CREATED, UPDATED, SOFT_DELETED, HARD_DELETED = "created", "updated", "softDeleted", "hardDeleted"
 MEMBER_ADDED, MEMBER_REMOVED, OTHER = "memberAdded", "memberRemoved", "other"
@@ -58,18 +58,18 @@ ChangeObserver = Callable[["SimTenant", Change], None]
 
 @dataclass
 class DeltaOptions:
-    """How delta rounds are cut into pages (all GRAPH.md 7.2-7.5 behaviours a client must survive).
+    """How delta rounds are cut into pages (all docs/graph.md 7.2-7.5 behaviours a client must survive).
 
-    - `page_size`: objects per page; GRAPH.md 0.8 "pages of about 200 objects".
+    - `page_size`: objects per page; docs/graph.md 0.8 "pages of about 200 objects".
     - `page_member_budget`: members@delta entries per page, so a page of large groups stays small.
-    - `member_slice`: members@delta entries per appearance of a group; GRAPH.md 7.5, a large
+    - `member_slice`: members@delta entries per appearance of a group; docs/graph.md 7.5, a large
       group's members span pages and the group "can appear again on later pages".
     - `repeat_style`: later appearances carry only `id` + members@delta ("minimal") or the
       selected properties too ("full").
     - `scatter_slices`: place a group's later slices further down the round, not right after.
-    - `duplicate_rate`: share of appearances sent twice (GRAPH.md 7.4, "the same entity can
+    - `duplicate_rate`: share of appearances sent twice (docs/graph.md 7.4, "the same entity can
       appear more than once"), chosen deterministically from `seed`.
-    - `empty_page_rate`: share of pages that are empty but carry a nextLink (GRAPH.md 7.2).
+    - `empty_page_rate`: share of pages that are empty but carry a nextLink (docs/graph.md 7.2).
     - `updated_properties`: what an *updated* object carries. The delta overview
       (https://learn.microsoft.com/en-us/graph/delta-query-overview, "Resource representation in
       the delta query response") promises only "at least the properties that have been updated,
@@ -95,7 +95,7 @@ class DeltaOptions:
 
 @dataclass
 class TokenExpiry:
-    """Delta tokens issued at or before `serial` are refused with `mode` (GRAPH.md 8)."""
+    """Delta tokens issued at or before `serial` are refused with `mode` (docs/graph.md 8)."""
 
     serial: int
     mode: ExpiryMode
@@ -144,8 +144,8 @@ class SimTenant:
         self.tenant_id = tenant_id
         self.display_name = display_name
         self.clock = clock or SimClock()
-        self.premium = premium  # Entra ID P1/P2: needed to read signInActivity (JUPITERONE.md 1.2)
-        self.token_lifetime = token_lifetime  # expires_in of access tokens; GRAPH.md 11.1 shows 3599
+        self.premium = premium  # Entra ID P1/P2: needed to read signInActivity (docs/jupiterone.md 1.2)
+        self.token_lifetime = token_lifetime  # expires_in of access tokens; docs/graph.md 11.1 shows 3599
         self.delta = delta or DeltaOptions()
         self.delta_tokens = DeltaTokenBook()
         self.rng = random.Random(rng_seed)
@@ -228,7 +228,7 @@ class SimTenant:
     # -- users ---------------------------------------------------------------------------
 
     def add_user(self, **props: Any) -> str:
-        """Create a user; only the given properties are set (GRAPH.md 7.3). Returns its id."""
+        """Create a user; only the given properties are set (docs/graph.md 7.3). Returns its id."""
         check_writable(props, USER_PROPERTIES, "user")
         user_id = self.new_id()
         self.users[user_id] = {"id": user_id, "createdDateTime": self.now(), **props}
@@ -245,7 +245,7 @@ class SimTenant:
         return changed
 
     def soft_delete_user(self, user_id: str) -> None:
-        """Move to deletedItems; memberships are kept (GRAPH.md 7.5)."""
+        """Move to deletedItems; memberships are kept (docs/graph.md 7.5)."""
         self.deleted_users[user_id] = self.users.pop(user_id)
         self._record("users", SOFT_DELETED, user_id)
 
@@ -254,7 +254,7 @@ class SimTenant:
         self._record("users", CREATED, user_id)
 
     def hard_delete_user(self, user_id: str) -> None:
-        """Delete for good (also purges from deletedItems) and drop every membership (GRAPH.md 7.5)."""
+        """Delete for good (also purges from deletedItems) and drop every membership (docs/graph.md 7.5)."""
         if self.users.pop(user_id, None) is None and self.deleted_users.pop(user_id, None) is None:
             raise KeyError(user_id)
         self.sign_ins.pop(user_id, None)

@@ -1,4 +1,4 @@
-"""Resource-unit throttling of identity calls (GRAPH.md 10.1-10.2), off unless asked for.
+"""Resource-unit throttling of identity calls (docs/graph.md 10.1-10.2), off unless asked for.
 
 Identity and access limits are a token bucket of resource units (RU) per app + tenant per 10 s.
 A call costs its base (GET users 2, groups/{id}/members 3, anything else 1, delta presumably 1),
@@ -16,7 +16,7 @@ _BASE_COSTS = ((re.compile(r"^/v1\.0/users/?$"), 2), (re.compile(r"^/v1\.0/group
 
 
 def resource_units(path: str, query: Mapping[str, str]) -> int:
-    """What a GET costs, by the GRAPH.md 10.2 table."""
+    """What a GET costs, by the docs/graph.md 10.2 table."""
     cost = next((units for pattern, units in _BASE_COSTS if pattern.match(path)), 1)
     if "$select" in query:
         cost -= 1

@@ -1,7 +1,7 @@
 """Opaque paging tokens, and the bounded store of running rounds and list snapshots.
 
 Graph's `$skiptoken` and `$deltatoken` are opaque and carry the original query options
-(GRAPH.md 7.2: "tokens are opaque and hold the original query options such as $select, so copy
+(docs/graph.md 7.2: "tokens are opaque and hold the original query options such as $select, so copy
 the links exactly"). Here a token is base64url JSON: clients must not parse it, and the tests
 never do.
 """

@@ -190,7 +190,7 @@ def batch_bodies(kind: UploadKind, encoded: Iterable[bytes], limit: int) -> list
     """`{"<kind>": [...]}` request bodies of already-serialized objects, each at most `limit` bytes.
 
     An object that cannot fit even alone raises ValueError (the publisher leaves such objects out
-    before; JUPITERONE.md 10.2: the SDK drops them too).
+    before; docs/jupiterone.md 10.2: the SDK drops them too).
     """
     head, tail = b'{"' + kind.encode() + b'":[', b"]}"
     room = limit - len(head) - len(tail)

@@ -3,10 +3,10 @@
 JupiterOne refuses a whole upload request for one bad object (a 4xx for the batch), and a scope
 that cannot be uploaded cannot be confirmed. So the publisher checks every object first, leaves
 the invalid ones out and reports each with its `_key` and the rule it breaks; the rest of the scope
-lands. Leaving an object out of a DIFF upload deletes it at JupiterOne (JUPITERONE.md 9.4), which
+lands. Leaving an object out of a DIFF upload deletes it at JupiterOne (docs/jupiterone.md 9.4), which
 is the honest outcome for an object JupiterOne cannot hold; the report and `monitor status` say so.
 
-The rules (reference/JUPITERONE.md):
+The rules (docs/jupiterone.md):
 
 - 11.1: `_key` a string of at least 10 characters, `_type` of at least 3, `_class` a string or a
   non-empty list of strings of at least 2 characters (a relationship: one upper-case verb);
@@ -196,6 +196,6 @@ def check_relationship(relationship: Mapping[str, Any]) -> list[Invalid]:
 
 
 def too_large(obj: Mapping[str, Any], size: int, limit: int) -> Invalid:
-    """An object whose JSON alone would not fit in one upload request (JUPITERONE.md 10.1-10.2)."""
+    """An object whose JSON alone would not fit in one upload request (docs/jupiterone.md 10.1-10.2)."""
     detail = f"serialized size {size:,} bytes exceeds the {limit:,}-byte request limit (10.1)"
     return Invalid(str(obj.get("_key", "")), str(obj.get("_type", "")), "too-large", detail)

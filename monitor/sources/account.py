@@ -1,4 +1,4 @@
-"""The account entity from `GET /organization` (JUPITERONE.md 1.1; `Organization.Read.All`)."""
+"""The account entity from `GET /organization` (docs/jupiterone.md 1.1; `Organization.Read.All`)."""
 
 from __future__ import annotations
 

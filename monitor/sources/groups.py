@@ -1,4 +1,4 @@
-"""Groups and memberships from `GET /groups/delta` with `members` (GRAPH.md 7.5; `GroupMember.Read.All`).
+"""Groups and memberships from `GET /groups/delta` with `members` (docs/graph.md 7.5; `GroupMember.Read.All`).
 
 Several things here need more than the page:
 
@@ -9,7 +9,7 @@ Several things here need more than the page:
   soft-deleted users and groups are parked, not mirrored.
 - Members that are neither users nor groups (devices, service principals, contacts) are
   represented by a placeholder entity, as JupiterOne's mapper does for the public integration
-  (JUPITERONE.md 1.4). The placeholder exists while at least one group contains the member; the
+  (docs/jupiterone.md 1.4). The placeholder exists while at least one group contains the member; the
   set of those groups is kept next to the mirror and changed in the same commit. `members@delta`
   gives only each member's id and type, so a placeholder's name comes from
   `POST /directoryObjects/getByIds` (`monitor.graph.directory_objects`), once, cached in Redis.

@@ -1,16 +1,16 @@
 """The Intune and account sweep: Graph has neither delta queries nor change notifications for Intune
-(GRAPH.md 9), so a periodic sweep lists it, diffs it against the mirror, and emits only what changed.
+(docs/graph.md 9), so a periodic sweep lists it, diffs it against the mirror, and emits only what changed.
 
 One sweep (`sweep_intune`, run by `run_source(context, "intune")`):
 
 1. Probe the tenant with `GET /v1.0/deviceManagement?$select=intuneAccountId,subscriptionState`
-   (GRAPH.md 9; `DeviceManagementServiceConfig.Read.All` or `DeviceManagementConfiguration.Read.All`).
+   (docs/graph.md 9; `DeviceManagementServiceConfig.Read.All` or `DeviceManagementConfiguration.Read.All`).
    A 400 "Request not applicable to target tenant." means the tenant has no Intune, and a
    `subscriptionState` other than active or warning means its subscription is not usable: either
    way the sweep is off, says so in the status, and deletes nothing. A 403 on the probe is a
    missing permission, not a missing Intune: it is recorded and the passes still run (each one
    finds out for itself). The public integration read any probe failure as "no Intune" and then
-   dropped the data (JUPITERONE.md 6).
+   dropped the data (docs/jupiterone.md 6).
 2. Patch the account entity with `intuneAccountId`, `intuneSubscriptionState` and
    `mobileDeviceManagementAuthority` (`GET /organization/{id}?$select=mobileDeviceManagementAuthority`,
    `Organization.Read.All`); the account source owns the entity, so this is a `Patch`.
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 PROBE_PERMISSION = "DeviceManagementServiceConfig.Read.All"
 ORGANIZATION_PERMISSION = "Organization.Read.All"
 NOT_APPLICABLE = "Request not applicable to target tenant"
-# subscriptionState values under which Intune serves data (GRAPH.md 9 lists the others).
+# subscriptionState values under which Intune serves data (docs/graph.md 9 lists the others).
 USABLE_STATES = frozenset({"active", "warning"})
 FAILED = ("failed", "invalid response")
 
@@ -61,7 +61,7 @@ PassStatus = Literal["complete", "forbidden", "not applicable", "failed", "inval
 
 
 def not_applicable(exc: GraphError) -> bool:
-    """Graph's answer for a tenant without Intune (JUPITERONE.md 1.1, 4.3)."""
+    """Graph's answer for a tenant without Intune (docs/jupiterone.md 1.1, 4.3)."""
     return exc.status == 400 and NOT_APPLICABLE.lower() in str(exc).lower()
 
 
@@ -146,7 +146,7 @@ async def sweep_intune(
 
 async def _probe(context: SourceContext) -> Probe:
     """`GET /v1.0/deviceManagement` (DeviceManagementServiceConfig.Read.All, or
-    DeviceManagementConfiguration.Read.All; GRAPH.md 9): is Intune there, and usable?"""
+    DeviceManagementConfiguration.Read.All; docs/graph.md 9): is Intune there, and usable?"""
     now = iso_ms(context.clock())
     try:
         response = await context.client.get(

@@ -2,7 +2,7 @@
 
 Every pass lists its resource tenant-wide with `$select` and commits page by page; the only
 per-object calls (a policy's device statuses, an app's install report, a detected app's devices)
-go through `$batch`, 20 at a time (GRAPH.md 10.4), paced in their Intune bucket (GRAPH.md 10.3).
+go through `$batch`, 20 at a time (docs/graph.md 10.4), paced in their Intune bucket (docs/graph.md 10.3).
 
 - devices: `GET /beta/deviceManagement/managedDevices` (DeviceManagementManagedDevices.Read.All);
   owns devices, host agents, agent MANAGES device, user HAS / USES device.
@@ -329,7 +329,7 @@ FAMILIES: tuple[tuple[Kind, str], ...] = (
 
 
 def _device_relationship_owner(key: str) -> str | None:
-    """The pass of a relationship anchored on a device, from its key (JUPITERONE.md 2.1 formats):
+    """The pass of a relationship anchored on a device, from its key (docs/jupiterone.md 2.1 formats):
     `<device>|<app>` ASSIGNED app; `<from>|manages|`, `|has|`, `|uses|` the device pass's;
     `<agent>|assigned|<policy>`; `<statusId>|<agent>|<configuration>`; `<device>|installed|...`."""
     parts = key.split("|", 2)

@@ -1,7 +1,7 @@
 """The machinery of a sweep: commit pages as they come, remember what each pass saw, delete what a
 complete pass no longer sees, and page through per-object lists in JSON batches.
 
-Rules (DESIGN.md, "Rules that keep it correct"; issue 4):
+Rules (docs/architecture.md, "Rules that keep it correct"; issue 4):
 
 - Each page is committed (mirror + change log, atomically) before the next one is read: memory
   holds a page (or one batch of 20 pages), never the tenant.

@@ -3,7 +3,7 @@
 `signInActivity` cannot be selected on `/users/delta` (Graph answers 400 "$expand/$select is not
 supported for the following properties: signInActivity"), so it is read by a periodic list and
 patched onto the user entities; its timestamps become epoch milliseconds. It needs
-`AuditLog.Read.All` and an Entra ID P1/P2 licence (JUPITERONE.md 1.2): without either, the tenant
+`AuditLog.Read.All` and an Entra ID P1/P2 licence (docs/jupiterone.md 1.2): without either, the tenant
 syncs without sign-in data and the status names what is missing.
 """
 

@@ -1,4 +1,4 @@
-"""Users from `GET /users/delta` (GRAPH.md 7; permission `User.Read.All`).
+"""Users from `GET /users/delta` (docs/graph.md 7; permission `User.Read.All`).
 
 An updated user is merged onto its last known Graph state before it is mapped
 (`monitor.model.graph_state`); a removed one takes its memberships with it, and a restored one

@@ -3,7 +3,7 @@
 Users as items of `GET /users/delta?$select=<USER_SELECT>` (every selected property present, null when
 unset), sign-in activity as items of `GET /users?$select=id,signInActivity`, groups as items of
 `GET /groups/delta?$select=<GROUP_SELECT>` with `members@delta`, and the organization as an item of
-`GET /organization`. Shapes follow the Microsoft Graph v1.0 resource documentation and GRAPH.md 7.
+`GET /organization`. Shapes follow the Microsoft Graph v1.0 resource documentation and docs/graph.md 7.
 """
 
 from __future__ import annotations
@@ -288,7 +288,7 @@ GROUP_NO_DISPLAY_NAME: dict[str, Any] = {
     "members@delta": [],
 }
 
-# The same large group again on a later delta page: only another slice of its members (GRAPH.md 7.5).
+# The same large group again on a later delta page: only another slice of its members (docs/graph.md 7.5).
 GROUP_M365_MEMBERS_SLICE: dict[str, Any] = {
     "id": GROUP_M365["id"],
     "members@delta": [MEMBER_DEVICE, MEMBER_USER_REMOVED],

@@ -189,7 +189,7 @@ async def test_inner_retries_are_bounded_by_the_policy(
 async def test_the_simulator_throttles_by_intune_limits_and_the_client_honours_retry_after(
     make_client: ClientFactory, sim: Simulator, sleeps: Sleeps, estate: IntuneTenant
 ) -> None:
-    estate.limits["devices"] = 3  # per 20 s per app: the real limit is 2,000 (GRAPH.md 10.3)
+    estate.limits["devices"] = 3  # per 20 s per app: the real limit is 2,000 (docs/graph.md 10.3)
     client = make_client()  # pacing off: let Graph throttle
     for _ in range(5):
         await client.get(TENANT_ID, "/beta/deviceManagement/managedDevices", params={"$top": "1"})

@@ -50,7 +50,7 @@ from . import data as d
         (None, "x", ("user_endpoint", True)),
         ("windows", "Virtual Machine", ("server", False)),
         ("windowsRT", "virtual machine", ("server", False)),
-        # The fix (JUPITERONE.md 6): no model is not a virtual machine, and not a server.
+        # The fix (docs/jupiterone.md 6): no model is not a virtual machine, and not a server.
         ("windowsRT", None, ("user_endpoint", True)),
         ("iPhone", "", ("smartphone", True)),
     ],

@@ -266,7 +266,7 @@ async def test_a_sweep_failing_on_page_3_emits_no_deletions(
     before = await mirror(runtime)
     retired = pick(estate, "iPhone")
     estate.retire_device(retired.id)
-    # Page 3 of the device list: its page token has expired (not retryable; GRAPH.md 7.2).
+    # Page 3 of the device list: its page token has expired (not retryable; docs/graph.md 7.2).
     expired = {
         "error": {"code": "Directory_ExpiredPageToken", "message": "The specified page token value has expired."}
     }

@@ -218,7 +218,7 @@ async def test_throttling_is_retried_after_ratelimit_reset(
     j1: SimJupiterOne, publisher: Publisher, store: TenantStore, tenant: TenantConfig, sleeps: Sleeps
 ) -> None:
     await commit(store, map_user(USER, account_key=ACCOUNT_KEY)[:1])
-    j1.throttle(requests=3, reset=7)  # 429 with RateLimit-* and no Retry-After (JUPITERONE.md 10.4)
+    j1.throttle(requests=3, reset=7)  # 429 with RateLimit-* and no Retry-After (docs/jupiterone.md 10.4)
 
     result = await publisher.publish_pending(tenant)
 

@@ -2,7 +2,7 @@
 
 - `validate_entity(entity)`: the entity against every class schema in its `_class` (parents reached through
   `$ref`/`allOf`), with the draft-07 format checks (for example `email` items must look like addresses).
-- `property_rule_errors(obj, ...)`: reference/JUPITERONE.md 11.1-11.2 (metadata, names, value shapes).
+- `property_rule_errors(obj, ...)`: docs/jupiterone.md 11.1-11.2 (metadata, names, value shapes).
 - `check_entity` / `check_relationship`: both together, for an entity or a relationship.
 
 Each returns a list of readable messages; an empty list means valid. Schemas: tests/data/j1_data_model.
@@ -21,7 +21,7 @@ from jsonschema import Draft7Validator  # type: ignore[import-untyped, unused-ig
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "data" / "j1_data_model"
 
-# DM GraphObject.json `propertyNames` (JUPITERONE.md 11.2).
+# DM GraphObject.json `propertyNames` (docs/jupiterone.md 11.2).
 NAME_PATTERN = re.compile(r"^(_|tag\.)?[A-Za-z0-9. -]+$")
 ENTITY_METADATA = frozenset({"_key", "_type", "_class", "_rawData"})
 RELATIONSHIP_METADATA = frozenset({"_key", "_type", "_class", "_fromEntityKey", "_toEntityKey"})
@@ -151,7 +151,7 @@ def _metadata_errors(obj: Mapping[str, Any]) -> list[str]:
 def property_rule_errors(
     obj: Mapping[str, Any], *, nullable: frozenset[str] = frozenset(), relationship: bool = False
 ) -> list[str]:
-    """JUPITERONE.md 11.1-11.2: metadata present and well-formed, property names of the data-model pattern,
+    """docs/jupiterone.md 11.1-11.2: metadata present and well-formed, property names of the data-model pattern,
     no custom `_` names, values primitive or homogeneous arrays of primitives, `None` only in `nullable`."""
     errors = _metadata_errors(obj)
     metadata = RELATIONSHIP_METADATA if relationship else ENTITY_METADATA

@@ -70,7 +70,7 @@ def test_drop_none(properties: dict[str, Any], keep: frozenset[str], expected: d
     assert properties == before  # pure: the input is untouched
 
 
-# The relationship types of JUPITERONE.md 2.1, generated from (from type, verb, to type) as the SDK does.
+# The relationship types of docs/jupiterone.md 2.1, generated from (from type, verb, to type) as the SDK does.
 @pytest.mark.parametrize(
     ("from_type", "verb", "to_type", "expected"),
     [

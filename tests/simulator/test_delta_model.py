@@ -1,4 +1,4 @@
-"""Delta rounds computed from the tenant model (no HTTP): GRAPH.md 7.2-7.5 behaviours."""
+"""Delta rounds computed from the tenant model (no HTTP): docs/graph.md 7.2-7.5 behaviours."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def test_initial_round_returns_every_user_with_selected_properties_only() -> Non
     assert [len(page) for page in pages] == [2, 1]
     objects = _by_id([obj for page in pages for obj in page])
     assert objects[ada] == {"id": ada, "displayName": "Ada", "jobTitle": "Engineer"}
-    # GRAPH.md 7.3: a property that has never been set doesn't appear at all.
+    # docs/graph.md 7.3: a property that has never been set doesn't appear at all.
     assert objects[bob] == {"id": bob, "displayName": "Bob"}
     assert set(objects) == {ada, bob, carl}
 
@@ -105,7 +105,7 @@ def test_removed_reasons_and_restore() -> None:
     objects = _by_id(_objects(tenant, DeltaRequest("users", since=version)))
     assert objects[soft] == {"id": soft, "@removed": {"reason": "changed"}}
     assert objects[hard] == {"id": hard, "@removed": {"reason": "deleted"}}
-    # GRAPH.md 7.4: restored objects reappear as if newly created, in full.
+    # docs/graph.md 7.4: restored objects reappear as if newly created, in full.
     assert objects[back]["displayName"] == "Back" and "@removed" not in objects[back]
 
 
@@ -177,7 +177,7 @@ def test_hard_deleted_user_leaves_every_group_but_soft_deleted_user_stays() -> N
     objects = _by_id(_objects(tenant, DeltaRequest("groups", since=version)))
     assert set(objects) == set(groups)
     for group in groups:
-        # GRAPH.md 7.5: a soft-deleted user keeps its memberships; a hard-deleted one is removed.
+        # docs/graph.md 7.5: a soft-deleted user keeps its memberships; a hard-deleted one is removed.
         assert objects[group]["members@delta"] == [
             {"@odata.type": USER_TYPE, "id": hard, "@removed": {"reason": "deleted"}}
         ]

@@ -1,4 +1,4 @@
-"""The subscriptions API (GRAPH.md 2) and the validation handshake (GRAPH.md 3) over HTTPS."""
+"""The subscriptions API (docs/graph.md 2) and the validation handshake (docs/graph.md 3) over HTTPS."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ async def test_lifecycle_url_is_validated_too(graph: GraphClient, webhook: Webho
     lifecycle = f"{webhook.url}/lifecycle" if separate else f"{webhook.url}/notify"
     created = await subscribe(graph, webhook, lifecycleNotificationUrl=lifecycle)
     assert created["lifecycleNotificationUrl"] == lifecycle
-    # GRAPH.md 3.2: two requests even when both URLs are the same.
+    # docs/graph.md 3.2: two requests even when both URLs are the same.
     assert [v.path for v in webhook.validations()] == ["/notify", "/lifecycle" if separate else "/notify"]
     tokens = {v.query["validationToken"] for v in webhook.validations()}
     assert len(tokens) == 2
@@ -281,11 +281,11 @@ async def test_reauthorize_and_the_ten_minute_rule(graph: GraphClient, sim: Simu
     path = f"/v1.0/subscriptions/{created['id']}"
     assert await call(graph, "POST", f"{path}/reauthorize") == (204, None)
     [kept] = sim.subscriptions.all()
-    assert kept.expires_at == START + timedelta(days=2)  # reauthorizing does not renew (GRAPH.md 2.6)
+    assert kept.expires_at == START + timedelta(days=2)  # reauthorizing does not renew (docs/graph.md 2.6)
     assert kept.overlapping_reauthorizations == 0
     sim.clock.advance(9 * 60)
     assert (await call(graph, "PATCH", path, {"expirationDateTime": iso(START + timedelta(days=4))}))[0] == 200
-    assert kept.overlapping_reauthorizations == 1  # a PATCH 9 minutes after /reauthorize (GRAPH.md 2.5)
+    assert kept.overlapping_reauthorizations == 1  # a PATCH 9 minutes after /reauthorize (docs/graph.md 2.5)
     sim.clock.advance(10 * 60)
     assert (await call(graph, "POST", f"{path}/reauthorize"))[0] == 204
     assert kept.overlapping_reauthorizations == 1

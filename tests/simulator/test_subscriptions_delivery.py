@@ -1,4 +1,4 @@
-"""Change notifications (GRAPH.md 4) and lifecycle notifications (GRAPH.md 5) reaching a webhook."""
+"""Change notifications (docs/graph.md 4) and lifecycle notifications (docs/graph.md 5) reaching a webhook."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ async def test_user_changes_notify_with_the_documented_shape(
     await sim.subscriptions.drain()
     [post] = webhook.posts()
     assert (post.method, post.content_type, post.charset) == ("POST", "application/json", "utf-8")
-    # GRAPH.md 0.2: create, update, soft delete, restore are "updated"; the hard delete is "deleted".
+    # docs/graph.md 0.2: create, update, soft delete, restore are "updated"; the hard delete is "deleted".
     assert post.json() == {"value": [_expected(sub, change, "user", ada) for change in ["updated"] * 4 + ["deleted"]]}
     [record] = sim.subscriptions.deliveries.matching(kind="notification")
     assert (record.url, record.status, record.outcome, record.items, record.attempt) == (
