@@ -32,7 +32,6 @@ from monitor.settings import TenantConfig
 from monitor.sinks.actors import run_actors
 from monitor.sinks.alerts import ALERTS_SINK, run_alerts
 from monitor.sinks.base import deliver_to
-from monitor.sinks.jupiterone import publish_pending
 from monitor.source_registry import SYNC_DEFAULT, Source, source
 from monitor.sources.base import DeltaSource, SourceContext
 from monitor.store import iso_ms
@@ -225,13 +224,25 @@ async def deliver(runtime: Runtime, tenant_id: str, *, publish: bool = True, wai
             delivery.delivered += count
             if error is not None:
                 delivery.failures.append(f"sink {sink.name}: {error}")
-    if runtime.publisher is not None and publish:
-        tenant = runtime.tenant(tenant_id) or TenantConfig(id=tenant_id)
-        result = await publish_pending(runtime.publisher, tenant)
-        (log.warning if result.failures or result.rejected else log.info)("%s", result.summary(tenant_id))
-        if result.failures:  # they stay dirty for the next run; the caller must know it failed
-            delivery.unpublished = result.summary(tenant_id)
+    if publish:
+        delivery.unpublished = await publish_tenant(runtime, tenant_id)
     return delivery
+
+
+async def publish_tenant(runtime: Runtime, tenant_id: str) -> str | None:
+    """Publish the tenant's dirty scopes to JupiterOne once, when the publisher is configured: the
+    one place a run (`monitor sync`, `deliver`, `monitor worker --burst`) starts publishing. The
+    worker's background loop (`Publisher.run`) and a reconciliation's repair run the same pass,
+    `Publisher.publish_pending` (docs/architecture.md, "Emitting to JupiterOne").
+
+    The outcome is logged (a warning when a scope failed or an object was left out); the summary is
+    returned when a scope failed: it stays dirty for the next pass, and the caller must know."""
+    if runtime.publisher is None:
+        return None
+    tenant = runtime.tenant(tenant_id) or TenantConfig(id=tenant_id)
+    result = await runtime.publisher.publish_pending(tenant)
+    (log.warning if result.failures or result.rejected else log.info)("%s", result.summary(tenant_id))
+    return result.summary(tenant_id) if result.failures else None
 
 
 async def catch_up(runtime: Runtime, *, wait: float = 0.0) -> bool:
