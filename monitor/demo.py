@@ -27,13 +27,14 @@ from aiohttp import web
 from monitor.app import Runtime
 from monitor.console import sync_summary
 from monitor.hints import Hint, enqueue
+from monitor.records import ChangeRecord
 from monitor.settings import Settings, load_settings
 from monitor.simulator import SimTenant, Simulator, seed, serve_simulator
 from monitor.simulator.activity import TenantActivity
 from monitor.simulator.jupiterone import SimJupiterOne, serve_jupiterone
 from monitor.simulator.redis_process import free_port
 from monitor.source_registry import sync_selection
-from monitor.store import ChangeRecord, TenantStore
+from monitor.store import TenantStore
 from monitor.sync import sync_tenant
 from monitor.web import create_app
 from monitor.worker import Worker

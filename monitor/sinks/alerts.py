@@ -49,6 +49,7 @@ from monitor.alerts import (
 )
 from monitor.metrics import metric, queue_increments
 from monitor.model.types import JsonObject, entity_placement
+from monitor.records import ChangeRecord
 from monitor.settings import Settings, TenantConfig
 from monitor.sinks.actors import mark, remember_pending
 from monitor.sinks.base import drain
@@ -57,7 +58,7 @@ from monitor.sinks.jsonl import JsonlFile
 from monitor.sinks.signing import DeliveryError, WebhookClient, WebhookRejected, redact
 from monitor.source_registry import MEMBERSHIP_SOURCE
 from monitor.sources.base import Clock, utc_now
-from monitor.store import ChangeRecord, TenantStore
+from monitor.store import TenantStore
 
 log = logging.getLogger(__name__)
 # The `log` destination: operators route and filter alerts by this logger's name.
