@@ -46,7 +46,8 @@ from monitor.graph.auth import TokenProvider
 from monitor.graph.client import GraphClient, GraphError
 from monitor.graph.pacing import INTUNE_LIMITS, IntunePacer, intune_bucket
 from monitor.settings import load_settings
-from monitor.sync import INTUNE_SOURCE, run_source
+from monitor.sources.intune_sweep import SOURCE as INTUNE_SOURCE
+from monitor.sync import run_source
 from monitor.tls import client_context
 
 SECTION = "intune"

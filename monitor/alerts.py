@@ -35,8 +35,8 @@ from typing import Any, Literal, Protocol
 from monitor.model.groups import GROUP_FAMILY, GROUP_TYPE, MEMBERSHIP_TYPE, PLACEHOLDER_FAMILY, PLACEHOLDER_TYPE
 from monitor.model.types import JsonObject
 from monitor.model.users import USER_FAMILY, USER_TYPE
+from monitor.records import ChangeRecord
 from monitor.settings import AlertEvent, AlertRule
-from monitor.store import ChangeRecord
 
 AlertChange = Literal[
     "member_added",

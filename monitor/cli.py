@@ -12,7 +12,7 @@ from monitor import __version__
 from monitor.errors import ConfigError, MonitorError
 from monitor.logs import configure
 from monitor.settings import Settings, load_settings
-from monitor.sync import ALL_SOURCES, DIRECTORY_SOURCES, INTUNE_SOURCE
+from monitor.source_registry import SOURCES, SYNC_DEFAULT, sync_selection
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,11 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sync = commands.add_parser(
-        "sync", help="deliver what is pending, run one directory round now (account, users, groups) and exit"
+        "sync", help=f"deliver what is pending, run one directory round now ({', '.join(SYNC_DEFAULT)}) and exit"
     )
     sync.add_argument("--tenant", action="append", metavar="ID", help="only this tenant (repeatable)")
-    sync.add_argument("--signins", action="store_true", help="also sweep users' sign-in activity")
-    sync.add_argument("--intune", action="store_true", help="also run one Intune and account sweep")
+    for source in SOURCES:  # the optional sources (monitor.source_registry)
+        if source.sync_option is not None:
+            sync.add_argument(f"--{source.name}", action="store_true", help=source.sync_option)
     sync.add_argument("--full", action="store_true", help="ignore saved delta links: full rounds (reconciliation)")
     sync.set_defaults(handler=_sync)
 
@@ -114,7 +115,7 @@ def _settings() -> Settings:
 def _sync(args: argparse.Namespace) -> int:
     from monitor.commands import sync_command
 
-    sources = (ALL_SOURCES if args.signins else DIRECTORY_SOURCES) + ((INTUNE_SOURCE,) if args.intune else ())
+    sources = sync_selection({source.name for source in SOURCES if getattr(args, source.name, False)})
     return asyncio.run(sync_command(_settings(), tenants=args.tenant, sources=sources, full=args.full))
 
 

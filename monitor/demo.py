@@ -27,12 +27,14 @@ from aiohttp import web
 from monitor.app import Runtime
 from monitor.console import sync_summary
 from monitor.hints import Hint, enqueue
+from monitor.records import ChangeRecord
 from monitor.settings import Settings, load_settings
 from monitor.simulator import SimTenant, Simulator, seed, serve_simulator
 from monitor.simulator.activity import TenantActivity
 from monitor.simulator.jupiterone import SimJupiterOne, serve_jupiterone
 from monitor.simulator.redis_process import free_port
-from monitor.store import ChangeRecord, TenantStore
+from monitor.source_registry import sync_selection
+from monitor.store import TenantStore
 from monitor.sync import sync_tenant
 from monitor.web import create_app
 from monitor.worker import Worker
@@ -49,6 +51,9 @@ send_to = ["log"]
 # Graph lists a directory audit entry about 2 minutes after the change (docs/graph.md 13.4); the demo
 # shortens that so who made each change shows within the run.
 DEMO_AUDIT_DELAY = 3.0
+# The first round is `monitor sync --signins` (monitor.source_registry): the demo tenant is seeded with
+# a directory and sign-in activity, no Intune estate.
+DEMO_SYNC_OPTIONS = frozenset({"signins"})
 
 
 class Style:
@@ -284,7 +289,7 @@ def _banner(style: Style, users: int) -> str:
 async def _first_round(world: DemoWorld, out: TextIO, style: Style) -> None:
     tenant = world.settings.tenants[0]
     out.write(style("First round: a full delta round reads the whole directory.\n", "1"))
-    results, failures = await sync_tenant(world.runtime, tenant, ("account", "users", "groups", "signins"))
+    results, failures = await sync_tenant(world.runtime, tenant, sync_selection(DEMO_SYNC_OPTIONS))
     stats = world.runtime.graph.stats.snapshot()
     out.write(sync_summary(tenant.id, results, [str(f) for f in failures], stats) + "\n")
     out.write(_jupiterone_line(world, style) + "\n\n")

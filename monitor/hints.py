@@ -19,9 +19,11 @@ from redis.exceptions import ResponseError
 
 from monitor.keys import HINTS, HINTS_GROUP
 from monitor.redis_conn import Redis
+from monitor.source_registry import NAMES
 
-# What a hint can ask for. Sources are the names `monitor.sync.run_source` knows.
-SOURCE_JOBS = frozenset({"users", "groups", "account", "signins", "intune"})
+# What a hint can ask for: a source (monitor.source_registry, run by `monitor.sync.run_source`) or
+# one of the other jobs.
+SOURCE_JOBS = frozenset(NAMES)
 OTHER_JOBS = frozenset({"subscriptions", "reconcile", "lifecycle", "actors"})
 JOBS = SOURCE_JOBS | OTHER_JOBS
 LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from monitor.graph.delta import DeltaPage, ResyncRequired, delta_pages
 from monitor.model.types import Delete, Op
+from monitor.records import ChangeRecord
 from monitor.sources.base import DeltaSource, SourceContext
-from monitor.store import ChangeRecord
 
 log = logging.getLogger(__name__)
 

@@ -2,11 +2,13 @@
 
 Jobs (APScheduler 3.x, `coalesce=True`, `max_instances=1`, a deliberate `misfire_grace_time`):
 
-- every `MONITOR_DELTA_INTERVAL` (15 minutes): a delta round of users and groups per tenant, the
-  safety net for notifications Graph dropped without telling (docs/graph.md 5.4), and the account;
+- every `MONITOR_DELTA_INTERVAL` (15 minutes): the sources scheduled `delta` (monitor.source_registry:
+  a delta round of users and groups per tenant, the safety net for notifications Graph dropped
+  without telling, docs/graph.md 5.4, and the account);
 - every `MONITOR_SUBSCRIPTION_CHECK_INTERVAL` (and at start): subscription upkeep per tenant
   (create, renew, replace; only with `MONITOR_PUBLIC_URL`);
-- per tenant, every `polling_interval` (unless DISABLED): the Intune and sign-in sweeps;
+- per tenant, every `polling_interval` (unless DISABLED): the sources scheduled `sweep` (the Intune
+  and sign-in sweeps);
 - every `MONITOR_J1_RECONCILE_INTERVAL` (daily): JupiterOne reconciliation (with the publisher);
 - every `MONITOR_ACTOR_POLL_INTERVAL` (a minute), per tenant with alert rules: the `actors` job,
   which reads the directory audit log while alerts wait for who made the change.
@@ -32,6 +34,7 @@ from monitor.keys import SCHEDULER_LEADER
 from monitor.leases import Lease
 from monitor.metrics import now_ms
 from monitor.redis_conn import REDIS_UNAVAILABLE
+from monitor.source_registry import scheduled
 from monitor.supervise import Health, Supervisor
 
 log = logging.getLogger(__name__)
@@ -54,7 +57,7 @@ class Scheduler:
         """(name, interval in seconds, the hints it enqueues) for every periodic job."""
         settings = self.runtime.settings
         jobs: list[tuple[str, float, Callable[[], list[Hint]]]] = [
-            ("delta", settings.delta_interval, lambda: self._hints(("account", "users", "groups"), "timer")),
+            ("delta", settings.delta_interval, lambda: self._hints(scheduled("delta"), "timer")),
         ]
         if settings.public_url is not None:
             jobs.append(
@@ -102,7 +105,7 @@ class Scheduler:
 
     def _sweep_hints(self, tenant: str) -> list[Hint]:
         stamp = now_ms()
-        return [Hint(tenant, job, "timer", at=stamp) for job in ("signins", "intune")]
+        return [Hint(tenant, job, "timer", at=stamp) for job in scheduled("sweep")]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Hold (or wait for) leadership and run the jobs while leader, until `stop`.

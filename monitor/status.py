@@ -21,7 +21,7 @@ from monitor.sinks.alerts import ALERTS_SINK, recent_alerts
 from monitor.sinks.base import log_restart
 from monitor.sinks.effective import EFFECTIVE_CURSOR
 from monitor.sinks.jupiterone import publishing_status, render_publishing
-from monitor.sync import ALL_SOURCES, DELTA_PERMISSION, INTUNE_SOURCE
+from monitor.source_registry import SOURCES
 
 # Directory delta tokens expire after 7 days (docs/graph.md 8); warn well before.
 DELTA_TOKEN_WARN_AGE = 6 * 86400
@@ -34,14 +34,14 @@ async def tenant_status(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any
     store = runtime.store(tenant.id)
     last_seq = await store.last_seq()
     sources: dict[str, Any] = {}
-    for name in (*ALL_SOURCES, INTUNE_SOURCE):
-        entry: dict[str, Any] = dict(await store.status(name))
+    for source in SOURCES:
+        entry: dict[str, Any] = dict(await store.status(source.name))
         if entry.get("last_round_at"):
             entry["last_round_age_seconds"] = _age_seconds(runtime, entry["last_round_at"])
-        if name in DELTA_PERMISSION:
-            state = await store.delta_state(name)
+        if source.reading == "delta":
+            state = await store.delta_state(source.name)
             entry["delta_token_age_seconds"] = None if state is None else round(time.time() - state.saved_at)
-        sources[name] = entry
+        sources[source.name] = entry
     sinks = {}
     for sink in runtime.sinks:
         cursor = await store.cursor(sink.name)

@@ -40,13 +40,13 @@ from monitor.mirror_codec import (
     unpack_key,
 )
 from monitor.model.types import Delete, JsonObject, Kind, Op, Patch, Placement, Upsert
+from monitor.records import ChangeRecord, decode_record
 from monitor.redis_conn import Redis
 from monitor.retry import RetryPolicy
 from monitor.scopes import ScopeId, bucket_count, bucket_of, scope_of
 
 log = logging.getLogger(__name__)
 
-ChangeRecord = dict[str, Any]
 SlotId = tuple[str, str]  # (mirror hash key, object _key)
 # A page that collides with another writer is read and recomputed, after a short jittered wait.
 COMMIT_RETRIES = RetryPolicy(max_retries=64, base_delay=0.002, max_delay=0.1)
@@ -878,7 +878,7 @@ def _entry_records(fields: dict[bytes, bytes]) -> list[ChangeRecord]:
     first = int(fields[b"first"])
     # `r`: the uncompressed form that logs written before compression hold.
     lines = zlib.decompress(fields[b"z"]) if b"z" in fields else fields[b"r"]
-    return [{"seq": first + i, **orjson.loads(line)} for i, line in enumerate(lines.split(b"\n"))]
+    return [decode_record(first + i, line) for i, line in enumerate(lines.split(b"\n"))]
 
 
 def _stored(slot: _Slot) -> bytes:

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import importlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from monitor.app import Runtime
 from monitor.collector import fewer_collections
 from monitor.graph.auth import AuthError
 from monitor.graph.client import GraphError
-from monitor.keys import DIRECTORY_LEASE
 from monitor.leases import DEFAULT_TTL, Lease, LeaseBusy, LeaseLost
 from monitor.permissions import NEEDED_FOR
 from monitor.retry import RetryPolicy
@@ -30,22 +32,12 @@ from monitor.settings import TenantConfig
 from monitor.sinks.actors import run_actors
 from monitor.sinks.alerts import ALERTS_SINK, run_alerts
 from monitor.sinks.base import deliver_to
-from monitor.sinks.jupiterone import publish_pending
-from monitor.sources.account import refresh_account
-from monitor.sources.base import SourceContext
-from monitor.sources.groups import GroupsSource
-from monitor.sources.intune import sweep_intune
-from monitor.sources.signins import sweep_sign_ins
-from monitor.sources.users import UsersSource
+from monitor.source_registry import SYNC_DEFAULT, Source, source
+from monitor.sources.base import DeltaSource, SourceContext
 from monitor.store import iso_ms
 
 log = logging.getLogger(__name__)
 
-DIRECTORY_SOURCES = ("account", "users", "groups")
-ALL_SOURCES = ("account", "users", "groups", "signins")
-# The Intune and account sweep (monitor.sources.intune): scheduled per tenant `polling_interval`,
-# or run once by `monitor sync --intune`.
-INTUNE_SOURCE = "intune"
 # How long a runner waits for another runner of the same (tenant, source) to finish. The lease
 # itself is short (monitor.leases.DEFAULT_TTL): a killed runner blocks its successor for seconds.
 LEASE_WAIT = 300.0
@@ -55,11 +47,17 @@ CATCH_UP_INTERVAL = 10.0
 START_WAIT = 2 * DEFAULT_TTL
 # While a sink fails, a worker retries its deliveries this way, until it works again.
 DELIVERY_RETRY = RetryPolicy(max_retries=1_000_000, base_delay=1.0, max_delay=30.0)
-# Delta permissions (docs/graph.md 7.1): what a 403 on each resource means.
-DELTA_PERMISSION = {"users": "User.Read.All", "groups": "GroupMember.Read.All"}
-# Sources that run under one shared lease: a user's deletion moves memberships, which the groups
-# round writes too (monitor.sources.parking), so the two rounds of a tenant never overlap.
-LEASE_NAMES = {"users": DIRECTORY_LEASE, "groups": DIRECTORY_LEASE}
+
+
+class SweepRunner(Protocol):
+    """A sweep source's entry point (`Source.runs`, monitor.source_registry)."""
+
+    async def __call__(
+        self, context: SourceContext, *, on_records: RecordListener | None = ..., progress: Progress | None = ...
+    ) -> RoundResult: ...
+
+
+Runner = Callable[[SourceContext, Progress | None, RecordListener | None], Awaitable[RoundResult]]
 
 
 class SourceFailed(Exception):
@@ -81,18 +79,20 @@ async def run_source(
 ) -> RoundResult:
     """Run one source once, under its lease, and record the outcome in the tenant's status."""
     store = context.store
-    lease = Lease(store.redis, store.keys.lease(LEASE_NAMES.get(name, name)))
+    entry = source(name)
+    runner = source_runner(entry)
+    lease = Lease(store.redis, store.keys.lease(entry.lease_name))
     started, requests = time.monotonic(), context.client.stats.requests
     async with lease.held(wait=LEASE_WAIT):
         # Every write of the run that a stale runner could get wrong is fenced by the lease.
         fenced = replace(context, store=store.fenced(lease.fence))
         try:
-            if full and name in DELTA_PERMISSION:
+            if full and entry.reading == "delta":
                 await fenced.store.drop_delta_link(name)
             with fewer_collections():
-                result = await _dispatch(fenced, name, progress, on_records)
+                result = await runner(fenced, progress, on_records)
         except (GraphError, AuthError, LeaseLost) as exc:
-            await _record_failure(context, name, exc, time.monotonic() - started)
+            await _record_failure(context, entry, exc, time.monotonic() - started)
             raise SourceFailed(name, str(exc)) from exc
     result.duration = time.monotonic() - started
     result.requests = context.client.stats.requests - requests
@@ -109,42 +109,52 @@ async def run_source(
             "error": "",
         },
     )
-    if name in DELTA_PERMISSION:
-        permission = DELTA_PERMISSION[name]
+    if entry.permission is not None:
+        permission = entry.permission
         await store.record_permission(permission, True, NEEDED_FOR[permission], "", iso_ms(context.clock()))
     return result
 
 
-async def _dispatch(
-    context: SourceContext, name: str, progress: Progress | None, on_records: RecordListener | None
-) -> RoundResult:
-    if name == "users":
-        return await run_delta_round(context, UsersSource(context), progress=progress, on_records=on_records)
-    if name == "groups":
-        return await run_delta_round(context, GroupsSource(context), progress=progress, on_records=on_records)
-    if name == "account":
-        return await refresh_account(context, on_records=on_records)
-    if name == "signins":
-        return await sweep_sign_ins(context, on_records=on_records)
-    if name == INTUNE_SOURCE:
-        return await sweep_intune(context, on_records=on_records, progress=progress)
-    raise ValueError(f"unknown source {name!r}")
+@functools.cache
+def source_runner(entry: Source) -> Runner:
+    """How `entry` runs, from its registry entry (monitor.source_registry): a delta round of its
+    `DeltaSource`, or its sweep function. Resolved here, in the runtime, so that the registry
+    itself imports no source code."""
+    module, _, attribute = entry.runs.partition(":")
+    target = getattr(importlib.import_module(module), attribute)
+    if entry.reading == "delta":
+        make: Callable[[SourceContext], DeltaSource] = target
+
+        async def delta(
+            context: SourceContext, progress: Progress | None, listener: RecordListener | None
+        ) -> RoundResult:
+            return await run_delta_round(context, make(context), progress=progress, on_records=listener)
+
+        return delta
+    sweep: SweepRunner = target
+
+    async def sweep_once(
+        context: SourceContext, progress: Progress | None, listener: RecordListener | None
+    ) -> RoundResult:
+        return await sweep(context, on_records=listener, progress=progress)
+
+    return sweep_once
 
 
-async def _record_failure(context: SourceContext, name: str, exc: Exception, duration: float) -> None:
+async def _record_failure(context: SourceContext, entry: Source, exc: Exception, duration: float) -> None:
     store = context.store
     now = iso_ms(context.clock())
-    await store.record_status(name, {"error": str(exc), "error_at": now, "duration": round(duration, 3)})
-    if isinstance(exc, GraphError) and exc.status == 403 and name in DELTA_PERMISSION:
-        permission = DELTA_PERMISSION[name]
+    await store.record_status(entry.name, {"error": str(exc), "error_at": now, "duration": round(duration, 3)})
+    if isinstance(exc, GraphError) and exc.status == 403 and entry.permission is not None:
+        permission = entry.permission
         await store.record_permission(permission, False, NEEDED_FOR[permission], str(exc), now)
-    log.error("tenant %s %s failed: %s", context.tenant.id, name, exc, extra={"tenant": context.tenant.id})
+    log.error("tenant %s %s failed: %s", context.tenant.id, entry.name, exc, extra={"tenant": context.tenant.id})
 
 
 async def sync_tenant(
     runtime: Runtime,
     tenant: TenantConfig,
-    sources: Sequence[str] = DIRECTORY_SOURCES,
+    sources: Sequence[str] = SYNC_DEFAULT,
     *,
     progress: Progress | None = None,
     on_records: RecordListener | None = None,
@@ -214,13 +224,25 @@ async def deliver(runtime: Runtime, tenant_id: str, *, publish: bool = True, wai
             delivery.delivered += count
             if error is not None:
                 delivery.failures.append(f"sink {sink.name}: {error}")
-    if runtime.publisher is not None and publish:
-        tenant = runtime.tenant(tenant_id) or TenantConfig(id=tenant_id)
-        result = await publish_pending(runtime.publisher, tenant)
-        (log.warning if result.failures or result.rejected else log.info)("%s", result.summary(tenant_id))
-        if result.failures:  # they stay dirty for the next run; the caller must know it failed
-            delivery.unpublished = result.summary(tenant_id)
+    if publish:
+        delivery.unpublished = await publish_tenant(runtime, tenant_id)
     return delivery
+
+
+async def publish_tenant(runtime: Runtime, tenant_id: str) -> str | None:
+    """Publish the tenant's dirty scopes to JupiterOne once, when the publisher is configured: the
+    one place a run (`monitor sync`, `deliver`, `monitor worker --burst`) starts publishing. The
+    worker's background loop (`Publisher.run`) and a reconciliation's repair run the same pass,
+    `Publisher.publish_pending` (docs/architecture.md, "Emitting to JupiterOne").
+
+    The outcome is logged (a warning when a scope failed or an object was left out); the summary is
+    returned when a scope failed: it stays dirty for the next pass, and the caller must know."""
+    if runtime.publisher is None:
+        return None
+    tenant = runtime.tenant(tenant_id) or TenantConfig(id=tenant_id)
+    result = await runtime.publisher.publish_pending(tenant)
+    (log.warning if result.failures or result.rejected else log.info)("%s", result.summary(tenant_id))
+    return result.summary(tenant_id) if result.failures else None
 
 
 async def catch_up(runtime: Runtime, *, wait: float = 0.0) -> bool:

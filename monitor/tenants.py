@@ -37,16 +37,12 @@ from monitor.permission_check import PermissionReport, check_permissions, record
 from monitor.permissions import NEEDED_FOR
 from monitor.redis_conn import Redis
 from monitor.settings import TenantConfig, load_alerts_file
+from monitor.source_registry import SOURCES
 from monitor.store import iso_ms
 
 log = logging.getLogger(__name__)
 
 Origin = Literal["environment", "file", "registered"]
-INTUNE_PERMISSIONS = (
-    "DeviceManagementManagedDevices.Read.All",
-    "DeviceManagementConfiguration.Read.All",
-    "DeviceManagementApps.Read.All",
-)
 # How long removal waits for the tenant's running jobs (a runner renews its lease while it works; a
 # dead one's lease expires within `monitor.sync.LEASE_TTL`).
 REMOVE_WAIT = 300.0
@@ -171,15 +167,15 @@ def check_options(runtime: Runtime, tenant: TenantConfig) -> None:
 
 
 def first_jobs(runtime: Runtime, report: PermissionReport) -> list[str]:
-    """The jobs of a first sync: the directory always; subscriptions with a public URL; sign-ins and
-    Intune only when something of them is granted (they would only record the gap otherwise)."""
-    jobs = ["account", "users", "groups"]
+    """The jobs of a first sync: the sources that need nothing more (the directory); subscriptions
+    with a public URL; the others (sign-ins, Intune) only when one of the permissions they need is
+    granted (they would only record the gap otherwise; `Source.needs_any_of`)."""
+    jobs = [source.name for source in SOURCES if not source.needs_any_of]
     if runtime.settings.public_url is not None:
         jobs.append("subscriptions")
-    if report.verdict("AuditLog.Read.All").granted:
-        jobs.append("signins")
-    if any(report.verdict(name).granted for name in INTUNE_PERMISSIONS):
-        jobs.append("intune")
+    for source in SOURCES:
+        if source.needs_any_of and any(report.verdict(name).granted for name in source.needs_any_of):
+            jobs.append(source.name)
     return jobs
 
 

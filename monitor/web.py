@@ -44,6 +44,7 @@ from monitor.operator import (
 from monitor.redis_conn import REDIS_UNAVAILABLE
 from monitor.scheduler import Scheduler
 from monitor.settings import Settings
+from monitor.source_registry import BY_RESOURCE, DELTA, NOTIFIED
 from monitor.status import operational_gauges
 from monitor.supervise import Health
 from monitor.webhook import INTAKE, MAX_BODY, READ_TIMEOUT, Intake, lifecycle, notifications
@@ -195,9 +196,10 @@ async def _subscription_health(runtime: Runtime, tenant: str) -> dict[str, str]:
     if runtime.settings.public_url is None:
         return {"notifications": "off (no MONITOR_PUBLIC_URL; timer rounds only)"}
     now = runtime.clock()
-    states: dict[str, str] = {"users": "missing", "groups": "missing"}
+    states: dict[str, str] = dict.fromkeys(NOTIFIED, "missing")
     for record in await _registry(runtime, tenant):
-        name = str(record.get("resource", "")).strip("/")
+        resource = str(record.get("resource", "")).strip("/")
+        name = BY_RESOURCE.get(f"/{resource}", resource)
         expires = parse_graph_time(str(record.get("expiration") or "1970-01-01T00:00:00Z"))
         states[name] = "ok" if expires > now else "expired"
     return states
@@ -229,7 +231,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
                 )
                 gauges[series] = (expires - now).total_seconds()
         store = runtime.store(tenant)
-        for resource in ("users", "groups"):
+        for resource in DELTA:
             state = await store.delta_state(resource)
             if state is not None:
                 series = metric("monitor_delta_token_age_seconds", tenant=tenant, resource=resource)

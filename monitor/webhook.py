@@ -37,6 +37,7 @@ from monitor.keys import GLOBAL_METRICS, HINTS, TenantKeys
 from monitor.logs import RateLimited
 from monitor.metrics import metric, now_ms, queue_increments
 from monitor.redis_conn import REDIS_UNAVAILABLE, Redis
+from monitor.source_registry import BY_RESOURCE
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,6 @@ Guid = Annotated[str, StringConstraints(pattern=GUID)]
 CACHE_SECONDS = 10.0
 # Graph batches notifications, but never thousands in one POST; more is not Graph.
 MAX_ITEMS = 1000
-RESOURCE_JOBS = {"/users": "users", "/groups": "groups"}
 
 
 class ChangeNotification(BaseModel):
@@ -131,7 +131,7 @@ class Intake:
         if raw is None:
             return None
         record = orjson.loads(raw)
-        job = RESOURCE_JOBS.get(str(record.get("resource", "")).lower(), "")
+        job = BY_RESOURCE.get(str(record.get("resource", "")).lower(), "")
         subscription = _Subscription(str(record.get("clientState", "")), job, now)
         if len(self._cache) > 10_000:
             self._cache.clear()

@@ -36,7 +36,7 @@ from monitor.redis_conn import REDIS_UNAVAILABLE
 from monitor.settings import TenantConfig
 from monitor.sinks.actors import run_actors
 from monitor.supervise import Health, Supervisor
-from monitor.sync import START_WAIT, SourceFailed, catch_up, deliver, keep_delivered, run_source
+from monitor.sync import START_WAIT, SourceFailed, catch_up, deliver, keep_delivered, publish_tenant, run_source
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +123,9 @@ class Worker:
                     await self._process(entries)
                 elif self.burst and await self._drained():
                     break
-            if self.burst and self.publish and self.runtime.publisher is not None:
+            if self.burst and self.publish:
                 for tenant in self.runtime.tenants():
-                    await self.runtime.publisher.publish_pending(tenant)
+                    await publish_tenant(self.runtime, tenant.id)
         finally:
             for task in background:
                 task.cancel()

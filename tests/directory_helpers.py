@@ -8,8 +8,8 @@ from monitor.model.account import map_account
 from monitor.model.groups import GROUP_SELECT, map_group, map_member_change, member_details
 from monitor.model.types import JsonObject, Kind, Op, Upsert
 from monitor.model.users import USER_SELECT, map_user
+from monitor.records import ChangeRecord
 from monitor.simulator import SimTenant
-from monitor.store import ChangeRecord
 
 MirrorState = dict[tuple[Kind, str], JsonObject]
 
@@ -71,7 +71,9 @@ def replay(records: list[ChangeRecord]) -> MirrorState:
         if record["op"] == "delete":
             del state[ref]
         else:
-            state[ref] = record["after"]
+            after = record["after"]
+            assert after is not None  # an upsert carries the object
+            state[ref] = after
     return state
 
 

@@ -17,10 +17,10 @@ from monitor.app import Runtime
 from monitor.graph.auth import TokenProvider
 from monitor.graph.client import GraphClient
 from monitor.model.account import account_key
+from monitor.records import ChangeRecord
 from monitor.rounds import run_delta_round
 from monitor.simulator import SimTenant, Simulator, seed
 from monitor.sources.users import UsersSource
-from monitor.store import ChangeRecord
 from monitor.sync import sync_tenant
 from tests.conftest import TENANT_ID
 from tests.directory_helpers import MirrorState, dangling, expected_mirror, replay, summary
@@ -138,7 +138,7 @@ def summary_of_new_membership(records: list[ChangeRecord], group: str, member: s
 
 def summary_of_deleted(records: list[ChangeRecord], key: str) -> tuple[str, ...]:
     [record] = [r for r in records if r["key"] == key]
-    assert record["after"] is None and record["before"]["_key"] == key
+    assert record["after"] is None and record["before"] is not None and record["before"]["_key"] == key
     return tuple(record["changed"])
 
 

@@ -19,11 +19,12 @@ import pytest
 
 from monitor.app import Runtime
 from monitor.model.account import account_key, map_account
+from monitor.records import ChangeRecord
 from monitor.simulator import SimTenant
 from monitor.sources.base import DeltaSource
 from monitor.sources.groups import GroupsSource
 from monitor.sources.users import UsersSource
-from monitor.store import ChangeRecord, PageWrite
+from monitor.store import PageWrite
 from tests.conftest import TENANT_ID
 from tests.directory_helpers import dangling, replay
 

@@ -19,10 +19,12 @@ from monitor.simulator import (
     create_self_signed_client_certificate,
     seed,
 )
-from monitor.sync import ALL_SOURCES, sync_tenant
+from monitor.source_registry import sync_selection
+from monitor.sync import sync_tenant
 from tests.conftest import CLIENT_ID, TENANT_ID, RedisServer
 from tests.directory_helpers import expected_mirror, without_sign_in
 
+ALL_SOURCES = sync_selection({"signins"})
 ACCOUNT_KEY = account_key(TENANT_ID)
 
 

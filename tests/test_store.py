@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from monitor.keys import TenantKeys
 from monitor.mirror_codec import FRAME, is_current, pack_key, unpack_key
 from monitor.model.types import Delete, JsonObject, Kind, Patch, Upsert, entity_placement, relationship_placement
+from monitor.records import ChangeRecord
 from monitor.redis_conn import connect
 from monitor.scopes import ScopeId, bucket_of, scope_of
 from monitor.store import Flag, PageWrite, Parked, TenantStore, canonical
@@ -39,17 +40,23 @@ def membership(group: str, member: str) -> Upsert:
     return Upsert(relationship_placement("azure_user_group", group), obj)
 
 
-def replay(records: list[dict[str, Any]]) -> dict[tuple[Kind, str], JsonObject]:
+def replay(records: list[ChangeRecord]) -> dict[tuple[Kind, str], JsonObject]:
     state: dict[tuple[Kind, str], JsonObject] = {}
     for record in records:
         if record["op"] == "delete":
             del state[(record["kind"], record["key"])]
         else:
-            state[(record["kind"], record["key"])] = record["after"]
+            state[(record["kind"], record["key"])] = obj(record["after"])
     return state
 
 
-async def commit(store: TenantStore, *ops: Any) -> list[dict[str, Any]]:
+def obj(value: JsonObject | None) -> JsonObject:
+    """A record's `before` or `after` that the test knows is there."""
+    assert value is not None
+    return value
+
+
+async def commit(store: TenantStore, *ops: Any) -> list[ChangeRecord]:
     return await store.commit(PageWrite(ops=list(ops)), source="test", observed_at=NOW)
 
 
@@ -81,7 +88,7 @@ async def test_update_names_changed_properties_with_before_and_after(redis: aior
     [record] = await commit(store, user("user-00001", jobTitle="CEO", active=True))
     assert record["op"] == "upsert"
     assert record["changed"] == ["jobTitle"]
-    assert record["before"]["jobTitle"] == "CTO" and record["after"]["jobTitle"] == "CEO"
+    assert obj(record["before"])["jobTitle"] == "CTO" and obj(record["after"])["jobTitle"] == "CEO"
 
 
 async def test_delete_and_delete_of_missing(redis: aioredis.Redis) -> None:
@@ -89,7 +96,7 @@ async def test_delete_and_delete_of_missing(redis: aioredis.Redis) -> None:
     await commit(store, user("user-00001"))
     placement = entity_placement("azure_user", "user-00001")
     [record] = await commit(store, Delete(placement, "user-00001"))
-    assert (record["op"], record["after"], record["before"]["_key"]) == ("delete", None, "user-00001")
+    assert (record["op"], record["after"], obj(record["before"])["_key"]) == ("delete", None, "user-00001")
     assert await store.get(placement, "user-00001") is None
     assert await commit(store, Delete(placement, "user-00001")) == []
 
@@ -102,7 +109,7 @@ async def test_net_effect_within_a_page(redis: aioredis.Redis) -> None:
         == []
     )
     [record] = await commit(store, user("user-00001", jobTitle="A"), user("user-00001", jobTitle="B"))
-    assert record["after"]["jobTitle"] == "B"
+    assert obj(record["after"])["jobTitle"] == "B"
 
 
 async def test_preserve_and_patch(redis: aioredis.Redis) -> None:
@@ -114,9 +121,9 @@ async def test_preserve_and_patch(redis: aioredis.Redis) -> None:
     kept = Upsert(placement, {**user("user-00001").obj, "jobTitle": "CTO"}, preserve=("lastSignInDateTime",))
     [updated] = await commit(store, kept)
     assert updated["changed"] == ["jobTitle"]
-    assert updated["after"]["lastSignInDateTime"] == 1700000000000
+    assert obj(updated["after"])["lastSignInDateTime"] == 1700000000000
     [replaced] = await commit(store, Patch(placement, "user-00001", {}, remove=("lastSignInDateTime",)))
-    assert "lastSignInDateTime" not in replaced["after"]
+    assert "lastSignInDateTime" not in obj(replaced["after"])
     missing = entity_placement("azure_user", "user-99999")
     assert await commit(store, Patch(missing, "user-99999", {"lastSignInDateTime": 1})) == []
 

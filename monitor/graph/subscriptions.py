@@ -28,11 +28,13 @@ import orjson
 
 from monitor.graph.client import GraphClient, GraphError
 from monitor.model.common import epoch_ms
+from monitor.source_registry import NOTIFIED
 from monitor.store import TenantStore, iso_ms
 
 log = logging.getLogger(__name__)
 
-RESOURCES = {"users": "/users", "groups": "/groups"}
+# source name -> the resource subscribed to for it (monitor.source_registry).
+RESOURCES = NOTIFIED
 CHANGE_TYPE = "updated,deleted"
 # Directory subscriptions live at most 41,760 minutes (docs/graph.md 2.3); ask for a little less so
 # clock skew never makes the request exceed it.

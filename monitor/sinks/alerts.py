@@ -49,14 +49,16 @@ from monitor.alerts import (
 )
 from monitor.metrics import metric, queue_increments
 from monitor.model.types import JsonObject, entity_placement
+from monitor.records import ChangeRecord
 from monitor.settings import Settings, TenantConfig
 from monitor.sinks.actors import mark, remember_pending
 from monitor.sinks.base import drain
 from monitor.sinks.effective import run_effective
 from monitor.sinks.jsonl import JsonlFile
 from monitor.sinks.signing import DeliveryError, WebhookClient, WebhookRejected, redact
+from monitor.source_registry import MEMBERSHIP_SOURCE
 from monitor.sources.base import Clock, utc_now
-from monitor.store import ChangeRecord, TenantStore
+from monitor.store import TenantStore
 
 log = logging.getLogger(__name__)
 # The `log` destination: operators route and filter alerts by this logger's name.
@@ -64,8 +66,6 @@ alert_log = logging.getLogger("monitor.alerts")
 
 ALERTS_SINK = "alerts"
 DEFAULT_ACTOR_WAIT: float = Settings.model_fields["actor_wait"].default
-# The source whose first complete round is the tenant's membership baseline (monitor.sources.groups).
-GROUPS_SOURCE = "groups"
 
 
 class AlertDispatcher:
@@ -237,7 +237,7 @@ async def _started(store: TenantStore) -> bool:
     groups round (the membership baseline) has completed."""
     if await store.redis.exists(store.keys.sink_cursor(ALERTS_SINK)):
         return True
-    if await store.delta_state(GROUPS_SOURCE) is None:
+    if await store.delta_state(MEMBERSHIP_SOURCE) is None:
         return False
     end = await store.last_seq()
     # NX: of two processes starting the cursor at once, the first wins and neither moves it back.

@@ -25,8 +25,9 @@ from typing import Any, Protocol
 import orjson
 
 from monitor.metrics import metric, queue_increments
+from monitor.records import ChangeRecord
 from monitor.sinks.signing import DeliveryError
-from monitor.store import ChangeRecord, TenantStore, iso_ms
+from monitor.store import TenantStore, iso_ms
 
 log = logging.getLogger(__name__)
 

@@ -37,13 +37,12 @@ from monitor.model.users import USER_FAMILY
 from monitor.nesting import Nesting, advance, build_index, entity_facts, member_sets, pairs_present
 from monitor.settings import AlertRule, TenantConfig
 from monitor.sinks.base import BATCH
+from monitor.source_registry import MEMBERSHIP_SOURCE
 from monitor.store import TenantStore
 
 log = logging.getLogger(__name__)
 
 EFFECTIVE_CURSOR = "effective"
-# The source whose first complete round is the tenant's membership baseline (monitor.sources.groups).
-GROUPS_SOURCE = "groups"
 # How long a run waits for a round to release the directory lease before leaving the stretch to the
 # next delivery, and the lease's time to live while held.
 LEASE_WAIT = 5.0
@@ -104,7 +103,7 @@ async def _judge_to_end(
 async def _start(store: TenantStore, cursor_key: str, end: int) -> None:
     """The baseline: the nesting index of the mirror as it is, the cursor at the log's end (once the
     first groups round has completed; before it, there is nothing to judge against)."""
-    if await store.delta_state(GROUPS_SOURCE) is None:
+    if await store.delta_state(MEMBERSHIP_SOURCE) is None:
         return
     fields = await build_index(store)
     await store.redis.delete(store.keys.nesting)

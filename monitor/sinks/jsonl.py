@@ -41,9 +41,9 @@ from typing import Any
 
 import orjson
 
+from monitor.records import ChangeRecord
 from monitor.sinks.base import LogRestart
 from monitor.sinks.signing import DeliveryError
-from monitor.store import ChangeRecord
 
 log = logging.getLogger(__name__)
 

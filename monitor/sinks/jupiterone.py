@@ -98,10 +98,8 @@ __all__ = [
     "ScopeFailure",
     "build_publisher",
     "j1_scope_name",
-    "publish_pending",
     "publishing_status",
     "render_publishing",
-    "run_publisher",
 ]
 
 log = logging.getLogger(__name__)
@@ -622,13 +620,3 @@ def build_publisher(settings: Settings, redis: Redis) -> Publisher | None:
         if tenant.tag_account_name and not tenant.account_name:
             raise ConfigError(f"tenant {tenant.id}: tag_account_name needs account_name (the tag's value)")
     return Publisher(redis, settings)
-
-
-async def publish_pending(publisher: Publisher, tenant: TenantConfig, *, debounce: float = 0.0) -> PublishResult:
-    """Publish every dirty scope of `tenant` once (see `Publisher.publish_pending`)."""
-    return await publisher.publish_pending(tenant, debounce=debounce)
-
-
-async def run_publisher(publisher: Publisher, tenants: Iterable[TenantConfig], stop: asyncio.Event) -> None:
-    """The worker's publishing loop until `stop` is set (see `Publisher.run`)."""
-    await publisher.run(tenants, stop)

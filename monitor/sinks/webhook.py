@@ -21,10 +21,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-import orjson
-
+from monitor.records import ChangeRecord, encode_records
 from monitor.sinks.signing import WebhookClient, redact
-from monitor.store import ChangeRecord
 
 # Records per request: a change record with `before` and `after` is a few kilobytes, so a request
 # stays around a megabyte, well inside what web servers accept by default.
@@ -47,7 +45,7 @@ class WebhookSink:
     async def deliver(self, records: Sequence[ChangeRecord]) -> None:
         for start in range(0, len(records), self.max_records):
             chunk = records[start : start + self.max_records]
-            await self.client.post(self.url, orjson.dumps({"records": list(chunk)}))
+            await self.client.post(self.url, encode_records(chunk))
 
     async def close(self) -> None:
         await self.client.close()

@@ -8,7 +8,7 @@ from monitor.graph.client import GraphError
 from monitor.model.account import INTUNE_PROPERTIES, map_account
 from monitor.model.types import Upsert
 from monitor.permissions import NEEDED_FOR
-from monitor.rounds import RecordListener, RoundResult
+from monitor.rounds import Progress, RecordListener, RoundResult
 from monitor.sources.base import SourceContext
 from monitor.store import PageWrite, iso_ms
 
@@ -18,8 +18,11 @@ SOURCE = "account"
 PERMISSION = "Organization.Read.All"
 
 
-async def refresh_account(context: SourceContext, *, on_records: RecordListener | None = None) -> RoundResult:
-    """Read the organization and commit the account entity. A 401/403 is recorded, not raised."""
+async def refresh_account(
+    context: SourceContext, *, on_records: RecordListener | None = None, progress: Progress | None = None
+) -> RoundResult:
+    """Read the organization and commit the account entity. A 401/403 is recorded, not raised.
+    One request: there is no page progress to report to `progress`."""
     result = RoundResult(context.tenant.id, SOURCE, sweep=True)
     try:
         response = await context.client.get(context.tenant.id, "/v1.0/organization")

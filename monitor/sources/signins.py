@@ -15,7 +15,7 @@ from monitor.graph.client import GraphError
 from monitor.model.types import Op, Patch, entity_placement
 from monitor.model.users import SIGN_IN_PROPERTIES, sign_in_properties
 from monitor.permissions import NEEDED_FOR
-from monitor.rounds import RecordListener, RoundResult
+from monitor.rounds import Progress, RecordListener, RoundResult
 from monitor.sources.base import SourceContext
 from monitor.sources.users import USER_FAMILY
 from monitor.store import PageWrite, iso_ms
@@ -28,8 +28,11 @@ PERMISSION = "AuditLog.Read.All"
 PAGE_SIZE = "120"
 
 
-async def sweep_sign_ins(context: SourceContext, *, on_records: RecordListener | None = None) -> RoundResult:
-    """Patch every user's sign-in activity; records a missing permission or licence instead of failing."""
+async def sweep_sign_ins(
+    context: SourceContext, *, on_records: RecordListener | None = None, progress: Progress | None = None
+) -> RoundResult:
+    """Patch every user's sign-in activity; records a missing permission or licence instead of failing.
+    (`progress` is accepted for the common runner signature, monitor.source_registry; a sweep reports none.)"""
     result = RoundResult(context.tenant.id, SOURCE, sweep=True)
     params = {"$select": "id,signInActivity", "$top": PAGE_SIZE}
     now = iso_ms(context.clock())

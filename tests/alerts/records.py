@@ -7,9 +7,9 @@ from typing import Any
 
 from monitor.alerts import Ref
 from monitor.model.groups import GROUP_FAMILY, PLACEHOLDER_FAMILY, map_group, map_member_change, membership_key
-from monitor.model.types import JsonObject
+from monitor.model.types import JsonObject, Kind
 from monitor.model.users import USER_FAMILY, map_user
-from monitor.store import ChangeRecord
+from monitor.records import ChangeRecord, RecordOp
 
 TENANT = "7d1a4c3e-5b6f-4a2d-9e8c-1f2a3b4c5d6e"
 ACCOUNT = f"microsoft_365_account-{TENANT}"
@@ -54,7 +54,7 @@ def edge(group_id: str, member_id: str, kind: str) -> JsonObject:
     return obj
 
 
-def record(seq: int, op: str, kind: str, obj_type: str, key: str, before: Any, after: Any) -> ChangeRecord:
+def record(seq: int, op: RecordOp, kind: Kind, obj_type: str, key: str, before: Any, after: Any) -> ChangeRecord:
     changed = sorted(set(before or {}) | set(after or {}))
     return {
         "seq": seq,

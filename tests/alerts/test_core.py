@@ -21,8 +21,8 @@ from monitor.alerts import (
 )
 from monitor.model.groups import GROUP_FAMILY
 from monitor.model.users import USER_FAMILY
+from monitor.records import ChangeRecord
 from monitor.settings import AlertRule
-from monitor.store import ChangeRecord
 from tests.alerts.records import (
     ADA,
     ADMINS,
@@ -324,8 +324,8 @@ def test_no_rules_no_alerts() -> None:
 def test_a_membership_moved_with_its_member_says_why() -> None:
     """Memberships leave and come back with a deleted and restored member (monitor.sources.parking);
     the record's reason goes into the alert."""
-    gone = {**removed(7, ADMINS, ADA), "reason": "member_deleted"}
-    back = {**added(9, ADMINS, ADA), "reason": "member_restored"}
+    gone, back = removed(7, ADMINS, ADA), added(9, ADMINS, ADA)
+    gone["reason"], back["reason"] = "member_deleted", "member_restored"
     alerts = evaluate(TENANT, [ROLE], [gone, back, added(10, ADMINS, BOB)], MIRROR)
     assert [(a.change, a.to_json().get("reason")) for a in alerts] == [
         ("member_removed", "member_deleted"),
@@ -336,9 +336,9 @@ def test_a_membership_moved_with_its_member_says_why() -> None:
 
 @pytest.mark.parametrize(("reasons", "expected"), [(["group_deleted"] * 3, "group_deleted"), ([None, "x", "x"], None)])
 def test_a_mass_removal_has_a_reason_only_when_all_share_it(reasons: list[str | None], expected: str | None) -> None:
-    records = [
-        {**removed(n + 1, ADMINS, member), **({"reason": reason} if reason else {})}
-        for n, (member, reason) in enumerate(zip((ADA, BOB, DEVICE), reasons, strict=True))
-    ]
+    records = [removed(n + 1, ADMINS, member) for n, member in enumerate((ADA, BOB, DEVICE))]
+    for record, reason in zip(records, reasons, strict=True):
+        if reason:
+            record["reason"] = reason
     [alert] = evaluate(TENANT, [rule(role_assignable=True, mass_removal_threshold=2)], records, MIRROR)
     assert alert.change == "mass_removal" and alert.to_json().get("reason") == expected

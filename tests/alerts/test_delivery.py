@@ -12,12 +12,12 @@ import pytest
 
 from monitor.alerts import alert_id
 from monitor.app import Runtime
+from monitor.records import ChangeRecord
 from monitor.simulator import SimTenant, Simulator
 from monitor.simulator.graph_app import ALL_PERMISSIONS
 from monitor.sinks.alerts import ALERTS_SINK, AlertSink, run_alerts
 from monitor.sinks.base import drain
 from monitor.status import render_tenant, tenant_status
-from monitor.store import ChangeRecord
 from monitor.sync import deliver, run_source, sync_tenant
 from tests.alerts.conftest import MakeRuntime, Receiver, Sleeps
 from tests.conftest import CLIENT_ID, TENANT_ID

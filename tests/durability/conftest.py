@@ -13,7 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 import pytest
@@ -24,9 +24,11 @@ from pytest_aiohttp import AiohttpServer
 from monitor.hints import Hint, enqueue
 from monitor.keys import HINTS
 from monitor.model.account import account_key
+from monitor.model.types import JsonObject
+from monitor.records import ChangeRecord
 from monitor.simulator import RunningSimulator, SimTenant, Simulator
 from monitor.simulator.faults import Fault
-from monitor.store import ChangeRecord, TenantStore
+from monitor.store import TenantStore
 from tests.conftest import TENANT_ID, RedisServer
 from tests.directory_helpers import expected_mirror, replay
 from tests.test_cli import sim_env
@@ -192,13 +194,13 @@ class Scene:
         last = await self.store.last_seq()
         return last > 0 and all([await self.store.cursor(sink) == last for sink in sinks])
 
-    async def assert_complete(self, records: Sequence[ChangeRecord]) -> None:
-        """The records are the whole change log, each seq once and in order, and replaying them gives
-        the mirror, which is the tenant's directory."""
+    async def assert_complete(self, records: Sequence[JsonObject]) -> None:
+        """The records (as a sink delivered them: JSON) are the whole change log, each seq once and in
+        order, and replaying them gives the mirror, which is the tenant's directory."""
         last = await self.store.last_seq()
         assert [r["seq"] for r in records] == list(range(1, last + 1)), "a gap or a duplicate seq"
         mirror = await self.store.mirror_dump()
-        assert replay(list(records)) == mirror
+        assert replay([cast(ChangeRecord, record) for record in records]) == mirror
         assert mirror == expected_mirror(self.tenant, ACCOUNT_KEY)
 
 

@@ -17,11 +17,11 @@ import redis.asyncio as aioredis
 
 from monitor.app import Runtime
 from monitor.metrics import metric
+from monitor.records import ChangeRecord
 from monitor.simulator import SimTenant, seed
 from monitor.sinks.base import LogRestart, log_restart
 from monitor.sinks.jsonl import JsonlSink
 from monitor.status import render_tenant, tenant_status
-from monitor.store import ChangeRecord
 from monitor.sync import sync_tenant
 from tests.conftest import TENANT_ID
 from tests.directory_helpers import expected_mirror, replay

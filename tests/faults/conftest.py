@@ -16,6 +16,7 @@ import aiohttp
 import orjson
 import pytest
 
+from monitor.records import ChangeRecord
 from monitor.simulator import RunningSimulator
 from monitor.simulator.redis_process import (
     RedisClusterProcesses,
@@ -24,7 +25,6 @@ from monitor.simulator.redis_process import (
     start_redis_cluster,
     start_redis_server,
 )
-from monitor.store import ChangeRecord
 from tests.conftest import TENANT_ID, RedisServer
 from tests.test_cli import sim_env
 

@@ -10,9 +10,9 @@ from monitor.model.intune_apps import DetectedAppCatalog, map_install_row, map_i
 from monitor.model.intune_devices import MANAGED_DEVICE_SELECT, map_device
 from monitor.model.intune_policies import map_policy, map_status, policy_ref
 from monitor.model.types import JsonObject, Kind, Upsert
+from monitor.records import ChangeRecord
 from monitor.simulator.intune import IntuneTenant
 from monitor.simulator.intune_views import REPORT_COLUMNS, detected_view, device_view, report_row, status_view
-from monitor.store import ChangeRecord
 
 MirrorState = dict[tuple[Kind, str], JsonObject]
 NOT_INTUNE = frozenset({"azure_user", "microsoft_365_account", "microsoft_365_account_has_azure_user"})
@@ -84,5 +84,7 @@ def replay(records: list[ChangeRecord], state: MirrorState | None = None) -> Mir
         if record["op"] == "delete":
             del state[ref]
         else:
-            state[ref] = record["after"]
+            after = record["after"]
+            assert after is not None  # an upsert carries the object
+            state[ref] = after
     return state

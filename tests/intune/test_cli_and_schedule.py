@@ -10,7 +10,8 @@ from monitor.app import Runtime
 from monitor.settings import TenantConfig
 from monitor.simulator import RunningSimulator, SimTenant, Simulator
 from monitor.simulator.intune import IntuneTenant
-from monitor.sync import INTUNE_SOURCE, run_source
+from monitor.sources.intune_sweep import SOURCE as INTUNE_SOURCE
+from monitor.sync import run_source
 from tests.conftest import TENANT_ID, RedisServer
 from tests.test_cli import run, sim_env
 

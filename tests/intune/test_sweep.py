@@ -15,13 +15,13 @@ import pytest
 from monitor.app import Runtime
 from monitor.model.account import account_key
 from monitor.model.types import entity_placement
+from monitor.records import ChangeRecord
 from monitor.rounds import RoundResult
 from monitor.simulator import SimTenant, Simulator
 from monitor.simulator.intune import IntuneTenant, SimDevice
 from monitor.sources.intune_passes import FAMILIES, PASSES, ownership
 from monitor.sources.intune_sweep import PassWriter
 from monitor.status import render_tenant, tenant_status
-from monitor.store import ChangeRecord
 from monitor.sync import SourceFailed, sync_tenant
 from tests.conftest import TENANT_ID
 from tests.model.j1_schema import check_entity, check_relationship

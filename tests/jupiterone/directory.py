@@ -24,6 +24,7 @@ from monitor.model.intune_apps import DetectedAppCatalog, map_install_row, map_i
 from monitor.model.intune_devices import map_device
 from monitor.model.types import Delete, JsonObject, Kind, Op, relationship_placement
 from monitor.model.users import map_user, user_removed
+from monitor.records import ChangeRecord
 from monitor.scopes import ScopeId, scope_of
 from monitor.simulator.jupiterone import SimJupiterOne, strip_system
 from monitor.sinks.j1_payload import END_LABELS
@@ -156,7 +157,7 @@ def initial_ops() -> list[Op]:
     return [account, *user_ops([*gd.USERS, *GENERATED_USERS]), *group_ops([*GROUPS, *GENERATED_GROUPS])]
 
 
-async def commit(store: TenantStore, ops: Iterable[Op]) -> list[dict[str, Any]]:
+async def commit(store: TenantStore, ops: Iterable[Op]) -> list[ChangeRecord]:
     return await store.commit(PageWrite(ops=list(ops)), source="test", observed_at=NOW)
 
 

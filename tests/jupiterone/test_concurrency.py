@@ -12,7 +12,7 @@ from monitor.model.users import USER_FAMILY, map_user
 from monitor.scopes import scope_of, upload_scopes_of
 from monitor.settings import Settings, TenantConfig
 from monitor.simulator.jupiterone import SimJupiterOne
-from monitor.sinks.jupiterone import Publisher, j1_scope_name, run_publisher
+from monitor.sinks.jupiterone import Publisher, j1_scope_name
 from monitor.store import TenantStore
 from tests.jupiterone.conftest import Sleeps
 from tests.jupiterone.directory import (
@@ -150,7 +150,7 @@ async def test_the_worker_loop_publishes_until_stopped(
     j1: SimJupiterOne, publisher: Publisher, store: TenantStore, tenant: TenantConfig, redis: aioredis.Redis
 ) -> None:
     stop = asyncio.Event()
-    loop = asyncio.create_task(run_publisher(publisher, [tenant], stop))
+    loop = asyncio.create_task(publisher.run([tenant], stop))
     await seed(store)
     await commit(store, title(7))
     # The loop runs in this process but its progress lives in Redis: poll it (no event to wait on).

@@ -11,6 +11,7 @@ import pytest
 from monitor.hints import Hint, enqueue
 from monitor.keys import GLOBAL_METRICS
 from monitor.model.types import entity_placement
+from monitor.records import ChangeRecord
 from monitor.store import TenantStore
 from monitor.sync import sync_tenant
 from monitor.tls import client_context
@@ -31,7 +32,7 @@ def admin_group(live: Live) -> str:
     )
 
 
-async def records_since(live: Live, seq: int) -> list[dict[str, object]]:
+async def records_since(live: Live, seq: int) -> list[ChangeRecord]:
     return await TenantStore(live.redis, TENANT_ID).read_changes(seq, 10_000)
 
 
