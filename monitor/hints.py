@@ -21,7 +21,7 @@ from monitor.keys import HINTS, HINTS_GROUP
 from monitor.redis_conn import Redis
 
 # What a hint can ask for. Sources are the names `monitor.sync.run_source` knows.
-SOURCE_JOBS = frozenset({"users", "groups", "account", "signins", "intune"})
+SOURCE_JOBS = frozenset({"users", "groups", "account", "signins", "intune", "intune_live"})
 OTHER_JOBS = frozenset({"subscriptions", "reconcile", "lifecycle", "actors"})
 JOBS = SOURCE_JOBS | OTHER_JOBS
 LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})

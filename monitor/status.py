@@ -21,7 +21,7 @@ from monitor.sinks.alerts import ALERTS_SINK, recent_alerts
 from monitor.sinks.base import log_restart
 from monitor.sinks.effective import EFFECTIVE_CURSOR
 from monitor.sinks.jupiterone import publishing_status, render_publishing
-from monitor.sync import ALL_SOURCES, DELTA_PERMISSION, INTUNE_SOURCE
+from monitor.sync import ALL_SOURCES, DELTA_PERMISSION, INTUNE_LIVE_SOURCE, INTUNE_SOURCE
 
 # Directory delta tokens expire after 7 days (docs/graph.md 8); warn well before.
 DELTA_TOKEN_WARN_AGE = 6 * 86400
@@ -34,7 +34,7 @@ async def tenant_status(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any
     store = runtime.store(tenant.id)
     last_seq = await store.last_seq()
     sources: dict[str, Any] = {}
-    for name in (*ALL_SOURCES, INTUNE_SOURCE):
+    for name in (*ALL_SOURCES, INTUNE_SOURCE, INTUNE_LIVE_SOURCE):
         entry: dict[str, Any] = dict(await store.status(name))
         if entry.get("last_round_at"):
             entry["last_round_age_seconds"] = _age_seconds(runtime, entry["last_round_at"])
@@ -339,8 +339,12 @@ def _source_line(entry: dict[str, Any]) -> str:
     if age is not None:
         warning = "  WARNING: near Graph's 7-day limit" if age > DELTA_TOKEN_WARN_AGE else ""
         parts.append(f"delta token age {format_duration(age)}{warning}")
+    if entry.get("reread"):
+        parts.append(f"re-read {entry['reread']}")
     if entry.get("partial"):
         parts.append(f"skipped parts: {entry['partial']}")
+    if entry.get("busy"):
+        parts.append(str(entry["busy"]))
     if entry.get("beta"):
         parts.append(f"reads Graph beta for {entry['beta']}")
     if entry.get("member_names"):

@@ -35,6 +35,8 @@ from monitor.sources.account import refresh_account
 from monitor.sources.base import SourceContext
 from monitor.sources.groups import GroupsSource
 from monitor.sources.intune import sweep_intune
+from monitor.sources.intune_live import SOURCE as INTUNE_LIVE_SOURCE
+from monitor.sources.intune_live import run_incremental
 from monitor.sources.signins import sweep_sign_ins
 from monitor.sources.users import UsersSource
 from monitor.store import iso_ms
@@ -59,7 +61,10 @@ DELIVERY_RETRY = RetryPolicy(max_retries=1_000_000, base_delay=1.0, max_delay=30
 DELTA_PERMISSION = {"users": "User.Read.All", "groups": "GroupMember.Read.All"}
 # Sources that run under one shared lease: a user's deletion moves memberships, which the groups
 # round writes too (monitor.sources.parking), so the two rounds of a tenant never overlap.
-LEASE_NAMES = {"users": DIRECTORY_LEASE, "groups": DIRECTORY_LEASE}
+LEASE_NAMES = {"users": DIRECTORY_LEASE, "groups": DIRECTORY_LEASE, INTUNE_LIVE_SOURCE: INTUNE_SOURCE}
+# The incremental Intune pass runs under the sweep's lease and never waits for it: while a sweep runs,
+# the pass is skipped (the sweep reads everything), so the two never write the same objects at once.
+SKIP_WHILE_BUSY = frozenset({INTUNE_LIVE_SOURCE})
 
 
 class SourceFailed(Exception):
@@ -83,17 +88,40 @@ async def run_source(
     store = context.store
     lease = Lease(store.redis, store.keys.lease(LEASE_NAMES.get(name, name)))
     started, requests = time.monotonic(), context.client.stats.requests
-    async with lease.held(wait=LEASE_WAIT):
-        # Every write of the run that a stale runner could get wrong is fenced by the lease.
-        fenced = replace(context, store=store.fenced(lease.fence))
+    if name in SKIP_WHILE_BUSY:
         try:
-            if full and name in DELTA_PERMISSION:
-                await fenced.store.drop_delta_link(name)
-            with fewer_collections():
-                result = await _dispatch(fenced, name, progress, on_records)
-        except (GraphError, AuthError, LeaseLost) as exc:
-            await _record_failure(context, name, exc, time.monotonic() - started)
-            raise SourceFailed(name, str(exc)) from exc
+            async with lease.held():
+                return await _run_held(context, name, lease, started, requests, progress, on_records, full)
+        except LeaseBusy:
+            busy = f"skipped at {iso_ms(context.clock())}: the Intune sweep was running"
+            await store.record_status(name, {"busy": busy})
+            return RoundResult(context.tenant.id, name, sweep=True)
+    async with lease.held(wait=LEASE_WAIT):
+        return await _run_held(context, name, lease, started, requests, progress, on_records, full)
+
+
+async def _run_held(
+    context: SourceContext,
+    name: str,
+    lease: Lease,
+    started: float,
+    requests: int,
+    progress: Progress | None,
+    on_records: RecordListener | None,
+    full: bool,
+) -> RoundResult:
+    """`run_source` once its lease is held."""
+    store = context.store
+    # Every write of the run that a stale runner could get wrong is fenced by the lease.
+    fenced = replace(context, store=store.fenced(lease.fence))
+    try:
+        if full and name in DELTA_PERMISSION:
+            await fenced.store.drop_delta_link(name)
+        with fewer_collections():
+            result = await _dispatch(fenced, name, progress, on_records)
+    except (GraphError, AuthError, LeaseLost) as exc:
+        await _record_failure(context, name, exc, time.monotonic() - started)
+        raise SourceFailed(name, str(exc)) from exc
     result.duration = time.monotonic() - started
     result.requests = context.client.stats.requests - requests
     await store.record_status(
@@ -128,6 +156,8 @@ async def _dispatch(
         return await sweep_sign_ins(context, on_records=on_records)
     if name == INTUNE_SOURCE:
         return await sweep_intune(context, on_records=on_records, progress=progress)
+    if name == INTUNE_LIVE_SOURCE:
+        return await run_incremental(context, on_records=on_records)
     raise ValueError(f"unknown source {name!r}")
 
 
