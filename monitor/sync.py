@@ -35,7 +35,6 @@ from monitor.sources.account import refresh_account
 from monitor.sources.base import SourceContext
 from monitor.sources.groups import GroupsSource
 from monitor.sources.intune import sweep_intune
-from monitor.sources.intune_live import SOURCE as INTUNE_LIVE_SOURCE
 from monitor.sources.intune_live import run_incremental
 from monitor.sources.signins import sweep_sign_ins
 from monitor.sources.users import UsersSource
@@ -48,6 +47,8 @@ ALL_SOURCES = ("account", "users", "groups", "signins")
 # The Intune and account sweep (monitor.sources.intune): scheduled per tenant `polling_interval`,
 # or run once by `monitor sync --intune`.
 INTUNE_SOURCE = "intune"
+# The incremental Intune pass between sweeps (monitor.sources.intune_live).
+INTUNE_LIVE_SOURCE = "intune_live"
 # How long a runner waits for another runner of the same (tenant, source) to finish. The lease
 # itself is short (monitor.leases.DEFAULT_TTL): a killed runner blocks its successor for seconds.
 LEASE_WAIT = 300.0
