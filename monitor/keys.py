@@ -180,6 +180,12 @@ class TenantKeys:
     # entries of Redis's default `hash-max-listpack-entries` (and a listpack is searched end to end).
     SWEEP_UNIT_BUCKETS = 16384
 
+    @property
+    def intune_incremental_mark(self) -> str:
+        """HASH {devices, audit} -> ISO time: the high-water marks of the incremental Intune pass
+        (`monitor.sources.intune_live`), written only after everything read up to them is committed."""
+        return f"{self.base}:intunelive:mark"
+
     def source_status(self, source: str) -> str:
         """HASH: the last round of a source (when, what kind, counts, error)."""
         return f"{self.base}:status:{source}"

@@ -49,6 +49,8 @@ HELP = {
     "monitor_jupiterone_lag_seconds": "How long changes have waited since the last confirmed JupiterOne upload.",
     "monitor_jupiterone_last_success_timestamp_seconds": "Unix time of the last confirmed JupiterOne upload.",
     "monitor_intune_passes_total": "Intune sweep passes, by pass and outcome (invalid_response: a wrong answer).",
+    "monitor_intune_incremental_total": "Incremental Intune passes, by outcome (partial: a stream off).",
+    "monitor_intune_incremental_objects_total": "Devices and policies re-read by incremental Intune passes.",
     "monitor_task_restarts_total": "Worker and scheduler loops restarted after they failed, by task and reason "
     "(redis: Redis unavailable; crash: anything else).",
     "monitor_j1_job_errors_total": "Error counters of JupiterOne jobs that finished with errors, by counter.",

@@ -8,7 +8,8 @@ Jobs (APScheduler 3.x, `coalesce=True`, `max_instances=1`, a deliberate `misfire
 - every `MONITOR_SUBSCRIPTION_CHECK_INTERVAL` (and at start): subscription upkeep per tenant
   (create, renew, replace; only with `MONITOR_PUBLIC_URL`);
 - per tenant, every `polling_interval` (unless DISABLED): the sources scheduled `sweep` (the Intune
-  and sign-in sweeps);
+  and sign-in sweeps); and every `MONITOR_INTUNE_INCREMENTAL_INTERVAL` (unless 0) those scheduled
+  `incremental` (the incremental Intune pass, `intune_live`);
 - every `MONITOR_J1_RECONCILE_INTERVAL` (daily): JupiterOne reconciliation (with the publisher);
 - every `MONITOR_ACTOR_POLL_INTERVAL` (a minute), per tenant with alert rules: the `actors` job,
   which reads the directory audit log while alerts wait for who made the change.
@@ -76,6 +77,14 @@ class Scheduler:
                 jobs.append(
                     (f"sweep:{tenant_id}", tenant.polling_interval, lambda t=tenant_id: self._sweep_hints(t))  # type: ignore[misc]
                 )
+                if settings.intune_incremental_interval > 0:
+                    jobs.append(
+                        (
+                            f"sweep:live:{tenant_id}",
+                            settings.intune_incremental_interval,
+                            lambda t=tenant_id: self._live_hints(t),  # type: ignore[misc]
+                        )
+                    )
         return jobs
 
     def sync_sweeps(self) -> None:
@@ -106,6 +115,10 @@ class Scheduler:
     def _sweep_hints(self, tenant: str) -> list[Hint]:
         stamp = now_ms()
         return [Hint(tenant, job, "timer", at=stamp) for job in scheduled("sweep")]
+
+    def _live_hints(self, tenant: str) -> list[Hint]:
+        stamp = now_ms()
+        return [Hint(tenant, job, "timer", at=stamp) for job in scheduled("incremental")]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Hold (or wait for) leadership and run the jobs while leader, until `stop`.

@@ -220,6 +220,9 @@ class Settings(BaseSettings):
     # is unknown. The scheduler asks for the tenant's audit log this often while alerts wait.
     actor_wait: float = Field(default=900.0, gt=0)
     actor_poll_interval: float = Field(default=60.0, gt=0)
+    # The incremental Intune pass (monitor.sources.intune_live) runs this often per tenant whose Intune
+    # sweep is scheduled; 0 turns it off.
+    intune_incremental_interval: float = Field(default=300.0, ge=0)
     # How often subscriptions are reconciled, and how long before expiry they are renewed
     # (directory subscriptions last at most 41,760 minutes, docs/graph.md 2.3).
     subscription_check_interval: float = Field(default=3600.0, gt=0)

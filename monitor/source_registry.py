@@ -23,8 +23,9 @@ from monitor.keys import DIRECTORY_LEASE
 # that reads its whole resource again each time.
 Reading = Literal["delta", "sweep"]
 # Which scheduler job asks for it (monitor.scheduler): `delta` every `MONITOR_DELTA_INTERVAL`
-# (the safety net for notifications, docs/graph.md 5.4), `sweep` every tenant `polling_interval`.
-Schedule = Literal["delta", "sweep"]
+# (the safety net for notifications, docs/graph.md 5.4), `sweep` every tenant `polling_interval`,
+# `incremental` every `MONITOR_INTUNE_INCREMENTAL_INTERVAL` for tenants that are swept.
+Schedule = Literal["delta", "sweep", "incremental"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,11 @@ class Source:
     needs_any_of: tuple[str, ...] = ()
     # `monitor sync --<name>` and its help, for a source not run by plain `monitor sync`; None: always run.
     sync_option: str | None = None
+    # Part of an onboarded tenant's first sync (with `needs_any_of`); a pass that only follows up a
+    # sweep is not.
+    in_first_sync: bool = True
+    # Skipped, not waited for, while its lease is held: a pass that another run's reading covers.
+    skip_while_busy: bool = False
 
     @property
     def lease_name(self) -> str:
@@ -93,6 +99,18 @@ SOURCES: tuple[Source, ...] = (
             "DeviceManagementApps.Read.All",
         ),
         sync_option="also run one Intune and account sweep",
+    ),
+    Source(
+        "intune_live",
+        "sweep",
+        "monitor.sources.intune_live:run_incremental",
+        "incremental",
+        # Under the sweep's lease, skipped while a sweep runs (the sweep reads everything): the two
+        # never write the same objects at once (monitor.sources.intune_live).
+        lease="intune",
+        skip_while_busy=True,
+        in_first_sync=False,
+        sync_option="also run one incremental Intune pass (devices that synced, new Intune audit events)",
     ),
 )
 BY_NAME: dict[str, Source] = {source.name: source for source in SOURCES}

@@ -339,8 +339,12 @@ def _source_line(entry: dict[str, Any]) -> str:
     if age is not None:
         warning = "  WARNING: near Graph's 7-day limit" if age > DELTA_TOKEN_WARN_AGE else ""
         parts.append(f"delta token age {format_duration(age)}{warning}")
+    if entry.get("reread"):
+        parts.append(f"re-read {entry['reread']}")
     if entry.get("partial"):
         parts.append(f"skipped parts: {entry['partial']}")
+    if entry.get("busy"):
+        parts.append(str(entry["busy"]))
     if entry.get("beta"):
         parts.append(f"reads Graph beta for {entry['beta']}")
     if entry.get("member_names"):

@@ -80,20 +80,42 @@ async def run_source(
     """Run one source once, under its lease, and record the outcome in the tenant's status."""
     store = context.store
     entry = source(name)
-    runner = source_runner(entry)
     lease = Lease(store.redis, store.keys.lease(entry.lease_name))
     started, requests = time.monotonic(), context.client.stats.requests
-    async with lease.held(wait=LEASE_WAIT):
-        # Every write of the run that a stale runner could get wrong is fenced by the lease.
-        fenced = replace(context, store=store.fenced(lease.fence))
+    if entry.skip_while_busy:
         try:
-            if full and entry.reading == "delta":
-                await fenced.store.drop_delta_link(name)
-            with fewer_collections():
-                result = await runner(fenced, progress, on_records)
-        except (GraphError, AuthError, LeaseLost) as exc:
-            await _record_failure(context, entry, exc, time.monotonic() - started)
-            raise SourceFailed(name, str(exc)) from exc
+            async with lease.held():
+                return await _run_held(context, entry, lease, started, requests, progress, on_records, full)
+        except LeaseBusy:
+            busy = f"skipped at {iso_ms(context.clock())}: the {entry.lease_name} sweep was running"
+            await store.record_status(name, {"busy": busy})
+            return RoundResult(context.tenant.id, name, sweep=True)
+    async with lease.held(wait=LEASE_WAIT):
+        return await _run_held(context, entry, lease, started, requests, progress, on_records, full)
+
+
+async def _run_held(
+    context: SourceContext,
+    entry: Source,
+    lease: Lease,
+    started: float,
+    requests: int,
+    progress: Progress | None,
+    on_records: RecordListener | None,
+    full: bool,
+) -> RoundResult:
+    """`run_source` once its lease is held."""
+    store, name = context.store, entry.name
+    # Every write of the run that a stale runner could get wrong is fenced by the lease.
+    fenced = replace(context, store=store.fenced(lease.fence))
+    try:
+        if full and entry.reading == "delta":
+            await fenced.store.drop_delta_link(name)
+        with fewer_collections():
+            result = await source_runner(entry)(fenced, progress, on_records)
+    except (GraphError, AuthError, LeaseLost) as exc:
+        await _record_failure(context, entry, exc, time.monotonic() - started)
+        raise SourceFailed(name, str(exc)) from exc
     result.duration = time.monotonic() - started
     result.requests = context.client.stats.requests - requests
     await store.record_status(

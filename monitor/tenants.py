@@ -170,10 +170,11 @@ def first_jobs(runtime: Runtime, report: PermissionReport) -> list[str]:
     """The jobs of a first sync: the sources that need nothing more (the directory); subscriptions
     with a public URL; the others (sign-ins, Intune) only when one of the permissions they need is
     granted (they would only record the gap otherwise; `Source.needs_any_of`)."""
-    jobs = [source.name for source in SOURCES if not source.needs_any_of]
+    first = [source for source in SOURCES if source.in_first_sync]
+    jobs = [source.name for source in first if not source.needs_any_of]
     if runtime.settings.public_url is not None:
         jobs.append("subscriptions")
-    for source in SOURCES:
+    for source in first:
         if source.needs_any_of and any(report.verdict(name).granted for name in source.needs_any_of):
             jobs.append(source.name)
     return jobs

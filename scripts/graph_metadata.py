@@ -49,6 +49,7 @@ ROOTS: Tree = {
     "directoryObjects": {},
     "deviceManagement": {
         "managedDevices": {"detectedApps": {}},
+        "auditEvents": {},
         "deviceCompliancePolicies": {"deviceStatuses": {}},
         "deviceConfigurations": {"deviceStatuses": {}},
         "detectedApps": {"managedDevices": {}},

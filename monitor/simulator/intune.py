@@ -69,6 +69,10 @@ def _mix(*numbers: int) -> int:
     return value ^ (value >> 15)
 
 
+def _timestamp(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
 @lru_cache(maxsize=1 << 18)
 def _iso(timestamp: float) -> str:
     """Cached: every listing renders the same enrolment and check-in times again."""
@@ -116,6 +120,12 @@ class IntuneTenant:
         # recent request times per (client id, bucket) that enforce it.
         self.limits: dict[str, int] = dict(INTUNE_LIMITS)
         self.windows: dict[tuple[str, str], deque[float]] = {}
+        # Intune audit events (`GET /deviceManagement/auditEvents`), oldest first: each is listed from
+        # `audit_delay` seconds after its activityDateTime. How long Intune takes to show an event is
+        # not documented (https://learn.microsoft.com/en-us/graph/api/intune-auditing-auditevent-list);
+        # a client must not assume it is zero.
+        self.audit_events: list[dict[str, Any]] = []
+        self.audit_delay = 120.0
         self._serial = 0
         self._counts: tuple[int, dict[str, int]] = (-1, {})
 
@@ -243,13 +253,71 @@ class IntuneTenant:
         return device_id
 
     def rename_device(self, device_id: str, name: str) -> None:
-        self.devices[device_id].name = name
+        """An admin renames the device (the setDeviceName action, audited); the device applies it and
+        reports it at its next sync, which is taken to be now."""
+        device = self.devices[device_id]
+        old, device.name = device.name, name
+        self._audit(
+            "setDeviceName ManagedDevice", "Device", "ManagedDevice", device_id, name, ("deviceName", old, name)
+        )
+        self.check_in(device_id)
+
+    def check_in(self, device_id: str) -> None:
+        """The device syncs with Intune: its lastSyncDateTime ("the date and time that the device last
+        completed a successful sync with Intune", managedDevice in the v1.0 metadata) becomes now, and its
+        status report times move with it."""
+        self.devices[device_id].last_sync = max(self.devices[device_id].last_sync + 1, self.directory.clock.timestamp())
         self._bump()
 
-    def check_in(self, device_id: str, seconds_later: float = 3600) -> None:
-        """The device syncs with Intune: its lastSyncDateTime (and its status report times) move."""
-        self.devices[device_id].last_sync += seconds_later
+    def assign_policy(self, policy_id: str, device_ids: list[str], assigned: bool) -> None:
+        """An admin changes a policy's assignment (audited): the devices it now targets report `unknown`
+        until they sync, those it no longer targets `notAssigned`."""
+        if policy_id not in self.policy_platform:
+            raise KeyError(policy_id)
+        for device_id in device_ids:
+            self.status_overrides[(policy_id, device_id)] = "unknown" if assigned else "notAssigned"
+        compliance = policy_id in self.compliance_policies
+        policy = (self.compliance_policies if compliance else self.configurations)[policy_id]
+        kind = "DeviceCompliancePolicy" if compliance else "DeviceConfiguration"
+        component = "DeviceCompliance" if compliance else "DeviceConfiguration"
+        self._audit(f"assign {kind}", component, kind, policy_id, str(policy.get("displayName") or ""), None)
         self._bump()
+
+    def _audit(
+        self, activity: str, component: str, kind: str, resource_id: str, name: str, change: tuple[str, str, str] | None
+    ) -> None:
+        """Record an auditEvent (properties of auditEvent, auditActor, auditResource and auditProperty in
+        the v1.0 metadata) for an admin's change."""
+        modified = [] if change is None else [{"displayName": change[0], "oldValue": change[1], "newValue": change[2]}]
+        self.audit_events.append(
+            {
+                "@odata.type": "#microsoft.graph.auditEvent",
+                "id": self.new_id(),
+                "displayName": activity,
+                "componentName": component,
+                "actor": {"auditActorType": "ItPro", "userPrincipalName": "admin@" + self.directory.tenant_id},
+                "activity": activity,
+                "activityDateTime": _iso(self.directory.clock.timestamp()),
+                "activityType": activity,
+                "activityOperationType": "Action" if change else "Patch",
+                "activityResult": "Success",
+                "correlationId": self.new_id(),
+                "resources": [
+                    {
+                        "displayName": name,
+                        "auditResourceType": kind,
+                        "resourceId": resource_id,
+                        "modifiedProperties": modified,
+                    }
+                ],
+                "category": component,
+            }
+        )
+
+    def listed_audit_events(self) -> list[dict[str, Any]]:
+        """The audit events Graph lists now: those at least `audit_delay` old."""
+        cutoff = self.directory.clock.timestamp() - self.audit_delay
+        return [e for e in self.audit_events if _timestamp(e["activityDateTime"]) <= cutoff]
 
     def set_status(self, policy_id: str, device_id: str, status: str) -> None:
         """Flip a device's status for a compliance policy or configuration (e.g. to "nonCompliant")."""

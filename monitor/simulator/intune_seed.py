@@ -100,6 +100,7 @@ def churn(intune: IntuneTenant, fraction: float, rng_seed: int = 1) -> Counter[s
                 policy = rng.choice(mine)
                 current = intune.status(policy, device)
                 intune.set_status(policy, device_id, "compliant" if current != "compliant" else "nonCompliant")
+                intune.check_in(device_id)  # the device reports its status when it syncs
                 done["compliance flip"] += 1
         elif roll < 0.8:
             apps = intune.device_apps(device_id)
@@ -112,6 +113,8 @@ def churn(intune: IntuneTenant, fraction: float, rng_seed: int = 1) -> Counter[s
                 if new:
                     intune.install_detected(device_id, rng.choice(new))
                     done["app installed"] += 1
+            if device_id in intune.devices:
+                intune.check_in(device_id)  # inventory is reported when the device syncs
         elif roll < 0.9:
             intune.rename_device(device_id, f"{device.name[:40]}-R{rng.randrange(1000)}")
             done["renamed"] += 1

@@ -118,10 +118,10 @@ async def run_devices(writer: PassWriter) -> None:
     params = {"$select": ",".join(MANAGED_DEVICE_SELECT)}
     async for page in context.client.pages(context.tenant.id, MANAGED_DEVICES_PATH, params=params):
         users = await known_users(context.store, (u for device in page for u in device_user_ids(device)))
-        await writer.commit_units([_device_unit(device, users) for device in page], objects=len(page))
+        await writer.commit_units([device_unit(device, users) for device in page], objects=len(page))
 
 
-def _device_unit(device: dict[str, Any], users: set[str]) -> Unit:
+def device_unit(device: dict[str, Any], users: set[str]) -> Unit:
     """A device read with which of its users the mirror knows (its HAS and USES depend on it)."""
     known = [user for user in device_user_ids(device) if user in users]
     return unit(_DEVICES, str(device.get("id")), device, known, lambda: map_device(device, known_users=users))
@@ -160,11 +160,11 @@ def _policy_pass(kind: PolicyKind) -> Callable[[PassWriter], Awaitable[None]]:
 async def _commit_statuses(writer: PassWriter, policy: PolicyRef, statuses: list[dict[str, Any]]) -> None:
     known = await device_types(writer.context.store, (status_device_id(s) for s in statuses), writer.device_types)
     source = seen_source(writer.pass_name)
-    units = [_status_unit(source, policy, s, known.get(status_device_id(s))) for s in statuses]
+    units = [status_unit(source, policy, s, known.get(status_device_id(s))) for s in statuses]
     await writer.commit_units(units, objects=len(statuses))
 
 
-def _status_unit(source: str, policy: PolicyRef, status: dict[str, Any], device_type: str | None) -> Unit:
+def status_unit(source: str, policy: PolicyRef, status: dict[str, Any], device_type: str | None) -> Unit:
     """A device status read with its policy and the `_type` of its device (None: not in the mirror)."""
     unit_id = f"{policy.kind}|{policy.id}|{status.get('id')}"
     return unit(source, unit_id, status, [*policy, device_type], lambda: map_status(policy, status, device_type))

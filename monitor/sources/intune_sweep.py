@@ -48,10 +48,12 @@ from monitor.sources.intune_units import (
     PRUNE_CHUNK,
     PRUNE_UNITS,
     REF_SIZE,
+    STALE_DIGEST,
     Unit,
     dropped_refs,
     record,
     seen_ref,
+    stale_record,
 )
 from monitor.store import PageWrite, RawField, RawMembers
 
@@ -138,6 +140,34 @@ class PassWriter:
                 write.raw_sets.append((self.context.store.keys.sweep_unit_buckets(source), str(bucket)))
         write.raw_members = self._seen(b"".join(refs))
         self.result.skipped += len(units) - len(changed)
+        return await self._commit(write, objects)
+
+    async def commit_rereads(self, units: Sequence[Unit], *, objects: int = 0) -> int:
+        """Commit units re-read between sweeps (`monitor.sources.intune_live`): each is mapped and diffed
+        like any other, nothing is marked seen and nothing deleted.
+
+        Each unit's record is replaced by one that no digest matches (`STALE_DIGEST`) and that names the
+        objects of its earlier record as well as those it maps to now, in the same commit: the next
+        sweep maps the unit again (a record that matched would hide a change made back before that
+        sweep) and, if the unit no longer maps to an object either record named, finds that it may
+        have dropped one and looks for it (`dropped_refs`), so the sweep still deletes what went."""
+        store = self.context.store
+        source = seen_source(self.pass_name)
+        pipeline: Any = store.redis.pipeline(transaction=False)
+        for each in units:
+            pipeline.hget(store.keys.sweep_units(source, each.bucket), each.uid)
+        earlier: list[bytes | None] = await pipeline.execute() if units else []
+        write = PageWrite(ops=[])
+        for each, known in zip(units, earlier, strict=True):
+            mapped = each.mapping()
+            refs, _ = record(STALE_DIGEST, mapped)
+            merged = stale_record(known, refs)
+            write.ops += mapped
+            if merged is not None:
+                write.raw_fields.append(
+                    RawField(store.keys.sweep_units(source, each.bucket), each.uid.encode(), merged)
+                )
+                write.raw_sets.append((store.keys.sweep_unit_buckets(source), str(each.bucket)))
         return await self._commit(write, objects)
 
     async def _changed(self, units: Sequence[Unit]) -> tuple[list[Unit], dict[str, bytes | None]]:

@@ -107,6 +107,24 @@ def dropped_refs(earlier: bytes | None, refs: bytes) -> bool:
     return any(earlier[at : at + REF_SIZE] not in now for at in range(DIGEST_SIZE, len(earlier), REF_SIZE))
 
 
+# The digest of a record written between sweeps (`PassWriter.commit_rereads`): a unit's digest is a
+# keyed hash, so no unit matches it in practice, and a record carrying it is mapped again by the next sweep.
+STALE_DIGEST = bytes(DIGEST_SIZE)
+
+
+def stale_record(earlier: bytes | None, refs: bytes) -> bytes | None:
+    """The record of a unit re-read between sweeps: `STALE_DIGEST`, then the refs of its earlier record
+    followed by those of `refs` it did not name (None when both are empty: no record, as for a unit
+    that maps to nothing)."""
+    known = b"" if earlier is None else earlier[DIGEST_SIZE:]
+    have = {known[at : at + REF_SIZE] for at in range(0, len(known), REF_SIZE)}
+    extra = b"".join(
+        refs[at : at + REF_SIZE] for at in range(0, len(refs), REF_SIZE) if refs[at : at + REF_SIZE] not in have
+    )
+    merged = known + extra
+    return STALE_DIGEST + merged if merged else None
+
+
 def record(digest: bytes, ops: Sequence[Op]) -> tuple[bytes, bytes]:
     """(the seen refs of `ops`' upserts, the unit's record: digest then refs)."""
     refs = b"".join(seen_ref(op.placement.kind, op.key) for op in ops if isinstance(op, Upsert))

@@ -138,7 +138,9 @@ def pick(estate: IntuneTenant, device_type: str, test: Callable[[SimDevice], boo
 
 def rename(estate: IntuneTenant) -> set[tuple[str, str, str, tuple[str, ...]]]:
     device = pick(estate, "windowsRT")
+    synced = device.last_sync
     estate.rename_device(device.id, "DESKTOP-RENAMED")
+    device.last_sync = synced  # the rename alone: the sync that applies it moves report times as well
     return {("upsert", "user_endpoint", device.id, ("deviceName", "displayName", "hostname", "name"))}
 
 

@@ -82,8 +82,10 @@ async def test_the_scheduler_follows_tenants_registered_and_removed(
         deployment.sim.grant(SECOND_TENANT, CLIENT_ID)
         await onboard(deployment.runtime, TenantConfig.model_validate({"id": SECOND_TENANT, "polling_interval": "30m"}))
         scheduler.sync_sweeps()
-        (job,) = apscheduler.get_jobs()
-        assert job.id == f"sweep:{SECOND_TENANT}" and job.trigger.interval.total_seconds() == 1800
+        jobs = {job.id: job.trigger.interval.total_seconds() for job in apscheduler.get_jobs()}
+        # The sweep at the tenant's interval, the incremental Intune pass at MONITOR_INTUNE_INCREMENTAL_INTERVAL.
+        incremental = deployment.runtime.settings.intune_incremental_interval
+        assert jobs == {f"sweep:{SECOND_TENANT}": 1800, f"sweep:live:{SECOND_TENANT}": incremental}
         assert {h.job for h in scheduler._hints(("users",), "timer")} == {"users"}
         await remove(deployment.runtime, SECOND_TENANT)
         scheduler.sync_sweeps()
