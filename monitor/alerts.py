@@ -32,11 +32,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from monitor.alert_rules import AlertEvent, AlertRule
 from monitor.model.groups import GROUP_FAMILY, GROUP_TYPE, MEMBERSHIP_TYPE, PLACEHOLDER_FAMILY, PLACEHOLDER_TYPE
 from monitor.model.types import JsonObject
 from monitor.model.users import USER_FAMILY, USER_TYPE
-from monitor.settings import AlertEvent, AlertRule
-from monitor.store import ChangeRecord
 
 AlertChange = Literal[
     "member_added",
@@ -50,6 +49,9 @@ AlertChange = Literal[
 # Where the alert's `actor` stands (monitor.actors): an update with the same id follows `pending`.
 ActorStatus = Literal["pending", "found", "unknown", "unavailable"]
 # Where a fact lives in the mirror: (entity family, key), as `entity_placement(family, key)` takes them.
+# A change-log entry (docs/change-record.md), read only. `monitor.store` writes and reads the log; the
+# alert rules are pure core (docs/architecture.md, "Layers") and do not import it.
+ChangeRecord = Mapping[str, Any]
 Ref = tuple[str, str]
 Facts = Mapping[Ref, JsonObject]
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from monitor.alert_rules import AlertRule
 from monitor.alerts import (
     MASS_REMOVAL_SAMPLE,
     Alert,
@@ -21,7 +22,6 @@ from monitor.alerts import (
 )
 from monitor.model.groups import GROUP_FAMILY
 from monitor.model.users import USER_FAMILY
-from monitor.settings import AlertRule
 from monitor.store import ChangeRecord
 from tests.alerts.records import (
     ADA,
