@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from monitor.alert_rules import AlertEvent
 from monitor.alerts import Cause
 from monitor.model.types import JsonObject
-from monitor.settings import AlertEvent
 
 # https://learn.microsoft.com/en-us/entra/identity/monitoring-health/reference-audit-activities,
 # category GroupManagement. The owner activities exist too ("Add owner to group", "Remove owner from

@@ -32,11 +32,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from monitor.alert_rules import AlertEvent, AlertRule
 from monitor.model.groups import GROUP_FAMILY, GROUP_TYPE, MEMBERSHIP_TYPE, PLACEHOLDER_FAMILY, PLACEHOLDER_TYPE
 from monitor.model.types import JsonObject
 from monitor.model.users import USER_FAMILY, USER_TYPE
 from monitor.records import ChangeRecord
-from monitor.settings import AlertEvent, AlertRule
 
 AlertChange = Literal[
     "member_added",

@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from monitor.alert_rules import AlertEvent, AlertRule
 from monitor.alerts import (
     ALERT_ID_NAMESPACE,
     MASS_REMOVAL_SAMPLE,
@@ -45,7 +46,6 @@ from monitor.alerts import (
     group_info,
     member_info,
 )
-from monitor.settings import AlertEvent, AlertRule
 
 Pair = tuple[str, str]  # (group id, member id)
 

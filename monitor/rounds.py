@@ -16,14 +16,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from monitor.graph.delta import DeltaPage, ResyncRequired, delta_pages
 from monitor.model.types import Delete, Op
-from monitor.records import ChangeRecord
-from monitor.sources.base import DeltaSource, SourceContext
+from monitor.sources.base import DeltaSource, Progress, RecordListener, RoundResult, SourceContext
+
+# RoundResult, Progress and RecordListener live in monitor.sources.base: the sweeps report with them
+# too, and no source imports this module (docs/architecture.md, "Layers").
+__all__ = ["ABSENCE_BATCH", "MAX_RESYNCS", "MINIMAL", "Progress", "RecordListener", "RoundResult", "run_delta_round"]
 
 log = logging.getLogger(__name__)
 
@@ -39,38 +39,6 @@ MAX_RESYNCS = 2
 # whole and replace the state.
 MINIMAL = {"Prefer": "return=minimal"}
 ABSENCE_BATCH = 500
-
-
-@dataclass(slots=True)
-class RoundResult:
-    tenant: str
-    source: str
-    full: bool = False
-    sweep: bool = False  # a list-everything pass (account, sign-ins, Intune) rather than a delta round
-    resyncs: int = 0
-    pages: int = 0
-    objects: int = 0
-    deleted_by_absence: int = 0
-    skipped: int = 0  # objects a sweep read as the last sweep did, not mapped again
-    changes: Counter[str] = field(default_factory=Counter)
-    requests: int = 0
-    duration: float = 0.0
-
-    def add(self, records: list[ChangeRecord]) -> None:
-        for record in records:
-            self.changes[f"{record['kind']} {record['op']}"] += 1
-
-    @property
-    def kind(self) -> str:
-        return "sweep" if self.sweep else "full" if self.full else "delta"
-
-    @property
-    def change_count(self) -> int:
-        return sum(self.changes.values())
-
-
-Progress = Callable[[RoundResult], None]
-RecordListener = Callable[[list[ChangeRecord]], None]
 
 
 async def run_delta_round(

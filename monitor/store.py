@@ -39,11 +39,14 @@ from monitor.mirror_codec import (
     packed_key,
     unpack_key,
 )
+from monitor.model.common import iso_ms as iso_ms  # noqa: PLC0414
 from monitor.model.types import Delete, JsonObject, Kind, Op, Patch, Placement, Upsert
 from monitor.records import ChangeRecord, decode_record
 from monitor.redis_conn import Redis
 from monitor.retry import RetryPolicy
 from monitor.scopes import ScopeId, bucket_count, bucket_of, scope_of
+
+# `iso_ms` lives in the pure core (monitor.model.common) and is re-exported above for its callers.
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +68,6 @@ COMPRESSION_LEVEL = 1
 def canonical(obj: JsonObject) -> bytes:
     """The stored form of a record: compact JSON with sorted keys, so equal records are equal bytes."""
     return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-
-
-def iso_ms(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,14 +22,15 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from monitor.graph.client import GraphClient, GraphError
-from monitor.model.common import epoch_ms
+from monitor.keys import TenantKeys
+from monitor.model.common import epoch_ms, iso_ms
+from monitor.redis_conn import Redis
 from monitor.source_registry import NOTIFIED
-from monitor.store import TenantStore, iso_ms
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +74,28 @@ def parse_graph_time(text: str) -> datetime:
     return datetime.fromtimestamp(milliseconds / 1000, tz=UTC)
 
 
+class TenantRedis(Protocol):
+    """The tenant and its Redis: what the manager uses of the caller's `monitor.store.TenantStore`.
+
+    The Graph layer does not import the mirror (docs/architecture.md, "Layers"); the subscription
+    registry is one hash of the tenant's keys (`monitor.keys.TenantKeys.subscriptions`).
+    """
+
+    @property
+    def tenant(self) -> str: ...
+
+    @property
+    def redis(self) -> Redis: ...
+
+
 class SubscriptionManager:
     """Keeps one tenant's subscriptions in shape. Graph calls go through the shared client."""
 
-    def __init__(self, client: GraphClient, store: TenantStore, public_url: str, *, renew_before: float) -> None:
+    def __init__(self, client: GraphClient, store: TenantRedis, public_url: str, *, renew_before: float) -> None:
         self.client = client
-        self.store = store
         self.tenant = store.tenant
+        self.redis = store.redis
+        self.registry_key = TenantKeys(store.tenant).subscriptions
         self.notification_url = public_url + NOTIFICATIONS_PATH
         self.lifecycle_url = public_url + LIFECYCLE_PATH
         self.renew_before = timedelta(seconds=renew_before)
@@ -121,7 +137,7 @@ class SubscriptionManager:
         return "renewed"
 
     async def registry(self) -> dict[str, dict[str, Any]]:
-        raw = await self.store.redis.hgetall(self.store.keys.subscriptions)
+        raw = await self.redis.hgetall(self.registry_key)
         return {_text(k): orjson.loads(v) for k, v in raw.items() if not _text(k).startswith("pending:")}
 
     async def delete_all(self) -> list[str]:
@@ -177,13 +193,13 @@ class SubscriptionManager:
             return None
         chosen = max(matches, key=lambda s: s.get("expirationDateTime", ""))
         await self._save(chosen["id"], path, pending["clientState"], chosen.get("expirationDateTime", ""), now)
-        await self.store.redis.hdel(self.store.keys.subscriptions, f"pending:{path}")
+        await self.redis.hdel(self.registry_key, f"pending:{path}")
         return chosen
 
     async def _create(self, name: str, path: str, now: datetime, report: SubscriptionReport) -> None:
         client_state = secrets.token_urlsafe(48)  # 64 characters; Graph allows 128 (docs/graph.md 2.1)
         pending = orjson.dumps({"clientState": client_state, "at": graph_time(now)})
-        await self.store.redis.hset(self.store.keys.subscriptions, f"pending:{path}", pending)
+        await self.redis.hset(self.registry_key, f"pending:{path}", pending)
         body = {
             "changeType": CHANGE_TYPE,
             "notificationUrl": self.notification_url,
@@ -203,7 +219,7 @@ class SubscriptionManager:
             return
         created = response.body
         await self._save(created["id"], path, client_state, created.get("expirationDateTime", ""), now)
-        await self.store.redis.hdel(self.store.keys.subscriptions, f"pending:{path}")
+        await self.redis.hdel(self.registry_key, f"pending:{path}")
         report.created.append(name)
         log.info("tenant %s: subscribed to %s (%s)", self.tenant, path, created["id"], extra={"tenant": self.tenant})
 
@@ -235,8 +251,8 @@ class SubscriptionManager:
         *,
         renewed: bool = False,
     ) -> None:
-        key = self.store.keys.subscriptions
-        previous = await self.store.redis.hget(key, subscription_id)
+        key = self.registry_key
+        previous = await self.redis.hget(key, subscription_id)
         record = orjson.loads(previous) if previous else {"createdAt": graph_time(now)}
         record.update(
             {
@@ -249,17 +265,17 @@ class SubscriptionManager:
         )
         if renewed:
             record["renewedAt"] = graph_time(now)
-        await self.store.redis.hset(key, subscription_id, orjson.dumps(record))
+        await self.redis.hset(key, subscription_id, orjson.dumps(record))
 
     async def _drop(self, subscription_id: str) -> None:
-        await self.store.redis.hdel(self.store.keys.subscriptions, subscription_id)
+        await self.redis.hdel(self.registry_key, subscription_id)
 
     async def _forget_missing(self, registry: dict[str, dict[str, Any]], listed: set[str]) -> None:
         for subscription_id in registry.keys() - listed:
             await self._drop(subscription_id)
 
     async def _pending(self, path: str) -> dict[str, str] | None:
-        raw = await self.store.redis.hget(self.store.keys.subscriptions, f"pending:{path}")
+        raw = await self.redis.hget(self.registry_key, f"pending:{path}")
         return None if raw is None else dict(orjson.loads(raw))
 
     async def _listed(self) -> Any:

@@ -61,6 +61,11 @@ def required_properties(*classes: str) -> frozenset[str]:
     return frozenset().union(*(CLASS_REQUIRED[c] for c in classes))
 
 
+def iso_ms(moment: datetime) -> str:
+    """`moment` in ISO 8601 to the millisecond, `Z` for UTC: the change log's timestamps."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def epoch_ms(iso: str | None) -> int | None:
     """Milliseconds since the epoch of a Graph ISO-8601 timestamp; None for None or "".
 

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from monitor.alert_rules import AlertRule
 from monitor.alerts import Alert, MembershipChange, Ref, batch_facts, member_kind, membership_changes, watches
 from monitor.effective import EdgeChange, EffectiveChange, Moment, Pair, judge, named_members, net_changes, render
 from monitor.keys import DIRECTORY_LEASE
@@ -35,7 +36,7 @@ from monitor.model.groups import GROUP_FAMILY, PLACEHOLDER_FAMILY
 from monitor.model.types import JsonObject
 from monitor.model.users import USER_FAMILY
 from monitor.nesting import Nesting, advance, build_index, entity_facts, member_sets, pairs_present
-from monitor.settings import AlertRule, TenantConfig
+from monitor.settings import TenantConfig
 from monitor.sinks.base import BATCH
 from monitor.source_registry import MEMBERSHIP_SOURCE
 from monitor.store import TenantStore

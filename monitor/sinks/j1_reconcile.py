@@ -34,24 +34,50 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from monitor.keys import TenantKeys
 from monitor.metrics import metric
+from monitor.redis_conn import Redis
 from monitor.scopes import UploadScope
 from monitor.settings import TenantConfig
 from monitor.sinks.j1_client import J1Error, JupiterOneClient
 from monitor.sinks.j1_compare import Difference, compare, expected, held_entities, held_relationships, tally
-from monitor.sinks.j1_payload import tenant_prefix
-from monitor.sinks.j1_state import text
+from monitor.sinks.j1_payload import Payload, tenant_prefix
+from monitor.sinks.j1_state import PublishResult, PublishState, text
 from monitor.store import TenantStore
-
-if TYPE_CHECKING:
-    from monitor.sinks.jupiterone import Publisher, PublishResult
 
 log = logging.getLogger(__name__)
 
 _EXAMPLES = 20
+
+
+class Publisher(Protocol):
+    """What a reconciliation uses of `monitor.sinks.jupiterone.Publisher`, which runs it
+    (`Publisher.reconcile`): this module does not import the publisher back (docs/architecture.md,
+    "Layers")."""
+
+    @property
+    def client(self) -> JupiterOneClient: ...
+
+    @property
+    def redis(self) -> Redis: ...
+
+    @property
+    def prefix(self) -> str: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+    def clock(self) -> float: ...
+
+    def state(self, tenant_id: str) -> PublishState: ...
+
+    async def payload(self, tenant: TenantConfig, scope: UploadScope) -> Payload: ...
+
+    async def remove_scope(self, tenant_id: str, j1_scope: str) -> dict[str, Any]: ...
+
+    async def publish_pending(self, tenant: TenantConfig, *, debounce: float = 0.0) -> PublishResult: ...
 
 
 @dataclass(slots=True)

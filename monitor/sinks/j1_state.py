@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -307,3 +307,69 @@ def render_reconcile(report: Mapping[str, Any]) -> str:
     ]
     action = "repaired" if not report.get("check") else "not repaired (--check)"
     return f"{head}: DRIFT in {report.get('scopes_differing', 0)} scopes, {action}: {'; '.join(parts)}"
+
+
+# -- results of a publishing pass (monitor.sinks.jupiterone) ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeFailure:
+    """A scope JupiterOne did not confirm; `transient` failures are retried on a later pass, the
+    others after a backoff (or when the scope changes)."""
+
+    scope: str
+    error: str
+    code: str = ""
+    key: str | None = None
+    transient: bool = True
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class PublishResult:
+    """What one publishing pass did. Requests and bytes are the client's totals over the pass."""
+
+    jobs: int = 0
+    requests: int = 0
+    bytes_sent: int = 0
+    raw_bytes: int = 0
+    bytes_received: int = 0
+    objects: int = 0
+    published: list[str] = field(default_factory=list)
+    rejected: list[Invalid] = field(default_factory=list)
+    failures: list[ScopeFailure] = field(default_factory=list)
+    # Scopes whose job finished with error counters (after the pass's second chance), by counter.
+    job_errors: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Scopes not uploaded: held by another publisher, or already clean.
+    skipped: int = 0
+    # Scopes left dirty, waiting for their backoff to pass.
+    backing_off: int = 0
+    # Scopes left dirty without an attempt: after an outage or a refused key, or behind a wave
+    # that JupiterOne did not confirm.
+    postponed: int = 0
+    # Scopes published a second time in the pass (relationships waiting for a scope of the pass).
+    retried: int = 0
+    still_dirty: int = 0
+
+    def summary(self, tenant_id: str) -> str:
+        parts = [
+            f"jupiterone {tenant_id}: {self.jobs} jobs, {self.objects:,} objects, "
+            f"{self.bytes_sent:,} bytes in {self.requests} requests"
+        ]
+        if self.rejected:
+            parts.append(f"{len(self.rejected)} invalid objects left out")
+        if self.job_errors:
+            first, counters = next(iter(self.job_errors.items()))
+            listed = ", ".join(f"{name}={count}" for name, count in sorted(counters.items()))
+            parts.append(f"{len(self.job_errors)} jobs finished with errors (first: {first}: {listed})")
+        if self.failures:
+            parts.append(
+                f"{len(self.failures)} scopes failed (first: {self.failures[0].scope}: {self.failures[0].error})"
+            )
+        if self.backing_off:
+            parts.append(f"{self.backing_off} scopes backing off")
+        if self.postponed:
+            parts.append(f"{self.postponed} scopes postponed")
+        if self.still_dirty:
+            parts.append(f"{self.still_dirty} scopes still dirty")
+        return "; ".join(parts)

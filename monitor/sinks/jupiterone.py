@@ -63,7 +63,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
@@ -83,12 +83,16 @@ from monitor.sinks.j1_client import (
     job_errors,
 )
 from monitor.sinks.j1_payload import ACCOUNT_NAME_TAG, SOURCE, Payload, build_payload, j1_scope_name
-from monitor.sinks.j1_state import PublishState, publishing_status, render_publishing, text
-from monitor.sinks.j1_validate import Invalid
+from monitor.sinks.j1_reconcile import ReconcileReport, reconcile_tenant
+from monitor.sinks.j1_state import (
+    PublishResult,
+    PublishState,
+    ScopeFailure,
+    publishing_status,
+    render_publishing,
+    text,
+)
 from monitor.store import TenantStore
-
-if TYPE_CHECKING:
-    from monitor.sinks.j1_reconcile import ReconcileReport
 
 __all__ = [
     "ACCOUNT_NAME_TAG",
@@ -113,70 +117,7 @@ ABORT_TIMEOUT = 2.0
 RELATIONSHIP_CREATE_ERRORS = "numRelationshipCreateErrors"
 
 
-# -- results -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ScopeFailure:
-    """A scope JupiterOne did not confirm; `transient` failures are retried on a later pass, the
-    others after a backoff (or when the scope changes)."""
-
-    scope: str
-    error: str
-    code: str = ""
-    key: str | None = None
-    transient: bool = True
-    reason: str = ""
-
-
-@dataclass(slots=True)
-class PublishResult:
-    """What one publishing pass did. Requests and bytes are the client's totals over the pass."""
-
-    jobs: int = 0
-    requests: int = 0
-    bytes_sent: int = 0
-    raw_bytes: int = 0
-    bytes_received: int = 0
-    objects: int = 0
-    published: list[str] = field(default_factory=list)
-    rejected: list[Invalid] = field(default_factory=list)
-    failures: list[ScopeFailure] = field(default_factory=list)
-    # Scopes whose job finished with error counters (after the pass's second chance), by counter.
-    job_errors: dict[str, dict[str, int]] = field(default_factory=dict)
-    # Scopes not uploaded: held by another publisher, or already clean.
-    skipped: int = 0
-    # Scopes left dirty, waiting for their backoff to pass.
-    backing_off: int = 0
-    # Scopes left dirty without an attempt: after an outage or a refused key, or behind a wave
-    # that JupiterOne did not confirm.
-    postponed: int = 0
-    # Scopes published a second time in the pass (relationships waiting for a scope of the pass).
-    retried: int = 0
-    still_dirty: int = 0
-
-    def summary(self, tenant_id: str) -> str:
-        parts = [
-            f"jupiterone {tenant_id}: {self.jobs} jobs, {self.objects:,} objects, "
-            f"{self.bytes_sent:,} bytes in {self.requests} requests"
-        ]
-        if self.rejected:
-            parts.append(f"{len(self.rejected)} invalid objects left out")
-        if self.job_errors:
-            first, counters = next(iter(self.job_errors.items()))
-            listed = ", ".join(f"{name}={count}" for name, count in sorted(counters.items()))
-            parts.append(f"{len(self.job_errors)} jobs finished with errors (first: {first}: {listed})")
-        if self.failures:
-            parts.append(
-                f"{len(self.failures)} scopes failed (first: {self.failures[0].scope}: {self.failures[0].error})"
-            )
-        if self.backing_off:
-            parts.append(f"{self.backing_off} scopes backing off")
-        if self.postponed:
-            parts.append(f"{self.postponed} scopes postponed")
-        if self.still_dirty:
-            parts.append(f"{self.still_dirty} scopes still dirty")
-        return "; ".join(parts)
+# -- results (PublishResult and ScopeFailure live in monitor.sinks.j1_state, which j1_reconcile reads) --
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,8 +266,6 @@ class Publisher:
     async def reconcile(self, tenant: TenantConfig, *, check: bool = False) -> ReconcileReport:
         """Read JupiterOne back, compare with the mirror, and (unless `check`) repair what differs
         (`monitor.sinks.j1_reconcile`)."""
-        from monitor.sinks.j1_reconcile import reconcile_tenant
-
         return await reconcile_tenant(self, tenant, check=check)
 
     async def has_pending(self, tenant: TenantConfig) -> bool:

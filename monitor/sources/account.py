@@ -8,8 +8,7 @@ from monitor.graph.client import GraphError
 from monitor.model.account import INTUNE_PROPERTIES, map_account
 from monitor.model.types import Upsert
 from monitor.permissions import NEEDED_FOR
-from monitor.rounds import Progress, RecordListener, RoundResult
-from monitor.sources.base import SourceContext
+from monitor.sources.base import Progress, RecordListener, RoundResult, SourceContext
 from monitor.store import PageWrite, iso_ms
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,11 @@
-"""What every source gets (`SourceContext`) and what a delta source provides (`DeltaSource`)."""
+"""What every source gets (`SourceContext`), what a delta source provides (`DeltaSource`), and what a
+round of any source reports (`RoundResult`)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -11,6 +13,7 @@ from monitor.graph.client import GraphClient
 from monitor.graph.delta import DeltaResource
 from monitor.model.account import account_key
 from monitor.model.types import Kind, Op, Placement
+from monitor.records import ChangeRecord
 from monitor.settings import TenantConfig
 from monitor.store import PageWrite, TenantStore
 
@@ -61,3 +64,35 @@ class DeltaSource(Protocol):
     def placement_of(self, kind: Kind, family: str, key: str) -> Placement: ...
 
     async def expand(self, ops: list[Op], hint: Any = None) -> PageWrite: ...
+
+
+@dataclass(slots=True)
+class RoundResult:
+    tenant: str
+    source: str
+    full: bool = False
+    sweep: bool = False  # a list-everything pass (account, sign-ins, Intune) rather than a delta round
+    resyncs: int = 0
+    pages: int = 0
+    objects: int = 0
+    deleted_by_absence: int = 0
+    skipped: int = 0  # objects a sweep read as the last sweep did, not mapped again
+    changes: Counter[str] = field(default_factory=Counter)
+    requests: int = 0
+    duration: float = 0.0
+
+    def add(self, records: list[ChangeRecord]) -> None:
+        for record in records:
+            self.changes[f"{record['kind']} {record['op']}"] += 1
+
+    @property
+    def kind(self) -> str:
+        return "sweep" if self.sweep else "full" if self.full else "delta"
+
+    @property
+    def change_count(self) -> int:
+        return sum(self.changes.values())
+
+
+Progress = Callable[[RoundResult], None]
+RecordListener = Callable[[list[ChangeRecord]], None]

@@ -35,8 +35,7 @@ from monitor.graph.client import INVALID_RESPONSE, GraphError
 from monitor.metrics import metric, tenant_increment
 from monitor.model.intune import account_enrichment
 from monitor.permissions import NEEDED_FOR
-from monitor.rounds import Progress, RecordListener, RoundResult
-from monitor.sources.base import SourceContext
+from monitor.sources.base import Progress, RecordListener, RoundResult, SourceContext
 from monitor.sources.intune_passes import BETA_READS, FAMILIES, PASSES, UNRECORDED_FAMILIES, IntunePass, ownership
 from monitor.sources.intune_sweep import (
     SOURCE,

@@ -58,8 +58,7 @@ from monitor.model.intune_policies import (
     status_device_id,
 )
 from monitor.permissions import NEEDED_FOR
-from monitor.rounds import Progress, RecordListener, RoundResult
-from monitor.sources.base import SourceContext
+from monitor.sources.base import Progress, RecordListener, RoundResult, SourceContext
 from monitor.sources.intune import not_applicable
 from monitor.sources.intune_mirror import device_types, known_users
 from monitor.sources.intune_passes import (

@@ -39,9 +39,8 @@ from monitor.keys import TenantKeys
 from monitor.mirror_codec import unpack_key
 from monitor.model.registry import end_placements, entity_anchor
 from monitor.model.types import Delete, JsonObject, Kind, Op, Placement, Upsert
-from monitor.rounds import Progress, RecordListener, RoundResult
 from monitor.scopes import ScopeId
-from monitor.sources.base import SourceContext
+from monitor.sources.base import Progress, RecordListener, RoundResult, SourceContext
 from monitor.sources.intune_units import (
     CHECK_CHUNK,
     CHECK_UNITS,

@@ -15,8 +15,7 @@ from monitor.graph.client import GraphError
 from monitor.model.types import Op, Patch, entity_placement
 from monitor.model.users import SIGN_IN_PROPERTIES, sign_in_properties
 from monitor.permissions import NEEDED_FOR
-from monitor.rounds import Progress, RecordListener, RoundResult
-from monitor.sources.base import SourceContext
+from monitor.sources.base import Progress, RecordListener, RoundResult, SourceContext
 from monitor.sources.users import USER_FAMILY
 from monitor.store import PageWrite, iso_ms
 

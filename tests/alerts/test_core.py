@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from monitor.alert_rules import AlertRule
 from monitor.alerts import (
     MASS_REMOVAL_SAMPLE,
     Alert,
@@ -22,7 +23,6 @@ from monitor.alerts import (
 from monitor.model.groups import GROUP_FAMILY
 from monitor.model.users import USER_FAMILY
 from monitor.records import ChangeRecord
-from monitor.settings import AlertRule
 from tests.alerts.records import (
     ADA,
     ADMINS,

@@ -215,7 +215,7 @@ async def test_the_registry_is_shared_by_every_process(deployment: Deployment, f
 
 
 async def test_registered_entries_round_trip_with_alert_rules(deployment: Deployment) -> None:
-    from monitor.settings import AlertRule
+    from monitor.alert_rules import AlertRule
 
     rule = AlertRule(name="admins", group_name_pattern="*admin*", send_to=("log",))
     config = TenantConfig(id=SECOND_TENANT, polling_interval=None, alert=(rule,), tag_account_name=False)
