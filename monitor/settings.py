@@ -153,8 +153,6 @@ class Settings(BaseSettings):
     http_read_timeout: float = Field(default=10.0, gt=0)
     http_idle_timeout: float = Field(default=75.0, gt=0)
     http_max_connections: int = Field(default=1000, ge=16)
-    # The worker waits this long after the first hint of a burst, so a burst costs one round.
-    coalesce_window: float = Field(default=0.25, ge=0)
     # Safety-net delta round per tenant: Graph never tells directory subscribers about dropped
     # notifications (docs/graph.md 5.4); delta tokens last 7 days, so this is far inside that.
     delta_interval: float = Field(default=900.0, gt=0)

@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from redis.exceptions import ResponseError
 
 from monitor.app import Runtime
 from monitor.errors import ConfigError, MonitorError
 from monitor.graph.subscriptions import SubscriptionManager
-from monitor.hints import Hint, enqueue
-from monitor.keys import HINTS, HINTS_GROUP, TenantKeys
+from monitor.hints import Hint, HintQueue, enqueue
+from monitor.keys import TenantKeys
 from monitor.metrics import now_ms
 from monitor.permission_check import PermissionReport, check_permissions, record_report, render_permission
 from monitor.permissions import NEEDED_FOR
@@ -243,29 +242,8 @@ async def _leases(redis: Redis, tenant_id: str) -> list[str]:
 
 
 async def drop_hints(redis: Redis, tenant_id: str) -> int:
-    """Delete the tenant's hints from the queue, delivered or not (the stream holds only work not yet
-    done, so it is short). Returns how many."""
-    ids: list[str] = []
-    start = "-"
-    while True:
-        entries: Any = await redis.xrange(HINTS, min=start, max="+", count=1000)
-        for entry_id, fields in entries:
-            hint = Hint.from_fields(fields)
-            if hint is not None and hint.tenant == tenant_id:
-                ids.append(_text(entry_id))
-        if len(entries) < 1000:
-            break
-        start = f"({_text(entries[-1][0])}"
-    if not ids:
-        return 0
-    pipeline: Any = redis.pipeline(transaction=False)
-    pipeline.xack(HINTS, HINTS_GROUP, *ids)
-    pipeline.xdel(HINTS, *ids)
-    try:
-        await pipeline.execute()
-    except ResponseError:  # no consumer group yet (no worker ever ran): nothing to acknowledge
-        await redis.xdel(HINTS, *ids)
-    return len(ids)
+    """Delete the tenant's hints from the queue, delivered or not. Returns how many."""
+    return await HintQueue(redis).drop_tenant(tenant_id)
 
 
 async def purge_keys(redis: Redis, tenant_id: str) -> int:

@@ -32,8 +32,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from monitor.hints import LIFECYCLE_EVENTS, Hint
-from monitor.keys import GLOBAL_METRICS, HINTS, TenantKeys
+from monitor.hints import LIFECYCLE_EVENTS, Hint, HintQueue
+from monitor.keys import GLOBAL_METRICS, TenantKeys
 from monitor.logs import RateLimited
 from monitor.metrics import metric, now_ms, queue_increments
 from monitor.redis_conn import REDIS_UNAVAILABLE, Redis
@@ -274,10 +274,14 @@ class HintWriter:
             batch, self._pending = self._pending, []
             pipeline: Any = self.redis.pipeline(transaction=False)
             total: Counter[str] = Counter()
+            # One hint per job for the whole batch: the worker answers equal hints with one run
+            # anyway (`Hint.job_key`), so each request's hints are stored all the same.
+            unique: dict[tuple[str, ...], Hint] = {}
             for hints, counts, _ in batch:
                 for hint in hints:
-                    pipeline.xadd(HINTS, hint.fields())
+                    unique.setdefault(hint.job_key, hint)
                 total.update(counts)
+            HintQueue.add_to(pipeline, list(unique.values()))
             queue_increments(pipeline, GLOBAL_METRICS, total)
             try:
                 await pipeline.execute()

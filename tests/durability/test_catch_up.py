@@ -32,16 +32,16 @@ async def test_what_a_killed_run_committed_is_delivered_first_by_the_next(
     rules.write_text(f'[[alert]]\nname = "tier0"\nrole_assignable = true\nsend_to = {destinations}\n')
     sinks = f"jsonl:{path},webhook:{hook.url}/records"
     env = scene.env(MONITOR_SINK=sinks, MONITOR_ALERTS_FILE=str(rules), MONITOR_WEBHOOK_SECRET=SECRET)
+    ada = tenant.add_user(displayName="Ada Lovelace", userPrincipalName="ada@contoso.com", accountEnabled=True)
     code, out, err = await run("sync", env=env)  # the baseline: everything delivered
     assert code == 0, out + err
     delivered_before = await store.last_seq()
 
-    ada = tenant.add_user(displayName="Ada Lovelace", userPrincipalName="ada@contoso.com", accountEnabled=True)
-    tenant.add_member(admins, ada)
+    tenant.add_member(admins, ada)  # one round's change: delivered (and held) after the groups round
     hook.hold_next = True
     killed = await scene.launch(command, env=env)
     if command == "worker":
-        await scene.hint("users", "groups")
+        await scene.hint("groups")
     await asyncio.wait_for(hook.held.wait(), 60)
     await killed.kill()
     hook.release.set()

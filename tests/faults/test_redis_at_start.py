@@ -59,7 +59,7 @@ async def started_apart(
     launch: Launch, graph: RunningSimulator, redis: RestartableRedis, tmp_path: Path
 ) -> list[MonitorProcess]:
     web_port, worker_port, scheduler_port = free_port(), free_port(), free_port()
-    env = monitor_env(graph, redis, tmp_path, MONITOR_COALESCE_WINDOW="0.05")
+    env = monitor_env(graph, redis, tmp_path)
     return [
         await launch("web", {**env, "MONITOR_PORT": str(web_port)}, web_port),
         await launch("worker", {**env, "MONITOR_PROBE_PORT": str(worker_port)}, worker_port),
@@ -104,7 +104,7 @@ async def test_serve_started_before_redis_waits_for_it_then_works(
     jsonl = tmp_path / "out.jsonl"
     outage_redis.stop()
     port = free_port()
-    env = monitor_env(graph, outage_redis, tmp_path, MONITOR_PORT=str(port), MONITOR_COALESCE_WINDOW="0.05")
+    env = monitor_env(graph, outage_redis, tmp_path, MONITOR_PORT=str(port))
     serve = await launch("serve", env, port)
 
     await wait_for(lambda: waits_for_redis(serve), within=60, what="`monitor serve` up and waiting for Redis")

@@ -118,7 +118,7 @@ async def test_a_worker_survives_redis_going_away_and_resumes(
     port = free_port()
     jsonl = tmp_path / "out.jsonl"
     where = {"MONITOR_PORT": str(port)} if command == "serve" else {"MONITOR_PROBE_PORT": str(port)}
-    env = monitor_env(graph, outage_redis, tmp_path, MONITOR_COALESCE_WINDOW="0.05", **where)
+    env = monitor_env(graph, outage_redis, tmp_path, **where)
     process = await launch(command, env, port)
     await wait_for(lambda: ready_is(process, 200), within=30, what=f"`monitor {command}` ready")
     await ask_for_rounds(outage_redis.url)

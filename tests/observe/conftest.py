@@ -138,7 +138,6 @@ async def observed(
         j1_debounce=0,
         j1_poll_interval=0.05,
         j1_max_retries=0,
-        coalesce_window=0.0,
     )
     runtime = await Runtime.open(settings)
     runner = web.AppRunner(create_app(settings, runtime=runtime), access_log=None)

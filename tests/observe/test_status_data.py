@@ -8,7 +8,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from monitor.alerts import Alert, GroupInfo, MemberInfo
-from monitor.hints import Hint, enqueue, ensure_group, queue_status
+from monitor.hints import Hint, HintQueue, enqueue, queue_status
 from monitor.keys import HINTS, HINTS_GROUP
 from monitor.metrics import metric
 from monitor.sinks.alerts import recent_alerts, remember_alerts
@@ -25,7 +25,7 @@ async def test_the_queue_says_what_waits_what_is_taken_and_for_how_long(redis: a
     [(first_id, _)] = oldest
     added_ms = int(first_id.decode().partition("-")[0])
     assert await queue_status(redis, added_ms + 2500) == {"length": 2, "pending": 0, "oldest_age_seconds": 2.5}
-    await ensure_group(redis)
+    await HintQueue(redis).ensure_group()
     await redis.xreadgroup(HINTS_GROUP, "worker-1", {HINTS: ">"}, count=1)
     assert await queue_status(redis, added_ms + 61_000) == {"length": 2, "pending": 1, "oldest_age_seconds": 61.0}
 

@@ -87,7 +87,6 @@ async def live(
         public_url=public_url,
         alerts_file=str(rules),
         sink=f"jsonl:{tmp_path / 'changes.jsonl'}",
-        coalesce_window=0.05,
     )
     runtime = await Runtime.open(settings)
     runner = web.AppRunner(create_app(settings, runtime=runtime), access_log=None)

@@ -11,8 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from monitor.app import Runtime
-from monitor.hints import Hint, enqueue
-from monitor.keys import HINTS
+from monitor.hints import Hint, HintQueue, enqueue
+from monitor.keys import HINTS, worker_heartbeat
 from monitor.model.account import account_key
 from monitor.scheduler import Scheduler
 from monitor.settings import Settings
@@ -134,3 +134,113 @@ async def test_one_scheduler_leads_and_enqueues_the_safety_net(settings: Setting
 async def _queued_at_least(redis: aioredis.Redis, count: int) -> bool:
     length: int = await redis.xlen(HINTS)
     return length >= count
+
+
+class Running:
+    """A long-running worker (not burst) in the background of a test."""
+
+    def __init__(self, runtime: Runtime, **options: Any) -> None:
+        self.stop = asyncio.Event()
+        self.worker = Worker(runtime, **options)
+        self.task = asyncio.create_task(self.worker.run(self.stop))
+
+    async def __aenter__(self) -> Worker:
+        return self.worker
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        await self.task
+
+
+async def _queue_empty(redis: aioredis.Redis) -> bool:
+    return await _queued_at_least(redis, 1) is False
+
+
+async def test_a_hint_for_an_idle_job_runs_at_once_while_another_job_runs(
+    runtime: Runtime, tenant: SimTenant, sim: Simulator, redis: aioredis.Redis
+) -> None:
+    seed(tenant, users=5, groups=1, memberships=2)
+    queue = HintQueue(redis)
+    # The users round hangs on its delta request until the account hint has been answered.
+    sim.faults.inject("GET", r"/v1.0/users/delta", kind="delay", seconds=5)
+    async with Running(runtime, publish=False) as worker:
+        await enqueue(redis, hints("users", 1))
+        await eventually(lambda: _pending_with(queue, worker.name, 1))
+        await enqueue(redis, hints("account", 1))
+        await eventually(lambda: _account_recorded(runtime))
+        assert sim.count(r"/v1.0/organization") == 1
+        assert sim.count(r"/v1.0/users/delta") == 0, "the users round is still waiting for Graph"
+        assert await redis.xlen(HINTS) == 1, "the users hint waits for its round, the account hint is done"
+        sim.faults.clear()
+
+
+async def _requested(sim: Simulator, path: str) -> bool:
+    return sim.count(path) > 0
+
+
+async def _account_recorded(runtime: Runtime) -> bool:
+    status = await runtime.store(TENANT_ID).status("account")
+    return bool(status.get("last_round_at"))
+
+
+async def test_a_burst_during_a_round_is_answered_by_one_follow_up_round_and_loses_no_change(
+    runtime: Runtime, tenant: SimTenant, sim: Simulator, redis: aioredis.Redis
+) -> None:
+    seed(tenant, users=20, groups=2, memberships=10)
+    await enqueue(redis, hints("users", 1) + hints("groups", 1))
+    await Worker(runtime, burst=True).run()  # the first rounds; the notifications come after
+    users = list(tenant.users)
+    for user in users[:8]:
+        tenant.update_user(user, jobTitle="Changed before the round")
+    sim.requests.clear()
+    # The next users round takes two pages, and its second page is slow: the burst arrives meanwhile.
+    tenant.delta.page_size = 5
+    sim.faults.inject("GET", r"/v1.0/users/delta.*skiptoken", kind="delay", seconds=1.0)
+    async with Running(runtime, publish=False):
+        await enqueue(redis, hints("users", 1))
+        await eventually(lambda: _users_rounds_started(sim, 1))
+        # Changed while the round runs, after it started reading: a later round must see it.
+        tenant.update_user(users[-1], jobTitle="Changed mid-round")
+        for _ in range(49):
+            await enqueue(redis, hints("users", 1))
+        await eventually(lambda: _queue_empty(redis))
+    rounds = _users_rounds(sim)
+    assert 2 <= rounds <= 3, "the running round, then one follow-up for the whole burst"
+    mirrored = await runtime.store(TENANT_ID).mirror_dump()
+    assert mirrored == expected_mirror(tenant, ACCOUNT_KEY, account=False), "the mid-round change is mirrored"
+
+
+def _users_rounds(sim: Simulator) -> int:
+    """Incremental users rounds asked of Graph (each starts from a deltaLink: docs/graph.md 7.2)."""
+    return sum(1 for r in sim.requests.matching(r"/v1.0/users/delta") if "$deltatoken" in r.query)
+
+
+async def _users_rounds_started(sim: Simulator, count: int) -> bool:
+    return _users_rounds(sim) >= count
+
+
+async def test_a_stopped_workers_hints_are_claimed_at_once_and_a_live_workers_never(
+    runtime: Runtime, tenant: SimTenant, sim: Simulator, redis: aioredis.Redis
+) -> None:
+    seed(tenant, users=5, groups=1, memberships=2)
+    queue = HintQueue(redis)
+    await queue.ensure_group()
+    await enqueue(redis, hints("users", 2))
+    await queue.read("gone", block=None, count=2)  # taken by a worker that then died
+    await enqueue(redis, hints("account", 1))
+    await queue.read("slow", block=None, count=1)  # taken by a worker still at it
+    await redis.set(worker_heartbeat("slow"), "now", ex=60)
+    async with Running(runtime, claim_idle=60.0, publish=False):
+        await eventually(lambda: _pending_with(queue, "gone", 0))
+        await eventually(lambda: _queued_exactly(redis, 1))
+    assert await queue.consumers() == {"slow": 1}, "the live worker keeps its hint"
+    assert sim.count(r"/v1.0/users/delta") == 1 and sim.count(r"/v1.0/organization") == 0
+
+
+async def _pending_with(queue: HintQueue, consumer: str, count: int) -> bool:
+    return (await queue.consumers()).get(consumer, 0) == count
+
+
+async def _queued_exactly(redis: aioredis.Redis, count: int) -> bool:
+    length: int = await redis.xlen(HINTS)
+    return length == count

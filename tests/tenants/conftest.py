@@ -88,7 +88,6 @@ def deployment_settings(
         "public_url": public_url,
         "operator_token": OPERATOR_TOKEN,
         "sink": f"jsonl:{tmp_path / 'changes.jsonl'}",
-        "coalesce_window": 0.0,
         **extra,
     }
     return load_settings({}, **values)

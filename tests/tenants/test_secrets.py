@@ -87,7 +87,6 @@ def secret_settings(graph: RunningSimulator, redis_server: RedisServer, tmp_path
         j1_api_url=f"https://127.0.0.1:{free_port()}",
         j1_max_retries=0,
         j1_timeout=2.0,
-        coalesce_window=0.0,
     )
 
 
