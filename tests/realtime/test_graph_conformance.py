@@ -20,6 +20,7 @@ from monitor.simulator import seed
 from monitor.simulator.faults import RequestRecord
 from monitor.simulator.graph_metadata import check_request, split_path
 from monitor.simulator.intune_seed import seed_intune
+from monitor.sources.audits import read_audits
 from monitor.sync import SourceFailed, sync_tenant
 from monitor.tenants import onboard
 from tests.conftest import TENANT_ID
@@ -68,6 +69,12 @@ async def drive_the_product(live: Live) -> list[SourceFailed]:
     _, failures = await sync_tenant(live.runtime, live.settings.tenants[0], ("account", "users", "groups", "signins"))
     _, more = await sync_tenant(live.runtime, live.settings.tenants[0], ("intune",))
     failures += more
+    estate = live.sim.intune[TENANT_ID]
+    estate.rename_device(next(iter(estate.devices)), "Renamed laptop")
+    _, more = await sync_tenant(live.runtime, live.settings.tenants[0], ("intune_live",))  # devices, audit events
+    failures += more
+    context = live.runtime.context(live.settings.tenants[0])
+    await read_audits(context, floor=0.0, overlap=60.0, keep=3600.0)  # who made a membership change
     await live.subscribe()  # list, create
     group = next(iter(tenant.groups))
     tenant.add_member(group, tenant.add_user(displayName="Late Joiner", userPrincipalName="late@contoso.example"))
@@ -99,6 +106,9 @@ async def test_every_graph_request_conforms_to_the_published_metadata(live: Live
         ("GET", "/beta/deviceManagement/managedDevices"),
         ("GET", "/beta/deviceAppManagement/mobileApps"),
         ("POST", "/v1.0/deviceManagement/reports/retrieveDeviceAppInstallationStatusReport"),
+        ("GET", "/v1.0/deviceManagement/auditEvents"),
+        ("GET", "/v1.0/auditLogs/directoryAudits"),
+        ("POST", "/v1.0/directoryObjects/getByIds"),
         ("GET", "/v1.0/subscriptions"),
         ("POST", "/v1.0/subscriptions"),
         ("PATCH", "/v1.0/subscriptions/{id}"),
