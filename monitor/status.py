@@ -6,8 +6,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from monitor.app import Runtime
 from monitor.durations import format_duration
 from monitor.graph.subscriptions import parse_graph_time
@@ -15,6 +13,7 @@ from monitor.hints import queue_status
 from monitor.keys import WORKER_HEARTBEAT_PATTERN, worker_of_heartbeat
 from monitor.metrics import metric
 from monitor.permission_check import render_permission
+from monitor.records import decode_registry
 from monitor.settings import TenantConfig
 from monitor.sinks.actors import STATUS as ACTORS_STATUS
 from monitor.sinks.alerts import ALERTS_SINK, recent_alerts
@@ -164,20 +163,16 @@ def _tenant_gauges(status: dict[str, Any]) -> dict[str, float]:
 async def _subscriptions(runtime: Runtime, tenant: TenantConfig) -> list[dict[str, Any]]:
     """Our Graph subscriptions of the tenant (the registry the webhook checks) and when each expires.
     The clientState is a shared secret with Graph and is left out."""
-    raw = await runtime.redis.hgetall(runtime.store(tenant.id).keys.subscriptions)
+    registry = decode_registry(await runtime.redis.hgetall(runtime.store(tenant.id).keys.subscriptions))
     now = runtime.clock()
     found = []
-    for key, value in sorted(raw.items()):
-        name = key.decode() if isinstance(key, bytes) else str(key)
-        if name.startswith("pending:"):
-            continue
-        record = orjson.loads(value)
-        expiration = str(record.get("expiration") or "")
+    for name, record in sorted(registry.items()):
+        expiration = record["expiration"]
         left = (parse_graph_time(expiration) - now).total_seconds() if expiration else None
         found.append(
             {
                 "id": name,
-                "resource": record.get("resource"),
+                "resource": record["resource"],
                 "expiration": expiration or None,
                 "expires_in_seconds": None if left is None else round(left),
             }
