@@ -102,7 +102,7 @@ def parse_entry(raw: Mapping[str, Any]) -> AuditEntry | None:
     )
 
 
-def _actor(initiated_by: Any) -> JsonObject | None:
+def _actor(initiated_by: object) -> JsonObject | None:
     if not isinstance(initiated_by, Mapping):
         return None
     user, app = initiated_by.get("user"), initiated_by.get("app")
@@ -129,7 +129,7 @@ def _group_object_id(targets: Iterable[Mapping[str, Any]]) -> str | None:
     return None
 
 
-def epoch(value: Any) -> float | None:
+def epoch(value: object) -> float | None:
     """Seconds since the epoch of Graph's `activityDateTime` (up to seven fractional digits)."""
     if not isinstance(value, str) or not value:
         return None

@@ -110,7 +110,7 @@ class RecordPrinter:
         return self.names.get(key, key[:8] + "…" if len(key) > 12 else key)
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     text = "—" if value is None else str(value)
     return text if len(text) <= 40 else text[:37] + "..."
 

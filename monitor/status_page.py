@@ -202,7 +202,7 @@ def _workers_section(workers: Sequence[Mapping[str, Any]]) -> str:
     return f"<section id=workers><h2>Workers</h2>{figures}{detail}</section>"
 
 
-def _ago(seconds: Any) -> str:
+def _ago(seconds: float | None) -> str:
     return "" if seconds is None else _e(format_duration(max(0.0, float(seconds))))
 
 
@@ -413,7 +413,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, part: str) -
     return f"<table data-part={part}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _generic(value: Any, depth: int = 0) -> str:
+def _generic(value: object, depth: int = 0) -> str:
     """Any JSON value as HTML: objects as key/value tables, lists of objects as tables. Used for data
     whose shape this page does not fix (drift reports, extra sink details)."""
     if depth > 3:
@@ -434,27 +434,27 @@ def _generic(value: Any, depth: int = 0) -> str:
     return _e(value)
 
 
-def _grouped(value: Any) -> str:
+def _grouped(value: object) -> str:
     """A count with thousands separators (plain text, not escaped)."""
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
-def _number(value: Any) -> str:
+def _number(value: object) -> str:
     return _e(_grouped(value))
 
 
-def _interval(seconds: Any) -> str:
+def _interval(seconds: float | None) -> str:
     return "disabled" if seconds is None else f"every {format_duration(float(seconds))}"
 
 
-def _epoch(value: Any) -> str:
+def _epoch(value: float | None) -> str:
     if value is None:
         return "never"
     return datetime.fromtimestamp(float(value), UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _e(value: Any) -> str:
+def _e(value: object) -> str:
     """Escaped text for element content and quoted attributes (`&`, `<`, `>`, `"` and `'`)."""
     return html.escape("" if value is None else str(value), quote=True)

@@ -60,7 +60,7 @@ _APP_REQUIRED = required_properties("Application")
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$")
 
 
-def _url(value: Any) -> str | None:
+def _url(value: object) -> str | None:
     """A value for the data model's `format: uri` properties, or None."""
     return value if isinstance(value, str) and _URL.match(value) else None
 
@@ -136,16 +136,16 @@ def report_rows(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _number(value: Any) -> int | float | None:
+def _number(value: object) -> int | float | None:
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _enum_value(value: Any) -> int | float | str | None:
+def _enum_value(value: object) -> int | float | str | None:
     """A report's enum value column: a number or a raw string (see the module docstring)."""
     return value if isinstance(value, str) and value else _number(value)
 
 
-def error_code(hex_code: Any) -> int | None:
+def error_code(hex_code: object) -> int | None:
     """`0x87D1041C` -> -2016330712 (Intune's error codes are signed 32-bit HRESULTs); None if unreadable."""
     if not isinstance(hex_code, str):
         return None
@@ -198,7 +198,7 @@ def map_installed(app: Mapping[str, Any], device_id: str, device_type: str) -> U
 _RUNS = re.compile(r"(\d+)")
 
 
-def version_order(version: Any) -> tuple[tuple[int, int | str], ...]:
+def version_order(version: object) -> tuple[tuple[int, int | str], ...]:
     """A sort key that orders "1.10" after "1.9" (numbers by value, the rest as text)."""
     parts = _RUNS.split(str(version or ""))
     return tuple((0, int(part)) if part.isdigit() else (1, part) for part in parts if part)

@@ -120,7 +120,7 @@ def os_type(operating_system: str | None) -> str | None:
     return next((kind for prefix, kind in _OS_TYPES if name.startswith(prefix)), "other")
 
 
-def normalize_mac(raw: Any) -> str | None:
+def normalize_mac(raw: object) -> str | None:
     """`aa:bb:cc:dd:ee:ff` (lower case, colons) or None; Intune sends 12 bare hex digits or separators."""
     if not isinstance(raw, str):
         return None
@@ -140,7 +140,7 @@ def host_names(device_name: str | None) -> tuple[str | None, list[str] | None]:
     return (device_name if _HOSTNAME.match(device_name) else None), None
 
 
-def _addresses(ip_text: Any) -> JsonObject:
+def _addresses(ip_text: object) -> JsonObject:
     """The address arrays of the data model from `hardwareInformation.ipAddressV4` (IPv4 only)."""
     result: JsonObject = dict.fromkeys(("ipv4Addresses", "ipv6Addresses", "publicIpAddresses", "privateIpAddresses"))
     try:
@@ -156,12 +156,12 @@ def _addresses(ip_text: Any) -> JsonObject:
     return result
 
 
-def _text(value: Any) -> str | None:
+def _text(value: object) -> str | None:
     """A non-empty string or None (Intune sends "" for unknown serials, IMEIs and the like)."""
     return value if isinstance(value, str) and value.strip() else None
 
 
-def _jail_broken(value: Any) -> bool | None:
+def _jail_broken(value: object) -> bool | None:
     if not isinstance(value, str) or value.lower() == "unknown":
         return None
     return value != "False"

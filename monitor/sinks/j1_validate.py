@@ -73,7 +73,7 @@ class Invalid:
         return {"key": self.key, "type": self.type, "rule": self.rule, "detail": self.detail}
 
 
-def _classes(value: Any) -> list[str] | None:
+def _classes(value: object) -> list[str] | None:
     if isinstance(value, str):
         return [value]
     if isinstance(value, list) and value and all(isinstance(c, str) for c in value):
@@ -81,7 +81,7 @@ def _classes(value: Any) -> list[str] | None:
     return None
 
 
-def _kind(value: Any) -> str | None:
+def _kind(value: object) -> str | None:
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int | float):
@@ -113,7 +113,7 @@ _GOOD_NAMES: set[str] = set()
 _GOOD_NAMES_MAX = 10_000
 
 
-def _value_problem(name: str, value: Any) -> tuple[str, str] | None:
+def _value_problem(name: str, value: object) -> tuple[str, str] | None:
     if type(value) in _PRIMITIVES and not name.endswith("On"):
         return None
     if value is None or _kind(value) is not None:
