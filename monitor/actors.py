@@ -28,11 +28,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from monitor.alert_rules import AlertEvent
 from monitor.alerts import Cause
-from monitor.model.types import JsonObject
+from monitor.model.types import JsonMapping, JsonObject
 
 # https://learn.microsoft.com/en-us/entra/identity/monitoring-health/reference-audit-activities,
 # category GroupManagement. The owner activities exist too ("Add owner to group", "Remove owner from
@@ -80,13 +79,13 @@ class AuditEntry:
         }
 
     @classmethod
-    def from_json(cls, body: Mapping[str, Any]) -> AuditEntry:
+    def from_json(cls, body: JsonMapping) -> AuditEntry:
         event: AlertEvent = "added" if body["event"] == "added" else "removed"
         group = body.get("group")
         return cls(str(body["id"]), float(body["at"]), event, frozenset(body["targets"]), group, dict(body["actor"]))
 
 
-def parse_entry(raw: Mapping[str, Any]) -> AuditEntry | None:
+def parse_entry(raw: JsonMapping) -> AuditEntry | None:
     """An entry of `GET /auditLogs/directoryAudits`, or None when it is not a successful membership
     change with a known initiator."""
     event = MEMBER_ACTIVITIES.get(str(raw.get("activityDisplayName", "")))
@@ -102,7 +101,7 @@ def parse_entry(raw: Mapping[str, Any]) -> AuditEntry | None:
     )
 
 
-def _actor(initiated_by: Any) -> JsonObject | None:
+def _actor(initiated_by: object) -> JsonObject | None:
     if not isinstance(initiated_by, Mapping):
         return None
     user, app = initiated_by.get("user"), initiated_by.get("app")
@@ -119,7 +118,7 @@ def _actor(initiated_by: Any) -> JsonObject | None:
     return None
 
 
-def _group_object_id(targets: Iterable[Mapping[str, Any]]) -> str | None:
+def _group_object_id(targets: Iterable[JsonMapping]) -> str | None:
     for target in targets:
         for prop in target.get("modifiedProperties") or []:
             if isinstance(prop, Mapping) and prop.get("displayName") == GROUP_OBJECT_ID:
@@ -129,7 +128,7 @@ def _group_object_id(targets: Iterable[Mapping[str, Any]]) -> str | None:
     return None
 
 
-def epoch(value: Any) -> float | None:
+def epoch(value: object) -> float | None:
     """Seconds since the epoch of Graph's `activityDateTime` (up to seven fractional digits)."""
     if not isinstance(value, str) or not value:
         return None

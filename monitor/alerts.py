@@ -30,7 +30,7 @@ import fnmatch
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from monitor.alert_rules import AlertEvent, AlertRule
 from monitor.model.groups import GROUP_FAMILY, GROUP_TYPE, MEMBERSHIP_TYPE, PLACEHOLDER_FAMILY, PLACEHOLDER_TYPE
@@ -241,7 +241,7 @@ def alert_id(tenant: str, seq: int, observed_at: str, rule: str) -> str:
     return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{tenant}/{seq}/{observed_at}/{rule}"))
 
 
-def member_kind(member_type: Any) -> str:
+def member_kind(member_type: object) -> str:
     """`user`, `group`, `device`, `servicePrincipal`, `contact`; another `@odata.type` without its
     namespace; `unknown` when the record has none."""
     if not isinstance(member_type, str) or not member_type:

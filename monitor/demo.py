@@ -27,6 +27,7 @@ from aiohttp import web
 from monitor.app import Runtime
 from monitor.console import sync_summary
 from monitor.hints import Hint, enqueue
+from monitor.model.types import JsonObject
 from monitor.records import ChangeRecord
 from monitor.settings import Settings, load_settings
 from monitor.simulator import SimTenant, Simulator, seed, serve_simulator
@@ -95,7 +96,7 @@ class RecordPrinter:
         return f"{head} {self._what(record)}"
 
     def _what(self, record: ChangeRecord) -> str:
-        obj: dict[str, Any] = record["after"] or record["before"] or {}
+        obj: JsonObject = record["after"] or record["before"] or {}
         if record["kind"] == "relationship":
             return f"{self._name(obj.get('_fromEntityKey', ''))} -> {self._name(obj.get('_toEntityKey', ''))}"
         name = self._name(record["key"])
@@ -110,7 +111,7 @@ class RecordPrinter:
         return self.names.get(key, key[:8] + "…" if len(key) > 12 else key)
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     text = "—" if value is None else str(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -132,7 +133,7 @@ class AlertPrinter(logging.Handler):
         self.stream.flush()
 
 
-def alert_line(alert: dict[str, Any]) -> str:
+def alert_line(alert: JsonObject) -> str:
     """An alert, or its update with who made the change, in one line."""
     member = alert.get("member") or {}
     who = member.get("name") or f"{alert.get('count', '')} members"
@@ -144,7 +145,7 @@ def alert_line(alert: dict[str, Any]) -> str:
     return f"  ALERT UPDATE {what}: {_made_by(alert)}"
 
 
-def _made_by(alert: dict[str, Any]) -> str:
+def _made_by(alert: JsonObject) -> str:
     actor = alert.get("actor") or {}
     entry = str((actor.get("auditEntry") or {}).get("id", ""))
     return {

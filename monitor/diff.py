@@ -57,7 +57,7 @@ def changed_properties(before: JsonObject, after: JsonObject) -> tuple[str, ...]
     return tuple(sorted(name for name in names if not same_value(before.get(name), after.get(name))))
 
 
-def same_value(left: Any, right: Any) -> bool:
+def same_value(left: object, right: object) -> bool:
     if left == right:
         return True
     if isinstance(left, list) and isinstance(right, list) and len(left) == len(right):

@@ -197,7 +197,8 @@ class TenantKeys:
 
     @property
     def subscriptions(self) -> str:
-        """HASH subscription id -> JSON {resource, clientState, expiration, notificationUrl, ...}.
+        """HASH subscription id -> JSON {resource, clientState, expiration, notificationUrl, ...}
+        (`monitor.records.SubscriptionRecord`, read and written only through its codec there).
 
         Also holds `pending:<resource>` -> the clientState of a create in flight, written before
         the create call, so a subscription whose creation response was lost can be adopted.

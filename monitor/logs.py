@@ -13,11 +13,12 @@ import threading
 import time
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any
 
 import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
+
+from monitor.model.types import JsonObject
 
 CONTEXT_FIELDS = ("tenant", "source", "request_id", "subscription", "scope")
 # The id of the HTTP request being served (set by the web app's request-id middleware). aiohttp runs
@@ -91,7 +92,7 @@ class ClientErrors(logging.Filter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
+        entry: JsonObject = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,

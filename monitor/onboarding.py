@@ -44,6 +44,7 @@ from monitor.app import Runtime
 from monitor.errors import ConfigError, MonitorError
 from monitor.graph.auth import AuthError
 from monitor.keys import onboard_state
+from monitor.model.types import JsonObject
 from monitor.operator import NO_STORE, refusal
 from monitor.permission_check import PermissionReport
 from monitor.permissions import NEEDED_FOR
@@ -153,7 +154,7 @@ async def finish_onboarding(request: web.Request, runtime: Runtime) -> web.Strea
     return _forget(await _onboard_page(runtime, tenant), query)
 
 
-async def _take_state(request: web.Request, runtime: Runtime, state: str) -> dict[str, Any] | web.Response:
+async def _take_state(request: web.Request, runtime: Runtime, state: str) -> JsonObject | web.Response:
     """The state's record, consumed; or the refusal page for a forged, expired, replayed or foreign
     state."""
     raw = await runtime.redis.getdel(onboard_state(state)) if _STATE.match(state) else None
@@ -166,7 +167,7 @@ async def _take_state(request: web.Request, runtime: Runtime, state: str) -> dic
             "started here or it was completed before. Nothing was saved. Start again from "
             "<code>/onboard</code>.</p>",
         )
-    record: dict[str, Any] = orjson.loads(raw)
+    record: JsonObject = orjson.loads(raw)
     cookie = request.cookies.get(cookie_name(state), "")
     if not cookie or not hmac.compare_digest(_digest(cookie), str(record.get("binding", ""))):
         log.warning("onboarding callback from a browser that did not start the onboarding")

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import orjson
 
 from monitor.graph.client import GraphClient, GraphError
+from monitor.model.types import JsonObject
 from monitor.permissions import NEEDED_FOR
 from monitor.redis_conn import Redis
 from monitor.store import TenantStore
@@ -94,7 +95,7 @@ class PermissionReport:
 
     verdicts: list[PermissionVerdict] = field(default_factory=list)
     roles: frozenset[str] | None = None  # None: the token did not say (opaque)
-    organization: dict[str, Any] | None = None
+    organization: JsonObject | None = None
 
     def verdict(self, name: str) -> PermissionVerdict:
         return next(v for v in self.verdicts if v.name == name)
@@ -206,7 +207,7 @@ async def record_report(redis: Redis, tenant: str, report: PermissionReport, che
     await redis.hset(store.keys.permissions, mapping=values)  # type: ignore[arg-type]
 
 
-def render_permission(name: str, entry: dict[str, Any]) -> str:
+def render_permission(name: str, entry: JsonObject) -> str:
     """`User.Read.All: granted` / `AuditLog.Read.All: MISSING: no sign-in activity on users (...)`."""
     state = entry.get("state") or ("granted" if entry.get("granted") else "missing")
     detail = f" ({entry['detail']})" if entry.get("detail") else ""

@@ -23,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -45,13 +45,49 @@ LEADER_TTL = 30.0
 MISFIRE_GRACE = 300
 
 
+class _Trigger(Protocol):
+    @property
+    def interval(self) -> timedelta: ...
+
+
+class _Job(Protocol):
+    """What the scheduler reads of an APScheduler job (APScheduler ships no type hints)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def next_run_time(self) -> datetime | None: ...
+
+    @property
+    def trigger(self) -> _Trigger: ...
+
+    def remove(self) -> None: ...
+
+
+class JobScheduler(Protocol):
+    """What the scheduler uses of APScheduler's `AsyncIOScheduler`."""
+
+    def get_jobs(self) -> list[_Job]: ...
+
+    def add_job(self, func: Callable[..., Awaitable[None]], trigger: str, **options: object) -> object: ...
+
+    def start(self, *, paused: bool) -> None: ...
+
+    def shutdown(self, *, wait: bool) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
 class Scheduler:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.lease = Lease(runtime.redis, SCHEDULER_LEADER, ttl=LEADER_TTL)
         self.leader = False
         self.enqueued = 0
-        self._apscheduler: Any = None
+        self._apscheduler: JobScheduler | None = None
         self.health = Health("scheduler")
 
     def jobs(self) -> list[tuple[str, float, Callable[[], list[Hint]]]]:
@@ -90,18 +126,19 @@ class Scheduler:
     def sync_sweeps(self) -> None:
         """Add the sweep job of a tenant registered since the start, drop that of one removed (or whose
         interval changed: it comes back with the new one)."""
-        if self._apscheduler is None:
+        scheduler = self._apscheduler
+        if scheduler is None:
             return
         wanted = {name: (interval, hints) for name, interval, hints in self.jobs() if name.startswith("sweep:")}
-        for job in self._apscheduler.get_jobs():
+        for job in scheduler.get_jobs():
             if job.id.startswith("sweep:") and (
                 job.id not in wanted or job.trigger.interval.total_seconds() != wanted[job.id][0]
             ):
                 job.remove()
-        present = {job.id for job in self._apscheduler.get_jobs()}
+        present = {job.id for job in scheduler.get_jobs()}
         for name, (interval, hints) in wanted.items():
             if name not in present:
-                self._add(name, interval, hints, first=self.runtime.clock() + timedelta(seconds=interval))
+                self._add(scheduler, name, interval, hints, first=self.runtime.clock() + timedelta(seconds=interval))
 
     def _hints(self, jobs: Sequence[str], reason: str) -> list[Hint]:
         stamp = now_ms()
@@ -128,11 +165,12 @@ class Scheduler:
         await Supervisor(self.runtime.redis, self.health).run(lambda: self._run(stop), stop)
 
     async def _run(self, stop: asyncio.Event) -> None:
-        scheduler = AsyncIOScheduler(timezone="UTC")
+        scheduler: JobScheduler = AsyncIOScheduler(timezone="UTC")
         self._apscheduler = scheduler
         start = self.runtime.clock() + timedelta(seconds=1)
         for name, interval, hints in self.jobs():
             self._add(
+                scheduler,
                 name,
                 interval,
                 hints,
@@ -142,14 +180,16 @@ class Scheduler:
         # outage) and renews it; a follower waits for it as before.
         scheduler.start(paused=not self.leader)
         try:
-            await self._lead(stop)
+            await self._lead(scheduler, stop)
         finally:
             scheduler.shutdown(wait=False)
             if self.leader and stop.is_set():
                 await self.lease.release()
 
-    def _add(self, name: str, interval: float, hints: Callable[[], list[Hint]], *, first: datetime) -> None:
-        self._apscheduler.add_job(
+    def _add(
+        self, scheduler: JobScheduler, name: str, interval: float, hints: Callable[[], list[Hint]], *, first: datetime
+    ) -> None:
+        scheduler.add_job(
             self._fire,
             "interval",
             seconds=interval,
@@ -161,7 +201,7 @@ class Scheduler:
             misfire_grace_time=MISFIRE_GRACE,
         )
 
-    async def _lead(self, stop: asyncio.Event) -> None:
+    async def _lead(self, scheduler: JobScheduler, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 await self.runtime.refresh_tenants()
@@ -172,7 +212,7 @@ class Scheduler:
             self.health.working()
             if held != self.leader:
                 self.leader = held
-                (self._apscheduler.resume if held else self._apscheduler.pause)()
+                (scheduler.resume if held else scheduler.pause)()
                 log.info("scheduler: %s", "leading: jobs running" if held else "not the leader: jobs paused")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=LEADER_TTL / 3)

@@ -42,7 +42,7 @@ def _normalise_tenant_id(value: str) -> str:
     return value.lower()
 
 
-def _polling_interval(value: Any) -> float | None:
+def _polling_interval(value: object) -> float | None:
     """`DISABLED` (manual runs only), a duration such as `1h`, or seconds."""
     if value is None or isinstance(value, int | float):
         return None if value is None else float(value)
@@ -77,7 +77,7 @@ class TenantConfig(BaseModel):
 
     @field_validator("polling_interval", mode="before")
     @classmethod
-    def _check_interval(cls, value: Any) -> float | None:
+    def _check_interval(cls, value: object) -> float | None:
         return _polling_interval(value)
 
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
-
-import orjson
 
 from monitor.app import Runtime
 from monitor.durations import format_duration
@@ -14,7 +11,9 @@ from monitor.graph.subscriptions import parse_graph_time
 from monitor.hints import queue_status
 from monitor.keys import WORKER_HEARTBEAT_PATTERN, worker_of_heartbeat
 from monitor.metrics import metric
+from monitor.model.types import JsonObject
 from monitor.permission_check import render_permission
+from monitor.records import decode_registry
 from monitor.settings import TenantConfig
 from monitor.sinks.actors import STATUS as ACTORS_STATUS
 from monitor.sinks.alerts import ALERTS_SINK, recent_alerts
@@ -30,12 +29,12 @@ UPKEEP_STATUS = "subscriptions"
 RECENT_ALERTS_SHOWN = 10
 
 
-async def tenant_status(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any]:
+async def tenant_status(runtime: Runtime, tenant: TenantConfig) -> JsonObject:
     store = runtime.store(tenant.id)
     last_seq = await store.last_seq()
-    sources: dict[str, Any] = {}
+    sources: JsonObject = {}
     for source in SOURCES:
-        entry: dict[str, Any] = dict(await store.status(source.name))
+        entry: JsonObject = dict(await store.status(source.name))
         if entry.get("last_round_at"):
             entry["last_round_age_seconds"] = _age_seconds(runtime, entry["last_round_at"])
         if source.reading == "delta":
@@ -67,13 +66,13 @@ async def tenant_status(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any
     }
 
 
-async def all_statuses(runtime: Runtime) -> list[dict[str, Any]]:
+async def all_statuses(runtime: Runtime) -> list[JsonObject]:
     """`tenant_status` of every tenant watched (configured and registered), for `status` and `/status`."""
     await runtime.refresh_tenants()
     return [await tenant_status(runtime, tenant) for tenant in runtime.tenants()]
 
 
-async def deployment_status(runtime: Runtime) -> dict[str, Any]:
+async def deployment_status(runtime: Runtime) -> JsonObject:
     """What belongs to no tenant: the hint queue every worker reads, and the workers alive."""
     return {
         "hints": await queue_status(runtime.redis, int(runtime.clock().timestamp() * 1000)),
@@ -81,7 +80,7 @@ async def deployment_status(runtime: Runtime) -> dict[str, Any]:
     }
 
 
-async def live_workers(runtime: Runtime) -> list[dict[str, Any]]:
+async def live_workers(runtime: Runtime) -> list[JsonObject]:
     """The workers whose heartbeat key has not expired (`monitor.keys.worker_heartbeat`: every running
     worker refreshes it, and deletes it when it stops), by name: when each last sent one, how long
     ago. A worker killed without stopping drops out once its key expires."""
@@ -113,7 +112,7 @@ async def operational_gauges(runtime: Runtime) -> dict[str, float]:
     return status_gauges(await all_statuses(runtime), await deployment_status(runtime))
 
 
-def status_gauges(statuses: Sequence[dict[str, Any]], deployment: dict[str, Any]) -> dict[str, float]:
+def status_gauges(statuses: Sequence[JsonObject], deployment: JsonObject) -> dict[str, float]:
     """The status's figures as Prometheus gauges, so the alerting rules watch the very numbers the
     status page shows: the hint queue, each source's last round, each sink's cursor, subscription
     upkeep and JupiterOne publishing."""
@@ -128,7 +127,7 @@ def status_gauges(statuses: Sequence[dict[str, Any]], deployment: dict[str, Any]
     return gauges
 
 
-def _tenant_gauges(status: dict[str, Any]) -> dict[str, float]:
+def _tenant_gauges(status: JsonObject) -> dict[str, float]:
     tenant = status["tenant"]
     gauges: dict[str, float] = {}
     for source, entry in status["sources"].items():
@@ -161,23 +160,19 @@ def _tenant_gauges(status: dict[str, Any]) -> dict[str, float]:
     return gauges
 
 
-async def _subscriptions(runtime: Runtime, tenant: TenantConfig) -> list[dict[str, Any]]:
+async def _subscriptions(runtime: Runtime, tenant: TenantConfig) -> list[JsonObject]:
     """Our Graph subscriptions of the tenant (the registry the webhook checks) and when each expires.
     The clientState is a shared secret with Graph and is left out."""
-    raw = await runtime.redis.hgetall(runtime.store(tenant.id).keys.subscriptions)
+    registry = decode_registry(await runtime.redis.hgetall(runtime.store(tenant.id).keys.subscriptions))
     now = runtime.clock()
     found = []
-    for key, value in sorted(raw.items()):
-        name = key.decode() if isinstance(key, bytes) else str(key)
-        if name.startswith("pending:"):
-            continue
-        record = orjson.loads(value)
-        expiration = str(record.get("expiration") or "")
+    for name, record in sorted(registry.items()):
+        expiration = record["expiration"]
         left = (parse_graph_time(expiration) - now).total_seconds() if expiration else None
         found.append(
             {
                 "id": name,
-                "resource": record.get("resource"),
+                "resource": record["resource"],
                 "expiration": expiration or None,
                 "expires_in_seconds": None if left is None else round(left),
             }
@@ -185,7 +180,7 @@ async def _subscriptions(runtime: Runtime, tenant: TenantConfig) -> list[dict[st
     return found
 
 
-async def _alerts(runtime: Runtime, tenant: TenantConfig, last_seq: int) -> dict[str, Any]:
+async def _alerts(runtime: Runtime, tenant: TenantConfig, last_seq: int) -> JsonObject:
     rules = tenant.alerts
     cursor = await runtime.store(tenant.id).cursor(ALERTS_SINK) if rules else 0
     effective = await runtime.store(tenant.id).cursor(EFFECTIVE_CURSOR) if any(r.effective for r in rules) else 0
@@ -202,7 +197,7 @@ async def _alerts(runtime: Runtime, tenant: TenantConfig, last_seq: int) -> dict
     }
 
 
-async def _sink_health(runtime: Runtime, tenant: TenantConfig, sink: str) -> dict[str, Any]:
+async def _sink_health(runtime: Runtime, tenant: TenantConfig, sink: str) -> JsonObject:
     """Whether deliveries to a sink fail: the last error (None when healthy), since when, how many
     deliveries in a row failed. The records meanwhile wait in the change log."""
     state = await runtime.store(tenant.id).sink_state(sink)
@@ -214,14 +209,14 @@ async def _sink_health(runtime: Runtime, tenant: TenantConfig, sink: str) -> dic
     }
 
 
-async def _actors(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any]:
+async def _actors(runtime: Runtime, tenant: TenantConfig) -> JsonObject:
     """Who made each change (monitor.sinks.actors): the last read of the audit log, alerts waiting."""
     store = runtime.store(tenant.id)
     waiting = int(await store.redis.hlen(store.keys.actors_pending))
     return {**await store.status(ACTORS_STATUS), "waiting": waiting}
 
 
-async def _jupiterone(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any]:
+async def _jupiterone(runtime: Runtime, tenant: TenantConfig) -> JsonObject:
     """The publishing state, plus the lag: how long changes have waited since the last confirmed
     upload (0 when nothing is waiting; None when nothing was ever confirmed)."""
     state = await publishing_status(runtime.redis, tenant.id)
@@ -233,7 +228,7 @@ async def _jupiterone(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any]:
     return state
 
 
-def render_tenant(status: dict[str, Any]) -> str:
+def render_tenant(status: JsonObject) -> str:
     name = f" ({status['account_name']})" if status.get("account_name") else ""
     log = status["change_log"]
     lines = [
@@ -279,7 +274,7 @@ def render_tenant(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_deployment(deployment: dict[str, Any]) -> str:
+def render_deployment(deployment: JsonObject) -> str:
     hints = deployment["hints"]
     age = hints["oldest_age_seconds"]
     waited = f", the oldest waiting {format_duration(age)}" if hints["length"] else ""
@@ -294,7 +289,7 @@ def render_deployment(deployment: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _restarted(note: dict[str, Any]) -> str:
+def _restarted(note: JsonObject) -> str:
     return (
         f"WARNING: the change log started again (found {note['at']}): it holds seq up to "
         f"{note['held_seq']:,} of an earlier log, then the new log from seq {note['new_log_from_seq']:,} "
@@ -302,7 +297,7 @@ def _restarted(note: dict[str, Any]) -> str:
     )
 
 
-def _stuck(entry: dict[str, Any]) -> str:
+def _stuck(entry: JsonObject) -> str:
     if not entry.get("error"):
         return ""
     return (
@@ -311,7 +306,7 @@ def _stuck(entry: dict[str, Any]) -> str:
     )
 
 
-def _actors_line(entry: dict[str, Any]) -> str:
+def _actors_line(entry: JsonObject) -> str:
     waiting = f"{entry['waiting']} alert(s) waiting for their actor"
     if entry.get("state") == "unavailable":
         return f"UNAVAILABLE: {entry.get('detail')} (checked {entry.get('checked_at')}); alerts carry actor: null"
@@ -323,7 +318,7 @@ def _actors_line(entry: dict[str, Any]) -> str:
     return f"{read}; {waiting}{behind}{error}"
 
 
-def _source_line(entry: dict[str, Any]) -> str:
+def _source_line(entry: JsonObject) -> str:
     if entry.get("skipped"):
         return f"skipped: {entry['skipped']}"
     if not entry.get("last_round_at") and not entry.get("error"):

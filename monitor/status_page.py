@@ -25,12 +25,12 @@ import hmac
 import html
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 from aiohttp import web
 
 from monitor.durations import format_duration
+from monitor.model.types import JsonMapping
 from monitor.permission_check import render_permission
 from monitor.settings import Settings
 
@@ -157,7 +157,7 @@ def error_page(message: str) -> str:
     return _document("monitor status", f"<section><h2>Status unavailable</h2><p class=bad>{_e(message)}</p></section>")
 
 
-def status_page(tenants: Sequence[Mapping[str, Any]], deployment: Mapping[str, Any], now: datetime) -> str:
+def status_page(tenants: Sequence[JsonMapping], deployment: JsonMapping, now: datetime) -> str:
     """The whole page for `monitor.status.all_statuses` and `deployment_status`."""
     generated = now.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     parts = [
@@ -180,7 +180,7 @@ def _document(title: str, body: str) -> str:
     )
 
 
-def _hints_section(hints: Mapping[str, Any]) -> str:
+def _hints_section(hints: JsonMapping) -> str:
     age = float(hints.get("oldest_age_seconds") or 0)
     figures = _figures(
         [
@@ -192,7 +192,7 @@ def _hints_section(hints: Mapping[str, Any]) -> str:
     return f"<section id=hints><h2>Hint queue</h2>{figures}</section>"
 
 
-def _workers_section(workers: Sequence[Mapping[str, Any]]) -> str:
+def _workers_section(workers: Sequence[JsonMapping]) -> str:
     figures = _figures([("workers-live", "live workers", _grouped(len(workers)), "ok" if workers else "bad")])
     if not workers:
         detail = "<p class=bad>No worker has sent a heartbeat lately: queued hints wait for one.</p>"
@@ -202,11 +202,11 @@ def _workers_section(workers: Sequence[Mapping[str, Any]]) -> str:
     return f"<section id=workers><h2>Workers</h2>{figures}{detail}</section>"
 
 
-def _ago(seconds: Any) -> str:
+def _ago(seconds: float | None) -> str:
     return "" if seconds is None else _e(format_duration(max(0.0, float(seconds))))
 
 
-def _tenant_section(status: Mapping[str, Any]) -> str:
+def _tenant_section(status: JsonMapping) -> str:
     tenant = str(status.get("tenant", ""))
     name = status.get("account_name") or tenant
     log = status.get("change_log") or {}
@@ -227,7 +227,7 @@ def _tenant_section(status: Mapping[str, Any]) -> str:
     return f"<section class=tenant data-tenant='{_e(tenant)}'>{''.join(parts)}</section>"
 
 
-def _sources(sources: Mapping[str, Mapping[str, Any]]) -> str:
+def _sources(sources: Mapping[str, JsonMapping]) -> str:
     rows = []
     for source, entry in sources.items():
         age = entry.get("last_round_age_seconds")
@@ -248,7 +248,7 @@ def _sources(sources: Mapping[str, Mapping[str, Any]]) -> str:
     return f"<h3>Sources</h3>{_table(header, rows, part='sources')}"
 
 
-def _source_state(entry: Mapping[str, Any]) -> str:
+def _source_state(entry: JsonMapping) -> str:
     if entry.get("skipped"):
         return f"<span class=muted>skipped: {_e(entry['skipped'])}</span>"
     if entry.get("error"):
@@ -259,7 +259,7 @@ def _source_state(entry: Mapping[str, Any]) -> str:
     return f"<span class=ok>ok</span>{partial}"
 
 
-def _subscriptions(subscriptions: Sequence[Mapping[str, Any]], upkeep: Mapping[str, Any] | None) -> str:
+def _subscriptions(subscriptions: Sequence[JsonMapping], upkeep: JsonMapping | None) -> str:
     rows = []
     for subscription in subscriptions:
         left = subscription.get("expires_in_seconds")
@@ -280,7 +280,7 @@ def _subscriptions(subscriptions: Sequence[Mapping[str, Any]], upkeep: Mapping[s
     return f"<h3>Subscriptions</h3>{table}{_upkeep(upkeep)}"
 
 
-def _upkeep(upkeep: Mapping[str, Any] | None) -> str:
+def _upkeep(upkeep: JsonMapping | None) -> str:
     if not upkeep:
         return ""
     done = [f"{what} {_e(upkeep[what])}" for what in ("created", "renewed", "adopted") if upkeep.get(what)]
@@ -291,7 +291,7 @@ def _upkeep(upkeep: Mapping[str, Any] | None) -> str:
     )
 
 
-def _sinks(sinks: Mapping[str, Mapping[str, Any]]) -> str:
+def _sinks(sinks: Mapping[str, JsonMapping]) -> str:
     if not sinks:
         return "<h3>Sinks</h3><p class=muted>No change-record sink configured.</p>"
     rows = []
@@ -309,7 +309,7 @@ def _sinks(sinks: Mapping[str, Mapping[str, Any]]) -> str:
     return f"<h3>Sinks</h3>{_table(['sink', 'delivered up to seq', 'records behind', 'details'], rows, part='sinks')}"
 
 
-def _restart_note(note: Mapping[str, Any] | None) -> str:
+def _restart_note(note: JsonMapping | None) -> str:
     if not note:
         return ""
     return (
@@ -320,7 +320,7 @@ def _restart_note(note: Mapping[str, Any] | None) -> str:
     )
 
 
-def _alerts(alerts: Mapping[str, Any]) -> str:
+def _alerts(alerts: JsonMapping) -> str:
     if not alerts.get("rules"):
         return "<h3>Alerts</h3><p class=muted>No alert rule.</p>"
     names = ", ".join(str(name) for name in alerts.get("names", []))
@@ -338,7 +338,7 @@ def _alerts(alerts: Mapping[str, Any]) -> str:
     return f"<h3>Alerts</h3>{summary}{recent}"
 
 
-def _alert_row(alert: Mapping[str, Any]) -> list[str]:
+def _alert_row(alert: JsonMapping) -> list[str]:
     group = alert.get("group") or {}
     member = alert.get("member") or {}
     if alert.get("change") == "mass_removal":
@@ -355,7 +355,7 @@ def _alert_row(alert: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _jupiterone(j1: Mapping[str, Any] | None) -> str:
+def _jupiterone(j1: JsonMapping | None) -> str:
     if j1 is None:
         return "<h3>JupiterOne</h3><p class=muted>Publishing off (no <code>jupiterone</code> in MONITOR_SINK).</p>"
     lag = j1.get("lag_seconds")
@@ -384,7 +384,7 @@ def _jupiterone(j1: Mapping[str, Any] | None) -> str:
     return "".join(parts)
 
 
-def _permissions(permissions: Mapping[str, Mapping[str, Any]]) -> str:
+def _permissions(permissions: Mapping[str, JsonMapping]) -> str:
     if not permissions:
         return ""
     items = []
@@ -413,7 +413,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, part: str) -
     return f"<table data-part={part}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _generic(value: Any, depth: int = 0) -> str:
+def _generic(value: object, depth: int = 0) -> str:
     """Any JSON value as HTML: objects as key/value tables, lists of objects as tables. Used for data
     whose shape this page does not fix (drift reports, extra sink details)."""
     if depth > 3:
@@ -434,27 +434,27 @@ def _generic(value: Any, depth: int = 0) -> str:
     return _e(value)
 
 
-def _grouped(value: Any) -> str:
+def _grouped(value: object) -> str:
     """A count with thousands separators (plain text, not escaped)."""
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
-def _number(value: Any) -> str:
+def _number(value: object) -> str:
     return _e(_grouped(value))
 
 
-def _interval(seconds: Any) -> str:
+def _interval(seconds: float | None) -> str:
     return "disabled" if seconds is None else f"every {format_duration(float(seconds))}"
 
 
-def _epoch(value: Any) -> str:
+def _epoch(value: float | None) -> str:
     if value is None:
         return "never"
     return datetime.fromtimestamp(float(value), UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _e(value: Any) -> str:
+def _e(value: object) -> str:
     """Escaped text for element content and quoted attributes (`&`, `<`, `>`, `"` and `'`)."""
     return html.escape("" if value is None else str(value), quote=True)

@@ -29,11 +29,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from monitor.keys import GLOBAL_METRICS
 from monitor.leases import release_abandoned
 from monitor.metrics import increment, metric
+from monitor.model.types import JsonObject
 from monitor.redis_conn import REDIS_UNAVAILABLE, Redis
 from monitor.retry import RetryPolicy
 
@@ -82,9 +83,9 @@ class Health:
     def ready(self) -> bool:
         return self.ok and not self.stopped
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> JsonObject:
         state = "stopped" if self.stopped else "working" if self.ok else "not working"
-        described: dict[str, Any] = {"state": state, "restarts": self.restarts}
+        described: JsonObject = {"state": state, "restarts": self.restarts}
         if not self.ok and self.reason:
             described["reason"] = self.reason
         return described

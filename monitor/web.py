@@ -24,7 +24,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
@@ -41,6 +40,7 @@ from monitor.operator import (
     status_handler,
     status_login_handler,
 )
+from monitor.records import SubscriptionRecord, decode_registry
 from monitor.redis_conn import REDIS_UNAVAILABLE
 from monitor.scheduler import Scheduler
 from monitor.settings import Settings
@@ -198,20 +198,15 @@ async def _subscription_health(runtime: Runtime, tenant: str) -> dict[str, str]:
     now = runtime.clock()
     states: dict[str, str] = dict.fromkeys(NOTIFIED, "missing")
     for record in await _registry(runtime, tenant):
-        resource = str(record.get("resource", "")).strip("/")
+        resource = record["resource"].strip("/")
         name = BY_RESOURCE.get(f"/{resource}", resource)
-        expires = parse_graph_time(str(record.get("expiration") or "1970-01-01T00:00:00Z"))
+        expires = parse_graph_time(record["expiration"] or "1970-01-01T00:00:00Z")
         states[name] = "ok" if expires > now else "expired"
     return states
 
 
-async def _registry(runtime: Runtime, tenant: str) -> list[dict[str, Any]]:
-    raw = await runtime.redis.hgetall(runtime.store(tenant).keys.subscriptions)
-    return [
-        orjson.loads(v)
-        for k, v in raw.items()
-        if not (k.decode() if isinstance(k, bytes) else k).startswith("pending:")
-    ]
+async def _registry(runtime: Runtime, tenant: str) -> list[SubscriptionRecord]:
+    return list(decode_registry(await runtime.redis.hgetall(runtime.store(tenant).keys.subscriptions)).values())
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
@@ -224,11 +219,9 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     now = runtime.clock()
     for tenant in tenants:
         for record in await _registry(runtime, tenant):
-            if record.get("expiration"):
-                expires = parse_graph_time(str(record["expiration"]))
-                series = metric(
-                    "monitor_subscription_expiry_seconds", tenant=tenant, resource=str(record.get("resource"))
-                )
+            if record["expiration"]:
+                expires = parse_graph_time(record["expiration"])
+                series = metric("monitor_subscription_expiry_seconds", tenant=tenant, resource=record["resource"])
                 gauges[series] = (expires - now).total_seconds()
         store = runtime.store(tenant)
         for resource in DELTA:

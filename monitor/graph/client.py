@@ -34,6 +34,7 @@ from monitor.errors import MonitorError
 from monitor.graph.auth import TokenProvider
 from monitor.graph.pacing import IntunePacer
 from monitor.http import Answer, HttpClient, Outcome, Request, first_line, retry_later
+from monitor.model.types import JsonObject
 from monitor.retry import Again, Retry, RetryPolicy, RetryStats, Sleep, Verdict, parse_retry_after
 from monitor.settings import Settings
 
@@ -74,7 +75,7 @@ class GraphError(MonitorError):
 class GraphResponse:
     status: int
     headers: Mapping[str, str]
-    body: dict[str, Any]
+    body: JsonObject
     valid: bool = True  # False: the body was not a JSON object (`body` then holds an error for it)
 
 
@@ -118,7 +119,7 @@ class BatchResponse:
     content: Any
 
     @property
-    def body(self) -> dict[str, Any]:
+    def body(self) -> JsonObject:
         """The body as a JSON object; `GraphError` (invalidResponse) when it is anything else."""
         if not isinstance(self.content, dict):
             raise self.invalid(f"a {type(self.content).__name__} where a JSON object belongs")
@@ -138,7 +139,7 @@ class BatchResponse:
         body = self.content if isinstance(self.content, dict) else {}
         return _as_error(GraphResponse(self.status, self.headers, body), self.request.method, self.request.url)
 
-    def stream_json(self) -> dict[str, Any]:
+    def stream_json(self) -> JsonObject:
         """The JSON object in the body of an action that returns a stream (`Edm.Stream`, sent as
         `application/octet-stream`), such as Intune's report actions.
 
@@ -263,7 +264,7 @@ class GraphClient:
 
     async def pages(
         self, tenant: str, path: str, *, params: Mapping[str, str] | None = None
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> AsyncIterator[list[JsonObject]]:
         """The `value` of each page of a list, following `@odata.nextLink` to the end. A page without a
         `value` list is a `GraphError` (invalidResponse), not an empty page.
 
@@ -321,7 +322,7 @@ class GraphClient:
         pending: list[tuple[int, BatchRequest]],
         results: list[BatchResponse | None],
     ) -> None:
-        async def attempt() -> dict[str, dict[str, Any]]:
+        async def attempt() -> dict[str, JsonObject]:
             for _, item in pending:
                 self.stats.paced += await self.pacer.acquire_path(tenant, f"/{version}{item.url}")
             body = {"requests": [_inner_request(index, item) for index, item in pending]}
@@ -331,7 +332,7 @@ class GraphClient:
             await self._throttled(tenant, sum(_int(str(a.get("status"))) == 429 for a in answers.values()))
             return answers
 
-        def classify(answers: dict[str, dict[str, Any]]) -> Verdict[None]:
+        def classify(answers: dict[str, JsonObject]) -> Verdict[None]:
             nonlocal pending
             retry = self._sort_answers(pending, answers, results)
             pending = [(index, answer.request) for index, answer in retry]
@@ -343,7 +344,7 @@ class GraphClient:
     def _sort_answers(
         self,
         pending: list[tuple[int, BatchRequest]],
-        answers: dict[str, dict[str, Any]],
+        answers: dict[str, JsonObject],
         results: list[BatchResponse | None],
     ) -> list[tuple[int, BatchResponse]]:
         """File final answers into `results`; the answers worth another try (429 and 5xx)."""
@@ -437,7 +438,7 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-def _json(raw: bytes) -> dict[str, Any] | None:
+def _json(raw: bytes) -> JsonObject | None:
     """The body as a JSON object ({} when empty, as a 204 has it); None when it is anything else."""
     if not raw:
         return {}
@@ -473,8 +474,8 @@ def _int(value: str | None) -> int:
         return 0
 
 
-def _inner_request(index: int, item: BatchRequest) -> dict[str, Any]:
-    request: dict[str, Any] = {"id": str(index), "method": item.method.upper(), "url": item.url}
+def _inner_request(index: int, item: BatchRequest) -> JsonObject:
+    request: JsonObject = {"id": str(index), "method": item.method.upper(), "url": item.url}
     if item.body is not None:
         # docs/graph.md 10.4: a request with a body must say its Content-Type.
         request["body"] = item.body
@@ -482,7 +483,7 @@ def _inner_request(index: int, item: BatchRequest) -> dict[str, Any]:
     return request
 
 
-def _inner_response(item: BatchRequest, answer: dict[str, Any] | None) -> BatchResponse:
+def _inner_response(item: BatchRequest, answer: JsonObject | None) -> BatchResponse:
     """One inner answer; a missing one is treated as a 502 (retried like any transient failure)."""
     if answer is None:
         missing = {"error": {"code": "missingBatchResponse", "message": "the batch response has no answer for it"}}

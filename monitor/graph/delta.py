@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from monitor.graph.client import GraphClient, GraphError
+from monitor.model.types import JsonObject
 
 RESYNC_CODES = frozenset({"syncStateNotFound", "resyncRequired"})
 # What the mirror keeps beside each user and group for the next round; a new value makes every
@@ -52,7 +52,7 @@ class DeltaResource:
 
 @dataclass(frozen=True, slots=True)
 class DeltaPage:
-    objects: list[dict[str, Any]]
+    objects: list[JsonObject]
     next_link: str | None
     delta_link: str | None
 

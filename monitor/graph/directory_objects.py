@@ -14,9 +14,9 @@ is where a device's or service principal's name comes from.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from monitor.graph.client import GraphClient
+from monitor.model.types import JsonObject
 
 GET_BY_IDS = "/v1.0/directoryObjects/getByIds"
 MAX_IDS = 1000
@@ -30,14 +30,14 @@ def resource_type(odata_type: str) -> str | None:
 
 async def get_by_ids(
     client: GraphClient, tenant: str, ids: Iterable[str], types: Iterable[str]
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, JsonObject]:
     """The objects Graph finds among `ids` (of one of `types`), by id; ids it does not find are
     missing. Raises `GraphError` (a 403 when `Directory.Read.All` is not granted)."""
     wanted = sorted(set(ids))
     body_types = sorted(set(types))
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, JsonObject] = {}
     for start in range(0, len(wanted), MAX_IDS):
-        body: dict[str, Any] = {"ids": wanted[start : start + MAX_IDS]}
+        body: JsonObject = {"ids": wanted[start : start + MAX_IDS]}
         if body_types:
             body["types"] = body_types
         response = await client.request(tenant, "POST", GET_BY_IDS, json=body)

@@ -20,15 +20,25 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
-
-import orjson
+from typing import Protocol
 
 from monitor.graph.client import GraphClient, GraphError
 from monitor.keys import TenantKeys
 from monitor.model.common import epoch_ms, iso_ms
+from monitor.model.types import JsonObject
+from monitor.records import (
+    PENDING_PREFIX,
+    PendingCreate,
+    SubscriptionRecord,
+    decode_pending,
+    decode_registry,
+    decode_subscription,
+    encode_pending,
+    encode_subscription,
+)
 from monitor.redis_conn import Redis
 from monitor.source_registry import NOTIFIED
 
@@ -102,7 +112,7 @@ class SubscriptionManager:
 
     async def reconcile(self, now: datetime) -> SubscriptionReport:
         report = SubscriptionReport()
-        registry = await self.registry()
+        registry = await self.records()
         listed = [s async for s in self._listed()]
         ours = [s for s in listed if s.get("notificationUrl") == self.notification_url]
         for name, path in RESOURCES.items():
@@ -120,7 +130,7 @@ class SubscriptionManager:
 
     async def renew(self, subscription_id: str, now: datetime) -> str:
         """Renew one subscription (answering `reauthorizationRequired`). Returns what happened."""
-        registry = await self.registry()
+        registry = await self.records()
         record = registry.get(subscription_id)
         if record is None:
             return "unknown"
@@ -128,7 +138,7 @@ class SubscriptionManager:
         if renewed_at and now - parse_graph_time(renewed_at) < RENEW_GUARD:
             return "recently-renewed"
         try:
-            await self._patch(subscription_id, record, now)
+            await self._patch(subscription_id, record["resource"], now)
         except GraphError as exc:
             if exc.status != 404:
                 raise
@@ -136,14 +146,21 @@ class SubscriptionManager:
             return "lost"
         return "renewed"
 
-    async def registry(self) -> dict[str, dict[str, Any]]:
-        raw = await self.redis.hgetall(self.registry_key)
-        return {_text(k): orjson.loads(v) for k, v in raw.items() if not _text(k).startswith("pending:")}
+    async def records(self) -> dict[str, SubscriptionRecord]:
+        """Our subscriptions of the tenant, by id (the registry without the pending creates)."""
+        return decode_registry(await self.redis.hgetall(self.registry_key))
+
+    async def registry(self) -> dict[str, dict[str, str]]:
+        """`records` as plain dicts, for monitor.worker's lifecycle handling until it reads
+        `records` (then this goes)."""
+        return {
+            sid: {name: str(value) for name, value in record.items()} for sid, record in (await self.records()).items()
+        }
 
     async def delete_all(self) -> list[str]:
         """Delete every subscription we hold for this tenant (tenant removal)."""
         report = SubscriptionReport()
-        for subscription_id in await self.registry():
+        for subscription_id in await self.records():
             await self._delete(subscription_id, report)
         return report.deleted
 
@@ -152,14 +169,14 @@ class SubscriptionManager:
         self,
         name: str,
         path: str,
-        ours: list[dict[str, Any]],
-        registry: dict[str, dict[str, Any]],
+        ours: list[JsonObject],
+        registry: dict[str, SubscriptionRecord],
         now: datetime,
         report: SubscriptionReport,
     ) -> None:
         matches = [s for s in ours if _resource(s) == path and _change_types(s) == {"updated", "deleted"}]
         keep = next((s for s in matches if s["id"] in registry), None)
-        if keep is None and any(record.get("resource") == path for record in registry.values()):
+        if keep is None and any(record["resource"] == path for record in registry.values()):
             # We had one and Graph no longer lists it: it expired or was removed, and Graph does
             # not tell directory subscribers (docs/graph.md 5.4). Changes since may have been missed.
             report.lost.append(name)
@@ -173,11 +190,13 @@ class SubscriptionManager:
         if keep is None:
             await self._create(name, path, now, report)
             return
-        record = registry.get(keep["id"]) or {}
-        expires = parse_graph_time(keep.get("expirationDateTime") or record.get("expiration", graph_time(now)))
+        record = registry.get(keep["id"])
+        expires = parse_graph_time(
+            keep.get("expirationDateTime") or (graph_time(now) if record is None else record["expiration"])
+        )
         if expires - now < self.renew_before:
             try:
-                await self._patch(keep["id"], {**record, "resource": path}, now)
+                await self._patch(keep["id"], path, now)
                 report.renewed.append(name)
             except GraphError as exc:
                 if exc.status != 404:
@@ -186,20 +205,20 @@ class SubscriptionManager:
                 report.lost.append(name)
                 await self._create(name, path, now, report)
 
-    async def _adoptable(self, path: str, matches: list[dict[str, Any]], now: datetime) -> dict[str, Any] | None:
+    async def _adoptable(self, path: str, matches: list[JsonObject], now: datetime) -> JsonObject | None:
         """The subscription our own interrupted create made, if the listing shows one."""
         pending = await self._pending(path)
         if pending is None or now - parse_graph_time(pending["at"]) > PENDING_TTL or not matches:
             return None
         chosen = max(matches, key=lambda s: s.get("expirationDateTime", ""))
         await self._save(chosen["id"], path, pending["clientState"], chosen.get("expirationDateTime", ""), now)
-        await self.redis.hdel(self.registry_key, f"pending:{path}")
+        await self.redis.hdel(self.registry_key, PENDING_PREFIX + path)
         return chosen
 
     async def _create(self, name: str, path: str, now: datetime, report: SubscriptionReport) -> None:
         client_state = secrets.token_urlsafe(48)  # 64 characters; Graph allows 128 (docs/graph.md 2.1)
-        pending = orjson.dumps({"clientState": client_state, "at": graph_time(now)})
-        await self.redis.hset(self.registry_key, f"pending:{path}", pending)
+        pending = encode_pending(PendingCreate(clientState=client_state, at=graph_time(now)))
+        await self.redis.hset(self.registry_key, PENDING_PREFIX + path, pending)
         body = {
             "changeType": CHANGE_TYPE,
             "notificationUrl": self.notification_url,
@@ -219,17 +238,16 @@ class SubscriptionManager:
             return
         created = response.body
         await self._save(created["id"], path, client_state, created.get("expirationDateTime", ""), now)
-        await self.redis.hdel(self.registry_key, f"pending:{path}")
+        await self.redis.hdel(self.registry_key, PENDING_PREFIX + path)
         report.created.append(name)
         log.info("tenant %s: subscribed to %s (%s)", self.tenant, path, created["id"], extra={"tenant": self.tenant})
 
-    async def _patch(self, subscription_id: str, record: dict[str, Any], now: datetime) -> None:
+    async def _patch(self, subscription_id: str, resource: str, now: datetime) -> None:
+        """Renew; the saved record keeps its clientState (and its resource if `resource` is "")."""
         body = {"expirationDateTime": graph_time(now + MAX_LIFETIME)}
         response = await self.client.request(self.tenant, "PATCH", f"/v1.0/subscriptions/{subscription_id}", json=body)
-        expiration = response.body.get("expirationDateTime", body["expirationDateTime"])
-        await self._save(
-            subscription_id, record.get("resource", ""), record.get("clientState", ""), expiration, now, renewed=True
-        )
+        expiration = str(response.body.get("expirationDateTime", body["expirationDateTime"]))
+        await self._save(subscription_id, resource, "", expiration, now, renewed=True)
 
     async def _delete(self, subscription_id: str, report: SubscriptionReport) -> None:
         try:
@@ -251,44 +269,46 @@ class SubscriptionManager:
         *,
         renewed: bool = False,
     ) -> None:
+        """Write one record; what is not given ("") is kept from the stored one."""
         key = self.registry_key
-        previous = await self.redis.hget(key, subscription_id)
-        record = orjson.loads(previous) if previous else {"createdAt": graph_time(now)}
-        record.update(
-            {
-                "id": subscription_id,
-                "resource": resource or record.get("resource", ""),
-                "clientState": client_state or record.get("clientState", ""),
-                "expiration": expiration,
-                "notificationUrl": self.notification_url,
-            }
+        raw = await self.redis.hget(key, subscription_id)
+        previous = decode_subscription(subscription_id, raw) if raw else None
+        record = SubscriptionRecord(
+            createdAt=graph_time(now) if previous is None else previous["createdAt"],
+            id=subscription_id,
+            resource=resource or ("" if previous is None else previous["resource"]),
+            clientState=client_state or ("" if previous is None else previous["clientState"]),
+            expiration=expiration,
+            notificationUrl=self.notification_url,
         )
         if renewed:
             record["renewedAt"] = graph_time(now)
-        await self.redis.hset(key, subscription_id, orjson.dumps(record))
+        elif previous is not None and "renewedAt" in previous:
+            record["renewedAt"] = previous["renewedAt"]
+        await self.redis.hset(key, subscription_id, encode_subscription(record))
 
     async def _drop(self, subscription_id: str) -> None:
         await self.redis.hdel(self.registry_key, subscription_id)
 
-    async def _forget_missing(self, registry: dict[str, dict[str, Any]], listed: set[str]) -> None:
+    async def _forget_missing(self, registry: dict[str, SubscriptionRecord], listed: set[str]) -> None:
         for subscription_id in registry.keys() - listed:
             await self._drop(subscription_id)
 
-    async def _pending(self, path: str) -> dict[str, str] | None:
-        raw = await self.redis.hget(self.registry_key, f"pending:{path}")
-        return None if raw is None else dict(orjson.loads(raw))
+    async def _pending(self, path: str) -> PendingCreate | None:
+        raw = await self.redis.hget(self.registry_key, PENDING_PREFIX + path)
+        return None if raw is None else decode_pending(raw)
 
-    async def _listed(self) -> Any:
+    async def _listed(self) -> AsyncIterator[JsonObject]:
         async for page in self.client.pages(self.tenant, "/v1.0/subscriptions"):
             for subscription in page:
                 yield subscription
 
 
-def _resource(subscription: dict[str, Any]) -> str:
+def _resource(subscription: JsonObject) -> str:
     return "/" + str(subscription.get("resource", "")).strip("/").lower()
 
 
-def _change_types(subscription: dict[str, Any]) -> set[str]:
+def _change_types(subscription: JsonObject) -> set[str]:
     return {part.strip() for part in str(subscription.get("changeType", "")).split(",") if part.strip()}
 
 
@@ -302,10 +322,6 @@ def _explain(exc: GraphError) -> str:
             f"HTTPS and answer the validation request: {exc}"
         )
     return str(exc)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def iso_now(now: datetime) -> str:

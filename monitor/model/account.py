@@ -6,11 +6,8 @@ instance id the tenant id stands in (docs/architecture.md, "Emitting to JupiterO
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from monitor.model.common import drop_none, required_properties
-from monitor.model.types import Upsert, entity_placement
+from monitor.model.types import JsonMapping, JsonObject, Upsert, entity_placement
 
 ACCOUNT_FAMILY = "microsoft_365_account"
 ACCOUNT_TYPE = "microsoft_365_account"
@@ -26,7 +23,7 @@ def account_key(instance_or_tenant_id: str) -> str:
     return f"{ACCOUNT_TYPE}-{instance_or_tenant_id}"
 
 
-def _domains(organization: Mapping[str, Any]) -> tuple[list[str] | None, str | None]:
+def _domains(organization: JsonMapping) -> tuple[list[str] | None, str | None]:
     """(`verifiedDomains` names, the default domain's name), as the public integration derives them."""
     verified = organization.get("verifiedDomains")
     if verified is None:
@@ -44,11 +41,11 @@ def _domains(organization: Mapping[str, Any]) -> tuple[list[str] | None, str | N
 
 
 def map_account(
-    organization: Mapping[str, Any],
+    organization: JsonMapping,
     *,
     key: str,
     display_name: str | None,
-    intune: Mapping[str, Any] | None = None,
+    intune: JsonMapping | None = None,
 ) -> Upsert:
     """The account entity from a Graph `organization` object (`GET /organization`).
 
@@ -64,7 +61,7 @@ def map_account(
     org_id: str = organization["id"]
     org_name: str | None = organization.get("displayName")
     verified, default_domain = _domains(organization)
-    properties: dict[str, Any] = {
+    properties: JsonObject = {
         "_key": key,
         "_type": ACCOUNT_TYPE,
         "_class": [ACCOUNT_CLASS],

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
 
-from monitor.model.types import JsonObject
+from monitor.model.types import JsonMapping, JsonObject
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
@@ -84,7 +83,7 @@ def epoch_ms(iso: str | None) -> int | None:
     return (parsed - _EPOCH) // _ONE_MS
 
 
-def drop_none(properties: Mapping[str, Any], keep: frozenset[str] = frozenset()) -> JsonObject:
+def drop_none(properties: JsonMapping, keep: frozenset[str] = frozenset()) -> JsonObject:
     """A new dict without the `None`-valued properties, except those named in `keep` (they stay as null).
 
     JupiterOne rejects `undefined`, and most data-model properties are typed without null, so an unknown
@@ -127,7 +126,7 @@ def direct_relationship(
     *,
     type_override: str | None = None,
     key_override: str | None = None,
-    extra: Mapping[str, Any] | None = None,
+    extra: JsonMapping | None = None,
 ) -> JsonObject:
     """A direct relationship as the SDK's `createDirectRelationship` builds it.
 

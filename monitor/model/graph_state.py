@@ -23,12 +23,9 @@ entity's property of the same name. Entity plus residue give back the Graph stat
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from monitor.diff import same_value
 from monitor.model.groups import GROUP_SELECT
-from monitor.model.types import JsonObject
+from monitor.model.types import JsonMapping, JsonObject
 from monitor.model.users import USER_SELECT
 
 # The selected properties a state holds (`id` is the key; `members` is a relationship).
@@ -36,12 +33,12 @@ USER_STATE: tuple[str, ...] = tuple(p for p in USER_SELECT if p != "id")
 GROUP_STATE: tuple[str, ...] = tuple(p for p in GROUP_SELECT if p not in ("id", "members"))
 
 
-def selected(obj: Mapping[str, Any], props: tuple[str, ...]) -> JsonObject:
+def selected(obj: JsonMapping, props: tuple[str, ...]) -> JsonObject:
     """The state of an object that came whole: its selected properties that are set."""
     return {p: obj[p] for p in props if obj.get(p) is not None}
 
 
-def merge(state: Mapping[str, Any], update: Mapping[str, Any], props: tuple[str, ...]) -> JsonObject:
+def merge(state: JsonMapping, update: JsonMapping, props: tuple[str, ...]) -> JsonObject:
     """`state` with the selected properties `update` carries: a value replaces, null clears, and a
     property `update` does not carry is unchanged."""
     merged = dict(state)
@@ -55,19 +52,19 @@ def merge(state: Mapping[str, Any], update: Mapping[str, Any], props: tuple[str,
     return merged
 
 
-def carries_properties(obj: Mapping[str, Any], props: tuple[str, ...]) -> bool:
+def carries_properties(obj: JsonMapping, props: tuple[str, ...]) -> bool:
     """Whether a delta object carries any state property (a group repeated on a later page with
     another slice of `members@delta` carries none)."""
     return any(p in obj for p in props)
 
 
-def residue(state: Mapping[str, Any], entity: Mapping[str, Any], props: tuple[str, ...]) -> JsonObject:
+def residue(state: JsonMapping, entity: JsonMapping, props: tuple[str, ...]) -> JsonObject:
     """What `state` holds that `entity` (the object mapped from it) does not tell: each property
     whose Graph value differs from the entity's property of the same name (null included)."""
     return {p: state.get(p) for p in props if not same_value(state.get(p), entity.get(p))}
 
 
-def reconstruct(entity: Mapping[str, Any], stored: Mapping[str, Any], props: tuple[str, ...]) -> JsonObject:
+def reconstruct(entity: JsonMapping, stored: JsonMapping, props: tuple[str, ...]) -> JsonObject:
     """The Graph state an entity and its residue stand for (the inverse of `residue`)."""
     state = {p: stored[p] if p in stored else entity.get(p) for p in props}
     return {p: v for p, v in state.items() if v is not None}

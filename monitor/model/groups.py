@@ -12,13 +12,20 @@ placeholder member entity lives in family `azure_group_member` under its own key
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
 
 from monitor.model.account import ACCOUNT_TYPE
 from monitor.model.common import direct_relationship, drop_none, epoch_ms, relationship_key, required_properties
-from monitor.model.types import Delete, JsonObject, Op, Placement, Upsert, entity_placement, relationship_placement
+from monitor.model.types import (
+    Delete,
+    JsonMapping,
+    JsonObject,
+    Op,
+    Placement,
+    Upsert,
+    entity_placement,
+    relationship_placement,
+)
 from monitor.model.users import USER_TYPE
 
 GROUP_FAMILY = "azure_user_group"
@@ -61,7 +68,7 @@ _MEMBER_TARGET_TYPES = {_USER_ODATA_TYPE: USER_TYPE, _GROUP_ODATA_TYPE: GROUP_TY
 _GROUP_REQUIRED = required_properties(GROUP_CLASS)
 
 
-def _group_entity(group: Mapping[str, Any]) -> JsonObject:
+def _group_entity(group: JsonMapping) -> JsonObject:
     get = group.get
     group_id: str = group["id"]
     name: str = get("displayName") or get("mailNickname") or group_id
@@ -92,7 +99,7 @@ def _group_entity(group: Mapping[str, Any]) -> JsonObject:
     )
 
 
-def map_group(group: Mapping[str, Any], *, account_key: str) -> list[Upsert]:
+def map_group(group: JsonMapping, *, account_key: str) -> list[Upsert]:
     """The `azure_user_group` entity and the account's HAS relationship for one Graph group.
 
     Returns `[]` when the object carries no group property at all (only `id`, annotations and
@@ -136,7 +143,7 @@ def membership_key(group_id: str, member_id: str) -> str:
     return f"{group_id}|has|{member_id}"
 
 
-def _target_type(member: Mapping[str, Any]) -> str | None:
+def _target_type(member: JsonMapping) -> str | None:
     """`azure_user` or `azure_user_group` for a user or group member (any casing of `@odata.type`), else None."""
     odata_type = member.get("@odata.type")
     if not odata_type:
@@ -145,7 +152,7 @@ def _target_type(member: Mapping[str, Any]) -> str | None:
     return target if target is not None else _MEMBER_TARGET_TYPES.get(odata_type.lower())
 
 
-def is_placeholder_member(member: Mapping[str, Any]) -> bool:
+def is_placeholder_member(member: JsonMapping) -> bool:
     """Whether a member is neither a user nor a group (a device, service principal, org contact, ...), and so
     is represented by an `azure_group_member` placeholder entity."""
     return _target_type(member) is None
@@ -161,12 +168,12 @@ def placeholder_removed(member_id: str) -> Delete:
 PLACEHOLDER_DETAILS = ("displayName", "mail", "jobTitle")
 
 
-def member_details(directory_object: Mapping[str, Any]) -> JsonObject:
+def member_details(directory_object: JsonMapping) -> JsonObject:
     """The `PLACEHOLDER_DETAILS` a directory object has (None and absent ones left out)."""
     return {p: directory_object[p] for p in PLACEHOLDER_DETAILS if directory_object.get(p) is not None}
 
 
-def placeholder_entity(member: Mapping[str, Any]) -> JsonObject:
+def placeholder_entity(member: JsonMapping) -> JsonObject:
     """The `azure_group_member` entity of a member (`{"@odata.type", "id"}`, plus any
     `PLACEHOLDER_DETAILS`). `members@delta` carries only the id and type, so without details the
     placeholder is named by its id."""
@@ -221,7 +228,7 @@ def membership_relationship(group_id: str, member_id: str, member_type: str | No
     return relationship
 
 
-def map_member_change(group_id: str, member: Mapping[str, Any]) -> list[Op]:
+def map_member_change(group_id: str, member: JsonMapping) -> list[Op]:
     """The operations for one `members@delta` entry of group `group_id`.
 
     - removed (`@removed`): `[Delete]` of the membership relationship;

@@ -20,7 +20,6 @@ Placements (families and their bucket counts are in `monitor.scopes`):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from monitor.model.account import ACCOUNT_FAMILY
 from monitor.model.common import epoch_ms, relationship_type
@@ -94,7 +93,7 @@ def device_of_agent(key: str) -> str:
     return key.removeprefix(AGENT_KEY_PREFIX)
 
 
-def intune_ms(value: Any) -> int | None:
+def intune_ms(value: object) -> int | None:
     """Epoch ms of an Intune timestamp; None when absent, unreadable, or Intune's "never" (year 1).
 
     Intune fills unset date-times with `0001-01-01T00:00:00Z`; the data model's `lastSeenOn` must not

@@ -27,7 +27,7 @@ Decisions where the reference leaves room:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,7 @@ from monitor.model.intune import (
     MANAGED_APP_TYPE,
     intune_ms,
 )
-from monitor.model.types import JsonObject, Upsert, entity_placement, relationship_placement
+from monitor.model.types import JsonMapping, JsonObject, Upsert, entity_placement, relationship_placement
 
 # `$select` of `GET /deviceManagement/detectedApps`.
 DETECTED_APP_SELECT: tuple[str, ...] = ("id", "displayName", "version", "sizeInByte", "deviceCount")
@@ -60,12 +60,12 @@ _APP_REQUIRED = required_properties("Application")
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$")
 
 
-def _url(value: Any) -> str | None:
+def _url(value: object) -> str | None:
     """A value for the data model's `format: uri` properties, or None."""
     return value if isinstance(value, str) and _URL.match(value) else None
 
 
-def app_version(app: Mapping[str, Any]) -> str:
+def app_version(app: JsonMapping) -> str:
     """The first version-like field an app has (types differ in which), else "unversioned"."""
     for name in _VERSION_FIELDS:
         value = app.get(name)
@@ -74,7 +74,7 @@ def app_version(app: Mapping[str, Any]) -> str:
     return UNVERSIONED
 
 
-def map_managed_app(app: Mapping[str, Any]) -> Upsert:
+def map_managed_app(app: JsonMapping) -> Upsert:
     """An `intune_managed_application` entity from a Graph mobileApp (docs/jupiterone.md 1.11)."""
     app_id: str = app["id"]
     odata_type = str(app.get("@odata.type") or "").lower()
@@ -114,7 +114,7 @@ class ReportShapeError(ValueError):
     """A reports-API answer that is not a report table."""
 
 
-def report_rows(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+def report_rows(body: JsonMapping) -> list[JsonObject]:
     """The rows of a reports-API answer (`{"Schema": [{"Column": ...}], "Values": [[...]]}`) as dicts.
 
     Raises ReportShapeError for anything else (no Schema or Values list, a column without a name, a row
@@ -136,16 +136,16 @@ def report_rows(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _number(value: Any) -> int | float | None:
+def _number(value: object) -> int | float | None:
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _enum_value(value: Any) -> int | float | str | None:
+def _enum_value(value: object) -> int | float | str | None:
     """A report's enum value column: a number or a raw string (see the module docstring)."""
     return value if isinstance(value, str) and value else _number(value)
 
 
-def error_code(hex_code: Any) -> int | None:
+def error_code(hex_code: object) -> int | None:
     """`0x87D1041C` -> -2016330712 (Intune's error codes are signed 32-bit HRESULTs); None if unreadable."""
     if not isinstance(hex_code, str):
         return None
@@ -156,7 +156,7 @@ def error_code(hex_code: Any) -> int | None:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-def map_install_row(app: Mapping[str, Any], row: Mapping[str, Any], device_type: str | None) -> Upsert | None:
+def map_install_row(app: JsonMapping, row: JsonMapping, device_type: str | None) -> Upsert | None:
     """Device ASSIGNED managed application for one install-report row; None when the device is unknown
     (`device_type` None) or the row names no device. Anchored on the device."""
     device_id = row.get("DeviceId")
@@ -177,13 +177,13 @@ def map_install_row(app: Mapping[str, Any], row: Mapping[str, Any], device_type:
     return Upsert(relationship_placement(DEVICE_FAMILY, device_id), relationship)
 
 
-def detected_key(app: Mapping[str, Any]) -> str:
+def detected_key(app: JsonMapping) -> str:
     """`IntuneDetected:<lower-cased name>`, or `IntuneDetected:<detection id>` for a nameless app."""
     name = app.get("displayName")
     return f"{DETECTED_KEY_PREFIX}{(name if isinstance(name, str) and name else app['id']).lower()}"
 
 
-def map_installed(app: Mapping[str, Any], device_id: str, device_type: str) -> Upsert:
+def map_installed(app: JsonMapping, device_id: str, device_type: str) -> Upsert:
     """Device INSTALLED detected application: the public integration's key (the default key with
     `|<detectionId>` appended), `version` and `detectionId`; anchored on the device."""
     to_key = detected_key(app)
@@ -198,7 +198,7 @@ def map_installed(app: Mapping[str, Any], device_id: str, device_type: str) -> U
 _RUNS = re.compile(r"(\d+)")
 
 
-def version_order(version: Any) -> tuple[tuple[int, int | str], ...]:
+def version_order(version: object) -> tuple[tuple[int, int | str], ...]:
     """A sort key that orders "1.10" after "1.9" (numbers by value, the rest as text)."""
     parts = _RUNS.split(str(version or ""))
     return tuple((0, int(part)) if part.isdigit() else (1, part) for part in parts if part)
@@ -221,7 +221,7 @@ class DetectedAppCatalog:
 
     _chosen: dict[str, _Representative] = field(default_factory=dict)
 
-    def add(self, app: Mapping[str, Any]) -> None:
+    def add(self, app: JsonMapping) -> None:
         key = detected_key(app)
         candidate = _Representative(
             app["id"], app.get("displayName") or None, app.get("version"), app.get("sizeInByte")

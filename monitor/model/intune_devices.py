@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Container, Mapping
-from typing import Any
+from collections.abc import Container
 
 from monitor.model.common import direct_relationship, drop_none, required_properties
 from monitor.model.intune import (
@@ -38,7 +37,7 @@ from monitor.model.intune import (
     intune_ms,
     select_device_type,
 )
-from monitor.model.types import JsonObject, Upsert, entity_placement, relationship_placement
+from monitor.model.types import JsonMapping, JsonObject, Upsert, entity_placement, relationship_placement
 
 # `$select` of the managed device list: only what the mapping reads.
 MANAGED_DEVICE_SELECT: tuple[str, ...] = (
@@ -120,7 +119,7 @@ def os_type(operating_system: str | None) -> str | None:
     return next((kind for prefix, kind in _OS_TYPES if name.startswith(prefix)), "other")
 
 
-def normalize_mac(raw: Any) -> str | None:
+def normalize_mac(raw: object) -> str | None:
     """`aa:bb:cc:dd:ee:ff` (lower case, colons) or None; Intune sends 12 bare hex digits or separators."""
     if not isinstance(raw, str):
         return None
@@ -140,7 +139,7 @@ def host_names(device_name: str | None) -> tuple[str | None, list[str] | None]:
     return (device_name if _HOSTNAME.match(device_name) else None), None
 
 
-def _addresses(ip_text: Any) -> JsonObject:
+def _addresses(ip_text: object) -> JsonObject:
     """The address arrays of the data model from `hardwareInformation.ipAddressV4` (IPv4 only)."""
     result: JsonObject = dict.fromkeys(("ipv4Addresses", "ipv6Addresses", "publicIpAddresses", "privateIpAddresses"))
     try:
@@ -156,18 +155,18 @@ def _addresses(ip_text: Any) -> JsonObject:
     return result
 
 
-def _text(value: Any) -> str | None:
+def _text(value: object) -> str | None:
     """A non-empty string or None (Intune sends "" for unknown serials, IMEIs and the like)."""
     return value if isinstance(value, str) and value.strip() else None
 
 
-def _jail_broken(value: Any) -> bool | None:
+def _jail_broken(value: object) -> bool | None:
     if not isinstance(value, str) or value.lower() == "unknown":
         return None
     return value != "False"
 
 
-def _display_name(device: Mapping[str, Any]) -> str:
+def _display_name(device: JsonMapping) -> str:
     name = _text(device.get("deviceName"))
     if name:
         return name
@@ -175,7 +174,7 @@ def _display_name(device: Mapping[str, Any]) -> str:
     return f"{owner}'s {_text(device.get('model')) or 'Device'}"
 
 
-def _hardware(device: Mapping[str, Any]) -> JsonObject:
+def _hardware(device: JsonMapping) -> JsonObject:
     hardware = device.get("hardwareInformation") or {}
     vendor = _text(hardware.get("manufacturer")) or _text(device.get("manufacturer"))
     model = _text(hardware.get("model")) or _text(device.get("model"))
@@ -189,13 +188,13 @@ def _hardware(device: Mapping[str, Any]) -> JsonObject:
     }
 
 
-def _macs(device: Mapping[str, Any]) -> list[str] | None:
+def _macs(device: JsonMapping) -> list[str] | None:
     macs = [normalize_mac(device.get("wiFiMacAddress")), normalize_mac(device.get("ethernetMacAddress"))]
     unique = list(dict.fromkeys(mac for mac in macs if mac))
     return unique or None
 
 
-def _os(device: Mapping[str, Any]) -> JsonObject:
+def _os(device: JsonMapping) -> JsonObject:
     os_name, os_version = _text(device.get("operatingSystem")), _text(device.get("osVersion"))
     return {
         "osName": os_name,
@@ -205,7 +204,7 @@ def _os(device: Mapping[str, Any]) -> JsonObject:
     }
 
 
-def _owner(device: Mapping[str, Any]) -> JsonObject:
+def _owner(device: JsonMapping) -> JsonObject:
     email = _text(device.get("emailAddress"))
     owner_type = device.get("managedDeviceOwnerType")
     return {
@@ -218,7 +217,7 @@ def _owner(device: Mapping[str, Any]) -> JsonObject:
     }
 
 
-def _dates(device: Mapping[str, Any]) -> JsonObject:
+def _dates(device: JsonMapping) -> JsonObject:
     attestation = device.get("deviceHealthAttestationState") or {}
     last_sync = intune_ms(device.get("lastSyncDateTime"))
     return {
@@ -229,7 +228,7 @@ def _dates(device: Mapping[str, Any]) -> JsonObject:
     }
 
 
-def device_entity(device: Mapping[str, Any]) -> JsonObject:
+def device_entity(device: JsonMapping) -> JsonObject:
     """The device entity (one of the seven `_type`s) for a Graph managedDevice."""
     device_id: str = device["id"]
     device_type, physical = select_device_type(device.get("deviceType"), device.get("model"))
@@ -279,7 +278,7 @@ def device_entity(device: Mapping[str, Any]) -> JsonObject:
     return drop_none(properties, _DEVICE_REQUIRED)
 
 
-def agent_entity(device: Mapping[str, Any]) -> JsonObject:
+def agent_entity(device: JsonMapping) -> JsonObject:
     """The device's `intune_host_agent` (docs/jupiterone.md 1.7)."""
     state = device.get("complianceState")
     compliant = None if state is None or str(state).lower() in _UNKNOWN_COMPLIANCE else state == "compliant"
@@ -300,12 +299,12 @@ def agent_entity(device: Mapping[str, Any]) -> JsonObject:
     return drop_none(properties, _AGENT_REQUIRED)
 
 
-def _logged_on_users(device: Mapping[str, Any]) -> list[str]:
+def _logged_on_users(device: JsonMapping) -> list[str]:
     users = device.get("usersLoggedOn") or []
     return list(dict.fromkeys(u["userId"] for u in users if isinstance(u, dict) and _text(u.get("userId"))))
 
 
-def map_device(device: Mapping[str, Any], *, known_users: Container[str]) -> list[Upsert]:
+def map_device(device: JsonMapping, *, known_users: Container[str]) -> list[Upsert]:
     """Device, host agent, agent MANAGES device, and user HAS / USES device for users in `known_users`.
 
     Everything is anchored on the managed device id (family `intune_device`).
@@ -330,7 +329,7 @@ def map_device(device: Mapping[str, Any], *, known_users: Container[str]) -> lis
     return upserts
 
 
-def device_user_ids(device: Mapping[str, Any]) -> list[str]:
+def device_user_ids(device: JsonMapping) -> list[str]:
     """The user ids a device's relationships may point at (enrolled and logged-on users)."""
     owner = _text(device.get("userId"))
     return [*([owner] if owner else []), *_logged_on_users(device)]

@@ -21,7 +21,7 @@ Decisions where the reference leaves room:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 from monitor.model.common import direct_relationship, drop_none, required_properties
 from monitor.model.intune import (
@@ -35,7 +35,7 @@ from monitor.model.intune import (
     agent_key,
     intune_ms,
 )
-from monitor.model.types import JsonObject, Upsert, entity_placement, relationship_placement
+from monitor.model.types import JsonMapping, JsonObject, Upsert, entity_placement, relationship_placement
 
 PolicyKind = Literal["compliance", "configuration"]
 
@@ -88,7 +88,7 @@ _SHAPE: Mapping[PolicyKind, tuple[str, str, str]] = {
 }
 
 
-def map_policy(kind: PolicyKind, policy: Mapping[str, Any]) -> Upsert:
+def map_policy(kind: PolicyKind, policy: JsonMapping) -> Upsert:
     """An `intune_compliance_policy` or `intune_device_configuration` entity (docs/jupiterone.md 1.8, 1.9)."""
     policy_id: str = policy["id"]
     function, category, type_property = _SHAPE[kind]
@@ -112,17 +112,17 @@ def map_policy(kind: PolicyKind, policy: Mapping[str, Any]) -> Upsert:
     return Upsert(entity_placement(POLICY_FAMILY, policy_id), drop_none(properties, _POLICY_REQUIRED))
 
 
-def policy_ref(kind: PolicyKind, policy: Mapping[str, Any]) -> PolicyRef:
+def policy_ref(kind: PolicyKind, policy: JsonMapping) -> PolicyRef:
     return PolicyRef(kind, policy["id"], policy.get("displayName") or policy["id"])
 
 
-def status_device_id(status: Mapping[str, Any]) -> str:
+def status_device_id(status: JsonMapping) -> str:
     """The managed device id of a device status: the last `_` segment of its id (docs/jupiterone.md 1.10)."""
     status_id: str = status["id"]
     return status_id.rsplit("_", 1)[-1]
 
 
-def _finding(policy: PolicyRef, status: Mapping[str, Any], state: str) -> JsonObject:
+def _finding(policy: PolicyRef, status: JsonMapping, state: str) -> JsonObject:
     severity, numeric = OPEN_SEVERITY[state]
     reported = intune_ms(status.get("lastReportedDateTime"))
     name = f"Latest finding from {policy.name}"
@@ -146,7 +146,7 @@ def _finding(policy: PolicyRef, status: Mapping[str, Any], state: str) -> JsonOb
     return drop_none(properties, _FINDING_REQUIRED)
 
 
-def _assigned(policy: PolicyRef, status: Mapping[str, Any], device_id: str, state: str) -> JsonObject:
+def _assigned(policy: PolicyRef, status: JsonMapping, device_id: str, state: str) -> JsonObject:
     extra = {"complianceStatus": state, "compliant": _COMPLIANT.get(state)}
     agent = agent_key(device_id)
     if policy.kind == "compliance":
@@ -158,7 +158,7 @@ def _assigned(policy: PolicyRef, status: Mapping[str, Any], device_id: str, stat
     )
 
 
-def map_status(policy: PolicyRef, status: Mapping[str, Any], device_type: str | None) -> list[Upsert]:
+def map_status(policy: PolicyRef, status: JsonMapping, device_type: str | None) -> list[Upsert]:
     """What one device status means: nothing when the policy does not apply; otherwise agent ASSIGNED
     policy (when the device is known: `device_type` is its `_type`), and for an open status the finding,
     policy IDENTIFIED finding and (device known) device HAS finding, all anchored on the finding.

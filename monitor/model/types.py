@@ -14,11 +14,16 @@ anchor therefore only has to look inside one scope to find its relationships.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 Kind = Literal["entity", "relationship"]
+# A JSON object as parsed (orjson) or about to be encoded: a Graph or JupiterOne body or object, a
+# status document. The one place its values are `Any`: readers pick fields by name and check the
+# ones they rely on.
 JsonObject = dict[str, Any]
+JsonMapping = Mapping[str, Any]  # the same, read only
 
 
 class Placement(NamedTuple):

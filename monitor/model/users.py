@@ -15,12 +15,9 @@ epoch milliseconds under an `...On` name (`lastSignInOn`, ...), the form J1QL da
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from monitor.model.account import ACCOUNT_TYPE
 from monitor.model.common import direct_relationship, epoch_ms, relationship_key
-from monitor.model.types import Delete, JsonObject, Upsert, entity_placement, relationship_placement
+from monitor.model.types import Delete, JsonMapping, JsonObject, Upsert, entity_placement, relationship_placement
 
 USER_FAMILY = "azure_user"
 USER_TYPE = "azure_user"
@@ -74,7 +71,7 @@ _PLAIN_PROPERTIES = (
 )
 
 
-def _user_entity(user: Mapping[str, Any]) -> JsonObject:
+def _user_entity(user: JsonMapping) -> JsonObject:
     # Hot path (one call per user per round): the optional properties are added only when set, rather than
     # built as None and filtered, which costs a second pass over the dict.
     get = user.get
@@ -113,7 +110,7 @@ def _user_entity(user: Mapping[str, Any]) -> JsonObject:
     return entity
 
 
-def map_user(user: Mapping[str, Any], *, account_key: str) -> list[Upsert]:
+def map_user(user: JsonMapping, *, account_key: str) -> list[Upsert]:
     """The `azure_user` entity and the account's HAS relationship for one Graph user (from `/users/delta`).
 
     The object must be whole: an absent property is one that is not set. A delta update that carries only
@@ -142,7 +139,7 @@ def user_removed(user_id: str, *, account_key: str) -> list[Delete]:
     ]
 
 
-def sign_in_properties(sign_in_activity: Mapping[str, Any] | None) -> JsonObject:
+def sign_in_properties(sign_in_activity: JsonMapping | None) -> JsonObject:
     """The known `signInActivity` sub-fields under the public integration's names and as Graph sends
     them, and each timestamp's epoch-ms twin (`lastSignInDateTime` -> `lastSignInOn`).
 
@@ -162,12 +159,12 @@ def sign_in_properties(sign_in_activity: Mapping[str, Any] | None) -> JsonObject
     return result
 
 
-def sign_in_of(user_entity: Mapping[str, Any]) -> JsonObject:
+def sign_in_of(user_entity: JsonMapping) -> JsonObject:
     """The sign-in properties an `azure_user` entity carries (to carry them over to a re-mapped user)."""
     return {k: v for k, v in user_entity.items() if k in _SIGN_IN_SET}
 
 
-def with_sign_in(user_entity: Mapping[str, Any], sign_in: Mapping[str, Any]) -> JsonObject:
+def with_sign_in(user_entity: JsonMapping, sign_in: JsonMapping) -> JsonObject:
     """A new entity: `user_entity` with its sign-in properties replaced by `sign_in` (from
     `sign_in_properties` or `sign_in_of`; None values are left out). Keys of `sign_in` outside
     `SIGN_IN_PROPERTIES` raise ValueError.

@@ -238,5 +238,5 @@ async def _record(store: TenantStore, read: AuditRead, error: str | None, now: f
     await store.record_status(STATUS, fields)
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

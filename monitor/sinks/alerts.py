@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ from monitor.alerts import (
     membership_changes,
 )
 from monitor.metrics import metric, queue_increments
-from monitor.model.types import JsonObject, entity_placement
+from monitor.model.types import JsonMapping, JsonObject, entity_placement
 from monitor.records import ChangeRecord
 from monitor.settings import Settings, TenantConfig
 from monitor.sinks.actors import mark, remember_pending
@@ -141,7 +141,7 @@ def append_alerts(path: Path, alerts: Sequence[Deliverable]) -> int:
         file.close()
 
 
-def _delivery_key(body: Mapping[str, Any]) -> str:
+def _delivery_key(body: JsonMapping) -> str:
     """What tells one delivery of an alert from another: its id, and for an update its actor status
     (a pending alert, then its update, are two deliveries)."""
     return f"{body.get('id')}/{body.get('actorStatus') if body.get('update') else ''}"
@@ -188,7 +188,7 @@ async def remember_alerts(store: TenantStore, alerts: Sequence[Alert]) -> None:
     await pipeline.execute()
 
 
-async def recent_alerts(store: TenantStore, count: int) -> list[dict[str, Any]]:
+async def recent_alerts(store: TenantStore, count: int) -> list[JsonObject]:
     """The newest `count` alerts `remember_alerts` kept, newest first."""
     raw = await store.redis.lrange(store.keys.recent_alerts, 0, count - 1)
     return [orjson.loads(entry) for entry in raw]

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import orjson
 
 from monitor.metrics import metric, queue_increments
+from monitor.model.types import JsonObject
 from monitor.records import ChangeRecord
 from monitor.sinks.signing import DeliveryError
 from monitor.store import TenantStore, iso_ms
@@ -90,7 +91,7 @@ async def record_log_restart(store: TenantStore, sink: str, restart: LogRestart,
     await pipeline.execute()
 
 
-async def log_restart(store: TenantStore, sink: str) -> dict[str, Any] | None:
+async def log_restart(store: TenantStore, sink: str) -> JsonObject | None:
     """The last log restart `sink` found for the tenant ({at, held_seq, new_log_from_seq}), or None."""
     raw = await store.redis.hget(store.keys.log_restarts, sink)
     return None if raw is None else dict(orjson.loads(raw))

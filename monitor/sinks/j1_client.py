@@ -47,6 +47,7 @@ import orjson
 from monitor import __version__
 from monitor.errors import MonitorError
 from monitor.http import Answer, HttpClient, Outcome, Request, first_line, retry_later
+from monitor.model.types import JsonMapping, JsonObject
 from monitor.retry import RetryPolicy, RetryStats, Sleep, Verdict, parse_retry_after
 from monitor.settings import Settings
 
@@ -183,7 +184,7 @@ class UploadResult:
 class _Response:
     status: int
     headers: Mapping[str, str]
-    body: dict[str, Any]
+    body: JsonObject
 
 
 def batch_bodies(kind: UploadKind, encoded: Iterable[bytes], limit: int) -> list[bytes]:
@@ -210,13 +211,13 @@ def batch_bodies(kind: UploadKind, encoded: Iterable[bytes], limit: int) -> list
     return bodies
 
 
-def job_of(body: Mapping[str, Any]) -> dict[str, Any]:
+def job_of(body: JsonMapping) -> JsonObject:
     """The job object of a create, finalize or status answer (`{"job": {...}}`, 9.1)."""
     job = body.get("job", body)
     return dict(job) if isinstance(job, Mapping) else {}
 
 
-def job_errors(job: Mapping[str, Any]) -> dict[str, int]:
+def job_errors(job: JsonMapping) -> dict[str, int]:
     """The error counters of a finished job that are above zero (`JOB_ERROR_COUNTERS`)."""
     found = {}
     for name in JOB_ERROR_COUNTERS:
@@ -282,7 +283,7 @@ class JupiterOneClient:
         await self._http.close()
 
     # -- the API (9.1) ---------------------------------------------------------------------------
-    async def create_job(self, *, scope: str, sync_mode: SyncMode, source: str = "api") -> dict[str, Any]:
+    async def create_job(self, *, scope: str, sync_mode: SyncMode, source: str = "api") -> JsonObject:
         """Start a job (9.3: `scope` is required for DIFF with `source: api`); returns the job object."""
         body = orjson.dumps({"source": source, "scope": scope, "syncMode": sync_mode})
         job = job_of(await self._send("POST", JOBS_PATH, body))
@@ -300,10 +301,10 @@ class JupiterOneClient:
             requests, raw, wire = requests + 1, raw + len(body), wire + len(compressed)
         return UploadResult(requests, raw, wire)
 
-    async def finalize(self, job_id: str) -> dict[str, Any]:
+    async def finalize(self, job_id: str) -> JsonObject:
         return job_of(await self._send("POST", f"{JOBS_PATH}/{job_id}/finalize", b"{}"))
 
-    async def job_status(self, job_id: str) -> dict[str, Any]:
+    async def job_status(self, job_id: str) -> JsonObject:
         return job_of(await self._send("GET", f"{JOBS_PATH}/{job_id}", None))
 
     async def abort(self, job_id: str, reason: str) -> None:
@@ -313,7 +314,7 @@ class JupiterOneClient:
         except J1Error as exc:
             log.info("jupiterone: could not abort job %s: %s", job_id, exc)
 
-    async def wait_finished(self, job_id: str, job: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    async def wait_finished(self, job_id: str, job: JsonMapping | None = None) -> JsonObject:
         """Poll a finalized job until FINISHED (9.2); `J1JobFailed` on another terminal status or timeout.
 
         The first poll is immediate (a small job is often done already), then the interval doubles
@@ -344,7 +345,7 @@ class JupiterOneClient:
         """
         cursor: str | None = None
         while True:
-            variables: dict[str, Any] = {"query": j1ql, "flags": {"variableResultSize": True}}
+            variables: JsonObject = {"query": j1ql, "flags": {"variableResultSize": True}}
             if cursor is not None:
                 variables["cursor"] = cursor
             if deferred:
@@ -359,7 +360,7 @@ class JupiterOneClient:
             if cursor is None:
                 return
 
-    async def _deferred_result(self, state_url: str, j1ql: str) -> dict[str, Any]:
+    async def _deferred_result(self, state_url: str, j1ql: str) -> JsonObject:
         """Poll a deferred query's state URL until COMPLETED, then fetch its result (no credentials)."""
         delay, waited = self.poll_interval / 8, 0.0
         while True:
@@ -385,7 +386,7 @@ class JupiterOneClient:
         gzipped: bool = False,
         raw_size: int | None = None,
         credentials: bool = True,
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """`target` is a path under the API root, or (without `credentials`) an absolute URL."""
         headers = self._headers(gzipped) if credentials else {"Accept": "application/json", "Accept-Encoding": "gzip"}
         url = f"{self.base_url}{target}" if credentials else target
@@ -431,7 +432,7 @@ def _decoded(raw: bytes, headers: Mapping[str, str]) -> bytes:
         return b""  # read as an empty answer; `_json` of the status decides the rest
 
 
-def _classify(outcome: Outcome, method: str, target: str) -> Verdict[dict[str, Any]]:
+def _classify(outcome: Outcome, method: str, target: str) -> Verdict[JsonObject]:
     """The body of a success; a 4xx other than 429 is refused at once; 429, 5xx and transport failures
     are retried after `Retry-After` or, on a 429 without it, `RateLimit-Reset` (10.4)."""
     if not isinstance(outcome, Answer):
@@ -449,7 +450,7 @@ def _classify(outcome: Outcome, method: str, target: str) -> Verdict[dict[str, A
     )
 
 
-def _query_answer(body: Mapping[str, Any], j1ql: str) -> dict[str, Any]:
+def _query_answer(body: JsonMapping, j1ql: str) -> JsonObject:
     """The `queryV1` object of a GraphQL answer; `J1QueryError` for GraphQL errors."""
     errors = body.get("errors")
     data = body.get("data")
@@ -460,7 +461,7 @@ def _query_answer(body: Mapping[str, Any], j1ql: str) -> dict[str, Any]:
     return dict(answer)
 
 
-def _json(raw: bytes) -> dict[str, Any]:
+def _json(raw: bytes) -> JsonObject:
     if not raw:
         return {}
     try:
@@ -470,7 +471,7 @@ def _json(raw: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def _error_fields(body: Mapping[str, Any]) -> tuple[str, str, str | None]:
+def _error_fields(body: JsonMapping) -> tuple[str, str, str | None]:
     """(code, message, offending key) of `{error: {code, message}}` (10.3), whatever is present."""
     error = body.get("error")
     if not isinstance(error, Mapping):

@@ -21,10 +21,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from monitor.diff import same_value
-from monitor.model.types import JsonObject, Kind
+from monitor.model.types import JsonMapping, JsonObject, Kind
 from monitor.sinks.j1_payload import Payload
 
 Drift = Literal["missing", "stale", "changed"]
@@ -59,7 +59,7 @@ class Difference:
 ObjectRef = tuple[Kind, str]
 
 
-def _form(kind: Kind, obj: Mapping[str, Any], ends: tuple[End, End] | None = None) -> Held:
+def _form(kind: Kind, obj: JsonMapping, ends: tuple[End, End] | None = None) -> Held:
     type_ = obj.get("_type")
     if isinstance(type_, list) and len(type_) == 1:
         type_ = type_[0]
@@ -85,14 +85,14 @@ def expected(payload: Payload) -> dict[ObjectRef, Held]:
     return found
 
 
-def _merged(row: Mapping[str, Any], metadata: str) -> JsonObject:
+def _merged(row: JsonMapping, metadata: str) -> JsonObject:
     """An answer row's object: its metadata part and its properties part in one dict."""
     merged: JsonObject = dict(row.get("properties") or {})
     merged.update(row.get(metadata) or {})
     return merged
 
 
-def held_entities(rows: Iterable[Mapping[str, Any]]) -> dict[ObjectRef, Held]:
+def held_entities(rows: Iterable[JsonMapping]) -> dict[ObjectRef, Held]:
     """The compared form of the `list` rows of `FIND * WITH _scope = ...`."""
     found: dict[ObjectRef, Held] = {}
     for row in rows:
@@ -101,7 +101,7 @@ def held_entities(rows: Iterable[Mapping[str, Any]]) -> dict[ObjectRef, Held]:
     return found
 
 
-def held_relationships(rows: Iterable[Mapping[str, Any]], scope: str) -> dict[ObjectRef, Held]:
+def held_relationships(rows: Iterable[JsonMapping], scope: str) -> dict[ObjectRef, Held]:
     """The compared form of the rows of `... AS a THAT RELATES TO AS r * AS b WHERE r._scope = <scope>
     RETURN r.*, a._key, a._scope, b._key, b._scope` (one row per end in `scope`; duplicates merge).
 
@@ -122,7 +122,7 @@ def held_relationships(rows: Iterable[Mapping[str, Any]], scope: str) -> dict[Ob
     return found
 
 
-def _selector(row: Mapping[str, Any], alias: str) -> JsonObject:
+def _selector(row: JsonMapping, alias: str) -> JsonObject:
     whole = row.get(alias)
     if isinstance(whole, Mapping):
         return dict(whole)

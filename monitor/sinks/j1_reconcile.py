@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from monitor.keys import TenantKeys
 from monitor.metrics import metric
+from monitor.model.types import JsonObject
 from monitor.redis_conn import Redis
 from monitor.scopes import UploadScope
 from monitor.settings import TenantConfig
@@ -75,7 +76,7 @@ class Publisher(Protocol):
 
     async def payload(self, tenant: TenantConfig, scope: UploadScope) -> Payload: ...
 
-    async def remove_scope(self, tenant_id: str, j1_scope: str) -> dict[str, Any]: ...
+    async def remove_scope(self, tenant_id: str, j1_scope: str) -> JsonObject: ...
 
     async def publish_pending(self, tenant: TenantConfig, *, debounce: float = 0.0) -> PublishResult: ...
 
@@ -105,7 +106,7 @@ class ReconcileReport:
     def drifted(self) -> bool:
         return bool(self.differing)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return {
             "tenant": self.tenant,
             "check": self.check,

@@ -28,6 +28,7 @@ import orjson
 
 from monitor.keys import TenantKeys
 from monitor.metrics import metric
+from monitor.model.types import JsonMapping, JsonObject
 from monitor.redis_conn import Redis
 from monitor.retry import RetryPolicy
 from monitor.scopes import upload_scopes_of
@@ -186,7 +187,7 @@ class PublishState:
         pipe.lpush(self.keys.j1_errors, orjson.dumps(entry))
         pipe.ltrim(self.keys.j1_errors, 0, TenantKeys.J1_ERRORS_KEPT - 1)
 
-    async def record_reconcile(self, report: Mapping[str, Any], drift_series: Mapping[str, int]) -> None:
+    async def record_reconcile(self, report: JsonMapping, drift_series: Mapping[str, int]) -> None:
         """Keep the last reconciliation's report; replace the drift gauges with `drift_series`."""
         stale = [text(f) for f in await self.redis.hkeys(self.keys.metrics) if text(f).startswith("monitor_j1_drift")]
         pipe: Any = self.redis.pipeline(transaction=False)
@@ -201,7 +202,7 @@ class PublishState:
 # -- status --------------------------------------------------------------------------------------
 
 
-async def publishing_status(redis: Redis, tenant_id: str, *, now: float | None = None) -> dict[str, Any]:
+async def publishing_status(redis: Redis, tenant_id: str, *, now: float | None = None) -> JsonObject:
     """The tenant's publishing state for `monitor status` and `/status`: dirty scopes, jobs in
     flight, last success, the tenant-wide problem if any, scopes in backoff, last errors (with the
     offending key and rule), invalid objects left out, and the last reconciliation."""
@@ -236,7 +237,7 @@ async def publishing_status(redis: Redis, tenant_id: str, *, now: float | None =
     }
 
 
-def _backoff_view(scope: str, entry: Backoff, now: float) -> dict[str, Any]:
+def _backoff_view(scope: str, entry: Backoff, now: float) -> JsonObject:
     return {
         "scope": scope,
         "reason": entry.reason,
@@ -255,7 +256,7 @@ def when(epoch: float | None) -> str:
     return "never" if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
-def render_publishing(status: Mapping[str, Any]) -> list[str]:
+def render_publishing(status: JsonMapping) -> list[str]:
     """`monitor status` lines for `publishing_status(...)`."""
     in_flight = status["in_flight"]
     lines = [
@@ -292,7 +293,7 @@ def render_publishing(status: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def render_reconcile(report: Mapping[str, Any]) -> str:
+def render_reconcile(report: JsonMapping) -> str:
     """One line for the last reconciliation: when, how, and the drift per type."""
     mode = "check" if report.get("check") else "repair"
     head = f"  j1 reconcile {when(report.get('finished_at'))} ({mode}, {report.get('scopes_compared', 0):,} scopes)"

@@ -25,12 +25,11 @@ vendored data-model schemas).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 from monitor.model.common import CLASS_REQUIRED
+from monitor.model.types import JsonMapping
 
 # 11.2: an optional `_` or `tag.` prefix, then letters, digits, `.`, space or `-`.
 NAME_PATTERN = re.compile(r"^(_|tag\.)?[A-Za-z0-9. -]+$")
@@ -73,7 +72,7 @@ class Invalid:
         return {"key": self.key, "type": self.type, "rule": self.rule, "detail": self.detail}
 
 
-def _classes(value: Any) -> list[str] | None:
+def _classes(value: object) -> list[str] | None:
     if isinstance(value, str):
         return [value]
     if isinstance(value, list) and value and all(isinstance(c, str) for c in value):
@@ -81,7 +80,7 @@ def _classes(value: Any) -> list[str] | None:
     return None
 
 
-def _kind(value: Any) -> str | None:
+def _kind(value: object) -> str | None:
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int | float):
@@ -91,7 +90,7 @@ def _kind(value: Any) -> str | None:
     return None
 
 
-def _metadata_problems(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _metadata_problems(obj: JsonMapping) -> list[tuple[str, str]]:
     problems = []
     key, type_ = obj.get("_key"), obj.get("_type")
     if not isinstance(key, str) or len(key) < _MIN_KEY:
@@ -113,7 +112,7 @@ _GOOD_NAMES: set[str] = set()
 _GOOD_NAMES_MAX = 10_000
 
 
-def _value_problem(name: str, value: Any) -> tuple[str, str] | None:
+def _value_problem(name: str, value: object) -> tuple[str, str] | None:
     if type(value) in _PRIMITIVES and not name.endswith("On"):
         return None
     if value is None or _kind(value) is not None:
@@ -132,7 +131,7 @@ def _value_problem(name: str, value: Any) -> tuple[str, str] | None:
     return ("nested-object", f"{name}: nested objects are not allowed except _rawData (11.2)")
 
 
-def _property_problems(obj: Mapping[str, Any], metadata: frozenset[str]) -> list[tuple[str, str]]:
+def _property_problems(obj: JsonMapping, metadata: frozenset[str]) -> list[tuple[str, str]]:
     problems = []
     for name, value in obj.items():
         if name.startswith("_"):
@@ -158,7 +157,7 @@ def _required(classes: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(frozenset().union(_BASE_REQUIRED, *(CLASS_REQUIRED.get(c, _BASE_REQUIRED) for c in classes))))
 
 
-def _required_problems(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _required_problems(obj: JsonMapping) -> list[tuple[str, str]]:
     classes = _classes(obj.get("_class")) or []
     problems = []
     for name in _required(tuple(classes)):
@@ -169,12 +168,12 @@ def _required_problems(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
-def _invalid(obj: Mapping[str, Any], problems: list[tuple[str, str]]) -> list[Invalid]:
+def _invalid(obj: JsonMapping, problems: list[tuple[str, str]]) -> list[Invalid]:
     key, type_ = str(obj.get("_key", "")), str(obj.get("_type", ""))
     return [Invalid(key, type_, rule, detail) for rule, detail in problems]
 
 
-def check_entity(entity: Mapping[str, Any]) -> list[Invalid]:
+def check_entity(entity: JsonMapping) -> list[Invalid]:
     """Every rule `entity` breaks (empty when it may be uploaded)."""
     problems = _metadata_problems(entity)
     problems += _property_problems(entity, ENTITY_METADATA)
@@ -182,7 +181,7 @@ def check_entity(entity: Mapping[str, Any]) -> list[Invalid]:
     return _invalid(entity, problems)
 
 
-def check_relationship(relationship: Mapping[str, Any]) -> list[Invalid]:
+def check_relationship(relationship: JsonMapping) -> list[Invalid]:
     """Every rule `relationship` breaks (empty when it may be uploaded)."""
     problems = _metadata_problems(relationship)
     verb = relationship.get("_class")
@@ -195,7 +194,7 @@ def check_relationship(relationship: Mapping[str, Any]) -> list[Invalid]:
     return _invalid(relationship, problems)
 
 
-def too_large(obj: Mapping[str, Any], size: int, limit: int) -> Invalid:
+def too_large(obj: JsonMapping, size: int, limit: int) -> Invalid:
     """An object whose JSON alone would not fit in one upload request (docs/jupiterone.md 10.1-10.2)."""
     detail = f"serialized size {size:,} bytes exceeds the {limit:,}-byte request limit (10.1)"
     return Invalid(str(obj.get("_key", "")), str(obj.get("_type", "")), "too-large", detail)

@@ -34,13 +34,14 @@ import fcntl
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from monitor.model.types import JsonMapping
 from monitor.records import ChangeRecord
 from monitor.sinks.base import LogRestart
 from monitor.sinks.signing import DeliveryError
@@ -54,7 +55,7 @@ SCAN_CHUNK = 64 << 10
 
 Entry = tuple[str, int, Any]  # (tenant, seq, the JSON-serializable line)
 # What tells a line from another in a file whose lines are not in seq order (`JsonlFile(identity=)`).
-Identity = Callable[[Mapping[str, Any]], str]
+Identity = Callable[[JsonMapping], str]
 
 
 class SinkWriteError(DeliveryError):
@@ -89,7 +90,7 @@ class JsonlFile:
         self.path = path
         self.identity = identity
         self._fd: int | None = None
-        self._last: dict[str, Mapping[str, Any]] = {}  # per tenant, its last line in the file
+        self._last: dict[str, JsonMapping] = {}  # per tenant, its last line in the file
         self._held: set[str] = set()
         self._size = -1  # the file's size after our last append or scan; -1 before the first scan
 
@@ -286,7 +287,7 @@ def _end_of_last_line(fd: int, size: int) -> int:
     return 0
 
 
-def _tail_lines(fd: int, size: int) -> Iterator[Mapping[str, Any]]:
+def _tail_lines(fd: int, size: int) -> Iterator[JsonMapping]:
     """The JSON objects of the complete lines in the last `TAIL_BYTES` of the file."""
     start = max(0, size - TAIL_BYTES)
     lines = os.pread(fd, size - start, start).split(b"\n")
@@ -301,10 +302,10 @@ def _tail_lines(fd: int, size: int) -> Iterator[Mapping[str, Any]]:
             yield value
 
 
-def _last_records(lines: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+def _last_records(lines: Sequence[JsonMapping]) -> dict[str, JsonMapping]:
     """The last change record per tenant among `lines` (the last line, not the highest seq: after a
     log restart the file's newest records of a tenant have lower seqs than its earlier ones)."""
-    last: dict[str, Mapping[str, Any]] = {}
+    last: dict[str, JsonMapping] = {}
     for record in lines:
         if "tenant" in record and isinstance(record.get("seq"), int):
             last[str(record["tenant"])] = record

@@ -63,7 +63,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
@@ -71,6 +70,7 @@ from redis.exceptions import RedisError
 from monitor.errors import ConfigError
 from monitor.keys import CLEAR_DIRTY_IF_UNCHANGED, TenantKeys
 from monitor.leases import Lease, LeaseBusy
+from monitor.model.types import JsonObject
 from monitor.redis_conn import REDIS_UNAVAILABLE, Redis
 from monitor.retry import RetryPolicy
 from monitor.scopes import ScopeId, UploadScope, upload_scopes_of
@@ -417,7 +417,7 @@ class Publisher:
             max_request_bytes=self.client.max_request_bytes,
         )
 
-    async def _run_job(self, keys: TenantKeys, name: str, payload: Payload) -> dict[str, Any]:
+    async def _run_job(self, keys: TenantKeys, name: str, payload: Payload) -> JsonObject:
         """Create, upload, finalize and wait; the job is listed as in flight meanwhile.
 
         A job that will not be finalized is aborted, as the SDK does: on a refused upload, on
@@ -431,7 +431,7 @@ class Publisher:
         job_id = str(job["id"])
         entry = {"job": job_id, "mode": "DIFF", "j1_scope": payload.j1_scope, "started_at": self._clock()}
         await self.redis.hset(keys.j1_inflight, name, orjson.dumps(entry))
-        finalized: dict[str, Any] | None = None
+        finalized: JsonObject | None = None
         try:
             try:
                 # Entities first: a relationship between two of them is created at finalize either way.
@@ -461,7 +461,7 @@ class Publisher:
         log.info("jupiterone %s: aborting job %s, left open by a publisher that stopped", name, job_id)
         await self.client.abort(job_id, "monitor: left open by a publisher that stopped")
 
-    async def remove_scope(self, tenant_id: str, j1_scope: str) -> dict[str, Any]:
+    async def remove_scope(self, tenant_id: str, j1_scope: str) -> JsonObject:
         """Empty a JupiterOne scope of ours that the mirror has no scope for (an empty DIFF deletes
         everything in it); for `monitor reconcile`."""
         keys = TenantKeys(tenant_id)
@@ -495,7 +495,7 @@ class Publisher:
             "jupiterone %s %s: %s; tried again in %.0fs or when it changes", tenant_id, name, entry.message, wait
         )
 
-    async def status(self, tenant_id: str) -> dict[str, Any]:
+    async def status(self, tenant_id: str) -> JsonObject:
         return await publishing_status(self.redis, tenant_id, now=self._clock())
 
     # -- the worker loop ---------------------------------------------------------------------

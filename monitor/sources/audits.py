@@ -109,5 +109,5 @@ async def _store(context: SourceContext, entries: list[AuditEntry], keep: float)
     await writer.execute()
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from monitor.graph.client import GraphClient
 from monitor.graph.delta import DeltaResource
 from monitor.model.account import account_key
-from monitor.model.types import Kind, Op, Placement
+from monitor.model.types import JsonObject, Kind, Op, Placement
 from monitor.records import ChangeRecord
 from monitor.settings import TenantConfig
 from monitor.store import PageWrite, TenantStore
@@ -56,7 +56,7 @@ class DeltaSource(Protocol):
     # (kind, family) pairs whose objects a complete full round may delete by absence.
     owned: tuple[tuple[Kind, str], ...]
 
-    async def page_ops(self, objects: list[dict[str, Any]], *, full: bool = False) -> PageOps:
+    async def page_ops(self, objects: list[JsonObject], *, full: bool = False) -> PageOps:
         """The page mapped to operations; `full`: the page belongs to a full round (its objects
         come whole, see `monitor.model.graph_state`)."""
         ...

@@ -8,13 +8,12 @@ writes that go into the page's commit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import orjson
 
 from monitor.model.graph_state import carries_properties, merge, reconstruct, residue, selected
-from monitor.model.types import JsonObject, entity_placement
+from monitor.model.types import JsonMapping, JsonObject, entity_placement
 from monitor.sources.parking import TOMBSTONE
 from monitor.store import Residue, TenantStore
 
@@ -23,11 +22,11 @@ async def whole_objects(
     store: TenantStore,
     family: str,
     props: tuple[str, ...],
-    objects: Sequence[Mapping[str, Any]],
+    objects: Sequence[JsonMapping],
     *,
     full: bool,
     soft_deleted: set[str],
-) -> list[Mapping[str, Any]]:
+) -> list[JsonMapping]:
     """The page's objects, each update merged onto its last known state (in a full round every
     object is whole already). Removed objects and objects without state properties (a group's
     repeated `members@delta` slice) pass unchanged."""
@@ -36,7 +35,7 @@ async def whole_objects(
     updates = [o["id"] for o in objects if "@removed" not in o and carries_properties(o, props)]
     known = await _known_states(store, family, props, updates, soft_deleted)
     states: dict[str, JsonObject] = {}
-    whole: list[Mapping[str, Any]] = []
+    whole: list[JsonMapping] = []
     for obj in objects:
         if "@removed" in obj or not carries_properties(obj, props):
             whole.append(obj)
@@ -61,7 +60,7 @@ async def _known_states(
     return known
 
 
-def residue_write(family: str, props: tuple[str, ...], state: Mapping[str, Any], entity: JsonObject) -> Residue:
+def residue_write(family: str, props: tuple[str, ...], state: JsonMapping, entity: JsonObject) -> Residue:
     """The residue of a freshly mapped object, for the page's commit."""
     key: str = entity["_key"]
     return Residue(entity_placement(family, key), key, residue(state, entity, props))

@@ -37,7 +37,7 @@ from monitor.model.groups import (
     placeholder_removed,
 )
 from monitor.model.groups import group_removed as group_removed_ops
-from monitor.model.types import Delete, Kind, Op, Placement, Upsert
+from monitor.model.types import Delete, JsonObject, Kind, Op, Placement, Upsert
 from monitor.sources.base import PageOps, SourceContext
 from monitor.sources.graph_states import residue_removal, residue_write, states_of, whole_objects
 from monitor.sources.parking import Parking, removed_fates
@@ -86,7 +86,7 @@ class GroupsSource:
         self._parking = Parking(context.store, context.account_key, groups=True)
         self._names_refused = False  # getByIds answered 403 in this round: do not ask again
 
-    async def page_ops(self, objects: list[dict[str, Any]], *, full: bool = False) -> PageOps:
+    async def page_ops(self, objects: list[JsonObject], *, full: bool = False) -> PageOps:
         hint = _Hint(await self._store.soft_deleted())
         groups = await whole_objects(
             self._store, GROUP_FAMILY, GROUP_STATE, objects, full=full, soft_deleted=hint.soft_deleted
@@ -165,7 +165,7 @@ class GroupsSource:
         details |= looked_up
         write.ops = [_named(op, details) for op in write.ops]
 
-    async def _look_up(self, members: dict[str, str]) -> dict[str, Any]:
+    async def _look_up(self, members: dict[str, str]) -> JsonObject:
         if not members or self._names_refused:
             return {}
         types = {t for t in (resource_type(odata_type) for odata_type in members.values()) if t}
@@ -182,7 +182,7 @@ class GroupsSource:
         return {member: member_details(obj) for member, obj in found.items()}
 
 
-def _named(op: Op, details: dict[str, Any]) -> Op:
+def _named(op: Op, details: JsonObject) -> Op:
     if not isinstance(op, Upsert) or op.placement.family != PLACEHOLDER_FAMILY or op.key not in details:
         return op
     member = {**details[op.key], "@odata.type": op.obj.get("memberType"), "id": op.key}
@@ -244,6 +244,6 @@ def _placeholder_write(ops: list[Op], state: dict[str, _Placeholder]) -> PageWri
     return write
 
 
-def _member_entry(relationship: dict[str, Any]) -> dict[str, Any]:
+def _member_entry(relationship: JsonObject) -> JsonObject:
     """The members@delta shape of a membership relationship, for `is_placeholder_member`."""
     return {"@odata.type": relationship.get("memberType", ""), "id": relationship.get("memberId", "")}

@@ -7,13 +7,12 @@ brings them back (`monitor.sources.parking`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from monitor.graph.delta import DeltaResource
 from monitor.model.graph_state import USER_STATE, selected
-from monitor.model.types import Kind, Op, Placement, Upsert
+from monitor.model.types import JsonMapping, JsonObject, Kind, Op, Placement, Upsert
 from monitor.model.users import SIGN_IN_PROPERTIES, USER_SELECT, map_user, user_removed
 from monitor.sources.base import PageOps, SourceContext
 from monitor.sources.graph_states import residue_removal, residue_write, states_of, whole_objects
@@ -34,7 +33,7 @@ class DirectoryHint:
     residues: dict[str, Residue] = field(default_factory=dict)
 
 
-def removal_fate(obj: Mapping[str, Any]) -> Fate:
+def removal_fate(obj: JsonMapping) -> Fate:
     """`deleted` for a permanent deletion; anything else (`changed`, or a reason Graph adds later)
     is taken as restorable, the reading that loses nothing (monitor.sources.parking)."""
     removed = obj.get("@removed")
@@ -51,7 +50,7 @@ class UsersSource:
         self._store = context.store
         self._parking = Parking(context.store, context.account_key, groups=False)
 
-    async def page_ops(self, objects: list[dict[str, Any]], *, full: bool = False) -> PageOps:
+    async def page_ops(self, objects: list[JsonObject], *, full: bool = False) -> PageOps:
         hint = DirectoryHint(await self._store.soft_deleted())
         users = await whole_objects(
             self._store, USER_FAMILY, USER_STATE, objects, full=full, soft_deleted=hint.soft_deleted

@@ -6,10 +6,11 @@ import logging
 from datetime import timedelta
 
 import aiohttp
+import orjson
 import pytest
 
 from monitor.hints import Hint, enqueue
-from monitor.keys import GLOBAL_METRICS
+from monitor.keys import GLOBAL_METRICS, TenantKeys
 from monitor.model.types import entity_placement
 from monitor.records import ChangeRecord
 from monitor.store import TenantStore
@@ -123,6 +124,19 @@ async def test_subscriptions_are_created_once_and_renewed_before_expiry(live: Li
     assert {s.resource: s.id for s in live.ours()} == first
     assert all(s.renewed_at is not None for s in live.ours())
     assert all(s.overlapping_reauthorizations == 0 for s in live.ours())
+    # The registry keeps the JSON it has always stored (monitor.records.encode_subscription).
+    stored = await live.redis.hgetall(TenantKeys(TENANT_ID).subscriptions)
+    assert sorted(stored) == sorted(s.id.encode() for s in live.ours())
+    for raw in stored.values():
+        assert list(orjson.loads(raw)) == [
+            "createdAt",
+            "id",
+            "resource",
+            "clientState",
+            "expiration",
+            "notificationUrl",
+            "renewedAt",
+        ]
 
 
 async def test_a_subscription_graph_dropped_is_recreated_and_a_round_catches_up(live: Live) -> None:

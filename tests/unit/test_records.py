@@ -7,7 +7,17 @@ from pathlib import Path
 
 import orjson
 
-from monitor.records import ChangeRecord, decode_record, encode_record, encode_records
+from monitor.records import (
+    ChangeRecord,
+    decode_pending,
+    decode_record,
+    decode_registry,
+    decode_subscription,
+    encode_pending,
+    encode_record,
+    encode_records,
+    encode_subscription,
+)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "change-record.md"
 
@@ -37,3 +47,44 @@ def test_a_webhook_body_is_the_records_in_order() -> None:
     body = encode_records([first, second])
     assert body == orjson.dumps({"records": [first, second]})
     assert [r["seq"] for r in orjson.loads(body)["records"]] == [1, 2]
+
+
+# -- subscription records (monitor.keys.TenantKeys.subscriptions) -------------------------------
+
+# A registry hash as the subscription manager has always written it: a renewed record, a record
+# never renewed, and the clientState of a create in flight.
+STORED_REGISTRY: dict[bytes | str, bytes | str] = {
+    b"3b7e": b'{"createdAt":"2024-05-01T10:00:00.000Z","id":"3b7e","resource":"/users",'
+    b'"clientState":"s3cret","expiration":"2024-05-29T09:55:00.000Z",'
+    b'"notificationUrl":"https://monitor.example/graph/notifications","renewedAt":"2024-05-02T10:00:00.000Z"}',
+    b"9a01": b'{"createdAt":"2024-05-01T10:00:01.000Z","id":"9a01","resource":"/groups",'
+    b'"clientState":"other","expiration":"2024-05-29T09:55:01.000Z",'
+    b'"notificationUrl":"https://monitor.example/graph/notifications"}',
+    b"pending:/users": b'{"clientState":"inflight","at":"2024-05-01T10:00:00.000Z"}',
+}
+
+
+def test_a_stored_subscription_registry_decodes_and_encodes_to_the_same_bytes() -> None:
+    registry = decode_registry(STORED_REGISTRY)
+    assert sorted(registry) == ["3b7e", "9a01"], "the pending create is not a subscription"
+    assert registry["3b7e"]["resource"] == "/users"
+    assert registry["3b7e"]["clientState"] == "s3cret"
+    assert registry["3b7e"]["renewedAt"] == "2024-05-02T10:00:00.000Z"
+    assert "renewedAt" not in registry["9a01"]
+    for name, record in registry.items():
+        assert encode_subscription(record) == STORED_REGISTRY[name.encode()]
+    pending = decode_pending(STORED_REGISTRY[b"pending:/users"])
+    assert pending == {"clientState": "inflight", "at": "2024-05-01T10:00:00.000Z"}
+    assert encode_pending(pending) == STORED_REGISTRY[b"pending:/users"]
+
+
+def test_a_subscription_record_missing_fields_reads_as_empty_strings() -> None:
+    record = decode_subscription("4c2d", '{"resource":"/groups","clientState":"x","renewedAt":null}')
+    assert record == {
+        "createdAt": "",
+        "id": "4c2d",
+        "resource": "/groups",
+        "clientState": "x",
+        "expiration": "",
+        "notificationUrl": "",
+    }
