@@ -27,7 +27,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -36,6 +35,7 @@ from monitor.hints import LIFECYCLE_EVENTS, Hint, HintQueue
 from monitor.keys import GLOBAL_METRICS, TenantKeys
 from monitor.logs import RateLimited
 from monitor.metrics import metric, now_ms, queue_increments
+from monitor.records import decode_subscription
 from monitor.redis_conn import REDIS_UNAVAILABLE, Redis
 from monitor.source_registry import BY_RESOURCE
 
@@ -130,9 +130,9 @@ class Intake:
     def _remember(self, item: ChangeNotification, raw: bytes | None, now: float) -> _Subscription | None:
         if raw is None:
             return None
-        record = orjson.loads(raw)
-        job = BY_RESOURCE.get(str(record.get("resource", "")).lower(), "")
-        subscription = _Subscription(str(record.get("clientState", "")), job, now)
+        record = decode_subscription(item.subscription_id, raw)
+        job = BY_RESOURCE.get(record["resource"].lower(), "")
+        subscription = _Subscription(record["clientState"], job, now)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[(item.tenant_id.lower(), item.subscription_id)] = subscription

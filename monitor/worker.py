@@ -378,8 +378,8 @@ class Worker:
         manager = self._manager(tenant)
         if manager is None:
             return
-        registry = await manager.registry()
-        resource = str(registry.get(hint.subscription, {}).get("resource", ""))
+        record = (await manager.records()).get(hint.subscription)
+        resource = "" if record is None else record["resource"]
         source = next((name for name, path in RESOURCES.items() if path == resource), None)
         if hint.event == "reauthorizationRequired":
             # Renewing also reauthorizes (docs/graph.md 5.1); never a reauthorize and a renew both.

@@ -150,13 +150,6 @@ class SubscriptionManager:
         """Our subscriptions of the tenant, by id (the registry without the pending creates)."""
         return decode_registry(await self.redis.hgetall(self.registry_key))
 
-    async def registry(self) -> dict[str, dict[str, str]]:
-        """`records` as plain dicts, for monitor.worker's lifecycle handling until it reads
-        `records` (then this goes)."""
-        return {
-            sid: {name: str(value) for name, value in record.items()} for sid, record in (await self.records()).items()
-        }
-
     async def delete_all(self) -> list[str]:
         """Delete every subscription we hold for this tenant (tenant removal)."""
         report = SubscriptionReport()
