@@ -6,6 +6,11 @@ log and a settable clock; `serve_simulator` serves it over HTTPS with a throwawa
 change-notification subscriptions and delivers their notifications to webhooks. `sim.intune` holds
 the Intune estates `seed_intune` creates (intune_routes.py serves them). See docs/graph.md for the Graph
 behaviours it reproduces.
+
+Structure, without import cycles (the `simulator-acyclic` contract, docs/architecture.md "Layers"):
+state.py holds the state and knobs (`SimulatorState`) and permissions.py the permission sets; the
+route modules work on a `SimulatorState`; graph_app.py, the app factory, imports the route modules
+and its `Simulator` adds the aiohttp application.
 """
 
 from monitor.simulator.ca import CertificateAuthority, create_self_signed_client_certificate

@@ -42,12 +42,10 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
+from monitor.simulator.clock import SimClock
 from monitor.simulator.errors import GraphError, bad_request
-
-if TYPE_CHECKING:
-    from monitor.simulator.tenant import SimTenant
 
 ADD_MEMBER = "Add member to group"
 REMOVE_MEMBER = "Remove member from group"
@@ -98,11 +96,24 @@ def app_initiator(app_id: str, name: str, service_principal_id: str) -> dict[str
     return {"user": None, "app": identity}
 
 
+class AuditedTenant(Protocol):
+    """What the audit log reads of its tenant (a `SimTenant`, which owns the log and imports this module)."""
+
+    tenant_id: str
+    domain: str
+    clock: SimClock
+    groups: dict[str, dict[str, Any]]
+
+    def new_id(self) -> str: ...
+
+    def directory_object(self, object_id: str) -> dict[str, Any] | None: ...
+
+
 @dataclass
 class DirectoryAudit:
     """One tenant's directory audit log: entries with the time from which they can be listed."""
 
-    tenant: SimTenant
+    tenant: AuditedTenant
     options: AuditOptions = field(default_factory=AuditOptions)
     entries: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     initiator: dict[str, Any] | None = None  # who makes changes when nobody is named; an admin by default

@@ -19,7 +19,7 @@ from monitor.simulator.tenant import SimTenant
 from monitor.simulator.tokens import ListSnapshot, decode_token, encode_token
 
 if TYPE_CHECKING:
-    from monitor.simulator.graph_app import AccessToken, Simulator
+    from monitor.simulator.state import AccessToken, SimulatorState
 
 PATH = "/v1.0/auditLogs/directoryAudits"
 DIRECTORY_READ = frozenset({"Directory.Read.All", "Directory.ReadWrite.All"})
@@ -30,7 +30,7 @@ MISSING_PERMISSION = (
 
 
 class AuditRoutes:
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: SimulatorState) -> None:
         self.sim = sim
 
     def register(self, router: web.UrlDispatcher) -> None:

@@ -34,7 +34,7 @@ from aiohttp import web
 from monitor.simulator.control import _body, _guarded
 
 if TYPE_CHECKING:
-    from monitor.simulator.graph_app import Simulator
+    from monitor.simulator.state import SimulatorState
 
 Outcome = Literal["consent", "decline", "personal_account", "not_admin", "consumer_tenant"]
 OUTCOMES: frozenset[str] = frozenset({"consent", "decline", "personal_account", "not_admin", "consumer_tenant"})
@@ -54,7 +54,7 @@ class ConsentPlan:
 class AdminConsent:
     """The admin-consent endpoint and its plan (one plan serves every request until changed)."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: SimulatorState) -> None:
         self.sim = sim
         self.plan: ConsentPlan | None = None
         self.requests: list[dict[str, str]] = []  # the query of every admin-consent request

@@ -38,7 +38,7 @@ from monitor.simulator.seed import seed
 from monitor.simulator.tenant import DeltaOptions, SimTenant
 
 if TYPE_CHECKING:
-    from monitor.simulator.graph_app import Simulator
+    from monitor.simulator.state import SimulatorState
 
 ControlHandler = Callable[[web.Request], Awaitable[Any]]
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -72,7 +72,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 class ControlRoutes:
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: SimulatorState) -> None:
         self.sim = sim
 
     def register(self, router: web.UrlDispatcher) -> None:

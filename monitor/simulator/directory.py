@@ -24,7 +24,7 @@ from monitor.simulator.tenant import Resource, SimTenant
 from monitor.simulator.tokens import decode_token, encode_token
 
 if TYPE_CHECKING:
-    from monitor.simulator.graph_app import Simulator
+    from monitor.simulator.state import SimulatorState
 
 DELTA_TOKEN_LIFETIME = 7 * 86400  # docs/graph.md 8: directory delta tokens last 7 days
 MAX_FILTER_IDS = 50  # docs/graph.md 7.3: $filter on id, up to 50 ids
@@ -35,7 +35,7 @@ _OR = re.compile(r"\s+or\s+", re.IGNORECASE)
 class DeltaRoutes:
     """`GET /v1.0/users/delta` and `GET /v1.0/groups/delta` (also spelt `/microsoft.graph.delta`)."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: SimulatorState) -> None:
         self.sim = sim
 
     def register(self, router: web.UrlDispatcher) -> None:

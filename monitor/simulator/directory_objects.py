@@ -23,7 +23,7 @@ from monitor.simulator.graph_auth import authorize
 from monitor.simulator.properties import GROUP_PROPERTIES, GROUP_TYPE, OBJECT_KINDS, USER_DEFAULT, USER_TYPE, list_view
 
 if TYPE_CHECKING:
-    from monitor.simulator.graph_app import Simulator
+    from monitor.simulator.state import SimulatorState
 
 GET_BY_IDS_READ = frozenset({"Directory.Read.All"})
 MAX_IDS = 1000
@@ -31,7 +31,7 @@ _TYPES = {name.lower(): odata_type for name, odata_type in OBJECT_KINDS.items()}
 
 
 class DirectoryObjectRoutes:
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: SimulatorState) -> None:
         self.sim = sim
 
     def register(self, router: web.UrlDispatcher) -> None:

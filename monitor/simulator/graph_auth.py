@@ -17,7 +17,7 @@ from monitor.simulator.tenant import SimTenant
 from monitor.simulator.throttle import resource_units
 
 if TYPE_CHECKING:
-    from monitor.simulator.graph_app import AccessToken, Simulator
+    from monitor.simulator.state import AccessToken, SimulatorState
 
 # docs/graph.md section 1 / 7.1: least privileged first; the ReadWrite forms include the Read ones.
 USERS_READ = frozenset({"User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"})
@@ -52,7 +52,7 @@ def extra_headers(request: web.Request) -> dict[str, str]:
     return headers
 
 
-def authorize(sim: Simulator, request: web.Request, allowed: frozenset[str]) -> tuple[SimTenant, AccessToken]:
+def authorize(sim: SimulatorState, request: web.Request, allowed: frozenset[str]) -> tuple[SimTenant, AccessToken]:
     """The caller's tenant and token, or the GraphError Graph would answer with."""
     header = request.headers.get("Authorization", "")
     raw = header[7:].strip() if header[:7].lower() == "bearer " else ""
@@ -70,7 +70,7 @@ def authorize(sim: Simulator, request: web.Request, allowed: frozenset[str]) -> 
     return sim.tenants[token.tenant_id], token
 
 
-def _throttle(sim: Simulator, request: web.Request, token: AccessToken) -> None:
+def _throttle(sim: SimulatorState, request: web.Request, token: AccessToken) -> None:
     cost = resource_units(request.path, request.query)
     headers = extra_headers(request)
     headers["x-ms-resource-unit"] = str(cost)

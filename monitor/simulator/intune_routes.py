@@ -66,25 +66,20 @@ from monitor.simulator.intune_views import (
     select_view,
     status_view,
 )
+from monitor.simulator.permissions import (
+    ALL_PERMISSIONS,
+    APPS_READ,
+    CONFIGURATION_READ,
+    INTUNE_PERMISSIONS,
+    MANAGED_DEVICES_READ,
+    SERVICE_CONFIG_READ,
+)
 from monitor.simulator.tenant import SimTenant
 from monitor.simulator.tokens import ListSnapshot, decode_token, encode_token
 
 if TYPE_CHECKING:
-    from monitor.simulator.graph_app import AccessToken, Simulator
+    from monitor.simulator.state import AccessToken, SimulatorState
 
-MANAGED_DEVICES_READ = frozenset(
-    {"DeviceManagementManagedDevices.Read.All", "DeviceManagementManagedDevices.ReadWrite.All"}
-)
-CONFIGURATION_READ = frozenset(
-    {"DeviceManagementConfiguration.Read.All", "DeviceManagementConfiguration.ReadWrite.All"}
-)
-SERVICE_CONFIG_READ = frozenset(
-    {"DeviceManagementServiceConfig.Read.All", "DeviceManagementServiceConfig.ReadWrite.All"}
-)
-APPS_READ = frozenset({"DeviceManagementApps.Read.All", "DeviceManagementApps.ReadWrite.All"})
-INTUNE_PERMISSIONS = MANAGED_DEVICES_READ | CONFIGURATION_READ | SERVICE_CONFIG_READ | APPS_READ
-# The read permissions a consenting admin grants (Simulator's ALL_PERMISSIONS has these, not ReadWrite).
-INTUNE_READ_PERMISSIONS = frozenset(p for p in INTUNE_PERMISSIONS if p.endswith(".Read.All"))
 NOT_APPLICABLE = "Request not applicable to target tenant."
 MAX_TOP = 1000
 BATCH_LIMIT = 20
@@ -197,7 +192,7 @@ def _top(query: dict[str, str], default: int) -> int:
 class IntuneRoutes:
     """Handlers for the Intune endpoints; one instance per application."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: SimulatorState) -> None:
         self.sim = sim
         self._reports: dict[tuple[str, str], tuple[int, list[tuple[str, int]]]] = {}
         self.routes: list[Route] = []
@@ -271,8 +266,6 @@ class IntuneRoutes:
 
     async def batch(self, request: web.Request) -> web.Response:
         """POST /$batch (docs/graph.md 10.4)."""
-        from monitor.simulator.graph_app import ALL_PERMISSIONS
-
         version = request.path.split("/", 2)[1]
         _, token = authorize(self.sim, request, ALL_PERMISSIONS | INTUNE_PERMISSIONS)
         payload = await request.json() if request.body_exists else None

@@ -18,11 +18,11 @@ from monitor.simulator.intune import IntuneTenant, seed_policies
 from monitor.simulator.intune_catalog import DEVICE_KINDS
 
 if TYPE_CHECKING:
-    from monitor.simulator.graph_app import Simulator
+    from monitor.simulator.state import SimulatorState
 
 
 def seed_intune(
-    sim: Simulator,
+    sim: SimulatorState,
     tenant_id: str,
     *,
     devices: int = 50,
@@ -134,7 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--intune-page-size", type=int, default=1000, help="items per page of the Intune lists")
 
 
-def seed_from_arguments(sim: Simulator, tenant_id: str, args: argparse.Namespace) -> IntuneTenant | None:
+def seed_from_arguments(sim: SimulatorState, tenant_id: str, args: argparse.Namespace) -> IntuneTenant | None:
     if args.intune_unlicensed:
         return seed_intune(sim, tenant_id, licensed=False)
     if args.intune_devices is None:

@@ -38,14 +38,12 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
-if TYPE_CHECKING:
-    from monitor.simulator.jupiterone import SimJupiterOne
-
 JsonObject = dict[str, Any]
+ObjectId = tuple[str, str]  # (scope, _key)
 QueryKind = Literal["entities", "relationships", "entity_scopes", "relationship_scopes"]
 
 # Metadata shown under `entity` in answers (the rest goes under `properties`), and the relationship
@@ -104,7 +102,24 @@ def _literal(quoted: str) -> str:
     return re.sub(r"\\(.)", r"\1", quoted[1:-1])
 
 
-def answer_graphql(sim: SimJupiterOne, body: Any) -> tuple[JsonObject, JsonObject | None]:
+class QueriedStore(Protocol):
+    """What the resolver reads of the simulated JupiterOne (a `SimJupiterOne`, which imports this module)."""
+
+    queries: list[str]  # every J1QL query answered, in order
+    query_page_size: int
+
+    def scope_entities(self, scope: str) -> list[JsonObject]: ...
+
+    def entity_scopes(self) -> list[str]: ...
+
+    def relationship_scopes(self, entity_prefix: str, prefix: str) -> list[str]: ...
+
+    def relationships_of(
+        self, entity: ObjectId, scope: str | None = None
+    ) -> list[tuple[ObjectId, JsonObject, ObjectId, ObjectId]]: ...
+
+
+def answer_graphql(sim: QueriedStore, body: Any) -> tuple[JsonObject, JsonObject | None]:
     """The GraphQL answer to a `queryV1` request, and the result to serve deferred (or None)."""
     if not isinstance(body, Mapping) or "queryV1" not in str(body.get("query", "")):
         return _error("the simulated JupiterOne answers the queryV1 resolver only"), None
@@ -125,7 +140,7 @@ def _error(message: str) -> JsonObject:
     return {"errors": [{"message": message, "extensions": {"code": "BAD_USER_INPUT"}}], "data": {"queryV1": None}}
 
 
-def run(sim: SimJupiterOne, text: str, cursor: str | None) -> JsonObject:
+def run(sim: QueriedStore, text: str, cursor: str | None) -> JsonObject:
     """`{type, data, cursor}` of one page of `text`."""
     query = parse(text)
     sim.queries.append(text)
@@ -141,13 +156,13 @@ def run(sim: SimJupiterOne, text: str, cursor: str | None) -> JsonObject:
     return {"type": kind, "data": rows[start:end], "cursor": _cursor(text, end) if end < len(rows) else None}
 
 
-def _scopes(sim: SimJupiterOne, query: Query) -> list[str]:
+def _scopes(sim: QueriedStore, query: Query) -> list[str]:
     if query.kind == "entity_scopes":
         return [scope for scope in sim.entity_scopes() if scope.startswith(query.value)]
     return sim.relationship_scopes(query.value, query.where)
 
 
-def _relationship_rows(sim: SimJupiterOne, query: Query) -> list[JsonObject]:
+def _relationship_rows(sim: QueriedStore, query: Query) -> list[JsonObject]:
     entity_alias, rel_alias, other_alias = query.aliases
     rows = []
     for entity in sim.scope_entities(query.value):

@@ -35,7 +35,7 @@ from monitor.simulator.tenant import SimTenant
 from monitor.simulator.tokens import ListSnapshot, decode_token, encode_token
 
 if TYPE_CHECKING:
-    from monitor.simulator.graph_app import AccessToken, Simulator
+    from monitor.simulator.state import AccessToken, SimulatorState
 
 MAX_TOP, MAX_TOP_SIGN_IN, DEFAULT_TOP = 999, 120, 100
 
@@ -43,7 +43,7 @@ MAX_TOP, MAX_TOP_SIGN_IN, DEFAULT_TOP = 999, 120, 100
 class ListRoutes:
     """Handlers for the list and get calls; one instance per application."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: SimulatorState) -> None:
         self.sim = sim
 
     def register(self, router: web.UrlDispatcher) -> None:

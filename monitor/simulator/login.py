@@ -21,7 +21,7 @@ from monitor.simulator.request_keys import CLIENT, TENANT
 from monitor.simulator.tenant import SimTenant
 
 if TYPE_CHECKING:
-    from monitor.simulator.graph_app import Simulator
+    from monitor.simulator.state import SimulatorState
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -29,7 +29,7 @@ JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 class LoginRoutes:
     """`/{tenant}/v2.0/.well-known/openid-configuration`, `/{tenant}/oauth2/v2.0/token`, keys."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: SimulatorState) -> None:
         self.sim = sim
 
     def register(self, router: web.UrlDispatcher) -> None:

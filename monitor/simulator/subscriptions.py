@@ -7,7 +7,8 @@ Ties together the book of subscriptions (subscription_book.py), the notification
 - every tenant journal entry reaches `observe`, which notifies each matching live subscription;
 - `send_lifecycle`, `remove`, `configure` (knobs), `deliveries` and `drain` are for tests, and the
   control API (subscription_control.py) exposes them to other processes;
-- `install(app)` registers the routes and starts delivery with the app (aiohttp `cleanup_ctx`).
+- `install(app)` runs delivery while the app is served (aiohttp `cleanup_ctx`); graph_app.py
+  registers the routes, which import this module (this module imports neither).
 """
 
 from __future__ import annotations
@@ -30,12 +31,10 @@ from monitor.simulator.subscription_book import (
     parse_create,
     parse_renewal,
 )
-from monitor.simulator.subscription_control import SubscriptionControlRoutes
-from monitor.simulator.subscription_routes import SubscriptionRoutes
 from monitor.simulator.tenant import Change, SimTenant
 
 if TYPE_CHECKING:
-    from monitor.simulator.graph_app import AccessToken, Simulator
+    from monitor.simulator.state import AccessToken, SimulatorState
 
 # docs/graph.md 2.5: a /reauthorize and a renewing PATCH within 10 minutes of each other can leave the
 # subscription inconsistent; the simulator counts such pairs so tests can assert there are none.
@@ -45,7 +44,7 @@ REAUTHORIZE_RENEW_GAP = 600.0
 class SubscriptionService:
     """Subscriptions and their notifications for one `Simulator`."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: SimulatorState) -> None:
         self.sim = sim
         self.book = SubscriptionBook()
         self.dispatcher = Dispatcher(sim.clock, lambda: sim.ca.certificate_pem)
@@ -93,9 +92,7 @@ class SubscriptionService:
     # -- the app ------------------------------------------------------------------------------------
 
     def install(self, app: web.Application) -> None:
-        """Add the Graph and control routes to `app`, and run delivery while it is served."""
-        SubscriptionRoutes(self).register(app.router)
-        SubscriptionControlRoutes(self).register(app.router)
+        """Run delivery while `app` is served (its routes: SubscriptionRoutes, SubscriptionControlRoutes)."""
         app.cleanup_ctx.append(self._delivery)
 
     async def _delivery(self, app: web.Application) -> AsyncIterator[None]:
