@@ -42,7 +42,8 @@ def test_the_registry_is_what_the_hints_the_scheduler_and_the_webhook_know() -> 
     assert all(Hint.from_fields({"tenant": "t", "job": name}) is not None for name in NAMES)
     assert scheduled("delta") == ("account", "users", "groups")
     assert scheduled("sweep") == ("signins", "intune")
-    assert set(scheduled("delta")) | set(scheduled("sweep")) == set(NAMES)
+    assert scheduled("incremental") == ("intune_live",)
+    assert set(scheduled("delta")) | set(scheduled("sweep")) | set(scheduled("incremental")) == set(NAMES)
     assert {BY_RESOURCE[path]: path for path in BY_RESOURCE} == RESOURCES
     assert set(RESOURCES) <= set(DELTA)  # a notification is answered by a delta round
     assert MEMBERSHIP_SOURCE in DELTA
