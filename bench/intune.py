@@ -23,7 +23,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,8 @@ from monitor.app import Runtime
 from monitor.graph.auth import TokenProvider
 from monitor.graph.client import GraphClient, GraphError
 from monitor.graph.pacing import INTUNE_LIMITS, IntunePacer, intune_bucket
+from monitor.model.intune import AGENT_TYPE, FINDING_TYPE, device_of_agent
+from monitor.records import ChangeRecord
 from monitor.settings import load_settings
 from monitor.sources.intune_live import SOURCE as INTUNE_LIVE_SOURCE
 from monitor.sources.intune_sweep import SOURCE as INTUNE_SOURCE
@@ -56,6 +59,17 @@ SECTION = "intune"
 _COMMAND: list[str] = []
 GRAPH_CALLS = r"^/(v1\.0|beta)/(?!\$batch)"
 PUBLIC_CONCURRENCY = 16
+# What each kind of churn changes on a device, as the change records show it (`record_aspects`); a
+# retired device is left out of the per-device figures: only a sweep deletes (docs/graph.md 9.1).
+ASPECT_OF_CHURN = {
+    "renamed": "name",
+    "check-in": "sync",
+    "compliance flip": "compliance",
+    "app installed": "apps",
+    "app removed": "apps",
+}
+_NAME_PROPERTIES = frozenset({"name", "displayName", "deviceName", "hostname", "fqdn"})
+_SYNC_PROPERTIES = frozenset({"lastSeenOn", "lastSyncDateTime"})
 
 
 @dataclass
@@ -114,14 +128,17 @@ def run(scale: float) -> str:
         first = _sweep(env)
         redis_mb = asyncio.run(redis_memory(env))
         unchanged = _sweep(env)
-        churned = asyncio.run(_control(env, "POST", "churn", {"fraction": 0.01, "seed": 7}))
+        answer = asyncio.run(_control(env, "POST", "churn", {"fraction": 0.01, "seed": 7, "devices": True}))
+        churned, churned_ids = answer["done"], answer["devices"]
         # Past Intune's delay before audit events list (the simulator's; not documented by Microsoft).
         asyncio.run(_control(env, "POST", None, {"seconds": 121}, path="/_sim/clock/advance"))
+        seq = asyncio.run(_last_seq(env))
         incremental = _sweep(env, INTUNE_LIVE_SOURCE)
+        coverage = device_coverage(churned_ids, asyncio.run(_records_after(env, seq)))
         changed = _sweep(env)
         public = asyncio.run(_public_pattern(env))
     report = _report(scale, devices, users, first, redis_mb, unchanged, churned, changed, public)
-    return report + _incremental_report(incremental, changed, unchanged)
+    return report + _incremental_report(incremental, changed, unchanged, coverage)
 
 
 def _sweep(env: Environment, source: str = INTUNE_SOURCE) -> Sweep:
@@ -132,7 +149,106 @@ def _sweep(env: Environment, source: str = INTUNE_SOURCE) -> Sweep:
     return Sweep(child, current, calls, int(current["sources"][source]["requests"]), source)
 
 
-def _incremental_report(incremental: Sweep, changed: Sweep, unchanged: Sweep) -> str:
+@dataclass
+class Coverage:
+    """Of the devices changed by one kind of churn, how many one incremental pass showed."""
+
+    changed: int = 0
+    shown: int = 0  # at least one change record names the device
+    own: int = 0  # a record shows the change itself (ASPECT_OF_CHURN)
+    aspects: Counter[str] = field(default_factory=Counter)  # what the records of these devices showed
+
+
+def record_aspects(record: ChangeRecord) -> tuple[set[str], set[str]]:
+    """The managed device ids a change record is about and what it shows of them: "name", "sync",
+    "compliance" (a policy status, finding or complianceState), "apps" (INSTALLED) or "other"."""
+    obj = record["after"] or record["before"] or {}
+    key = record["key"]
+    ends = (key, str(obj.get("_fromEntityKey") or ""), str(obj.get("_toEntityKey") or ""))
+    # Devices and agents by their keys, INSTALLED by `<device>|installed|...`, findings by `..._<device>`.
+    devices = {device_of_agent(end) for end in ends} | {key.split("|", 1)[0], key.rsplit("_", 1)[-1]}
+    kind, changed = record["type"], set(record["changed"])
+    aspects = set()
+    if kind.endswith(FINDING_TYPE) or kind.startswith(f"{AGENT_TYPE}_assigned_") or "complianceState" in changed:
+        aspects.add("compliance")
+    if "_installed_" in kind:
+        aspects.add("apps")
+    if record["kind"] == "entity" and record["before"] is not None:
+        aspects |= {"name"} if changed & _NAME_PROPERTIES else set()
+        aspects |= {"sync"} if changed & _SYNC_PROPERTIES else set()
+    return devices, aspects or {"other"}
+
+
+def device_coverage(churned: dict[str, list[str]], records: Iterable[ChangeRecord]) -> dict[str, Coverage]:
+    """Per kind of churn (retired left out), how many of its devices the records show, and show changed
+    as the churn changed them."""
+    shown: dict[str, set[str]] = {}
+    for record in records:
+        devices, aspects = record_aspects(record)
+        for device_id in devices:
+            shown.setdefault(device_id, set()).update(aspects)
+    coverage: dict[str, Coverage] = {}
+    for kind, aspect in ASPECT_OF_CHURN.items():
+        ids = churned.get(kind, [])
+        entry = coverage[kind] = Coverage(changed=len(ids))
+        for device_id in ids:
+            seen = shown.get(device_id)
+            if seen:
+                entry.shown += 1
+                entry.own += aspect in seen
+                entry.aspects.update(seen)
+    return coverage
+
+
+async def _last_seq(env: Environment) -> int:
+    runtime = await Runtime.open(load_settings(env.monitor_env()))
+    try:
+        return await runtime.store(TENANT).last_seq()
+    finally:
+        await runtime.close()
+
+
+async def _records_after(env: Environment, seq: int) -> list[ChangeRecord]:
+    runtime = await Runtime.open(load_settings(env.monitor_env()))
+    try:
+        store, records = runtime.store(TENANT), []
+        while batch := await store.read_changes(seq, 10_000):
+            records += batch
+            seq = batch[-1]["seq"]
+        return records
+    finally:
+        await runtime.close()
+
+
+def _coverage_rows(coverage: dict[str, Coverage]) -> list[str]:
+    def share(part: int, whole: int) -> str:
+        return f"{number(part)} ({part / whole:.0%})" if whole else "0"
+
+    def showed(entry: Coverage) -> str:
+        return ", ".join(f"{aspect} {number(n)}" for aspect, n in sorted(entry.aspects.items()))
+
+    rows = [
+        _row(kind, number(c.changed), share(c.shown, c.changed), share(c.own, c.changed), showed(c))
+        for kind, c in coverage.items()
+    ]
+    total = Coverage(
+        changed=sum(c.changed for c in coverage.values()),
+        shown=sum(c.shown for c in coverage.values()),
+        own=sum(c.own for c in coverage.values()),
+    )
+    rows.append(
+        _row(
+            "**all but retired**",
+            number(total.changed),
+            f"**{share(total.shown, total.changed)}**",
+            f"**{share(total.own, total.changed)}**",
+            "",
+        )
+    )
+    return rows
+
+
+def _incremental_report(incremental: Sweep, changed: Sweep, unchanged: Sweep, coverage: dict[str, Coverage]) -> str:
     """How much of the 1% change one incremental pass shows, and what it costs next to a sweep."""
     seen, left = incremental.records, changed.records
     share = seen / max(1, seen + left)
@@ -155,6 +271,15 @@ new Intune audit events, re-read and diffed with the sweep's code.
 | Incremental pass after the 1% change | |
 |---|---|
 {newline.join(rows)}
+
+Per device: of the devices the 1% change touched (the retired ones left out: only a sweep deletes),
+how many at least one change record of the incremental pass names, and how many a record shows changed
+the way the churn changed them (renamed: its name; check-in: its last sync; compliance flip: a policy
+status, finding or the device's complianceState; app installed/removed: an INSTALLED relationship).
+
+| Kind of change | devices | named by a record after one pass | the change itself shown | what their records showed |
+|---|---|---|---|---|
+{newline.join(_coverage_rows(coverage))}
 """
 
 

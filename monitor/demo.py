@@ -4,8 +4,10 @@ A simulated Microsoft 365 tenant (served over HTTPS by `monitor.simulator`, sign
 like the real one) changes every few seconds. monitor subscribes to its change notifications; the
 simulated Graph calls monitor's webhook, a worker answers each burst with a delta round, and the
 change records, alerts and the JupiterOne graph (a simulated JupiterOne, fed scope by scope)
-follow within a fraction of a second. State lives in the embedded engine (`memory://`), so it is
-gone when the demo stops.
+follow within a fraction of a second. The tenant has a small Intune estate too: after its first
+sweep, a device is renamed and one incremental Intune pass (monitor.sources.intune_live) shows it,
+as it would within `MONITOR_INTUNE_INCREMENTAL_INTERVAL` of the change in a deployment. State lives
+in the embedded engine (`memory://`), so it is gone when the demo stops.
 """
 
 from __future__ import annotations
@@ -30,13 +32,13 @@ from monitor.hints import Hint, enqueue
 from monitor.model.types import JsonObject
 from monitor.records import ChangeRecord
 from monitor.settings import Settings, load_settings
-from monitor.simulator import SimTenant, Simulator, seed, serve_simulator
+from monitor.simulator import IntuneTenant, SimTenant, Simulator, seed, seed_intune, serve_simulator
 from monitor.simulator.activity import TenantActivity
 from monitor.simulator.jupiterone import SimJupiterOne, serve_jupiterone
 from monitor.simulator.redis_process import free_port
 from monitor.source_registry import sync_selection
 from monitor.store import TenantStore
-from monitor.sync import sync_tenant
+from monitor.sync import run_source, sync_tenant
 from monitor.web import create_app
 from monitor.worker import Worker
 
@@ -52,9 +54,13 @@ send_to = ["log"]
 # Graph lists a directory audit entry about 2 minutes after the change (docs/graph.md 13.4); the demo
 # shortens that so who made each change shows within the run.
 DEMO_AUDIT_DELAY = 3.0
-# The first round is `monitor sync --signins` (monitor.source_registry): the demo tenant is seeded with
-# a directory and sign-in activity, no Intune estate.
-DEMO_SYNC_OPTIONS = frozenset({"signins"})
+# The first round is `monitor sync --signins --intune` (monitor.source_registry): the demo tenant is
+# seeded with a directory, sign-in activity and a small Intune estate.
+DEMO_SYNC_OPTIONS = frozenset({"signins", "intune"})
+DEMO_INTUNE_DEVICES = 12
+# Graph documents no delay before an Intune audit event lists (the simulator's default is 2 minutes,
+# docs/graph.md 9.1); the demo lists them at once so the rename's event shows in the same pass.
+DEMO_INTUNE_AUDIT_DELAY = 0.0
 
 
 class Style:
@@ -159,6 +165,7 @@ def _made_by(alert: JsonObject) -> str:
 class DemoWorld:
     sim: Simulator
     tenant: SimTenant
+    intune: IntuneTenant
     jupiterone: SimJupiterOne
     runtime: Runtime
     settings: Settings
@@ -173,6 +180,7 @@ async def run_demo(*, duration: float, interval: float, users: int, jsonl: str |
     try:
         async with _world(users, jsonl) as world:
             await _first_round(world, out, style)
+            await _intune_between_sweeps(world, out, style)
             await _subscribe(world, out, style)
             await _follow(world, duration, interval, out, style)
     finally:
@@ -197,6 +205,8 @@ async def _world(users: int, jsonl: str | None) -> AsyncIterator[DemoWorld]:
     tenant.audit.options.delay = DEMO_AUDIT_DELAY
     for user in list(tenant.users)[:: max(1, users // 8)]:
         tenant.set_sign_in(user)
+    intune = seed_intune(sim, DEMO_TENANT, devices=DEMO_INTUNE_DEVICES, detected_titles=6, apps_per_profile=2)
+    intune.audit_delay = DEMO_INTUNE_AUDIT_DELAY
     jupiterone = SimJupiterOne()
     port = free_port()
     with tempfile_dir() as folder:
@@ -213,7 +223,7 @@ async def _world(users: int, jsonl: str | None) -> AsyncIterator[DemoWorld]:
             stop = asyncio.Event()
             worker = asyncio.create_task(Worker(runtime, claim_idle=5.0).run(stop))
             try:
-                yield DemoWorld(sim, tenant, jupiterone, runtime, settings)
+                yield DemoWorld(sim, tenant, intune, jupiterone, runtime, settings)
             finally:
                 stop.set()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -289,11 +299,35 @@ def _banner(style: Style, users: int) -> str:
 
 async def _first_round(world: DemoWorld, out: TextIO, style: Style) -> None:
     tenant = world.settings.tenants[0]
-    out.write(style("First round: a full delta round reads the whole directory.\n", "1"))
+    out.write(style("First round: a full delta round reads the whole directory, and a first Intune sweep.\n", "1"))
     results, failures = await sync_tenant(world.runtime, tenant, sync_selection(DEMO_SYNC_OPTIONS))
     stats = world.runtime.graph.stats.snapshot()
     out.write(sync_summary(tenant.id, results, [str(f) for f in failures], stats) + "\n")
     out.write(_jupiterone_line(world, style) + "\n\n")
+    out.flush()
+
+
+async def _intune_between_sweeps(world: DemoWorld, out: TextIO, style: Style) -> None:
+    """An admin renames a managed device; one incremental Intune pass shows it, long before the next
+    sweep (monitor.sources.intune_live)."""
+    store = world.runtime.store(DEMO_TENANT)
+    printer = RecordPrinter(out)
+    printer.learn(await store.read_changes(0, 1_000_000))
+    device = min(world.intune.devices.values(), key=lambda d: d.id)
+    new_name = f"{device.name[:40]}-SALES"
+    out.write(style("Intune has no change notifications: between the hourly sweeps, an incremental pass", "1") + "\n")
+    out.write(style("re-reads the devices that synced and what new Intune audit events name.", "1") + "\n")
+    out.write(style(f"In the tenant: an admin renames the managed device {device.name} to {new_name}", "36") + "\n")
+    world.intune.rename_device(device.id, new_name)
+    seq = await store.last_seq()
+    result = await run_source(world.runtime.context(world.settings.tenants[0]), "intune_live")
+    records = await store.read_changes(seq, 10_000)
+    printer.show(records)
+    reread = (await store.status("intune_live")).get("reread", "")
+    summary = (
+        f"  {len(records)} change record(s) from one incremental Intune pass ({reread}; {result.requests} requests)"
+    )
+    out.write(style(summary, "2") + "\n\n")
     out.flush()
 
 

@@ -18,7 +18,13 @@ async def test_the_demo_shows_notifications_turning_into_change_records(monkeypa
     assert await run_demo(duration=4, interval=0.5, users=15, jsonl=None, out=out) == 0
     text = out.getvalue()
     assert "State lives in memory" in text
-    assert "First round" in text and "users     full" in text
+    assert "First round" in text and "users     full" in text and "intune    sweep" in text
+    # Between Intune sweeps, one incremental pass shows the renamed device.
+    renamed = re.search(r"renames the managed device (\S+) to (\S+)", text)
+    assert renamed, "the demo renames a managed device"
+    old, new = renamed.groups()
+    assert re.search(rf"~ entity +\w+ +{re.escape(new)} +\(deviceName: {re.escape(old)} -> {re.escape(new)}", text)
+    assert re.search(r"[1-9]\d* change record\(s\) from one incremental Intune pass \(1 device", text)
     assert "Subscribed to Graph change notifications for /groups, /users" in text
     flowed = [int(n) for n in re.findall(r"(\d+) change record\(s\), \d+ ms after the change", text)]
     assert flowed and all(n >= 1 for n in flowed), "every change in the tenant came out as records"

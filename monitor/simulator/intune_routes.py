@@ -31,7 +31,7 @@ Requests and Responses"; https://learn.microsoft.com/en-us/graph/json-batching).
 
 Control API (loopback only): `GET|PATCH /_sim/tenants/{tid}/intune` (stats; `limits`, `page_size`,
 `licensed`), `POST /_sim/tenants/{tid}/intune/seed` (seed_intune's arguments),
-`POST /_sim/tenants/{tid}/intune/churn` (`fraction`, `seed`).
+`POST /_sim/tenants/{tid}/intune/churn` (`fraction`, `seed`, `devices`).
 """
 
 from __future__ import annotations
@@ -579,8 +579,10 @@ class IntuneRoutes:
 
     async def _control_churn(self, request: web.Request) -> dict[str, Any]:
         body = await _body(request)
-        done = churn(self._intune(request), float(body.get("fraction", 0.01)), int(body.get("seed", 1)))
-        return dict(done)
+        changed: dict[str, list[str]] = {}
+        done = churn(self._intune(request), float(body.get("fraction", 0.01)), int(body.get("seed", 1)), changed)
+        # `"devices": true`: the ids of the devices changed, by kind, as well as the counts.
+        return {"done": dict(done), "devices": changed} if body.get("devices") else dict(done)
 
 
 _ROUTES: tuple[tuple[str, str, frozenset[str], Handler], ...] = (

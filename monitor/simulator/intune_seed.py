@@ -81,14 +81,18 @@ def _owner(intune: IntuneTenant, users: list[str], rng: random.Random) -> str | 
     return users[rng.randrange(len(users))]
 
 
-def churn(intune: IntuneTenant, fraction: float, rng_seed: int = 1) -> Counter[str]:
-    """Change `fraction` of the devices, one change each; returns what was done, by kind."""
+def churn(
+    intune: IntuneTenant, fraction: float, rng_seed: int = 1, changed: dict[str, list[str]] | None = None
+) -> Counter[str]:
+    """Change `fraction` of the devices, one change each; returns what was done, by kind. `changed`, when
+    given, receives the ids of the devices changed, by kind."""
     rng = random.Random(f"churn:{rng_seed}:{intune.version}")
     chosen = rng.sample(list(intune.devices), max(1, round(len(intune.devices) * fraction)))
     done: Counter[str] = Counter()
     policies = list(intune.policy_platform)
     detected = list(intune.detected)
     for device_id in chosen:
+        before = done.copy()
         roll = rng.random()
         device = intune.devices[device_id]
         if roll < 0.4:
@@ -121,6 +125,9 @@ def churn(intune: IntuneTenant, fraction: float, rng_seed: int = 1) -> Counter[s
         else:
             intune.retire_device(device_id)
             done["retired"] += 1
+        if changed is not None:
+            for kind in done - before:
+                changed.setdefault(kind, []).append(device_id)
     return done
 
 

@@ -162,6 +162,13 @@ async def test_control_api_churns_and_sets_limits(make_client: ClientFactory, es
     before = estate.version
     done = await client.request(TENANT_ID, "POST", f"/_sim/tenants/{TENANT_ID}/intune/churn", json={"fraction": 0.2})
     assert sum(done.body.values()) >= 1 and estate.version > before
+    churned = await client.request(
+        TENANT_ID, "POST", f"/_sim/tenants/{TENANT_ID}/intune/churn", json={"fraction": 0.2, "devices": True}
+    )
+    by_kind = churned.body["devices"]
+    assert {kind: len(ids) for kind, ids in by_kind.items()} == churned.body["done"]
+    assert all(d not in estate.devices for d in by_kind.get("retired", []))
+    assert set(by_kind.get("renamed", [])) <= set(estate.devices)
     updated = await client.request(
         TENANT_ID, "PATCH", f"/_sim/tenants/{TENANT_ID}/intune", json={"limits": {"devices": 7}}
     )
