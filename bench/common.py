@@ -38,6 +38,13 @@ class Environment:
     ca_bundle: str
     redis: RedisProcess
     workdir: Path
+    simulator_pid: int = 0
+
+    def service_cpu(self) -> tuple[float, float]:
+        """CPU seconds used so far by the simulated services and by Redis: what a run costs the
+        machine besides monitor's own process (they share its CPUs here; in production they are
+        Microsoft's and the Redis host's)."""
+        return cpu_seconds(self.simulator_pid), cpu_seconds(self.redis.process.pid)
 
     def monitor_env(self, **extra: str) -> dict[str, str]:
         """The environment a `monitor` child process runs with against this setup."""
@@ -74,11 +81,21 @@ def environment(simulator_args: Sequence[str]) -> Iterator[Environment]:
         redis = start_redis_server(workdir)
         try:
             info = _wait_ready(ready, simulator)
-            yield Environment(info["url"], info["ca_bundle"], redis, workdir)
+            yield Environment(info["url"], info["ca_bundle"], redis, workdir, simulator.pid)
         finally:
             redis.stop()
             simulator.terminate()
             simulator.wait(30)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a running process, from /proc (Linux); 0 elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the command name: state is field 3, utime and stime fields 14 and 15 (proc(5)).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_ready(ready: Path, process: subprocess.Popen[bytes]) -> dict[str, Any]:
