@@ -42,6 +42,11 @@ class Load:
     accepted: int
     seconds: float
     latencies: list[float]
+    cpu_seconds: float = float("nan")  # the server's CPU time (user + system) during the load
+
+    @property
+    def cpu_per_request_ms(self) -> float:
+        return self.cpu_seconds / self.sent * 1000
 
     @property
     def rate(self) -> float:
@@ -62,7 +67,9 @@ def run(scale: float) -> str:
 # -- 1. the receiver under load -----------------------------------------------------------------
 
 
-async def _receiver() -> tuple[Load, Load]:
+async def _receiver(wrap: list[str] | None = None) -> tuple[Load, Load]:
+    """`monitor web` then the bare handler under the same load; `wrap` prefixes the `monitor web`
+    command (a profiler: `bench/webhook_profile.py`)."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="monitor-bench-") as folder:
@@ -79,14 +86,14 @@ async def _receiver() -> tuple[Load, Load]:
         env |= {"MONITOR_HOST": "127.0.0.1", "MONITOR_PORT": str(monitor_port)}
         try:
             with (
-                process([sys.executable, "-m", "monitor", "web"], env),
-                process([sys.executable, "-m", "bench.bare", str(bare_port)], env),
+                process([*(wrap or []), sys.executable, "-m", "monitor", "web"], env) as ours,
+                process([sys.executable, "-m", "bench.bare", str(bare_port)], env) as bare,
             ):
                 await wait_http(f"http://127.0.0.1:{monitor_port}/healthz")
                 await wait_http(f"http://127.0.0.1:{bare_port}/healthz")
                 body = _notification(subscription)
-                monitor_load = await _open_loop(f"http://127.0.0.1:{monitor_port}/graph/notifications", body)
-                bare_load = await _open_loop(f"http://127.0.0.1:{bare_port}/graph/notifications", body)
+                monitor_load = await _open_loop(f"http://127.0.0.1:{monitor_port}/graph/notifications", body, ours.pid)
+                bare_load = await _open_loop(f"http://127.0.0.1:{bare_port}/graph/notifications", body, bare.pid)
                 queued = await _queued(redis.url)
                 counted = await _counted(redis.url)
         finally:
@@ -139,8 +146,10 @@ def _notification(subscription: str) -> bytes:
     return orjson.dumps({"value": [item]})
 
 
-async def _open_loop(url: str, body: bytes) -> Load:
-    """Send RATE POSTs per second for SECONDS, on schedule whatever the answers (open loop)."""
+async def _open_loop(url: str, body: bytes, server: int) -> Load:
+    """Send RATE POSTs per second for SECONDS, on schedule whatever the answers (open loop), to the
+    process `server` (whose CPU time is measured: with its children, for a profiler's wrapper)."""
+    cpu_before = _cpu_seconds(server)
     latencies: list[float] = []
     accepted = 0
     connector = aiohttp.TCPConnector(limit=256)
@@ -166,7 +175,20 @@ async def _open_loop(url: str, body: bytes) -> Load:
             tasks.append(asyncio.create_task(one()))
         await asyncio.gather(*tasks)
         elapsed = loop.time() - start
-    return Load(total, accepted, elapsed, latencies)
+    return Load(total, accepted, elapsed, latencies, _cpu_seconds(server) - cpu_before)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` and its children (Linux's /proc; NaN elsewhere)."""
+    total = 0.0
+    try:
+        pids = [pid, *(int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+        for one in pids:
+            fields = Path(f"/proc/{one}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return float("nan")
+    return total
 
 
 # -- 2. end to end ------------------------------------------------------------------------------

@@ -24,7 +24,9 @@ import hmac
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from functools import cache
 from typing import Annotated, Any
 
 import orjson
@@ -81,17 +83,17 @@ class _Subscription:
 class Intake:
     """Checks notification items against our subscriptions and turns the valid ones into hints."""
 
-    def __init__(self, redis: Redis, tenants: Any) -> None:
+    def __init__(self, redis: Redis, tenants: Callable[[], Collection[str]]) -> None:
         self.redis = redis
         self.writer = HintWriter(redis)
-        # A callable returning the ids of the tenants we watch (they can change at run time).
+        # The ids of the tenants we watch (they can change at run time): `Runtime.watched_ids`.
         self.tenants = tenants
         self._cache: dict[tuple[str, str], _Subscription] = {}
 
     async def accept(self, items: list[ChangeNotification]) -> tuple[list[Hint], Counter[str]]:
         """The hints to enqueue (one per job) and a count of every item's outcome."""
         outcomes: Counter[str] = Counter()
-        watched = set(self.tenants())
+        watched = self.tenants()
         candidates = []
         for item in items:
             if item.tenant_id.lower() in watched:
@@ -223,9 +225,12 @@ async def _check_envelope(request: web.Request) -> ChangeNotificationCollection 
     if request.content_length is not None and request.content_length > limit:
         return web.Response(status=413, text=f"body over {limit} bytes")
     try:
-        # aiohttp puts no time limit on a body; a client trickling one must not hold its connection.
-        async with asyncio.timeout(request.app[READ_TIMEOUT]):
+        if request.content.is_eof():  # all of the body has arrived with the headers: no wait, no timer
             body = await request.read()
+        else:
+            # aiohttp puts no time limit on a body; a client trickling one must not hold its connection.
+            async with asyncio.timeout(request.app[READ_TIMEOUT]):
+                body = await request.read()
     except TimeoutError:
         _SLOW.warning("webhook: a body did not arrive within %gs; answered 408 and closed", request.app[READ_TIMEOUT])
         return _closing(web.Response(status=408, text="the body took too long to arrive"))
@@ -297,17 +302,31 @@ class HintWriter:
 
 async def _enqueue(writer: HintWriter, hints: list[Hint], endpoint: str, outcomes: Counter[str]) -> None:
     """The hints and the counters, stored before the request is answered."""
-    counts: Counter[str] = Counter({metric("monitor_notifications_total", outcome=o): n for o, n in outcomes.items()})
-    counts[metric("monitor_webhook_requests_total", endpoint=endpoint, status="202")] = 1
-    await writer.write(hints, counts)
+    await writer.write(hints, _counts(endpoint, 202, outcomes))
 
 
 async def _count(writer: HintWriter, endpoint: str, status: int, outcomes: Counter[str]) -> None:
     """Count a rejected request. Through the writer: rejections arriving together (a flood of bad or
     slow requests) share one Redis round trip and connection instead of taking one each."""
-    counts: Counter[str] = Counter({metric("monitor_notifications_total", outcome=o): n for o, n in outcomes.items()})
-    counts[metric("monitor_webhook_requests_total", endpoint=endpoint, status=str(status))] = 1
+    counts = _counts(endpoint, status, outcomes)
     try:
         await writer.write([], counts)
     except REDIS_UNAVAILABLE:
         pass  # a rejected request is answered whether or not it could be counted
+
+
+def _counts(endpoint: str, status: int, outcomes: Counter[str]) -> Counter[str]:
+    counts: Counter[str] = Counter({_outcome_series(o): n for o, n in outcomes.items()})
+    counts[_request_series(endpoint, status)] = 1
+    return counts
+
+
+# The series names, made once: a handful of outcomes, endpoints and statuses (`_REASONS`, 202).
+@cache
+def _outcome_series(outcome: str) -> str:
+    return metric("monitor_notifications_total", outcome=outcome)
+
+
+@cache
+def _request_series(endpoint: str, status: int) -> str:
+    return metric("monitor_webhook_requests_total", endpoint=endpoint, status=str(status))
