@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -33,6 +34,7 @@ from monitor.tls import client_context
 SECTION = "realtime"
 RATE = 2000
 SECONDS = 10.0
+SLICES = 10  # turns each server takes (`_compare`)
 CLIENT_STATE = "bench-client-state-" + "x" * 40
 
 
@@ -42,7 +44,7 @@ class Load:
     accepted: int
     seconds: float
     latencies: list[float]
-    cpu_seconds: float = float("nan")  # the server's CPU time (user + system) during the load
+    cpu_seconds: float  # the server's CPU time (user + system) during the load
 
     @property
     def cpu_per_request_ms(self) -> float:
@@ -92,8 +94,13 @@ async def _receiver(wrap: list[str] | None = None) -> tuple[Load, Load]:
                 await wait_http(f"http://127.0.0.1:{monitor_port}/healthz")
                 await wait_http(f"http://127.0.0.1:{bare_port}/healthz")
                 body = _notification(subscription)
-                monitor_load = await _open_loop(f"http://127.0.0.1:{monitor_port}/graph/notifications", body, ours.pid)
-                bare_load = await _open_loop(f"http://127.0.0.1:{bare_port}/graph/notifications", body, bare.pid)
+                monitor_load, bare_load = await _compare(
+                    [
+                        (f"http://127.0.0.1:{monitor_port}/graph/notifications", ours.pid),
+                        (f"http://127.0.0.1:{bare_port}/graph/notifications", bare.pid),
+                    ],
+                    body,
+                )
                 queued = await _queued(redis.url)
                 counted = await _counted(redis.url)
         finally:
@@ -146,36 +153,53 @@ def _notification(subscription: str) -> bytes:
     return orjson.dumps({"value": [item]})
 
 
-async def _open_loop(url: str, body: bytes, server: int) -> Load:
-    """Send RATE POSTs per second for SECONDS, on schedule whatever the answers (open loop), to the
-    process `server` (whose CPU time is measured: with its children, for a profiler's wrapper)."""
-    cpu_before = _cpu_seconds(server)
-    latencies: list[float] = []
-    accepted = 0
-    connector = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(connector=connector, headers={"Content-Type": "application/json"}) as http:
+async def _compare(targets: list[tuple[str, int]], body: bytes) -> list[Load]:
+    """Send RATE POSTs per second for SECONDS to each (url, server process) of `targets`, on
+    schedule whatever the answers (open loop), in SLICES turns of SECONDS / SLICES each: the servers
+    take turns, so a burst of work elsewhere on the machine falls on both alike rather than on
+    whichever happened to run then. Each server's CPU time (with its children: a profiler's
+    wrapper) is measured over its turns."""
+    loads = [Load(0, 0, 0.0, [], 0.0) for _ in targets]
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = [
+            await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=256), headers={"Content-Type": "application/json"}
+                )
+            )
+            for _ in targets
+        ]
+        for _ in range(SLICES):
+            for (url, server), http, load in zip(targets, sessions, loads, strict=True):
+                cpu_before = _cpu_seconds(server)
+                await _open_loop(http, url, body, SECONDS / SLICES, load)
+                load.cpu_seconds += _cpu_seconds(server) - cpu_before
+    return loads
 
-        async def one() -> None:
-            nonlocal accepted
-            started = time.perf_counter()
-            async with http.post(url, data=body) as response:
-                await response.read()
-                if response.status == 202:
-                    accepted += 1
-                    latencies.append(time.perf_counter() - started)
 
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        total = int(RATE * SECONDS)
-        tasks = []
-        for index in range(total):
-            delay = start + index / RATE - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
-        elapsed = loop.time() - start
-    return Load(total, accepted, elapsed, latencies, _cpu_seconds(server) - cpu_before)
+async def _open_loop(http: aiohttp.ClientSession, url: str, body: bytes, seconds: float, load: Load) -> None:
+    """RATE POSTs per second for `seconds`, counted into `load`."""
+
+    async def one() -> None:
+        started = time.perf_counter()
+        async with http.post(url, data=body) as response:
+            await response.read()
+            if response.status == 202:
+                load.accepted += 1
+                load.latencies.append(time.perf_counter() - started)
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    total = int(RATE * seconds)
+    tasks = []
+    for index in range(total):
+        delay = start + index / RATE - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
+    load.sent += total
+    load.seconds += loop.time() - start
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -358,11 +382,14 @@ Command: `{command_line()}` — {machine()}.
 **Webhook receiver**: {RATE:,} notification POSTs per second for {SECONDS:.0f} s, open loop, one notification
 per POST (the worst case; Graph batches), against `monitor web` (validation, clientState check,
 enqueue on a real Redis) and against a bare aiohttp handler that only answers 202, same machine,
-same run, load generator in a third process.
+same run, load generator in a third process. The two take turns ({SLICES} turns of {SECONDS / SLICES:.0f} s each), so
+the other work on the machine falls on both alike. CPU: the server process's user + system time
+per request.
 
 | | `monitor web` | bare aiohttp 202 | ratio | before: `monitor web` | before: bare | before: ratio |
 |---|---|---|---|---|---|---|
 | Accepted per second | {monitor.rate:,.0f} | {bare.rate:,.0f} | {monitor.rate / bare.rate:.2f} | 1,989 | 1,980 | 1.00 |
+| CPU per request | {monitor.cpu_per_request_ms:.2f} ms | {bare.cpu_per_request_ms:.2f} ms | {monitor.cpu_per_request_ms / bare.cpu_per_request_ms:.1f}× | | | |
 | p50 latency | {_row(monitor, bare, 0.5)} | {PREVIOUS["p50"]} |
 | p99 latency | {_row(monitor, bare, 0.99)} | {PREVIOUS["p99"]} |
 | Graph's limit for an answer | 3,000 ms | | | | | |

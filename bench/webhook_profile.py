@@ -2,7 +2,7 @@
 benchmark (`bench/realtime.py`), without writing BENCHMARKS.md: each run's p50/p99 for `monitor web`
 and the bare handler and their ratio, and optionally a py-spy profile of `monitor web` under the load
 (`pip install py-spy`; FILE gets py-spy's "raw" collapsed stacks, one run only;
-it records the first 14 s: start-up and the 10 s of load)."""
+it records the first 22 s: start-up and most of the load)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--py-spy", metavar="FILE", help="record `monitor web` with py-spy into FILE")
     args = parser.parse_args()
-    wrap = ["py-spy", "record", "-r", "200", "-d", "14", "-f", "raw", "-o", args.py_spy, "--"] if args.py_spy else None
+    wrap = ["py-spy", "record", "-r", "200", "-d", "22", "-f", "raw", "-o", args.py_spy, "--"] if args.py_spy else None
     for run in range(args.runs):
         ours, bare = asyncio.run(_receiver(wrap))
         print(
