@@ -370,6 +370,11 @@ PREVIOUS = {
 }
 
 
+def _cpu_row(monitor: Load, bare: Load) -> str:
+    ours, theirs = monitor.cpu_per_request_ms, bare.cpu_per_request_ms
+    return f"{ours:.2f} ms | {theirs:.2f} ms | {ours / theirs:.1f}×"
+
+
 def _report(monitor: Load, bare: Load, records: list[float], alerts: list[float], notified: list[float]) -> str:
     def ms(values: list[float], p: float) -> str:
         ordered = sorted(values)
@@ -389,7 +394,7 @@ per request.
 | | `monitor web` | bare aiohttp 202 | ratio | before: `monitor web` | before: bare | before: ratio |
 |---|---|---|---|---|---|---|
 | Accepted per second | {monitor.rate:,.0f} | {bare.rate:,.0f} | {monitor.rate / bare.rate:.2f} | 1,989 | 1,980 | 1.00 |
-| CPU per request | {monitor.cpu_per_request_ms:.2f} ms | {bare.cpu_per_request_ms:.2f} ms | {monitor.cpu_per_request_ms / bare.cpu_per_request_ms:.1f}× | | | |
+| CPU per request | {_cpu_row(monitor, bare)} | | | |
 | p50 latency | {_row(monitor, bare, 0.5)} | {PREVIOUS["p50"]} |
 | p99 latency | {_row(monitor, bare, 0.99)} | {PREVIOUS["p99"]} |
 | Graph's limit for an answer | 3,000 ms | | | | | |
