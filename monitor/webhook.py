@@ -45,8 +45,7 @@ log = logging.getLogger(__name__)
 
 GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 Guid = Annotated[str, StringConstraints(pattern=GUID)]
-# Positive subscription lookups are cached briefly so a burst of notifications costs one Redis
-# round trip (the enqueue); a miss always asks Redis, so a new subscription is known at once.
+# How long a subscription found in Redis is trusted without asking again (`Intake`).
 CACHE_SECONDS = 10.0
 # Graph batches notifications, but never thousands in one POST; more is not Graph.
 MAX_ITEMS = 1000
@@ -81,13 +80,29 @@ class _Subscription:
 
 
 class Intake:
-    """Checks notification items against our subscriptions and turns the valid ones into hints."""
+    """Checks notification items against our subscriptions and turns the valid ones into hints.
 
-    def __init__(self, redis: Redis, tenants: Callable[[], Collection[str]]) -> None:
+    A subscription found in the tenant's registry (`TenantKeys.subscriptions`, written by
+    `monitor.graph.subscriptions`) is kept in process memory for `CACHE_SECONDS`, so a stream of
+    notifications costs no lookup round trip. What that means for each change to the registry:
+
+    - renewed (PATCH `expirationDateTime`): same id, same clientState: accepted throughout;
+    - created or recreated (a new id, a new clientState): not in the cache, so looked up: accepted
+      from the moment it is saved. A subscription not found is never cached;
+    - deleted (dropped or replaced): accepted for at most `CACHE_SECONDS` more, then refused as
+      `unknown_subscription`. Meanwhile its clientState is still checked, and a hint only asks for
+      a delta round, which is always safe. (A removed tenant's are refused at once: its id leaves
+      `tenants`.)
+    """
+
+    def __init__(
+        self, redis: Redis, tenants: Callable[[], Collection[str]], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.redis = redis
         self.writer = HintWriter(redis)
         # The ids of the tenants we watch (they can change at run time): `Runtime.watched_ids`.
         self.tenants = tenants
+        self.clock = clock
         self._cache: dict[tuple[str, str], _Subscription] = {}
 
     async def accept(self, items: list[ChangeNotification]) -> tuple[list[Hint], Counter[str]]:
@@ -111,7 +126,7 @@ class Intake:
         return list(hints.values()), outcomes
 
     async def _subscriptions(self, items: list[ChangeNotification]) -> list[_Subscription | None]:
-        now = time.monotonic()
+        now = self.clock()
         found: dict[int, _Subscription | None] = {}
         missing = []
         for index, item in enumerate(items):
