@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -33,6 +34,7 @@ from monitor.tls import client_context
 SECTION = "realtime"
 RATE = 2000
 SECONDS = 10.0
+SLICES = 10  # turns each server takes (`_compare`)
 CLIENT_STATE = "bench-client-state-" + "x" * 40
 
 
@@ -42,6 +44,11 @@ class Load:
     accepted: int
     seconds: float
     latencies: list[float]
+    cpu_seconds: float  # the server's CPU time (user + system) during the load
+
+    @property
+    def cpu_per_request_ms(self) -> float:
+        return self.cpu_seconds / self.sent * 1000
 
     @property
     def rate(self) -> float:
@@ -62,7 +69,9 @@ def run(scale: float) -> str:
 # -- 1. the receiver under load -----------------------------------------------------------------
 
 
-async def _receiver() -> tuple[Load, Load]:
+async def _receiver(wrap: list[str] | None = None) -> tuple[Load, Load]:
+    """`monitor web` then the bare handler under the same load; `wrap` prefixes the `monitor web`
+    command (a profiler: `bench/webhook_profile.py`)."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="monitor-bench-") as folder:
@@ -79,14 +88,19 @@ async def _receiver() -> tuple[Load, Load]:
         env |= {"MONITOR_HOST": "127.0.0.1", "MONITOR_PORT": str(monitor_port)}
         try:
             with (
-                process([sys.executable, "-m", "monitor", "web"], env),
-                process([sys.executable, "-m", "bench.bare", str(bare_port)], env),
+                process([*(wrap or []), sys.executable, "-m", "monitor", "web"], env) as ours,
+                process([sys.executable, "-m", "bench.bare", str(bare_port)], env) as bare,
             ):
                 await wait_http(f"http://127.0.0.1:{monitor_port}/healthz")
                 await wait_http(f"http://127.0.0.1:{bare_port}/healthz")
                 body = _notification(subscription)
-                monitor_load = await _open_loop(f"http://127.0.0.1:{monitor_port}/graph/notifications", body)
-                bare_load = await _open_loop(f"http://127.0.0.1:{bare_port}/graph/notifications", body)
+                monitor_load, bare_load = await _compare(
+                    [
+                        (f"http://127.0.0.1:{monitor_port}/graph/notifications", ours.pid),
+                        (f"http://127.0.0.1:{bare_port}/graph/notifications", bare.pid),
+                    ],
+                    body,
+                )
                 queued = await _queued(redis.url)
                 counted = await _counted(redis.url)
         finally:
@@ -139,34 +153,66 @@ def _notification(subscription: str) -> bytes:
     return orjson.dumps({"value": [item]})
 
 
-async def _open_loop(url: str, body: bytes) -> Load:
-    """Send RATE POSTs per second for SECONDS, on schedule whatever the answers (open loop)."""
-    latencies: list[float] = []
-    accepted = 0
-    connector = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(connector=connector, headers={"Content-Type": "application/json"}) as http:
+async def _compare(targets: list[tuple[str, int]], body: bytes) -> list[Load]:
+    """Send RATE POSTs per second for SECONDS to each (url, server process) of `targets`, on
+    schedule whatever the answers (open loop), in SLICES turns of SECONDS / SLICES each: the servers
+    take turns, so a burst of work elsewhere on the machine falls on both alike rather than on
+    whichever happened to run then. Each server's CPU time (with its children: a profiler's
+    wrapper) is measured over its turns."""
+    loads = [Load(0, 0, 0.0, [], 0.0) for _ in targets]
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = [
+            await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=256), headers={"Content-Type": "application/json"}
+                )
+            )
+            for _ in targets
+        ]
+        for _ in range(SLICES):
+            for (url, server), http, load in zip(targets, sessions, loads, strict=True):
+                cpu_before = _cpu_seconds(server)
+                await _open_loop(http, url, body, SECONDS / SLICES, load)
+                load.cpu_seconds += _cpu_seconds(server) - cpu_before
+    return loads
 
-        async def one() -> None:
-            nonlocal accepted
-            started = time.perf_counter()
-            async with http.post(url, data=body) as response:
-                await response.read()
-                if response.status == 202:
-                    accepted += 1
-                    latencies.append(time.perf_counter() - started)
 
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        total = int(RATE * SECONDS)
-        tasks = []
-        for index in range(total):
-            delay = start + index / RATE - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
-        elapsed = loop.time() - start
-    return Load(total, accepted, elapsed, latencies)
+async def _open_loop(http: aiohttp.ClientSession, url: str, body: bytes, seconds: float, load: Load) -> None:
+    """RATE POSTs per second for `seconds`, counted into `load`."""
+
+    async def one() -> None:
+        started = time.perf_counter()
+        async with http.post(url, data=body) as response:
+            await response.read()
+            if response.status == 202:
+                load.accepted += 1
+                load.latencies.append(time.perf_counter() - started)
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    total = int(RATE * seconds)
+    tasks = []
+    for index in range(total):
+        delay = start + index / RATE - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
+    load.sent += total
+    load.seconds += loop.time() - start
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` and its children (Linux's /proc; NaN elsewhere)."""
+    total = 0.0
+    try:
+        pids = [pid, *(int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+        for one in pids:
+            fields = Path(f"/proc/{one}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return float("nan")
+    return total
 
 
 # -- 2. end to end ------------------------------------------------------------------------------
@@ -324,6 +370,11 @@ PREVIOUS = {
 }
 
 
+def _cpu_row(monitor: Load, bare: Load) -> str:
+    ours, theirs = monitor.cpu_per_request_ms, bare.cpu_per_request_ms
+    return f"{ours:.2f} ms | {theirs:.2f} ms | {ours / theirs:.1f}×"
+
+
 def _report(monitor: Load, bare: Load, records: list[float], alerts: list[float], notified: list[float]) -> str:
     def ms(values: list[float], p: float) -> str:
         ordered = sorted(values)
@@ -336,11 +387,14 @@ Command: `{command_line()}` — {machine()}.
 **Webhook receiver**: {RATE:,} notification POSTs per second for {SECONDS:.0f} s, open loop, one notification
 per POST (the worst case; Graph batches), against `monitor web` (validation, clientState check,
 enqueue on a real Redis) and against a bare aiohttp handler that only answers 202, same machine,
-same run, load generator in a third process.
+same run, load generator in a third process. The two take turns ({SLICES} turns of {SECONDS / SLICES:.0f} s each), so
+the other work on the machine falls on both alike. CPU: the server process's user + system time
+per request.
 
 | | `monitor web` | bare aiohttp 202 | ratio | before: `monitor web` | before: bare | before: ratio |
 |---|---|---|---|---|---|---|
 | Accepted per second | {monitor.rate:,.0f} | {bare.rate:,.0f} | {monitor.rate / bare.rate:.2f} | 1,989 | 1,980 | 1.00 |
+| CPU per request | {_cpu_row(monitor, bare)} | | | |
 | p50 latency | {_row(monitor, bare, 0.5)} | {PREVIOUS["p50"]} |
 | p99 latency | {_row(monitor, bare, 0.99)} | {PREVIOUS["p99"]} |
 | Graph's limit for an answer | 3,000 ms | | | | | |

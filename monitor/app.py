@@ -51,6 +51,7 @@ class Runtime:
     # fresh by `refresh_tenants()`, which the web app, the worker and the scheduler call.
     registered: RegistrySnapshot = field(default_factory=RegistrySnapshot)
     _tenants_checked_at: float = field(default=float("-inf"), repr=False)
+    _watched: tuple[RegistrySnapshot | None, frozenset[str]] = field(default=(None, frozenset()), repr=False)
 
     @classmethod
     async def open(
@@ -131,6 +132,15 @@ class Runtime:
 
     def tenant_ids(self) -> list[str]:
         return [t.id for t in self.tenants()]
+
+    def watched_ids(self) -> frozenset[str]:
+        """`tenant_ids()` as a set, rebuilt only when the registry was re-read (`refresh_tenants`
+        replaces the snapshot): the webhook asks for every request."""
+        snapshot, ids = self._watched
+        if snapshot is not self.registered:
+            ids = frozenset(self.tenant_ids())
+            self._watched = (self.registered, ids)
+        return ids
 
     def tenants(self) -> list[TenantConfig]:
         """Every tenant we watch: the configured ones, then those registered at run time (a tenant in

@@ -6,6 +6,11 @@ default thresholds (700, 10, 10) the cyclic collector still runs every few hundr
 regularly walks every live object: measured on the Intune sweep benchmark, about a quarter of a
 first sweep's CPU time. While any round runs in the process, the thresholds are raised; they are
 restored when the last one ends (https://docs.python.org/3/library/gc.html#gc.set_threshold).
+
+A server freezes what it holds once started (`freeze_start_up`): the modules, settings and
+connections it loaded then live as long as the process, and a full collection walking them (about
+100,000 objects for `monitor web`) stalled the webhook for tens of milliseconds at a time under load
+(docs/graph.md 4.3: Graph counts slow answers).
 """
 
 from __future__ import annotations
@@ -17,6 +22,14 @@ from contextlib import contextmanager
 ROUND_THRESHOLDS = (50_000, 50, 1000)
 _running = 0
 _saved: tuple[int, int, int] = gc.get_threshold()
+
+
+def freeze_start_up() -> None:
+    """Collect once, then move every object alive into the permanent generation, which later
+    collections never walk (https://docs.python.org/3/library/gc.html#gc.freeze). Objects created
+    from now on are collected as usual."""
+    gc.collect()
+    gc.freeze()
 
 
 @contextmanager

@@ -35,6 +35,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from monitor.collector import freeze_start_up
 from monitor.logs import RateLimited
 from monitor.settings import Settings
 from monitor.web import ssl_context
@@ -131,6 +132,7 @@ async def serve(app: web.Application, settings: Settings, stop: asyncio.Event) -
         site = web.TCPSite(served, settings.host, settings.port, ssl_context=ssl_context(settings), backlog=BACKLOG)
         await site.start()
         log.info("listening on %s:%d", settings.host, settings.port)
+        freeze_start_up()  # started: what is alive now lives as long as the process
         await stop.wait()
     finally:
         await served.cleanup()

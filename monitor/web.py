@@ -82,7 +82,7 @@ def create_app(
         # app registration is configured; a bare webhook needs none.
         opened = runtime or await Runtime.open(settings, graph=worker or _has_credentials(settings), check_redis=False)
         app[RUNTIME] = opened
-        app[INTAKE] = Intake(opened.redis, opened.tenant_ids)
+        app[INTAKE] = Intake(opened.redis, opened.watched_ids)
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
 

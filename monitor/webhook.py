@@ -24,7 +24,9 @@ import hmac
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from functools import cache
 from typing import Annotated, Any
 
 from aiohttp import web
@@ -43,8 +45,7 @@ log = logging.getLogger(__name__)
 
 GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 Guid = Annotated[str, StringConstraints(pattern=GUID)]
-# Positive subscription lookups are cached briefly so a burst of notifications costs one Redis
-# round trip (the enqueue); a miss always asks Redis, so a new subscription is known at once.
+# How long a subscription found in Redis is trusted without asking again (`Intake`).
 CACHE_SECONDS = 10.0
 # Graph batches notifications, but never thousands in one POST; more is not Graph.
 MAX_ITEMS = 1000
@@ -79,19 +80,35 @@ class _Subscription:
 
 
 class Intake:
-    """Checks notification items against our subscriptions and turns the valid ones into hints."""
+    """Checks notification items against our subscriptions and turns the valid ones into hints.
 
-    def __init__(self, redis: Redis, tenants: Any) -> None:
+    A subscription found in the tenant's registry (`TenantKeys.subscriptions`, written by
+    `monitor.graph.subscriptions`) is kept in process memory for `CACHE_SECONDS`, so a stream of
+    notifications costs no lookup round trip. What that means for each change to the registry:
+
+    - renewed (PATCH `expirationDateTime`): same id, same clientState: accepted throughout;
+    - created or recreated (a new id, a new clientState): not in the cache, so looked up: accepted
+      from the moment it is saved. A subscription not found is never cached;
+    - deleted (dropped or replaced): accepted for at most `CACHE_SECONDS` more, then refused as
+      `unknown_subscription`. Meanwhile its clientState is still checked, and a hint only asks for
+      a delta round, which is always safe. (A removed tenant's are refused at once: its id leaves
+      `tenants`.)
+    """
+
+    def __init__(
+        self, redis: Redis, tenants: Callable[[], Collection[str]], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.redis = redis
         self.writer = HintWriter(redis)
-        # A callable returning the ids of the tenants we watch (they can change at run time).
+        # The ids of the tenants we watch (they can change at run time): `Runtime.watched_ids`.
         self.tenants = tenants
+        self.clock = clock
         self._cache: dict[tuple[str, str], _Subscription] = {}
 
     async def accept(self, items: list[ChangeNotification]) -> tuple[list[Hint], Counter[str]]:
         """The hints to enqueue (one per job) and a count of every item's outcome."""
         outcomes: Counter[str] = Counter()
-        watched = set(self.tenants())
+        watched = self.tenants()
         candidates = []
         for item in items:
             if item.tenant_id.lower() in watched:
@@ -109,7 +126,7 @@ class Intake:
         return list(hints.values()), outcomes
 
     async def _subscriptions(self, items: list[ChangeNotification]) -> list[_Subscription | None]:
-        now = time.monotonic()
+        now = self.clock()
         found: dict[int, _Subscription | None] = {}
         missing = []
         for index, item in enumerate(items):
@@ -223,9 +240,12 @@ async def _check_envelope(request: web.Request) -> ChangeNotificationCollection 
     if request.content_length is not None and request.content_length > limit:
         return web.Response(status=413, text=f"body over {limit} bytes")
     try:
-        # aiohttp puts no time limit on a body; a client trickling one must not hold its connection.
-        async with asyncio.timeout(request.app[READ_TIMEOUT]):
+        if request.content.is_eof():  # all of the body has arrived with the headers: no wait, no timer
             body = await request.read()
+        else:
+            # aiohttp puts no time limit on a body; a client trickling one must not hold its connection.
+            async with asyncio.timeout(request.app[READ_TIMEOUT]):
+                body = await request.read()
     except TimeoutError:
         _SLOW.warning("webhook: a body did not arrive within %gs; answered 408 and closed", request.app[READ_TIMEOUT])
         return _closing(web.Response(status=408, text="the body took too long to arrive"))
@@ -297,17 +317,31 @@ class HintWriter:
 
 async def _enqueue(writer: HintWriter, hints: list[Hint], endpoint: str, outcomes: Counter[str]) -> None:
     """The hints and the counters, stored before the request is answered."""
-    counts: Counter[str] = Counter({metric("monitor_notifications_total", outcome=o): n for o, n in outcomes.items()})
-    counts[metric("monitor_webhook_requests_total", endpoint=endpoint, status="202")] = 1
-    await writer.write(hints, counts)
+    await writer.write(hints, _counts(endpoint, 202, outcomes))
 
 
 async def _count(writer: HintWriter, endpoint: str, status: int, outcomes: Counter[str]) -> None:
     """Count a rejected request. Through the writer: rejections arriving together (a flood of bad or
     slow requests) share one Redis round trip and connection instead of taking one each."""
-    counts: Counter[str] = Counter({metric("monitor_notifications_total", outcome=o): n for o, n in outcomes.items()})
-    counts[metric("monitor_webhook_requests_total", endpoint=endpoint, status=str(status))] = 1
+    counts = _counts(endpoint, status, outcomes)
     try:
         await writer.write([], counts)
     except REDIS_UNAVAILABLE:
         pass  # a rejected request is answered whether or not it could be counted
+
+
+def _counts(endpoint: str, status: int, outcomes: Counter[str]) -> Counter[str]:
+    counts: Counter[str] = Counter({_outcome_series(o): n for o, n in outcomes.items()})
+    counts[_request_series(endpoint, status)] = 1
+    return counts
+
+
+# The series names, made once: a handful of outcomes, endpoints and statuses (`_REASONS`, 202).
+@cache
+def _outcome_series(outcome: str) -> str:
+    return metric("monitor_notifications_total", outcome=outcome)
+
+
+@cache
+def _request_series(endpoint: str, status: int) -> str:
+    return metric("monitor_webhook_requests_total", endpoint=endpoint, status=str(status))

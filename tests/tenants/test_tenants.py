@@ -202,14 +202,15 @@ async def test_the_registry_is_shared_by_every_process(deployment: Deployment, f
     deployment.sim.grant(SECOND_TENANT, CLIENT_ID)
     other = await Runtime.open(deployment.settings, graph=False)
     try:
-        assert other.tenant_ids() == []
+        assert other.tenant_ids() == [] and other.watched_ids() == frozenset()
         await onboard(deployment.runtime, TenantConfig(id=SECOND_TENANT, description="from elsewhere"))
         await other.refresh_tenants()
         seen = other.tenant(SECOND_TENANT)
         assert seen is not None and seen.description == "from elsewhere" and seen.account_name == "Fabrikam"
+        assert other.watched_ids() == {SECOND_TENANT}  # what the webhook checks notifications against
         await remove(deployment.runtime, SECOND_TENANT)
         await other.refresh_tenants()
-        assert other.tenant_ids() == []
+        assert other.tenant_ids() == [] and other.watched_ids() == frozenset()
     finally:
         await other.close()
 
