@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--tenant", action="append", metavar="ID", help="only this tenant (repeatable)")
     for source in SOURCES:  # the optional sources (monitor.source_registry)
         if source.sync_option is not None:
-            sync.add_argument(f"--{source.name}", action="store_true", help=source.sync_option)
+            option = f"--{source.name.replace('_', '-')}"  # `intune_live` -> `--intune-live`
+            sync.add_argument(option, dest=source.name, action="store_true", help=source.sync_option)
     sync.add_argument("--full", action="store_true", help="ignore saved delta links: full rounds (reconciliation)")
     sync.set_defaults(handler=_sync)
 

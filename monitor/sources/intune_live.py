@@ -20,7 +20,7 @@ What the documentation leaves open, and how the pass is right under every readin
 
 - Whether the `lastSyncDateTime` filter is exact, how late a sync or an audit event shows, and whether
   Graph's clock agrees with ours: each mark is the time the pass *started* (our clock), and the next
-  pass reads from `MONITOR_INTUNE_INCREMENTAL_OVERLAP` (15 minutes) before it. Reading an object twice
+  pass reads from `OVERLAP` (15 minutes) before it. Reading an object twice
   costs a call, never a record: what did not change diffs to nothing.
 - Whether auditEvents honours `$filter` (not documented): the events are also checked here against
   the mark; a 400 to the filter turns the audit read off with the reason in the status (the devices

@@ -56,7 +56,7 @@ def test_notified_resources_are_graph_collections() -> None:
 
 def test_monitor_sync_offers_an_option_per_optional_source() -> None:
     optional = [s.name for s in SOURCES if s.sync_option is not None]
-    args = build_parser().parse_args(["sync", *(f"--{name}" for name in optional)])
+    args = build_parser().parse_args(["sync", *(f"--{name.replace('_', '-')}" for name in optional)])
     assert args.handler.__name__ == "_sync"
     assert all(getattr(args, name) for name in optional)
     assert sync_selection(set(optional)) == NAMES
