@@ -126,6 +126,10 @@ class IntuneTenant:
         # a client must not assume it is zero.
         self.audit_events: list[dict[str, Any]] = []
         self.audit_delay = 120.0
+        # Whether the list honours `$filter=activityDateTime gt|ge ...`: the same page documents no
+        # query options, so tests also run the reading where Graph ignores the filter and lists every
+        # event (and, by an injected 400, the one where it refuses it).
+        self.audit_filter_honoured = True
         self._serial = 0
         self._counts: tuple[int, dict[str, int]] = (-1, {})
 

@@ -402,7 +402,8 @@ class IntuneRoutes:
     def audit_events(self, call: Call) -> dict[str, Any]:
         intune = call.intune
         raw_filter = call.query.get("$filter")
-        bound = None if raw_filter is None else _filter_time(_ACTIVITY_FILTER, raw_filter)
+        honoured = raw_filter is not None and intune.audit_filter_honoured
+        bound = _filter_time(_ACTIVITY_FILTER, raw_filter) if honoured and raw_filter is not None else None
         events = {e["id"]: e for e in intune.listed_audit_events()}
 
         def items() -> list[str]:

@@ -4,14 +4,17 @@ only from a complete sweep; the sweep afterwards agrees exactly with what Intune
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from monitor.app import Runtime
 from monitor.model.intune_policies import map_status, policy_ref
 from monitor.records import ChangeRecord
 from monitor.simulator import SimTenant, Simulator
 from monitor.simulator.intune import IntuneTenant, SimDevice
 from monitor.simulator.intune_views import status_view
-from monitor.sources.intune_live import SOURCE
+from monitor.sources.intune_live import OVERLAP, SOURCE
 from monitor.status import render_tenant, tenant_status
+from monitor.store import iso_ms
 from monitor.sync import SourceFailed
 from tests.conftest import TENANT_ID
 
@@ -133,6 +136,39 @@ async def test_a_missing_permission_is_in_the_status_and_the_devices_still_run(
     assert status["permissions"]["DeviceManagementApps.Read.All"]["granted"] is False
     text = render_tenant(status)
     assert "intune_live" in text and "missing DeviceManagementApps.Read.All" in text and "re-read 1 device(s)" in text
+
+
+async def test_a_refused_audit_filter_turns_the_audit_read_off_and_the_devices_still_run(
+    runtime: Runtime, sim: Simulator, estate: IntuneTenant
+) -> None:
+    """One reading of the List auditEvents page, which documents no query options: Graph answers the
+    activityDateTime filter with a 400 (docs/graph.md 9.1)."""
+    await first_sweep(runtime)
+    device = pick(estate)
+    estate.rename_device(device.id, "seen-by-sync")
+    sim.faults.inject("GET", r"^/v1\.0/deviceManagement/auditEvents", 400, times=1)
+    records, failures = await live(runtime)
+    assert failures == [] and device.id in {r["key"] for r in records}
+    entry = (await tenant_status(runtime, runtime.settings.tenants[0]))["sources"][SOURCE]
+    assert "audit: Graph refused the activityDateTime filter" in entry["partial"]
+
+
+async def test_events_a_graph_that_ignores_the_filter_lists_from_before_the_mark_are_not_read(
+    runtime: Runtime, sim: Simulator, estate: IntuneTenant
+) -> None:
+    """The other reading: Graph ignores the filter and lists every event; the pass counts and re-reads
+    only the events after its mark less the overlap."""
+    estate.audit_filter_honoured = False
+    await first_sweep(runtime)
+    estate.rename_device(pick(estate).id, "renamed-before-the-mark")
+    shown(sim, estate)
+    store = runtime.store(TENANT_ID)
+    # The last pass ran an hour after the rename (its mark), so the rename is older than this one reads.
+    mark = iso_ms(datetime.now(UTC) + timedelta(seconds=OVERLAP + 3600))
+    await store.redis.hset(store.keys.intune_incremental_mark, mapping={"audit": mark})
+    _, failures = await live(runtime)
+    assert failures == []
+    assert "0 policy(ies), 0 audit event(s)" in (await store.status(SOURCE))["reread"]
 
 
 async def test_the_marks_advance_only_after_their_commits(
