@@ -176,6 +176,12 @@ class TenantKeys:
         went or dropped an object needs no scan of the mirror for deletions."""
         return f"{self.base}:unitsok:{source}"
 
+    def sweep_pages(self, source: str, generation: str) -> str:
+        """HASH page digest (16 bytes) -> the 8-byte refs of every object the units of one list page
+        mapped to (`monitor.sources.intune_units`, "Page records"). Generation `current` is written by
+        the pass in progress; `previous` holds what the last pass left, read once and then dropped."""
+        return f"{self.base}:pages:{source}:{generation}"
+
     # 1,000,000 units (the detected applications of 100,000 devices) -> ~60 a hash: far under the 512
     # entries of Redis's default `hash-max-listpack-entries` (and a listpack is searched end to end).
     SWEEP_UNIT_BUCKETS = 16384

@@ -256,7 +256,10 @@ async def _run_pass(
         device_types=setup.device_types,
     )
     try:
-        await intune_pass.run(writer)
+        try:
+            await intune_pass.run(writer)
+        finally:  # the page in flight is committed (or fails) before the pass is judged
+            await writer.settle()
     except GraphError as exc:
         if exc.forbidden:
             log.warning("tenant %s: Intune %s skipped, nothing deleted: %s", context.tenant.id, name, exc)

@@ -78,7 +78,7 @@ from monitor.model.intune_policies import (
 from monitor.model.types import Kind, Op
 from monitor.sources.intune_mirror import device_types, known_users
 from monitor.sources.intune_sweep import Batched, Ownership, PassWriter, next_link, seen_source
-from monitor.sources.intune_units import Unit, unit, unit_of
+from monitor.sources.intune_units import Unit, page_digest, unit, unit_of
 
 MANAGED_DEVICES_PATH = "/beta/deviceManagement/managedDevices"
 MOBILE_APPS_PATH = "/beta/deviceAppManagement/mobileApps"
@@ -278,19 +278,34 @@ async def run_detected(writer: PassWriter) -> None:
         (app, BatchRequest("GET", f"/deviceManagement/detectedApps/{app['id']}/managedDevices?$select=id"))
         for app in wanted
     )
+    await writer.start_pages()
     async for app, listed in batched.pages(first):
         devices = [str(d["id"]) for d in listed["value"]]
         known = await device_types(context.store, devices, writer.device_types)
         read_with = orjson.dumps(app, option=orjson.OPT_SORT_KEYS)
-        units = [
-            _detected_unit(app, read_with, device, kind)
-            for device in devices
-            if (kind := known.get(device)) is not None
-        ]
-        await writer.commit_units(units, objects=len(devices))
+        kinds = [known.get(device) for device in devices]
+        digest = page_digest(_DETECTED, read_with + b"\0" + orjson.dumps([devices, kinds]))
+        await writer.commit_page(digest, _detected_units(app, read_with, devices, kinds), objects=len(devices))
+    await writer.finish_pages()
     entities = list(catalog.entities())
     for start in range(0, len(entities), 1000):
         await writer.commit(entities[start : start + 1000], objects=0)
+
+
+def _detected_units(
+    app: dict[str, Any], app_json: bytes, devices: list[str], kinds: list[str | None]
+) -> Callable[[], list[Unit]]:
+    """The units of a page of an application's devices (built only when the page has no record): one
+    per device in the mirror. The page's content is constant within a sweep (the application as the
+    list of detected apps gave it, the device ids, their `_type`s read once per sweep), which is what
+    lets a page record stand for its units (`monitor.sources.intune_units`, "Page records")."""
+
+    def build() -> list[Unit]:
+        return [
+            _detected_unit(app, app_json, device, kind) for device, kind in zip(devices, kinds, strict=True) if kind
+        ]
+
+    return build
 
 
 def _detected_unit(app: dict[str, Any], app_json: bytes, device_id: str, device_type: str) -> Unit:

@@ -44,10 +44,12 @@ from monitor.sources.base import Progress, RecordListener, RoundResult, SourceCo
 from monitor.sources.intune_units import (
     CHECK_CHUNK,
     CHECK_UNITS,
+    HIT_PAGE,
     PRUNE_CHUNK,
     PRUNE_UNITS,
     REF_SIZE,
     STALE_DIGEST,
+    START_PAGES,
     Unit,
     dropped_refs,
     record,
@@ -102,6 +104,8 @@ class PassWriter:
         self.may_have_dropped = False
         # Device id -> `_type` (None: not in the mirror), shared by the passes after the device pass.
         self.device_types: dict[str, str | None] = {} if device_types is None else device_types
+        # The page of units being checked and committed while the pass reads and digests the next one.
+        self._in_flight: asyncio.Future[int] | None = None
 
     @property
     def _seen_key(self) -> str:
@@ -112,14 +116,65 @@ class PassWriter:
 
     async def commit(self, ops: Sequence[Op], *, objects: int = 0) -> int:
         """Commit one page of operations; `objects` Graph objects were read to make them. Returns the
-        number of change records the page emitted."""
+        number of change records the page emitted. Pages commit in the order they are given: a page of
+        units still in flight is committed first."""
+        await self.settle()
         refs = b"".join(seen_ref(op.placement.kind, op.key) for op in ops if isinstance(op, Upsert))
         return await self._commit(PageWrite(ops=list(ops), raw_members=self._seen(refs)), objects)
 
-    async def commit_units(self, units: Sequence[Unit], *, objects: int = 0) -> int:
+    async def commit_units(self, units: Sequence[Unit], *, objects: int = 0) -> None:
+        """Start committing one page of units (`_commit_units`) and return once the page before it is
+        committed: Redis checks and commits one page while the pass reads and digests the next, and
+        pages still commit one at a time, in order. `settle` waits for the last one; an error of a
+        page's commit is raised by the next call."""
+        await self.settle()
+        self._in_flight = asyncio.ensure_future(self._commit_units(units, objects=objects))
+
+    async def settle(self) -> None:
+        """Wait until the page of units in flight, if any, is committed (raising its error)."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            await in_flight
+
+    async def commit_page(self, digest: bytes, units: Callable[[], Sequence[Unit]], *, objects: int = 0) -> None:
+        """Like `commit_units` for the units of one list page whose digest is `digest` (`page_digest`;
+        the pass called `start_pages`): a page with a record is only marked seen, its units not even
+        built; any other page's units are checked and committed with the page's new record."""
+        await self.settle()
+        self._in_flight = asyncio.ensure_future(self._commit_page(digest, units, objects))
+
+    async def _commit_page(self, digest: bytes, units: Callable[[], Sequence[Unit]], objects: int) -> int:
+        if self.track and await self._known_page(digest):
+            self.result.skipped += objects
+            self._count(objects)
+            return 0
+        return await self._commit_units(units(), objects=objects, page=digest)
+
+    def _pages_key(self, generation: str) -> str:
+        return self.context.store.keys.sweep_pages(seen_source(self.pass_name), generation)
+
+    async def start_pages(self) -> None:
+        """Before a pass's first `commit_page`: the page records the last pass wrote become the ones to
+        read (`START_PAGES`)."""
+        script: Any = self.context.store.redis.register_script(START_PAGES)
+        await script(keys=[self._pages_key("current"), self._pages_key("previous")])
+
+    async def finish_pages(self) -> None:
+        """After a pass's last `commit_page`: the records it did not carry over are dropped."""
+        await self.settle()
+        await self.context.store.redis.delete(self._pages_key("previous"))
+
+    async def _known_page(self, digest: bytes) -> bool:
+        script: Any = self.context.store.redis.register_script(HIT_PAGE)
+        keys = [self._seen_key, self._pages_key("current"), self._pages_key("previous")]
+        return bool(await script(keys=keys, args=[digest, TenantKeys.ROUND_SEEN_TTL]))
+
+    async def _commit_units(self, units: Sequence[Unit], *, objects: int = 0, page: bytes | None = None) -> int:
         """Commit one page of units: those whose digest matches their record are only marked seen;
-        the others are mapped, and their objects committed with their new records."""
-        changed, earlier = await self._changed(units) if self.track else (list(units), {})
+        the others are mapped, and their objects committed with their new records (and, with `page`,
+        the page's record: the refs of all of them)."""
+        want_refs = page is not None
+        changed, earlier, kept = await self._changed(units, want_refs) if self.track else (list(units), {}, b"")
         ops: list[Op] = []
         refs: list[bytes] = []
         write = PageWrite(ops=ops)
@@ -137,7 +192,10 @@ class PassWriter:
                 bucket = changed_unit.bucket
                 write.raw_fields.append(RawField(units_key(source, bucket), changed_unit.uid.encode(), unit_record))
                 write.raw_sets.append((self.context.store.keys.sweep_unit_buckets(source), str(bucket)))
-        write.raw_members = self._seen(b"".join(refs))
+        mapped_refs = b"".join(refs)
+        write.raw_members = self._seen(mapped_refs)
+        if page is not None:
+            write.raw_fields.append(RawField(self._pages_key("current"), page, kept + mapped_refs))
         self.result.skipped += len(units) - len(changed)
         return await self._commit(write, objects)
 
@@ -152,6 +210,8 @@ class PassWriter:
         have dropped one and looks for it (`dropped_refs`), so the sweep still deletes what went."""
         store = self.context.store
         source = seen_source(self.pass_name)
+        # A page record would skip the unit whatever its record says: the pass's records go.
+        await store.redis.delete(self._pages_key("current"), self._pages_key("previous"))
         pipeline: Any = store.redis.pipeline(transaction=False)
         for each in units:
             pipeline.hget(store.keys.sweep_units(source, each.bucket), each.uid)
@@ -169,14 +229,17 @@ class PassWriter:
                 write.raw_sets.append((store.keys.sweep_unit_buckets(source), str(each.bucket)))
         return await self._commit(write, objects)
 
-    async def _changed(self, units: Sequence[Unit]) -> tuple[list[Unit], dict[str, bytes | None]]:
-        """The units whose records do not match (`CHECK_UNITS`, which marks the others seen), and the
-        records they had (None: none)."""
+    async def _changed(
+        self, units: Sequence[Unit], want_refs: bool = False
+    ) -> tuple[list[Unit], dict[str, bytes | None], bytes]:
+        """The units whose records do not match (`CHECK_UNITS`, which marks the others seen), the
+        records they had (None: none), and with `want_refs` the refs of the others."""
         store = self.context.store
         script: Any = store.redis.register_script(CHECK_UNITS)
         source = seen_source(self.pass_name)
         changed: list[Unit] = []
         earlier: dict[str, bytes | None] = {}
+        kept: list[bytes] = []
         for start in range(0, len(units), CHECK_CHUNK):
             chunk = units[start : start + CHECK_CHUNK]
             keys: dict[str, int] = {self._seen_key: 1}
@@ -184,12 +247,15 @@ class PassWriter:
             for each in chunk:
                 args += [keys.setdefault(store.keys.sweep_units(source, each.bucket), len(keys) + 1), each.uid]
             digests = b"".join(each.digest for each in chunk)
-            answer = await script(keys=list(keys), args=[orjson.dumps(args), digests, TenantKeys.ROUND_SEEN_TTL])
+            argv = [orjson.dumps(args), digests, TenantKeys.ROUND_SEEN_TTL, int(want_refs)]
+            answer = await script(keys=list(keys), args=argv)
+            if want_refs:
+                kept.append(answer.pop())
             for n in range(0, len(answer), 2):
                 each = chunk[int(answer[n]) - 1]
                 changed.append(each)
                 earlier[each.uid] = answer[n + 1] or None
-        return changed, earlier
+        return changed, earlier, b"".join(kept)
 
     async def _commit(self, write: PageWrite, objects: int) -> int:
         store, now = self.context.store, self.context.clock()
@@ -203,12 +269,16 @@ class PassWriter:
             emitted = len(records)
             if records:
                 self.on_records(records)
+        self._count(objects)
+        return emitted
+
+    def _count(self, objects: int) -> None:
+        """One page done: `objects` Graph objects read for it."""
         self.result.pages += 1
         self.result.objects += objects
         self.objects += objects
         if self.progress is not None:
             self.progress(self.result)
-        return emitted
 
 
 async def has_objects(context: SourceContext, families: Iterable[tuple[Kind, str]]) -> bool:

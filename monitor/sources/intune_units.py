@@ -25,6 +25,21 @@ objects. Everything else is mapped and committed as before. What this makes safe
 - A record can only go stale the safe way (a unit is mapped again for nothing). After a complete pass,
   the records whose objects were not seen (their unit is gone) are pruned (`PRUNE_UNITS`).
 - A first sweep (no Intune object in the mirror) checks nothing and writes every record.
+
+**Page records.** Checking a unit costs its digest here and, in Redis, a read of its record in one
+of 16,384 hashes, whose name travels with every check: on an unchanged sweep that is most of the bytes
+sent to Redis. A pass whose list pages are made only of what one sweep cannot see change (the
+detected applications: a page is one application's device ids, read with the application and the
+`_type`s of those devices, which a sweep reads once) also keeps, per page, a **page record**: the
+digest of everything the page's units read (`page_digest`), and the refs of every object they mapped
+to. A page whose digest has a record is skipped whole (`HIT_PAGE`: its refs marked seen, its record
+carried over), its units neither built nor checked. This is the units' own rule one level up: equal
+page digests mean every unit of the page read what it read when the record was written, when each was
+checked or mapped and committed with the record. Records live in two generations per pass
+(`TenantKeys.sweep_pages`): a pass starts by making `current` the `previous` (`start_pages`), carries
+over what it finds, writes the records of the pages it maps, and drops `previous` at its end, so a
+record whose units were mapped again since (a page that changed and then changed back) is never read.
+A re-read between sweeps (`PassWriter.commit_rereads`) drops both generations of its pass.
 """
 
 from __future__ import annotations
@@ -97,6 +112,17 @@ def unit_of(source: str, unit_id: str, content: bytes, mapping: Callable[[], Seq
     return Unit(uid, hashlib.blake2b(content, digest_size=DIGEST_SIZE, key=MAPPING_VERSION).digest(), mapping)
 
 
+PAGE_DIGEST_SIZE = 16
+
+
+def page_digest(source: str, content: bytes) -> bytes:
+    """The digest of a list page of pass `source` (`seen_source`): `content` is everything its units
+    read, serialized (every byte of it counts)."""
+    digest = hashlib.blake2b(source.encode() + b"\0", digest_size=PAGE_DIGEST_SIZE, key=MAPPING_VERSION)
+    digest.update(content)
+    return digest.digest()
+
+
 def dropped_refs(earlier: bytes | None, refs: bytes) -> bool:
     """Whether a unit mapped again may have left objects behind: its earlier record names a ref it no
     longer maps to, or it had no record (unless every object had one, a new unit or records never
@@ -133,16 +159,19 @@ def record(digest: bytes, ops: Sequence[Op]) -> tuple[bytes, bytes]:
 
 # Which units need mapping. KEYS[1] = the pass's seen set; KEYS[2..] = unit bucket hashes.
 # ARGV[1] = a JSON array: per unit its KEYS index and its id; ARGV[2] = the units' digests, 8 bytes
-# each, in order; ARGV[3] = the seen set's time to live.
+# each, in order; ARGV[3] = the seen set's time to live; ARGV[4] = "1" to also get the refs of the
+# skipped units (for a page record).
 # A unit whose record starts with its digest is skipped: the refs that follow the digest are added to
-# the seen set. Returns, for each other unit, its (1-based) position and its record (false: none).
+# the seen set. Returns, for each other unit, its (1-based) position and its record (false: none);
+# with ARGV[4] = "1", then the skipped units' refs, one string.
 CHECK_UNITS = """
 local a = cjson.decode(ARGV[1])
 local digests = ARGV[2]
-local out, refs = {}, {}
+local out, refs, kept = {}, {}, {}
 for n = 1, #a / 2 do
   local rec = redis.call('HGET', KEYS[a[2 * n - 1]], a[2 * n])
   if rec and string.sub(rec, 1, 8) == string.sub(digests, 8 * n - 7, 8 * n) then
+    kept[#kept + 1] = string.sub(rec, 9)
     for at = 9, #rec, 8 do
       refs[#refs + 1] = string.sub(rec, at, at + 7)
       if #refs == 1000 then redis.call('SADD', KEYS[1], unpack(refs)); refs = {} end
@@ -154,7 +183,35 @@ for n = 1, #a / 2 do
 end
 if #refs > 0 then redis.call('SADD', KEYS[1], unpack(refs)) end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+if ARGV[4] == '1' then out[#out + 1] = table.concat(kept) end
 return out
+"""
+
+# A page known by its digest. KEYS[1] = the pass's seen set, KEYS[2] = its current page records,
+# KEYS[3] = its previous ones; ARGV[1] = the page digest; ARGV[2] = the seen set's time to live.
+# A record found in `current` (the page was read twice in this pass) or `previous` (carried over to
+# `current`) has its refs added to the seen set. Returns 1 when the page has a record, else 0.
+HIT_PAGE = """
+local rec = redis.call('HGET', KEYS[2], ARGV[1])
+if not rec then
+  rec = redis.call('HGET', KEYS[3], ARGV[1])
+  if not rec then return 0 end
+  redis.call('HSET', KEYS[2], ARGV[1], rec)
+end
+for at = 1, #rec, 8000 do
+  local refs = {}
+  for k = at, math.min(at + 7999, #rec), 8 do refs[#refs + 1] = string.sub(rec, k, k + 7) end
+  redis.call('SADD', KEYS[1], unpack(refs))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# A pass starts its page records: KEYS[1] = current, KEYS[2] = previous. What the last pass wrote (or,
+# had it none, what it found) becomes `previous`.
+START_PAGES = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('RENAME', KEYS[1], KEYS[2]) end
+return 1
 """
 
 # Drop the records of units that are gone: after a complete pass, a record whose first ref is not in

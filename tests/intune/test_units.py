@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import gc
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
 
 from monitor import collector
 from monitor.app import Runtime
+from monitor.graph.client import GraphError
 from monitor.simulator import SimTenant
 from monitor.simulator.intune import IntuneTenant
 from monitor.simulator.intune_catalog import DEVICE_KINDS
 from monitor.sources import intune_passes, intune_units
+from monitor.sources.intune_sweep import PassWriter
 from tests.conftest import TENANT_ID
 
 from .helpers import expected_changes, expected_intune, summary
@@ -222,3 +224,84 @@ def test_the_collector_runs_less_often_while_rounds_run_and_as_before_after() ->
             assert gc.get_threshold() == collector.ROUND_THRESHOLDS
         assert gc.get_threshold() == collector.ROUND_THRESHOLDS
     assert gc.get_threshold() == before
+
+
+async def test_an_unchanged_sweep_checks_no_unit_of_a_page_it_knows(
+    runtime: Runtime, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Page records (`intune_units`, "Page records"): the detected applications' pages are known whole,
+    so none of their units is built or checked; the other passes still check theirs."""
+    await first_sweep(runtime)
+    checked: Counter[str] = Counter()
+    check = PassWriter._changed
+
+    async def counting(writer: PassWriter, units: Sequence[intune_units.Unit], want_refs: bool = False) -> Any:
+        checked[writer.pass_name] += len(units)
+        return await check(writer, units, want_refs)
+
+    monkeypatch.setattr(PassWriter, "_changed", counting)
+
+    records, failures = await sync(runtime)
+
+    assert (records, failures) == ([], [])
+    assert checked["detected"] == 0 and checked["devices"] == len(estate.devices)
+
+
+async def test_a_page_that_changed_and_changed_back_is_mapped_again(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, mapped: Mapped
+) -> None:
+    """A device becomes a virtual machine and then is what it was: the pages of its detected
+    applications read as they did two sweeps ago, but the record of that form went with the sweep that
+    changed them, so they are checked and the device's INSTALLED relationships are retyped back."""
+    await first_sweep(runtime)
+    original = await mirror(runtime)
+    device = pick(estate, "windowsRT", lambda d: bool(estate.device_apps(d.id)))
+    kind = device.kind
+    device.kind = next(n for n, each in enumerate(DEVICE_KINDS) if "Virtual Machine" in each.models)
+    _, failures = await sync(runtime)
+    assert failures == [] and await mirror(runtime) != original
+    device.kind = kind
+    mapped.clear()
+
+    records, failures = await sync(runtime)
+
+    assert failures == [] and records
+    assert await mirror(runtime) == original == expected_intune(estate, set(tenant.users))
+    assert mapped["map_installed"] == len(estate.device_apps(device.id))  # only that device's units
+
+
+async def test_a_failed_commit_of_the_last_page_fails_its_pass(
+    runtime: Runtime, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages commit while the pass reads on (`PassWriter.commit_units`): the commit of the last one is
+    still waited for, and its failure fails the pass, which then deletes nothing."""
+    await first_sweep(runtime)
+    commit = PassWriter._commit_units
+    pages = Counter[str]()
+
+    async def counting(writer: PassWriter, units: Sequence[intune_units.Unit], **kwargs: Any) -> int:
+        pages[writer.pass_name] += 1
+        return await commit(writer, units, **kwargs)
+
+    monkeypatch.setattr(PassWriter, "_commit_units", counting)
+    await sync(runtime)
+    left = pages["compliance"]
+    policy = next(iter(estate.compliance_policies))
+    device = pick(estate, estate.policy_platform[policy], lambda d: estate.status(policy, d) == "nonCompliant")
+    estate.set_status(policy, device.id, "compliant")  # its finding would be deleted
+    before = await mirror(runtime)
+
+    async def failing_last(writer: PassWriter, units: Sequence[intune_units.Unit], **kwargs: Any) -> int:
+        nonlocal left
+        left -= writer.pass_name == "compliance"
+        if writer.pass_name == "compliance" and left == 0:
+            raise GraphError("Redis refused the page", status=500)
+        return await commit(writer, units, **kwargs)
+
+    monkeypatch.setattr(PassWriter, "_commit_units", failing_last)
+
+    records, failures = await sync(runtime)
+
+    assert [f.source for f in failures] == ["intune"] and "compliance" in str(failures[0])
+    assert not [r for r in records if r["op"] == "delete"]
+    assert left == 0 and await mirror(runtime) != before  # other pages committed
