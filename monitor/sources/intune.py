@@ -14,8 +14,13 @@ One sweep (`sweep_intune`, run by `run_source(context, "intune")`):
 2. Patch the account entity with `intuneAccountId`, `intuneSubscriptionState` and
    `mobileDeviceManagementAuthority` (`GET /organization/{id}?$select=mobileDeviceManagementAuthority`,
    `Organization.Read.All`); the account source owns the entity, so this is a `Patch`.
-3. Run the passes (`monitor.sources.intune_passes`) in order: devices first, since the others look
-   up the `_type` of the devices they relate to. A pass answered 403 is skipped and its permission
+3. Run the passes (`monitor.sources.intune_passes`): devices first, since the others look up the
+   `_type` of the devices they relate to. The others do not depend on one another: when the mirror
+   already holds the estate, most of their pages are only checked (`intune_units`), and they run
+   `PASSES_SIDE_BY_SIDE` at a time so that Graph, Redis and this process work at once; a first sweep
+   writes every object, and runs them one after another so that their commits do not keep colliding
+   on the device-anchored scopes they share (`TenantStore.commit` recomputes a page whose scopes
+   changed under it). A pass answered 403 is skipped and its permission
    recorded as missing by name; a pass that fails otherwise is recorded, the other passes still
    run, and the sweep ends with the error, so the status shows it. A failed device pass stops the
    sweep: the others relate to its devices. An answer that is not what its call returns (a report
@@ -27,6 +32,7 @@ One sweep (`sweep_intune`, run by `run_source(context, "intune")`):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Literal
@@ -55,6 +61,8 @@ NOT_APPLICABLE = "Request not applicable to target tenant"
 # subscriptionState values under which Intune serves data (docs/graph.md 9 lists the others).
 USABLE_STATES = frozenset({"active", "warning"})
 FAILED = ("failed", "invalid response")
+# Passes after the device pass that run at once on a sweep that checks more than it writes.
+PASSES_SIDE_BY_SIDE = 2
 
 PassStatus = Literal["complete", "forbidden", "not applicable", "failed", "invalid response"]
 
@@ -112,14 +120,12 @@ async def sweep_intune(
     report = SweepReport(probe)
     # Nothing to delete on a first sweep (an empty mirror): it skips the seen-set bookkeeping.
     track = await has_objects(context, FAMILIES)
-    types: dict[str, str | None] = {}
-    for intune_pass in PASSES:
-        if track:
-            await context.store.reset_seen(seen_source(intune_pass.name))
-        outcome = await _run_pass(context, intune_pass, result, PassSetup(track, types, on_records, progress))
-        report.passes.append(outcome)
-        if intune_pass.required and outcome.status in FAILED:
-            break
+    setup = PassSetup(track, {}, on_records, progress)
+    for intune_pass in (p for p in PASSES if p.required):
+        report.passes.append(await _run_pass(context, intune_pass, result, setup))
+    if not any(outcome.status in FAILED for outcome in report.passes):
+        others = [p for p in PASSES if not p.required]
+        report.passes += await _run_side_by_side(context, others, result, setup, PASSES_SIDE_BY_SIDE if track else 1)
     await _delete_absent_objects(context, report, result, track, on_records)
     if track:
         for intune_pass in PASSES:
@@ -238,10 +244,35 @@ class PassSetup:
     progress: Progress | None
 
 
+async def _run_side_by_side(
+    context: SourceContext, passes: list[IntunePass], result: RoundResult, setup: PassSetup, lanes: int
+) -> list[PassOutcome]:
+    """Run `passes`, `lanes` at a time, the last first (the detected applications, the largest, then
+    runs beside all the others); their outcomes in the order given. An exception other than a pass's
+    own failure (a lost lease, Redis gone) stops the others and is raised."""
+    gate = asyncio.Semaphore(lanes)
+
+    async def run(intune_pass: IntunePass) -> PassOutcome:
+        async with gate:
+            return await _run_pass(context, intune_pass, result, setup)
+
+    tasks = {p.name: asyncio.ensure_future(run(p)) for p in reversed(passes)}
+    try:
+        await asyncio.gather(*tasks.values())
+    except BaseException:
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        raise
+    return [tasks[p.name].result() for p in passes]
+
+
 async def _run_pass(
     context: SourceContext, intune_pass: IntunePass, result: RoundResult, setup: PassSetup
 ) -> PassOutcome:
     name, permission = intune_pass.name, intune_pass.permission
+    if setup.track:
+        await context.store.reset_seen(seen_source(name))
     recorded = setup.track and bool(
         await context.store.redis.exists(context.store.keys.sweep_units_complete(seen_source(name)))
     )

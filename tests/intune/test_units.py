@@ -18,7 +18,7 @@ from monitor.graph.client import GraphError
 from monitor.simulator import SimTenant
 from monitor.simulator.intune import IntuneTenant
 from monitor.simulator.intune_catalog import DEVICE_KINDS
-from monitor.sources import intune_passes, intune_units
+from monitor.sources import intune, intune_passes, intune_units
 from monitor.sources.intune_sweep import PassWriter
 from tests.conftest import TENANT_ID
 
@@ -305,3 +305,64 @@ async def test_a_failed_commit_of_the_last_page_fails_its_pass(
     assert [f.source for f in failures] == ["intune"] and "compliance" in str(failures[0])
     assert not [r for r in records if r["op"] == "delete"]
     assert left == 0 and await mirror(runtime) != before  # other pages committed
+
+
+async def test_passes_after_the_devices_run_side_by_side_once_the_mirror_holds_the_estate(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first sweep runs its passes one after another (each writes everything); a later sweep runs the
+    passes after the device pass `PASSES_SIDE_BY_SIDE` at a time, and a change is still emitted once."""
+    run_pass = intune._run_pass
+    running: list[str] = []
+    most: list[int] = []
+
+    async def watched(context: Any, intune_pass: intune_passes.IntunePass, *args: Any) -> Any:
+        running.append(intune_pass.name)
+        most.append(len(running))
+        try:
+            return await run_pass(context, intune_pass, *args)
+        finally:
+            running.remove(intune_pass.name)
+
+    monkeypatch.setattr(intune, "_run_pass", watched)
+    await first_sweep(runtime)
+    assert max(most) == 1
+    before = await mirror(runtime)
+    device_id = flip_configuration(estate)
+    most.clear()
+
+    records, failures = await sync(runtime)
+
+    assert failures == [] and max(most) == intune.PASSES_SIDE_BY_SIDE == 2
+    assert summary(records) == expected_changes(before, expected_intune(estate, set(tenant.users)))
+    assert all(device_id in r["key"] for r in records)
+
+
+async def test_a_pass_that_raises_ends_the_sweep_with_no_pass_left_running(
+    runtime: Runtime, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error that is not a pass's own failure (a lost lease) ends the sweep: the passes beside it are
+    cancelled and waited for before it is raised, and nothing is deleted."""
+    await first_sweep(runtime)
+    run_pass = intune._run_pass
+    running: set[str] = set()
+
+    async def failing(context: Any, intune_pass: intune_passes.IntunePass, *args: Any) -> Any:
+        if intune_pass.name == "apps":
+            raise RuntimeError("lease lost")
+        running.add(intune_pass.name)
+        try:
+            return await run_pass(context, intune_pass, *args)
+        finally:
+            running.discard(intune_pass.name)
+
+    monkeypatch.setattr(intune, "_run_pass", failing)
+    before = await mirror(runtime)
+    estate.retire_device(pick(estate, "iPhone").id)
+    seq = await runtime.store(TENANT_ID).last_seq()
+
+    with pytest.raises(RuntimeError, match="lease lost"):
+        await sync(runtime)
+
+    assert running == set() and await runtime.store(TENANT_ID).last_seq() == seq
+    assert await mirror(runtime) == before
