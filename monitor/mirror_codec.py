@@ -80,6 +80,29 @@ def unpack_key(field: bytes | str) -> str:
     return field if isinstance(field, str) else _unpacked(field)[0]
 
 
+def unpack_keys(fields: list[bytes]) -> list[str]:
+    """`unpack_key` of every field, uncached: a scan of a whole scope reads each key once."""
+    return [_unpack_text(field) for field in fields]
+
+
+def _unpack_text(field: bytes) -> str:
+    """The key in `field`. Left to right: a 0xFF and the 16 bytes after it are one UUID, so a 0xFF
+    among a UUID's raw bytes is consumed with it (fields written before packing are their own key)."""
+    at = field.find(PACKED_UUID)
+    if at < 0:
+        return field.decode()
+    parts: list[str] = []
+    start = 0
+    while 0 <= at <= len(field) - 17:
+        parts.append(field[start:at].decode())
+        h = field[at + 1 : at + 17].hex()
+        parts.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+        start = at + 17
+        at = field.find(PACKED_UUID, start)
+    parts.append(field[start:].decode())
+    return "".join(parts)
+
+
 @lru_cache(maxsize=1 << 12)
 def _unpacked(field: bytes) -> tuple[str, tuple[bytes, ...]]:
     """The key in `field`, and its UUIDs as text (`_key_uuids`). The split runs left to right, so a

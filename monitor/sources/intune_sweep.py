@@ -36,7 +36,7 @@ import orjson
 
 from monitor.graph.client import BATCH_LIMIT, BatchRequest, BatchResponse, GraphClient, GraphError
 from monitor.keys import TenantKeys
-from monitor.mirror_codec import unpack_key
+from monitor.mirror_codec import unpack_keys
 from monitor.model.registry import end_placements, entity_anchor
 from monitor.model.types import Delete, JsonObject, Kind, Op, Placement, Upsert
 from monitor.scopes import ScopeId
@@ -324,7 +324,7 @@ async def _scope_keys(writer: PassWriter, scopes: Sequence[ScopeId]) -> list[lis
     for scope in scopes:
         pipeline.hkeys(store.mirror_key(scope))
     answers = await pipeline.execute()
-    return [[unpack_key(k) for k in keys] for keys in answers]
+    return [unpack_keys(keys) for keys in answers]
 
 
 async def _unseen(

@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.mirror_codec import FRAME, TYPED_FRAME, decode_value, encode_value, pack_key, unpack_key
+from monitor.mirror_codec import FRAME, TYPED_FRAME, decode_value, encode_value, pack_key, unpack_key, unpack_keys
 
 uuids = st.uuids().map(str)
 pieces = st.one_of(uuids, st.text(max_size=12), st.sampled_from(["|has|", "-", "intune-host-agent:", "\xff", "\x01"]))
@@ -23,6 +23,11 @@ json_values = st.recursive(
 @given(keys)
 def test_a_packed_key_unpacks_to_itself(key: str) -> None:
     assert unpack_key(pack_key(key)) == key
+
+
+@given(st.lists(keys, max_size=4))
+def test_packed_keys_unpack_to_themselves_in_bulk(batch: list[str]) -> None:
+    assert unpack_keys([pack_key(key) for key in batch]) == batch
 
 
 @given(keys, st.dictionaries(st.text(max_size=10), json_values, max_size=6), st.none() | st.text(max_size=20))
