@@ -91,6 +91,8 @@ class PassOutcome:
     objects: int = 0
     http_status: int = 0
     may_have_dropped: bool = False
+    # Every unit of the pass is one the last pass had, and no other (`PassWriter.same_units`): none to prune.
+    same_units: bool = False
 
 
 @dataclass(slots=True)
@@ -224,7 +226,8 @@ async def _delete_absent_objects(
     without unit records (`UNRECORDED_FAMILIES`). Then the complete passes' records are complete."""
     complete = frozenset(o.name for o in report.passes if o.status == "complete")
     if track and complete:
-        pruned = [await prune_units(context, name) for name in sorted(complete)]
+        same = frozenset(o.name for o in report.passes if o.same_units)
+        pruned = [await prune_units(context, name) for name in sorted(complete - same)]
         dropped = any(pruned) or any(o.may_have_dropped for o in report.passes if o.name in complete)
         writer = PassWriter(context, "deletions", result, track=False, on_records=on_records)
         families = FAMILIES if dropped else UNRECORDED_FAMILIES
@@ -300,7 +303,15 @@ async def _run_pass(
         log.error("tenant %s: Intune %s failed, nothing deleted: %s", context.tenant.id, name, exc)
         status: PassStatus = "invalid response" if exc.code == INVALID_RESPONSE else "failed"
         return PassOutcome(name, permission, status, str(exc), writer.objects, http_status=exc.status)
-    return PassOutcome(name, permission, "complete", "", writer.objects, may_have_dropped=writer.may_have_dropped)
+    return PassOutcome(
+        name,
+        permission,
+        "complete",
+        "",
+        writer.objects,
+        may_have_dropped=writer.may_have_dropped,
+        same_units=writer.same_units,
+    )
 
 
 async def _count_passes(context: SourceContext, report: SweepReport) -> None:

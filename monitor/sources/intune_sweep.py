@@ -106,6 +106,10 @@ class PassWriter:
         self.device_types: dict[str, str | None] = {} if device_types is None else device_types
         # The page of units being checked and committed while the pass reads and digests the next one.
         self._in_flight: asyncio.Future[int] | None = None
+        # Pages with page records: how many were not known (`commit_page`), and whether every unit the
+        # pass saw is one the last pass had, and no other (`finish_pages`: then none is to be pruned).
+        self._pages_unknown = 0
+        self.same_units = False
 
     @property
     def _seen_key(self) -> str:
@@ -148,6 +152,7 @@ class PassWriter:
             self.result.skipped += objects
             self._count(objects)
             return 0
+        self._pages_unknown += 1
         return await self._commit_units(units(), objects=objects, page=digest)
 
     def _pages_key(self, generation: str) -> str:
@@ -160,9 +165,15 @@ class PassWriter:
         await script(keys=[self._pages_key("current"), self._pages_key("previous")])
 
     async def finish_pages(self) -> None:
-        """After a pass's last `commit_page`: the records it did not carry over are dropped."""
+        """After a pass's last `commit_page`: the records it did not carry over are dropped. When every
+        page had a record and every record of the last pass was found, the pass saw the units the last
+        one left and no other (each unit record was written with the record of its page, and a
+        complete pass prunes the others): `same_units`."""
         await self.settle()
-        await self.context.store.redis.delete(self._pages_key("previous"))
+        previous = self._pages_key("previous")
+        left = await self.context.store.redis.hlen(previous)
+        await self.context.store.redis.delete(previous)
+        self.same_units = self.track and self._pages_unknown == 0 and left == 0
 
     async def _known_page(self, digest: bytes) -> bool:
         script: Any = self.context.store.redis.register_script(HIT_PAGE)

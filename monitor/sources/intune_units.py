@@ -39,7 +39,9 @@ checked or mapped and committed with the record. Records live in two generations
 (`TenantKeys.sweep_pages`): a pass starts by making `current` the `previous` (`start_pages`), carries
 over what it finds, writes the records of the pages it maps, and drops `previous` at its end, so a
 record whose units were mapped again since (a page that changed and then changed back) is never read.
-A re-read between sweeps (`PassWriter.commit_rereads`) drops both generations of its pass.
+A re-read between sweeps (`PassWriter.commit_rereads`) drops both generations of its pass. A pass
+that found a record for every page and left none of `previous` unread saw exactly the units the last
+one left: it has no unit records to prune (`PassWriter.finish_pages`).
 """
 
 from __future__ import annotations
@@ -189,14 +191,15 @@ return out
 
 # A page known by its digest. KEYS[1] = the pass's seen set, KEYS[2] = its current page records,
 # KEYS[3] = its previous ones; ARGV[1] = the page digest; ARGV[2] = the seen set's time to live.
-# A record found in `current` (the page was read twice in this pass) or `previous` (carried over to
-# `current`) has its refs added to the seen set. Returns 1 when the page has a record, else 0.
+# A record found in `current` (the page was read twice in this pass) or `previous` (moved to `current`)
+# has its refs added to the seen set. Returns 1 when the page has a record, else 0.
 HIT_PAGE = """
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then
   rec = redis.call('HGET', KEYS[3], ARGV[1])
   if not rec then return 0 end
   redis.call('HSET', KEYS[2], ARGV[1], rec)
+  redis.call('HDEL', KEYS[3], ARGV[1])
 end
 for at = 1, #rec, 8000 do
   local refs = {}

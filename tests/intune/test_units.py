@@ -18,7 +18,7 @@ from monitor.graph.client import GraphError
 from monitor.simulator import SimTenant
 from monitor.simulator.intune import IntuneTenant
 from monitor.simulator.intune_catalog import DEVICE_KINDS
-from monitor.sources import intune, intune_passes, intune_units
+from monitor.sources import intune, intune_passes, intune_sweep, intune_units
 from monitor.sources.intune_sweep import PassWriter
 from tests.conftest import TENANT_ID
 
@@ -366,3 +366,32 @@ async def test_a_pass_that_raises_ends_the_sweep_with_no_pass_left_running(
 
     assert running == set() and await runtime.store(TENANT_ID).last_seq() == seq
     assert await mirror(runtime) == before
+
+
+async def test_a_pass_that_knew_every_page_prunes_nothing_and_one_that_did_not_still_prunes(
+    runtime: Runtime, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every page of the detected applications known, and every page the last sweep left found: its
+    unit records are the last sweep's, so pruning them is skipped. A retired device changes the pages
+    it was on, and the records of its units go."""
+    await first_sweep(runtime)
+    prune = intune_sweep.prune_units
+    pruned: list[str] = []
+
+    async def recording(context: Any, name: str) -> int:
+        pruned.append(name)
+        return await prune(context, name)
+
+    monkeypatch.setattr(intune, "prune_units", recording)
+    records, failures = await sync(runtime)
+    assert (records, failures) == ([], [])
+    assert "detected" not in pruned and "devices" in pruned
+    device = pick(estate, "macMDM", lambda d: bool(estate.device_apps(d.id)))
+    held, apps = await _records(runtime), len(estate.device_apps(device.id))
+    estate.retire_device(device.id)
+    pruned.clear()
+
+    records, failures = await sync(runtime)
+
+    assert failures == [] and "detected" in pruned
+    assert (await _records(runtime))["detected"] == held["detected"] - apps
