@@ -58,9 +58,11 @@ _compressor = zstandard.ZstdCompressor(
 _decompressor = zstandard.ZstdDecompressor(dict_data=_dictionary)
 
 
+@lru_cache(maxsize=1 << 14)
 def packed_key(key: str) -> tuple[bytes, tuple[bytes, ...]]:
     """The hash field of the object `key` (its UUIDs as 0xFF and 16 raw bytes), and the UUIDs its value
-    is tokenized with (`encode_value`): one pass over the key for both."""
+    is tokenized with (`encode_value`): one pass over the key for both. Cached: a sweep asks for the
+    field of an object it mapped twice, for its seen ref and for its commit."""
     parts: list[Any] = _UUID.split(key)
     if len(parts) == 1:
         return key.encode(), ()

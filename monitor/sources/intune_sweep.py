@@ -52,6 +52,7 @@ from monitor.sources.intune_units import (
     START_PAGES,
     Unit,
     dropped_refs,
+    field_ref,
     record,
     seen_ref,
     stale_record,
@@ -312,30 +313,86 @@ async def delete_absent(
 ) -> int:
     """After the passes: delete what a complete pass owns and did not see. Returns how many.
 
-    Two round trips per `SCOPES_PER_READ` scopes (their keys; the seen-set lookups, answered with
-    only what is missing), and for the few objects that go, their records and the commits.
+    Per `SCOPES_PER_READ` scopes: their fields (one round trip); the fields whose seen ref
+    (`field_ref`, computed from the field as read) is in no complete pass's seen set (one round trip,
+    answered with only those, usually none); for those alone their keys, owners and refs as seen
+    (`_unseen`); and for the few objects that go, their records and the commits.
     """
     store = writer.context.store
+    sets = await _seen_sets(writer, complete)
     deleted = 0
     for kind, family in families:
         scopes = await store.known_scopes(kind, family)
         for start in range(0, len(scopes), SCOPES_PER_READ):
             chunk = scopes[start : start + SCOPES_PER_READ]
-            keys = await _scope_keys(writer, chunk)
-            missing = await _unseen(writer, kind, family, dict(zip(chunk, keys, strict=True)), complete, owner_of)
+            fields = await _scope_fields(writer, chunk)
+            candidates = await _unseen_fields(writer, kind, sets, dict(zip(chunk, fields, strict=True)))
+            keys = {scope: unpack_keys(found) for scope, found in candidates.items()}
+            missing = await _unseen(writer, kind, family, keys, complete, owner_of)
             for scope, gone in missing.items():
                 deleted += await _delete(writer, scope, gone)
     writer.result.deleted_by_absence += deleted
     return deleted
 
 
-async def _scope_keys(writer: PassWriter, scopes: Sequence[ScopeId]) -> list[list[str]]:
+async def _seen_sets(writer: PassWriter, passes: frozenset[str]) -> list[str]:
+    """The seen sets of `passes`, largest first: most refs are found in the first one asked."""
+    store = writer.context.store
+    sets = [store.keys.round_seen(seen_source(name)) for name in sorted(passes)]
+    pipeline: Any = store.redis.pipeline(transaction=False)
+    for key in sets:
+        pipeline.scard(key)
+    sizes = await pipeline.execute() if sets else []
+    return [key for _, key in sorted(zip(sizes, sets, strict=True), key=lambda pair: -int(pair[0]))]
+
+
+async def _scope_fields(writer: PassWriter, scopes: Sequence[ScopeId]) -> list[list[bytes]]:
     store = writer.context.store
     pipeline: Any = store.redis.pipeline(transaction=False)
     for scope in scopes:
         pipeline.hkeys(store.mirror_key(scope))
-    answers = await pipeline.execute()
-    return [unpack_keys(keys) for keys in answers]
+    answers: list[list[bytes]] = await pipeline.execute()
+    return answers
+
+
+async def _unseen_fields(
+    writer: PassWriter, kind: Kind, sets: list[str], scope_fields: dict[ScopeId, list[bytes]]
+) -> dict[ScopeId, list[bytes]]:
+    """The fields per scope whose ref is in none of `sets` (`UNSEEN_BY_ANY`). An object is seen only by
+    the pass that owns it, so one found in any set was seen; the others are checked by their key."""
+    listed = [(scope, field) for scope, fields in scope_fields.items() for field in fields]
+    positions: list[int] = list(range(1, len(listed) + 1))
+    if listed and sets:
+        script: Any = writer.context.store.redis.register_script(UNSEEN_BY_ANY)
+        positions = await script(keys=sets, args=[b"".join(field_ref(kind, field) for _, field in listed)])
+    candidates: dict[ScopeId, list[bytes]] = {}
+    for position in positions:
+        scope, field = listed[int(position) - 1]
+        candidates.setdefault(scope, []).append(field)
+    return candidates
+
+
+# Which refs are in none of the seen sets (read-only). KEYS = seen sets (one tenant: one hash tag), the
+# largest first; ARGV[1] = refs, 8 bytes each. Returns the (1-based) positions of the refs found in
+# none: usually nothing.
+UNSEEN_BY_ANY = """
+local refs = ARGV[1]
+local out = {}
+local n = 0
+for at = 1, #refs, 8 do
+  n = n + 1
+  local ref = string.sub(refs, at, at + 7)
+  local found = false
+  for i = 1, #KEYS do
+    if redis.call('SISMEMBER', KEYS[i], ref) == 1 then
+      found = true
+      break
+    end
+  end
+  if not found then out[#out + 1] = n end
+end
+return out
+"""
 
 
 async def _unseen(

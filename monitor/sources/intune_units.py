@@ -56,6 +56,7 @@ from typing import Any
 import orjson
 
 from monitor.keys import TenantKeys
+from monitor.mirror_codec import packed_key
 from monitor.model.types import Op, Upsert
 
 DIGEST_SIZE = 8
@@ -85,8 +86,16 @@ MAPPING_VERSION = _mapping_version()
 
 
 def seen_ref(kind: str, key: str) -> bytes:
-    """The 8-byte ref of an object in a pass's seen set (`TenantKeys.round_seen`)."""
-    return hashlib.blake2b(f"{kind}:{key}".encode(), digest_size=REF_SIZE).digest()
+    """The 8-byte ref of an object in a pass's seen set (`TenantKeys.round_seen`): a digest of its kind
+    and of its field in the mirror (`mirror_codec.pack_key`), so that a scan of the mirror computes it
+    from the fields it reads without unpacking them (`field_ref`)."""
+    return field_ref(kind, packed_key(key)[0])
+
+
+def field_ref(kind: str, field: bytes) -> bytes:
+    """The seen ref of the object stored under `field` (as the mirror writes fields today; a field
+    of an earlier layout gives a ref no object has, which a scan then checks by its key)."""
+    return hashlib.blake2b(kind.encode() + b":" + field, digest_size=REF_SIZE).digest()
 
 
 @dataclass(slots=True)

@@ -15,6 +15,8 @@ import pytest
 from monitor import collector
 from monitor.app import Runtime
 from monitor.graph.client import GraphError
+from monitor.mirror_codec import decode_entry
+from monitor.model.intune import DEVICE_FAMILY
 from monitor.simulator import SimTenant
 from monitor.simulator.intune import IntuneTenant
 from monitor.simulator.intune_catalog import DEVICE_KINDS
@@ -395,3 +397,53 @@ async def test_a_pass_that_knew_every_page_prunes_nothing_and_one_that_did_not_s
 
     assert failures == [] and "detected" in pruned
     assert (await _records(runtime))["detected"] == held["detected"] - apps
+
+
+async def test_a_scan_for_absent_objects_keeps_those_stored_in_the_earlier_layout(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant
+) -> None:
+    """The scan computes seen refs from the fields it reads (`field_ref`); an object whose field is of
+    the layout before packing gives a ref nothing has, is checked by its key, and stays."""
+    await first_sweep(runtime)
+    store = runtime.store(TENANT_ID)
+    scope = (await store.known_scopes("relationship", DEVICE_FAMILY))[0]
+    stored = await store.redis.hgetall(store.mirror_key(scope))
+    for field, value in stored.items():
+        key, raw = decode_entry(field, value)
+        await store.redis.hdel(store.mirror_key(scope), field)
+        await store.redis.hset(store.mirror_key(scope), key, raw)
+    before = await mirror(runtime)
+    estate.retire_device(pick(estate, "iPhone").id)  # a unit goes: the scan follows
+
+    records, failures = await sync(runtime)
+
+    after = expected_intune(estate, set(tenant.users))
+    assert failures == [] and summary(records) == expected_changes(before, after)
+    assert await mirror(runtime) == after and stored
+
+
+async def test_a_scan_for_absent_objects_unpacks_only_the_keys_of_objects_no_pass_saw(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retired device makes the sweep scan the mirror for what went: of the hundreds of objects it
+    reads, it unpacks the keys of the retired device's objects alone."""
+    await first_sweep(runtime)
+    before = await mirror(runtime)
+    unpack = intune_sweep.unpack_keys
+    unpacked: list[str] = []
+
+    def counting(fields: list[bytes]) -> list[str]:
+        keys = unpack(fields)
+        unpacked.extend(keys)
+        return keys
+
+    monkeypatch.setattr(intune_sweep, "unpack_keys", counting)
+    device = pick(estate, "iPhone")
+    estate.retire_device(device.id)
+
+    records, failures = await sync(runtime)
+
+    after = expected_intune(estate, set(tenant.users))
+    assert failures == [] and summary(records) == expected_changes(before, after)
+    gone = {key for (_, key) in before} - {key for (_, key) in after}
+    assert gone and set(unpacked) == {key for key in gone if device.id in key}
