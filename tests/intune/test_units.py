@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from monitor import collector
+from monitor import collector, mirror_codec
 from monitor.app import Runtime
 from monitor.graph.client import GraphError
 from monitor.mirror_codec import decode_entry
@@ -429,7 +429,7 @@ async def test_a_scan_for_absent_objects_unpacks_only_the_keys_of_objects_no_pas
     reads, it unpacks the keys of the retired device's objects alone."""
     await first_sweep(runtime)
     before = await mirror(runtime)
-    unpack = intune_sweep.unpack_keys
+    unpack = mirror_codec.unpack_keys
     unpacked: list[str] = []
 
     def counting(fields: list[bytes]) -> list[str]:
