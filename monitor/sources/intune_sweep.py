@@ -13,9 +13,10 @@ Rules (docs/architecture.md, "Rules that keep it correct"; issue 4):
   ownership is per object, never per scope.
 - The deletion phase reads each Intune scope once, keys only (a few hundred per scope), a pipeline
   of scopes per round trip; it reads an object's JSON only when it deletes it (for its anchor).
-- Seen-set members are 64-bit digests of "<kind>:<key>" (8 raw bytes), not the keys: a large
-  estate's passes see millions of relationships, and a digest costs Redis a fraction of a key. A
-  collision could only make an absent object look seen (kept one more sweep), never delete a present
+- Seen-set members are 64-bit digests of "<kind>:<mirror field>" (8 raw bytes; `seen_ref`), not the
+  keys: a large estate's passes see millions of relationships, and a digest costs Redis a fraction of
+  a key. The scan for absence computes them from the fields it reads, so it unpacks only the keys of
+  objects no pass saw. A collision could only make an absent object look seen, never delete a present
   one.
 - The change records carry source "intune"; the seen sets are written in the same commit, keyed by
   pass.
