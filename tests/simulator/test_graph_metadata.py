@@ -6,6 +6,7 @@ CSDL, beta SDK), e.g. that `managedDevice.deviceType` and `mobileApp.isAssigned`
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -188,6 +189,27 @@ def test_a_property_no_version_has_is_an_invention() -> None:
     result = conform_response("beta", Target("microsoft.graph.managedDevice"), device)
     assert result.invented == ["microsoft.graph.hardwareInformation.shoeSize (in neither v1.0 nor beta)"]
     assert result.body == {"id": "d", "deviceName": "PC", "hardwareInformation": {"serialNumber": "1"}}
+
+
+def test_every_object_of_a_shape_is_conformed_however_often_the_shape_comes() -> None:
+    """Conforming remembers per shape (type, @odata.type, keys) what an object needs: a clean shape still
+    has its nested objects walked, and every object that loses a property loses it and is reported."""
+    clean = {"id": "a", "deviceName": "PC", "hardwareInformation": {"serialNumber": "1"}}
+    nested_invention = {"id": "b", "deviceName": "PC", "hardwareInformation": {"serialNumber": "2", "shoeSize": 4}}
+    invention = {"id": "c", "deviceName": "PC", "shoeSize": 44}
+    body = {"value": [copy.deepcopy(item) for item in [clean, nested_invention, invention] * 2]}
+    result = conform_response("beta", Target("microsoft.graph.managedDevice", collection=True), body)
+    assert result.changed
+    reported = [
+        "microsoft.graph.hardwareInformation.shoeSize (in neither v1.0 nor beta)",
+        "microsoft.graph.managedDevice.shoeSize (in neither v1.0 nor beta)",
+    ]
+    assert result.invented == reported * 2
+    cut = [clean, {**nested_invention, "hardwareInformation": {"serialNumber": "2"}}, {"id": "c", "deviceName": "PC"}]
+    assert result.body["value"] == cut * 2
+    for device_id in ("d", "e"):  # a beta-only property, dropped from each v1.0 object and not reported
+        v1 = conform_response("v1.0", Target("microsoft.graph.managedDevice"), {"id": device_id, "deviceType": "x"})
+        assert v1.body == {"id": device_id} and v1.changed and not v1.invented
 
 
 def test_the_beta_only_facts_the_sweep_relies_on() -> None:
