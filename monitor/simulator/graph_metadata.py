@@ -496,6 +496,48 @@ def conform_response(version: str, target: Target, body: Any) -> Conformed:
     return result
 
 
+# What JSON has besides objects and arrays; orjson writes a subclass of these as one of them.
+_SCALARS = (str, int, float, type(None))
+
+
+def conforms(version: str, target: Target, body: Any) -> bool:
+    """Whether `conform_response` would neither change nor report anything in `body` as JSON (a handler's
+    answer, read where it stands instead of parsed again from the bytes it became). False when unsure: a
+    value that is not a dict, list, tuple (a list in JSON) or scalar where conforming looks."""
+    meta = metadata()[version]
+    shape = meta.response_type(target)
+    if shape is None:
+        return True
+    if not isinstance(body, dict):
+        return isinstance(body, (list, tuple, *_SCALARS))
+    type_name, collection = shape
+    items = body.get("value") if collection else [body]
+    if not isinstance(items, (list, tuple)):
+        return isinstance(items, (dict, *_SCALARS))
+    for item in items:
+        if isinstance(item, dict):
+            if not _object_conforms(meta, type_name, item):
+                return False
+        elif not isinstance(item, (list, tuple, *_SCALARS)):
+            return False
+    return True
+
+
+def _object_conforms(meta: VersionMetadata, type_name: str, obj: dict[str, Any]) -> bool:
+    plan = _plan(meta, type_name, obj)
+    return plan is not None and all(_values_conform(meta, nested, obj[key]) for key, nested in plan)
+
+
+def _values_conform(meta: VersionMetadata, type_name: str, value: Any) -> bool:
+    for item in value if isinstance(value, (list, tuple)) else (value,):
+        if isinstance(item, dict):
+            if not _object_conforms(meta, type_name, item):
+                return False
+        elif not isinstance(item, (list, tuple, *_SCALARS)):
+            return False
+    return True
+
+
 def _other(meta: VersionMetadata) -> VersionMetadata:
     return metadata()["beta" if meta.version == "v1.0" else "v1.0"]
 

@@ -75,6 +75,7 @@ from monitor.simulator.permissions import (
     MANAGED_DEVICES_READ,
     SERVICE_CONFIG_READ,
 )
+from monitor.simulator.request_keys import ANSWER
 from monitor.simulator.tenant import SimTenant
 from monitor.simulator.tokens import ListSnapshot, decode_token, encode_token
 
@@ -263,6 +264,7 @@ class IntuneRoutes:
         answer = self._dispatch(token, request.method, version, target, body)
         if isinstance(answer, Stream):
             return web.Response(body=answer.data, content_type="application/octet-stream")
+        request[ANSWER] = answer
         return json_response(answer)
 
     async def batch(self, request: web.Request) -> web.Response:

@@ -7,11 +7,14 @@ from __future__ import annotations
 import dataclasses
 import tracemalloc
 import uuid
+from types import SimpleNamespace
+from typing import Any
 
+import orjson
 import pytest
 
 from monitor.graph.client import BatchRequest, GraphClient, GraphError
-from monitor.simulator import SimTenant, Simulator, seed
+from monitor.simulator import SimTenant, Simulator, conformance, seed
 from monitor.simulator.intune import IntuneTenant
 from monitor.simulator.intune_catalog import DEVICE_KINDS
 from monitor.simulator.intune_seed import seed_intune
@@ -233,6 +236,25 @@ def test_a_selected_view_is_the_whole_view_cut_to_the_selection(estate: IntuneTe
             assert device_view(estate, device, select) == select_view(device_view(estate, device), select)
             whole = status_view(estate, policy, device, status)
             assert status_view(estate, policy, device, status, select) == select_view(whole, select)
+
+
+async def test_an_intune_answer_is_conformed_without_parsing_it_again(
+    monkeypatch: pytest.MonkeyPatch, make_client: ClientFactory, estate: IntuneTenant
+) -> None:
+    """Conformance reads the Intune handler's answer where it stands (request_keys.ANSWER): a beta page it
+    need not cut is not parsed again; a v1.0 page that loses beta-only properties still is, and is cut."""
+    parsed: list[bytes] = []
+
+    def loads(raw: bytes) -> Any:
+        parsed.append(raw)
+        return orjson.loads(raw)
+
+    monkeypatch.setattr(conformance, "orjson", SimpleNamespace(loads=loads, JSONDecodeError=orjson.JSONDecodeError))
+    client = make_client()
+    beta = await all_pages(client, DEVICES)
+    assert parsed == [] and all("deviceType" in d for page in beta for d in page)
+    v1 = await all_pages(client, "/v1.0/deviceManagement/managedDevices")
+    assert len(parsed) == len(v1) > 1 and not any("deviceType" in d for page in v1 for d in page)
 
 
 async def test_control_api_churns_and_sets_limits(make_client: ClientFactory, estate: IntuneTenant) -> None:
