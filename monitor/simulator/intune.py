@@ -4,11 +4,11 @@ mobile apps with install states, and detected apps. No HTTP here (intune_routes.
 Compact for 100,000 devices: a device is a small slotted record (ids, kind, name, user, times), and
 everything else about it (serial, MACs, IP, hardware, statuses, installed software) is derived on
 demand from its index and its kind; the views keep the costliest of those values (serial number, MAC
-addresses, Entra device id) on the device once derived, about 330 bytes a device. Per-device state only
-exists where a test or the benchmark changed something: status overrides, install-state overrides,
-software added or removed. Detected
-software comes in "profiles" (a device has the apps of its profile), so the devices of one detected
-app are found by walking the profiles that contain it, not all devices.
+addresses, Entra device id, enrolment time) on the device once derived, about 420 bytes a device.
+Per-device state only exists where a test or the benchmark changed something: status overrides,
+install-state overrides, software added or removed. Detected software comes in "profiles" (a device
+has the apps of its profile), so the devices of one detected app are found by walking the profiles
+that contain it, not all devices.
 
 `IntuneTenant.version` moves on every mutation (caches of derived lists key on it).
 """
@@ -57,8 +57,8 @@ class SimDevice:
     enrolled: float
     last_sync: float
     profile: int
-    # Values the views derive from index, kind and id alone, with the index, kind and id they were derived
-    # from: intune_views.py derives them on first use and again whenever those differ.
+    # Values the views derive from index, kind, id and enrolled alone, with the index, kind, id and enrolled
+    # they were derived from: intune_views.py derives them on first use and again whenever those differ.
     fixed: Any = field(default=None, compare=False, repr=False)
 
     @property
@@ -78,10 +78,16 @@ def _timestamp(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
+def iso_time(timestamp: float) -> str:
+    """A timestamp in Graph's date-time form."""
+    return graph_datetime(datetime.fromtimestamp(timestamp, UTC))
+
+
 @lru_cache(maxsize=1 << 18)
 def _iso(timestamp: float) -> str:
-    """Cached: every listing renders the same enrolment and check-in times again."""
-    return graph_datetime(datetime.fromtimestamp(timestamp, UTC))
+    """Cached: every listing renders the same check-in times again (the views keep each device's
+    enrolment time on the device, so 100,000 devices' times fit)."""
+    return iso_time(timestamp)
 
 
 class IntuneTenant:

@@ -5,9 +5,9 @@ mobileApp, detectedApp resources and the reports API's Schema/Values table (docs
 carry beta's properties, and conformance.py cuts a v1.0 answer to what v1.0's metadata has.
 Values derived from a device's index are stable between calls, so an unchanged tenant answers an
 unchanged sweep with identical objects. The costliest of those that depend on nothing but the device's
-index, kind and id (serial number, MAC addresses, Entra device id) are derived once per device
-(`_fixed`); its name, times, owner, statuses and compliance state are read afresh on every call, so a
-change shows in the next answer.
+index, kind, id and enrolment time (serial number, MAC addresses, Entra device id, enrolment time) are
+derived once per device (`_fixed`); its name, last sync, owner, statuses and compliance state are read
+afresh on every call, so a change shows in the next answer.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from monitor.simulator.intune import NEVER, IntuneTenant, SimDevice, _iso, _mix, serial_number
+from monitor.simulator.intune import NEVER, IntuneTenant, SimDevice, _iso, _mix, iso_time, serial_number
 from monitor.simulator.intune_catalog import INSTALL_STATES
 
 _INSTALL_STATE_NAMES = {code: name for name, code in INSTALL_STATES.items()}
@@ -63,27 +63,30 @@ def _mac(index: int, salt: int) -> str:
 
 
 class _Fixed(NamedTuple):
-    """The costliest of a device's values that follow from its index, kind and id alone, with the index,
-    kind and id they were derived from."""
+    """The costliest of a device's values that follow from its index, kind, id and enrolment time alone,
+    with the index, kind, id and enrolment time they were derived from."""
 
     of_index: int
     of_kind: int
     of_id: str
+    of_enrolled: float
     serial: str
     wifi: str
     ethernet: str | None
     aad_id: str
+    enrolled: str  # kept here, it takes none of `_iso`'s places
 
 
 def _fixed(device: SimDevice) -> _Fixed:
-    """The device's `_Fixed`, derived on first use and whenever its index, kind or id is not what it was
-    derived from (a test may change a device's kind)."""
+    """The device's `_Fixed`, derived on first use and whenever its index, kind, id or enrolment time is
+    not what it was derived from (a test may change a device's kind)."""
     fixed = device.fixed
     if (
         isinstance(fixed, _Fixed)
         and fixed.of_index == device.index
         and fixed.of_kind == device.kind
         and fixed.of_id == device.id
+        and fixed.of_enrolled == device.enrolled
     ):
         return fixed
     index = device.index
@@ -91,10 +94,12 @@ def _fixed(device: SimDevice) -> _Fixed:
         index,
         device.kind,
         device.id,
+        device.enrolled,
         serial=serial_number(index),
         wifi=_mac(index, 11),
         ethernet=_mac(index, 12) if device.spec.ethernet else None,
         aad_id=str(uuid.uuid5(uuid.NAMESPACE_OID, device.id)),
+        enrolled=iso_time(device.enrolled),
     )
     return fixed
 
@@ -134,7 +139,7 @@ def _full_device(intune: IntuneTenant, device: SimDevice) -> dict[str, Any]:
         "userId": device.user_id,
         "deviceName": device.name,
         "managedDeviceOwnerType": spec.owner_type,
-        "enrolledDateTime": _iso(device.enrolled),
+        "enrolledDateTime": fixed.enrolled,
         "lastSyncDateTime": _iso(device.last_sync),
         "operatingSystem": spec.operating_system,
         "complianceState": intune.compliance_state(device),
@@ -175,7 +180,7 @@ def _full_device(intune: IntuneTenant, device: SimDevice) -> dict[str, Any]:
             "totalStorageSpace": 256 * 1024**3,
             "operatingSystemLanguage": "en-US",
         },
-        "deviceHealthAttestationState": {"lastUpdateDateTime": _iso(device.enrolled)} if windows else None,
+        "deviceHealthAttestationState": {"lastUpdateDateTime": fixed.enrolled} if windows else None,
         "usersLoggedOn": [
             {"userId": user_id, "lastLogOnDateTime": _iso(device.last_sync - 3600 * (n + 1))}
             for n, user_id in enumerate(device.logged_on)

@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from monitor.graph.client import BatchRequest, GraphClient, GraphError
-from monitor.simulator import SimTenant, Simulator, conformance, seed
-from monitor.simulator.intune import IntuneTenant
+from monitor.simulator import SimTenant, Simulator, conformance, intune_views, seed
+from monitor.simulator.intune import IntuneTenant, iso_time
 from monitor.simulator.intune_catalog import DEVICE_KINDS
 from monitor.simulator.intune_seed import seed_intune
 from monitor.simulator.intune_views import device_view, select_view, status_view
@@ -200,28 +200,38 @@ async def test_a_device_listed_again_shows_what_changed_since(
     assert changed == {"deviceDisplayName", "status", "lastReportedDateTime", "userName"}
 
 
-def test_a_device_derives_what_it_keeps_once_and_again_when_its_kind_changes(
+def test_a_device_derives_what_it_keeps_once_and_again_when_its_kind_or_enrolment_changes(
     monkeypatch: pytest.MonkeyPatch, estate: IntuneTenant
 ) -> None:
-    """The Entra device id (a uuid5), serial number and MAC addresses are derived on a device's first
-    full view only; a device whose kind a test changes shows what a device of that kind shows."""
+    """The Entra device id (a uuid5), serial number, MAC addresses and enrolment time are derived on a
+    device's first full view only; a device whose kind or enrolment time a test changes shows what a
+    device of that kind and enrolment time shows."""
     derived: list[str] = []
+    formatted: list[float] = []
     uuid5 = uuid.uuid5
 
     def counting(namespace: uuid.UUID, name: str) -> uuid.UUID:
         derived.append(name)
         return uuid5(namespace, name)
 
+    def formatting(timestamp: float) -> str:
+        formatted.append(timestamp)
+        return iso_time(timestamp)
+
     monkeypatch.setattr(uuid, "uuid5", counting)
+    monkeypatch.setattr(intune_views, "iso_time", formatting)
     first = [device_view(estate, device) for device in estate.devices.values()]
     assert sorted(derived) == sorted(estate.devices)
+    assert sorted(formatted) == sorted(device.enrolled for device in estate.devices.values())
     assert [device_view(estate, device) for device in estate.devices.values()] == first
-    assert len(derived) == len(estate.devices)
+    assert len(derived) == len(formatted) == len(estate.devices)
     device = next(d for d in estate.devices.values() if DEVICE_KINDS[d.kind].ethernet)
     device.kind = next(n for n, kind in enumerate(DEVICE_KINDS) if not kind.ethernet and kind.phone)
+    device.enrolled -= 86400
     fresh = dataclasses.replace(device, fixed=None)
     assert device_view(estate, device) == device_view(estate, fresh)
     assert device_view(estate, device)["ethernetMacAddress"] is None and device_view(estate, device)["imei"]
+    assert device_view(estate, device)["enrolledDateTime"] == iso_time(device.enrolled)
 
 
 def test_a_selected_view_is_the_whole_view_cut_to_the_selection(estate: IntuneTenant) -> None:
