@@ -106,6 +106,8 @@ class VersionMetadata:
         for name, entry in self._raw.items():
             if entry.get("base"):
                 self.derived.setdefault(str(_full(entry["base"])), set()).add(name)
+        # What conforming an object of a given shape does at its own level (`_shape_plan`), per shape.
+        self.plans: dict[Shape, Plan | None] = {}
 
     def known(self, type_name: str) -> bool:
         return type_name in self._raw
@@ -461,6 +463,14 @@ def check_request(method: str, path: str, query: Mapping[str, str], body: Any = 
 # -- responses ----------------------------------------------------------------------------------------
 
 
+# An object's shape: the type it is conformed as, its `@odata.type` when that is a string, its keys in order.
+Shape = tuple[str, str | None, tuple[str, ...]]
+# What conforming an object of a shape does when it keeps every key and its `@odata.type`: the keys whose
+# values are conformed in turn, in order, each with the type they are conformed as.
+Plan = tuple[tuple[str, str], ...]
+_PLANS_KEPT = 4096  # shapes remembered per version (a page of one list has a handful)
+
+
 @dataclass
 class Conformed:
     """A response body cut to what the type has in this version; `invented` names what no version has."""
@@ -484,6 +494,48 @@ def conform_response(version: str, target: Target, body: Any) -> Conformed:
         if isinstance(item, dict):
             _conform_object(meta, type_name, item, result)
     return result
+
+
+# What JSON has besides objects and arrays; orjson writes a subclass of these as one of them.
+_SCALARS = (str, int, float, type(None))
+
+
+def conforms(version: str, target: Target, body: Any) -> bool:
+    """Whether `conform_response` would neither change nor report anything in `body` as JSON (a handler's
+    answer, read where it stands instead of parsed again from the bytes it became). False when unsure: a
+    value that is not a dict, list, tuple (a list in JSON) or scalar where conforming looks."""
+    meta = metadata()[version]
+    shape = meta.response_type(target)
+    if shape is None:
+        return True
+    if not isinstance(body, dict):
+        return isinstance(body, (list, tuple, *_SCALARS))
+    type_name, collection = shape
+    items = body.get("value") if collection else [body]
+    if not isinstance(items, (list, tuple)):
+        return isinstance(items, (dict, *_SCALARS))
+    for item in items:
+        if isinstance(item, dict):
+            if not _object_conforms(meta, type_name, item):
+                return False
+        elif not isinstance(item, (list, tuple, *_SCALARS)):
+            return False
+    return True
+
+
+def _object_conforms(meta: VersionMetadata, type_name: str, obj: dict[str, Any]) -> bool:
+    plan = _plan(meta, type_name, obj)
+    return plan is not None and all(_values_conform(meta, nested, obj[key]) for key, nested in plan)
+
+
+def _values_conform(meta: VersionMetadata, type_name: str, value: Any) -> bool:
+    for item in value if isinstance(value, (list, tuple)) else (value,):
+        if isinstance(item, dict):
+            if not _object_conforms(meta, type_name, item):
+                return False
+        elif not isinstance(item, (list, tuple, *_SCALARS)):
+            return False
+    return True
 
 
 def _other(meta: VersionMetadata) -> VersionMetadata:
@@ -512,6 +564,55 @@ def _declared(meta: VersionMetadata, type_name: str, obj: dict[str, Any], result
 
 
 def _conform_object(meta: VersionMetadata, type_name: str, obj: dict[str, Any], result: Conformed) -> None:
+    """Objects of one shape are conformed alike: a shape that keeps every key and its `@odata.type` (a
+    page of one list, nearly always) is looked at once, then only its nested objects are walked."""
+    plan = _plan(meta, type_name, obj)
+    if plan is None:
+        _conform_keys(meta, type_name, obj, result)
+        return
+    for key, nested in plan:
+        _conform_values(meta, nested, obj[key], result)
+
+
+def _plan(meta: VersionMetadata, type_name: str, obj: dict[str, Any]) -> Plan | None:
+    raw = obj.get("@odata.type")
+    shape = (type_name, raw if isinstance(raw, str) else None, tuple(obj))
+    try:
+        return meta.plans[shape]
+    except KeyError:
+        if len(meta.plans) >= _PLANS_KEPT:
+            meta.plans.clear()
+        plan = meta.plans[shape] = _shape_plan(meta, *shape)
+        return plan
+
+
+def _shape_plan(meta: VersionMetadata, type_name: str, raw: str | None, keys: tuple[str, ...]) -> Plan | None:
+    """What `_conform_keys` does to an object of this shape, when it drops no key and neither rewrites nor
+    reports the `@odata.type` (`_declared`): the keys it walks into. None when it does any of those."""
+    if raw is not None:
+        found = meta.find_type(raw)
+        if found is None or not meta.is_a(found, type_name):
+            return None
+        type_name = found
+    info = meta.type(type_name)
+    plan: list[tuple[str, str]] = []
+    for key in keys:
+        name = key.split("@", 1)[0]
+        if not name:
+            continue
+        lowered = name.lower()
+        if lowered in info.properties:
+            ref = info.properties[lowered][1]
+        elif lowered in info.navigation:
+            ref = info.navigation[lowered][1]
+        else:
+            return None
+        if ref is not None and "@" not in key:
+            plan.append((key, _split(ref)[0]))
+    return tuple(plan)
+
+
+def _conform_keys(meta: VersionMetadata, type_name: str, obj: dict[str, Any], result: Conformed) -> None:
     raw = obj.get("@odata.type")
     original = _other(meta).find_type(raw) if isinstance(raw, str) else None
     type_name = _declared(meta, type_name, obj, result)

@@ -60,6 +60,7 @@ from monitor.simulator.intune import IntuneTenant
 from monitor.simulator.intune_seed import churn, seed_intune
 from monitor.simulator.intune_views import (
     REPORT_COLUMNS,
+    app_version,
     detected_view,
     device_view,
     report_row,
@@ -74,6 +75,7 @@ from monitor.simulator.permissions import (
     MANAGED_DEVICES_READ,
     SERVICE_CONFIG_READ,
 )
+from monitor.simulator.request_keys import ANSWER
 from monitor.simulator.tenant import SimTenant
 from monitor.simulator.tokens import ListSnapshot, decode_token, encode_token
 
@@ -262,6 +264,7 @@ class IntuneRoutes:
         answer = self._dispatch(token, request.method, version, target, body)
         if isinstance(answer, Stream):
             return web.Response(body=answer.data, content_type="application/octet-stream")
+        request[ANSWER] = answer
         return json_response(answer)
 
     async def batch(self, request: web.Request) -> web.Response:
@@ -467,7 +470,7 @@ class IntuneRoutes:
             device = intune.devices.get(device_id)
             if device is None:
                 return None
-            return select_view(status_view(intune, policy_id, device, intune.status(policy_id, device)), select)
+            return status_view(intune, policy_id, device, intune.status(policy_id, device), select)
 
         return self._page(call, lambda: list(intune.by_platform[platform]), render, context)
 
@@ -510,11 +513,12 @@ class IntuneRoutes:
         wanted = _report_columns(columns, body.get("select"))
         positions = [columns.index(c) for c in wanted]
         rows = self._report_rows(intune, app_id)
+        version = app_version(intune.mobile_apps[app_id])
         values = []
         for device_id, state in rows[skip : skip + top]:
             device = intune.devices.get(device_id)
             if device is not None:
-                full = report_row(intune, app_id, device, state)
+                full = report_row(intune, app_id, device, state, version)
                 values.append([full[p] for p in positions])
         types = dict(REPORT_COLUMNS)
         report = {

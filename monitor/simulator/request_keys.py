@@ -10,3 +10,6 @@ CLIENT = web.RequestKey("client", str)  # the caller's client id, when known
 DROPPED = web.RequestKey("dropped", bool)  # a fault closed the connection: there is no response
 EXTRA_HEADERS = web.RequestKey("extra_headers", dict[str, str])  # added to the response
 BODY = web.RequestKey("body", object)  # the JSON body of a Graph request, None when there is none
+# What a handler's JSON response was serialised from, when the handler says so (conformance.py reads it
+# instead of parsing the response again); set just before the response is made, never changed after.
+ANSWER = web.RequestKey("answer", object)

@@ -4,14 +4,21 @@ size."""
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
+import uuid
+from types import SimpleNamespace
+from typing import Any
 
+import orjson
 import pytest
 
 from monitor.graph.client import BatchRequest, GraphClient, GraphError
-from monitor.simulator import SimTenant, Simulator, seed
-from monitor.simulator.intune import IntuneTenant
+from monitor.simulator import SimTenant, Simulator, conformance, intune_views, seed
+from monitor.simulator.intune import IntuneTenant, iso_time
+from monitor.simulator.intune_catalog import DEVICE_KINDS
 from monitor.simulator.intune_seed import seed_intune
+from monitor.simulator.intune_views import device_view, select_view, status_view
 from tests.conftest import CLIENT_ID, TENANT_ID
 
 from .conftest import ClientFactory
@@ -155,6 +162,109 @@ async def test_mutations_show_in_the_lists(make_client: ClientFactory, estate: I
     assert devices[device_id]["deviceName"] == "RENAMED-1" and len(devices) == len(estate.devices)
     with pytest.raises(KeyError):
         estate.uninstall_detected(device_id, "not-an-app")
+
+
+async def test_a_device_listed_again_shows_what_changed_since(
+    make_client: ClientFactory, tenant: SimTenant, estate: IntuneTenant
+) -> None:
+    """A device keeps only values its index, kind and id decide (intune_views._fixed): a rename, a
+    check-in, a compliance flip and its owner's new name all show in the next listing, and its status
+    lists show the new name, time and status."""
+    client = make_client()
+    select = {"$select": "id,deviceName,lastSyncDateTime,complianceState,userDisplayName,serialNumber,wiFiMacAddress"}
+    before = {str(d["id"]): d for page in await all_pages(client, DEVICES, select) for d in page}
+    device_id = next(
+        d
+        for d, device in estate.devices.items()
+        if device.user_id in tenant.users and estate.compliance_state(device) == "compliant"
+    )
+    device = estate.devices[device_id]
+    policy = next(p for p in estate.compliance_policies if estate.policy_platform[p] == device.spec.platform)
+    statuses = f"/v1.0/deviceManagement/deviceCompliancePolicies/{policy}/deviceStatuses"
+    status_select = {"$select": "id,deviceDisplayName,status,lastReportedDateTime,userName"}
+    status_before = {str(s["id"]): s for page in await all_pages(client, statuses, status_select) for s in page}
+    estate.rename_device(device_id, "RENAMED-2")
+    estate.set_status(policy, device_id, "error")
+    estate.check_in(device_id)
+    assert device.user_id is not None
+    tenant.update_user(device.user_id, displayName="Adele Renamed")
+    after = {str(d["id"]): d for page in await all_pages(client, DEVICES, select) for d in page}
+    changed = {name for name, value in after[device_id].items() if value != before[device_id][name]}
+    assert changed == {"deviceName", "lastSyncDateTime", "complianceState", "userDisplayName"}
+    assert after[device_id]["deviceName"] == "RENAMED-2" and after[device_id]["userDisplayName"] == "Adele Renamed"
+    assert after[device_id]["complianceState"] == "noncompliant"
+    assert all(after[d] == before[d] for d in before if d != device_id and estate.devices[d].user_id != device.user_id)
+    status_after = {str(s["id"]): s for page in await all_pages(client, statuses, status_select) for s in page}
+    [status_id] = [s for s in status_after if s.endswith(device_id)]
+    changed = {name for name, value in status_after[status_id].items() if value != status_before[status_id][name]}
+    assert changed == {"deviceDisplayName", "status", "lastReportedDateTime", "userName"}
+
+
+def test_a_device_derives_what_it_keeps_once_and_again_when_its_kind_or_enrolment_changes(
+    monkeypatch: pytest.MonkeyPatch, estate: IntuneTenant
+) -> None:
+    """The Entra device id (a uuid5), serial number, MAC addresses and enrolment time are derived on a
+    device's first full view only; a device whose kind or enrolment time a test changes shows what a
+    device of that kind and enrolment time shows."""
+    derived: list[str] = []
+    formatted: list[float] = []
+    uuid5 = uuid.uuid5
+
+    def counting(namespace: uuid.UUID, name: str) -> uuid.UUID:
+        derived.append(name)
+        return uuid5(namespace, name)
+
+    def formatting(timestamp: float) -> str:
+        formatted.append(timestamp)
+        return iso_time(timestamp)
+
+    monkeypatch.setattr(uuid, "uuid5", counting)
+    monkeypatch.setattr(intune_views, "iso_time", formatting)
+    first = [device_view(estate, device) for device in estate.devices.values()]
+    assert sorted(derived) == sorted(estate.devices)
+    assert sorted(formatted) == sorted(device.enrolled for device in estate.devices.values())
+    assert [device_view(estate, device) for device in estate.devices.values()] == first
+    assert len(derived) == len(formatted) == len(estate.devices)
+    device = next(d for d in estate.devices.values() if DEVICE_KINDS[d.kind].ethernet)
+    device.kind = next(n for n, kind in enumerate(DEVICE_KINDS) if not kind.ethernet and kind.phone)
+    device.enrolled -= 86400
+    fresh = dataclasses.replace(device, fixed=None)
+    assert device_view(estate, device) == device_view(estate, fresh)
+    assert device_view(estate, device)["ethernetMacAddress"] is None and device_view(estate, device)["imei"]
+    assert device_view(estate, device)["enrolledDateTime"] == iso_time(device.enrolled)
+
+
+def test_a_selected_view_is_the_whole_view_cut_to_the_selection(estate: IntuneTenant) -> None:
+    """Device and status views compute only the selected properties; what they answer is the whole
+    view cut by `select_view`, an unknown name as null."""
+    policy = next(iter(estate.compliance_policies))
+    selections = [("id",), ("deviceName", "model", "id"), ("status", "lastReportedDateTime", "shoeSize")]
+    selections += [("userName", "deviceModel", "userPrincipalName", "deviceType", "complianceState")]
+    for device in estate.devices.values():
+        status = estate.status(policy, device)
+        for select in selections:
+            assert device_view(estate, device, select) == select_view(device_view(estate, device), select)
+            whole = status_view(estate, policy, device, status)
+            assert status_view(estate, policy, device, status, select) == select_view(whole, select)
+
+
+async def test_an_intune_answer_is_conformed_without_parsing_it_again(
+    monkeypatch: pytest.MonkeyPatch, make_client: ClientFactory, estate: IntuneTenant
+) -> None:
+    """Conformance reads the Intune handler's answer where it stands (request_keys.ANSWER): a beta page it
+    need not cut is not parsed again; a v1.0 page that loses beta-only properties still is, and is cut."""
+    parsed: list[bytes] = []
+
+    def loads(raw: bytes) -> Any:
+        parsed.append(raw)
+        return orjson.loads(raw)
+
+    monkeypatch.setattr(conformance, "orjson", SimpleNamespace(loads=loads, JSONDecodeError=orjson.JSONDecodeError))
+    client = make_client()
+    beta = await all_pages(client, DEVICES)
+    assert parsed == [] and all("deviceType" in d for page in beta for d in page)
+    v1 = await all_pages(client, "/v1.0/deviceManagement/managedDevices")
+    assert len(parsed) == len(v1) > 1 and not any("deviceType" in d for page in v1 for d in page)
 
 
 async def test_control_api_churns_and_sets_limits(make_client: ClientFactory, estate: IntuneTenant) -> None:

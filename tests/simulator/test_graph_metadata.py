@@ -6,8 +6,11 @@ CSDL, beta SDK), e.g. that `managedDevice.deviceType` and `mobileApp.isAssigned`
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pytest
 
 from monitor.simulator.graph_app import Simulator
@@ -15,6 +18,7 @@ from monitor.simulator.graph_metadata import (
     Target,
     check_request,
     conform_response,
+    conforms,
     filter_paths,
     header,
     metadata,
@@ -188,6 +192,63 @@ def test_a_property_no_version_has_is_an_invention() -> None:
     result = conform_response("beta", Target("microsoft.graph.managedDevice"), device)
     assert result.invented == ["microsoft.graph.hardwareInformation.shoeSize (in neither v1.0 nor beta)"]
     assert result.body == {"id": "d", "deviceName": "PC", "hardwareInformation": {"serialNumber": "1"}}
+
+
+def test_every_object_of_a_shape_is_conformed_however_often_the_shape_comes() -> None:
+    """Conforming remembers per shape (type, @odata.type, keys) what an object needs: a clean shape still
+    has its nested objects walked, and every object that loses a property loses it and is reported."""
+    clean = {"id": "a", "deviceName": "PC", "hardwareInformation": {"serialNumber": "1"}}
+    nested_invention = {"id": "b", "deviceName": "PC", "hardwareInformation": {"serialNumber": "2", "shoeSize": 4}}
+    invention = {"id": "c", "deviceName": "PC", "shoeSize": 44}
+    body = {"value": [copy.deepcopy(item) for item in [clean, nested_invention, invention] * 2]}
+    result = conform_response("beta", Target("microsoft.graph.managedDevice", collection=True), body)
+    assert result.changed
+    reported = [
+        "microsoft.graph.hardwareInformation.shoeSize (in neither v1.0 nor beta)",
+        "microsoft.graph.managedDevice.shoeSize (in neither v1.0 nor beta)",
+    ]
+    assert result.invented == reported * 2
+    cut = [clean, {**nested_invention, "hardwareInformation": {"serialNumber": "2"}}, {"id": "c", "deviceName": "PC"}]
+    assert result.body["value"] == cut * 2
+    for device_id in ("d", "e"):  # a beta-only property, dropped from each v1.0 object and not reported
+        v1 = conform_response("v1.0", Target("microsoft.graph.managedDevice"), {"id": device_id, "deviceType": "x"})
+        assert v1.body == {"id": device_id} and v1.changed and not v1.invented
+
+
+@dataclass
+class Hardware:
+    """Not JSON until orjson writes it (as an object)."""
+
+    serialNumber: str
+    shoeSize: int
+
+
+WINDOWS = {"@odata.type": "#microsoft.graph.windowsManagedDevice", "id": "w", "deviceName": "PC"}
+
+
+@pytest.mark.parametrize(
+    ("version", "body"),
+    [
+        ("beta", {"value": [{"id": "a", "hardwareInformation": {"serialNumber": "1"}, "usersLoggedOn": []}]}),
+        ("beta", {"value": [{"id": "a", "usersLoggedOn": ({"userId": "u", "lastLogOnDateTime": None},)}]}),
+        ("beta", {"value": [{"id": "a", "usersLoggedOn": ({"userId": "u", "shoeSize": 4},)}]}),
+        ("beta", {"value": [{"id": "a", "hardwareInformation": Hardware("1", 44)}]}),
+        ("beta", {"value": ({"id": "a", "shoeSize": 44},)}),
+        ("beta", {"value": [WINDOWS, {"@odata.type": "#microsoft.graph.user", "id": "u"}]}),
+        ("v1.0", {"value": [{"id": "a", "deviceName": "PC"}, {"id": "b", "deviceType": "iPhone"}]}),
+        ("v1.0", {"value": [{"id": "a", "deviceName": "PC"}, {"id": "b", "hardwareInformation": None}]}),
+        ("v1.0", {"value": [{"@odata.type": "#microsoft.graph.managedDevice", "id": "a"}, "x", 1, None]}),
+        ("v1.0", {"value": []}),
+    ],
+)
+def test_an_answer_conforms_as_it_stands_exactly_when_its_json_would_need_nothing(
+    version: str, body: dict[str, Any]
+) -> None:
+    """`conforms` reads a handler's answer instead of parsing the JSON it became (conformance.py): it
+    says the answer conforms only when conforming that JSON would change and report nothing."""
+    target = Target("microsoft.graph.managedDevice", collection=True)
+    parsed = conform_response(version, target, orjson.loads(orjson.dumps(body)))
+    assert conforms(version, target, body) == (not parsed.changed and not parsed.invented)
 
 
 def test_the_beta_only_facts_the_sweep_relies_on() -> None:
