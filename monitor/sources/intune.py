@@ -42,7 +42,15 @@ from monitor.metrics import metric, tenant_increment
 from monitor.model.intune import account_enrichment
 from monitor.permissions import NEEDED_FOR
 from monitor.sources.base import Progress, RecordListener, RoundResult, SourceContext
-from monitor.sources.intune_passes import BETA_READS, FAMILIES, PASSES, UNRECORDED_FAMILIES, IntunePass, ownership
+from monitor.sources.intune_passes import (
+    BETA_READS,
+    FAMILIES,
+    FAMILY_OWNERS,
+    PASSES,
+    UNRECORDED_FAMILIES,
+    IntunePass,
+    ownership,
+)
 from monitor.sources.intune_sweep import (
     SOURCE,
     PassWriter,
@@ -231,7 +239,7 @@ async def _delete_absent_objects(
         dropped = any(pruned) or any(o.may_have_dropped for o in report.passes if o.name in complete)
         writer = PassWriter(context, "deletions", result, track=False, on_records=on_records)
         families = FAMILIES if dropped else UNRECORDED_FAMILIES
-        await delete_absent(writer, families, complete, await ownership(writer))
+        await delete_absent(writer, families, complete, await ownership(writer), FAMILY_OWNERS)
     for name in sorted(complete):
         await context.store.redis.set(context.store.keys.sweep_units_complete(seen_source(name)), 1)
 

@@ -343,6 +343,18 @@ FAMILIES: tuple[tuple[Kind, str], ...] = (
 )
 
 
+# The passes that write each family: an object is seen only by the pass that owns it (`make_ownership`),
+# so the scan for absence asks only their seen sets.
+FAMILY_OWNERS: dict[tuple[Kind, str], tuple[str, ...]] = {
+    ("relationship", DEVICE_FAMILY): ("devices", "compliance", "configurations", "apps", "detected"),
+    ("relationship", FINDING_FAMILY): ("compliance", "configurations"),
+    ("entity", FINDING_FAMILY): ("compliance", "configurations"),
+    ("entity", DEVICE_FAMILY): ("devices",),
+    ("entity", POLICY_FAMILY): ("compliance", "configurations"),
+    ("entity", APPLICATION_FAMILY): ("apps", "detected"),
+}
+
+
 def _device_relationship_owner(key: str) -> str | None:
     """The pass of a relationship anchored on a device, from its key (docs/jupiterone.md 2.1 formats):
     `<device>|<app>` ASSIGNED app; `<from>|manages|`, `|has|`, `|uses|` the device pass's;

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -310,19 +310,26 @@ def placement_in(scope: ScopeId, obj: JsonObject) -> Placement:
 
 
 async def delete_absent(
-    writer: PassWriter, families: Sequence[tuple[Kind, str]], complete: frozenset[str], owner_of: Ownership
+    writer: PassWriter,
+    families: Sequence[tuple[Kind, str]],
+    complete: frozenset[str],
+    owner_of: Ownership,
+    owners: Mapping[tuple[Kind, str], Sequence[str]] | None = None,
 ) -> int:
     """After the passes: delete what a complete pass owns and did not see. Returns how many.
 
     Per `SCOPES_PER_READ` scopes: their fields (one round trip); the fields whose seen ref
     (`field_ref`, computed from the field as read) is in no complete pass's seen set (one round trip,
     answered with only those, usually none); for those alone their keys, owners and refs as seen
-    (`_unseen`); and for the few objects that go, their records and the commits.
+    (`_unseen`); and for the few objects that go, their records and the commits. `owners`: the passes
+    that write each family (the seen sets asked for its objects; all complete passes' otherwise).
     """
     store = writer.context.store
-    sets = await _seen_sets(writer, complete)
+    sizes = await _seen_sizes(writer, complete)
     deleted = 0
     for kind, family in families:
+        asked = complete if owners is None else complete & frozenset(owners.get((kind, family), complete))
+        sets = [store.keys.round_seen(seen_source(name)) for name in sorted(asked, key=lambda n: -sizes[n])]
         scopes = await store.known_scopes(kind, family)
         for start in range(0, len(scopes), SCOPES_PER_READ):
             chunk = scopes[start : start + SCOPES_PER_READ]
@@ -336,15 +343,15 @@ async def delete_absent(
     return deleted
 
 
-async def _seen_sets(writer: PassWriter, passes: frozenset[str]) -> list[str]:
-    """The seen sets of `passes`, largest first: most refs are found in the first one asked."""
+async def _seen_sizes(writer: PassWriter, passes: frozenset[str]) -> dict[str, int]:
+    """The size of the seen set of each of `passes`: the largest is asked first, as most refs are in it."""
     store = writer.context.store
-    sets = [store.keys.round_seen(seen_source(name)) for name in sorted(passes)]
+    names = sorted(passes)
     pipeline: Any = store.redis.pipeline(transaction=False)
-    for key in sets:
-        pipeline.scard(key)
-    sizes = await pipeline.execute() if sets else []
-    return [key for _, key in sorted(zip(sizes, sets, strict=True), key=lambda pair: -int(pair[0]))]
+    for name in names:
+        pipeline.scard(store.keys.round_seen(seen_source(name)))
+    sizes = await pipeline.execute() if names else []
+    return {name: int(size) for name, size in zip(names, sizes, strict=True)}
 
 
 async def _scope_fields(writer: PassWriter, scopes: Sequence[ScopeId]) -> list[list[bytes]]:

@@ -19,7 +19,7 @@ from monitor.records import ChangeRecord
 from monitor.rounds import RoundResult
 from monitor.simulator import SimTenant, Simulator
 from monitor.simulator.intune import IntuneTenant, SimDevice
-from monitor.sources.intune_passes import FAMILIES, PASSES, ownership
+from monitor.sources.intune_passes import FAMILIES, FAMILY_OWNERS, PASSES, ownership
 from monitor.sources.intune_sweep import PassWriter
 from monitor.status import render_tenant, tenant_status
 from monitor.sync import SourceFailed, sync_tenant
@@ -439,6 +439,7 @@ async def test_every_object_is_owned_by_the_pass_that_writes_it(runtime: Runtime
         for scope in await context.store.known_scopes(kind, family):
             for key, obj in (await context.store.scope_objects(scope)).items():
                 assert owner_of(kind, family, key) == pass_of(obj, estate), obj
+                assert pass_of(obj, estate) in FAMILY_OWNERS[(kind, family)], obj  # the sets a scan asks
                 owners.add(pass_of(obj, estate))
     assert owners == {p.name for p in PASSES}
 
