@@ -31,9 +31,9 @@ still compare as bytes.
 from __future__ import annotations
 
 import re
+from binascii import unhexlify
 from functools import lru_cache
 from importlib import resources
-from typing import Any
 
 import zstandard
 
@@ -44,7 +44,7 @@ PACKED_UUID = b"\xff"
 # The UUIDs of a key that are replaced in its value: at most 9, one digit each after 0x01.
 _MAX_TOKENS = 9
 _TOKENS = tuple(bytes((1, ord("0") + n)) for n in range(_MAX_TOKENS))
-_UUID = re.compile(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+_UUID_BYTES = re.compile(rb"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 _PACKED = re.compile(rb"\xff(.{16})", re.DOTALL)
 LEVEL = 3
 
@@ -63,12 +63,12 @@ def packed_key(key: str) -> tuple[bytes, tuple[bytes, ...]]:
     """The hash field of the object `key` (its UUIDs as 0xFF and 16 raw bytes), and the UUIDs its value
     is tokenized with (`encode_value`): one pass over the key for both. Cached: a sweep asks for the
     field of an object it mapped twice, for its seen ref and for its commit."""
-    parts: list[Any] = _UUID.split(key)
+    parts: list[bytes] = _UUID_BYTES.split(key.encode())
     if len(parts) == 1:
-        return key.encode(), ()
-    uuids = tuple(dict.fromkeys(u.encode() for u in parts[1::2]))[:_MAX_TOKENS]
-    parts[1::2] = [PACKED_UUID + bytes.fromhex(u.replace("-", "")) for u in parts[1::2]]
-    parts[0::2] = [text.encode() for text in parts[0::2]]
+        return parts[0], ()
+    found = parts[1::2]
+    uuids = tuple(dict.fromkeys(found))[:_MAX_TOKENS]
+    parts[1::2] = [PACKED_UUID + unhexlify(u.replace(b"-", b"")) for u in found]
     return b"".join(parts), uuids
 
 
