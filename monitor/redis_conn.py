@@ -73,6 +73,8 @@ def client_for(url: str) -> Redis:
         seed = url.replace("+cluster://", "://", 1)
         cluster = RedisCluster.from_url(seed, socket_connect_timeout=5, socket_keepalive=True)
         return cast(Redis, cluster)
+    if url.startswith("unix://"):  # TCP keepalive is for TCP: redis-py's unix socket connection refuses it
+        return aioredis.Redis.from_url(url, health_check_interval=30, socket_connect_timeout=5)
     return aioredis.Redis.from_url(url, health_check_interval=30, socket_connect_timeout=5, socket_keepalive=True)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,6 +15,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitor.redis_conn import Pipelined, connect
+from monitor.simulator.redis_process import start_redis_server
 from tests.conftest import RedisServer
 
 
@@ -117,3 +119,19 @@ async def _until(measure: Callable[[], Awaitable[int]], expected: int) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"never reached {expected}")
+
+
+async def test_a_unix_socket_url_connects_and_pipelines(tmp_path: Path) -> None:
+    socket = tmp_path / "redis.sock"
+    server = start_redis_server(tmp_path, "--unixsocket", str(socket), "--unixsocketperm", "700")
+    try:
+        client = await connect(f"unix://{socket}")
+        pipelined = Pipelined(client)
+        try:
+            assert Pipelined.available(client)
+            assert await asyncio.gather(*(pipelined.execute([("INCR", "n")]) for _ in range(3))) == [[1], [2], [3]]
+        finally:
+            await pipelined.aclose()
+            await client.aclose()
+    finally:
+        server.stop()
