@@ -121,7 +121,7 @@ class Pipelined:
         self.client = client
         self.timeout = timeout
         self._connection: Any = None
-        self._connecting = asyncio.Lock()
+        self._opening: asyncio.Task[Any] | None = None
         self._reader: asyncio.Task[None] | None = None
         # The batches sent and not yet answered, oldest first: [replies expected, replies, future, sent at].
         self._waiting: deque[_Batch] = deque()
@@ -136,6 +136,9 @@ class Pipelined:
     async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send `commands` now (after the batches sent before them) and return their replies."""
         connection = self._connection
+        if connection is not None and not connection.is_connected:  # closed by redis-py, reader not yet told
+            self._fail(connection, RedisConnectionError("the connection to Redis was closed"))
+            connection = None
         if connection is None:
             connection = await self._connect()
         packed = _pack(commands)
@@ -154,27 +157,49 @@ class Pipelined:
         return replies
 
     async def aclose(self) -> None:
+        if self._opening is not None:
+            self._opening.cancel()
         connection = self._connection
         if connection is not None:
             self._fail(connection, RedisConnectionError("the connection was closed"))
+            await connection.disconnect(nowait=True)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
 
     async def _connect(self) -> Any:
-        async with self._connecting:
-            if self._connection is not None:  # made by another batch while this one waited
-                return self._connection
-            pool = self.client.connection_pool
-            # No read timeout of redis-py's: the reader waits for replies as long as there are
-            # none to wait for; `_check_deadline` bounds the wait of a batch sent.
-            settings = {**pool.connection_kwargs, "socket_timeout": None, "health_check_interval": 0}
-            connection = pool.connection_class(**settings)
-            await connection.connect()  # type: ignore[no-untyped-call]
-            self._connection = connection
-            self._reader = asyncio.create_task(self._read(connection), name="redis pipelined replies")
-            return connection
+        """The connection, made now. Batches that need one meanwhile share the attempt, and its
+        failure: none waits for another's attempt to fail before making its own."""
+        if self._opening is None:
+            self._opening = asyncio.create_task(self._open())
+            self._opening.add_done_callback(self._opened)
+        return await asyncio.shield(self._opening)
+
+    async def _open(self) -> Any:
+        pool = self.client.connection_pool
+        # No read timeout of redis-py's: the reader waits for replies as long as there are none to
+        # wait for; `_check_deadline` bounds the wait of a batch sent.
+        settings = {**pool.connection_kwargs, "socket_timeout": None, "health_check_interval": 0}
+        connection = pool.connection_class(**settings)
+        try:
+            # Bounded as a batch's wait is: a server that accepts and never answers the handshake.
+            async with asyncio.timeout(self.timeout):
+                await connection.connect()  # type: ignore[no-untyped-call]
+        except TimeoutError:
+            await connection.disconnect(nowait=True)
+            raise RedisTimeoutError(f"no answer from Redis within {self.timeout:g}s of connecting") from None
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            raise
+        self._connection = connection
+        self._reader = asyncio.create_task(self._read(connection), name="redis pipelined replies")
+        return connection
+
+    def _opened(self, attempt: asyncio.Task[Any]) -> None:
+        self._opening = None
+        if not attempt.cancelled():
+            attempt.exception()  # raised to every batch that waited for it
 
     async def _read(self, connection: Any) -> None:
         """Match every reply to its batch, in order, until the connection fails or is dropped."""

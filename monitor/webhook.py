@@ -272,27 +272,37 @@ async def _check_envelope(request: web.Request) -> ChangeNotificationCollection 
 
 
 class HintWriter:
-    """Writes the hints and counters of concurrent requests together.
+    """Writes the hints and counters of requests, sharing round trips between requests that come
+    together.
 
     A request answers only once its own hints are stored (or fails with its batch), so a 202 always
-    means "stored". The requests handled in one turn of the event loop make one batch, written on
-    the next turn: one hint per job for the whole batch, and its counters summed.
+    means "stored". A batch stores one hint per job, however many of its requests ask for it (the
+    worker answers equal hints with one run anyway: `Hint.job_key`), and its counters summed.
 
-    On a Redis server the batches go through a connection of the writer's own
-    (`monitor.redis_conn.Pipelined`): each is sent as soon as it is made, without a pool checkout and
-    without waiting for the round trip of the one before. On a Redis Cluster or the embedded engine
-    they go through the client's pipeline, one batch at a time, the next one made of everything that
-    arrived meanwhile.
+    On a Redis server (`monitor.redis_conn.Pipelined`, a connection of the writer's own) the first
+    request of a turn of the event loop is written at once, alone: a request that comes by itself,
+    as most do, waits for nothing but its round trip. The requests handled after it in the same
+    turn (a burst) make one batch, written on the next turn. Every batch is sent as soon as it is
+    made, without waiting for the replies to the ones before.
+
+    On a Redis Cluster or the embedded engine the batches go through the client's pipeline, one at
+    a time, each made of every request that arrived while the one before was being written.
     """
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._link = Pipelined(redis) if Pipelined.available(redis) else None
-        self._pending: list[tuple[list[Hint], Counter[str], asyncio.Future[None]]] = []
-        self._collecting = False
+        self._pending: list[_Request] = []
+        self._collecting = False  # a task will write `_pending`
+        self._written_this_turn = False  # a request of this turn was written at once
         self._flushes: set[asyncio.Task[None]] = set()
 
     async def write(self, hints: list[Hint], counts: Counter[str]) -> None:
+        if self._link is not None and not self._written_this_turn:
+            self._written_this_turn = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+            await self._link.execute(_commands([(hints, counts)]))
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((hints, counts, future))
         if not self._collecting:  # the first request of a batch starts it
@@ -306,13 +316,23 @@ class HintWriter:
         if self._link is not None:
             await self._link.aclose()
 
+    def _next_turn(self) -> None:
+        self._written_this_turn = False
+
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
             if self._link is not None:
                 self._collecting = False  # pipelined: the next request starts the next batch at once
             try:
-                await self._store(batch)
+                commands = _commands([(hints, counts) for hints, counts, _ in batch])
+                if self._link is not None:
+                    await self._link.execute(commands)
+                else:
+                    pipeline: Any = self.redis.pipeline(transaction=False)
+                    for command in commands:
+                        pipeline.execute_command(*command)
+                    await pipeline.execute()
             except Exception as exc:  # every request of the batch answers 503
                 for _, _, future in batch:
                     if not future.done():
@@ -325,23 +345,23 @@ class HintWriter:
                 return
         self._collecting = False
 
-    async def _store(self, batch: list[tuple[list[Hint], Counter[str], asyncio.Future[None]]]) -> None:
-        total: Counter[str] = Counter()
-        # One hint per job for the whole batch: the worker answers equal hints with one run
-        # anyway (`Hint.job_key`), so each request's hints are stored all the same.
+
+_Request = tuple[list[Hint], Counter[str], asyncio.Future[None]]
+
+
+def _commands(requests: list[tuple[list[Hint], Counter[str]]]) -> list[tuple[Any, ...]]:
+    """The XADDs and HINCRBYs that store `requests`: one hint per job, the counters summed."""
+    if len(requests) == 1:
+        [(hints, total)] = requests
+    else:
+        total = Counter()
         unique: dict[tuple[str, ...], Hint] = {}
-        for hints, counts, _ in batch:
-            for hint in hints:
+        for request_hints, counts in requests:
+            for hint in request_hints:
                 unique.setdefault(hint.job_key, hint)
             total.update(counts)
-        commands = [*HintQueue.commands(list(unique.values())), *increment_commands(GLOBAL_METRICS, total)]
-        if self._link is not None:
-            await self._link.execute(commands)
-            return
-        pipeline: Any = self.redis.pipeline(transaction=False)
-        for command in commands:
-            pipeline.execute_command(*command)
-        await pipeline.execute()
+        hints = list(unique.values())
+    return [*HintQueue.commands(hints), *increment_commands(GLOBAL_METRICS, total)]
 
 
 async def _enqueue(writer: HintWriter, hints: list[Hint], endpoint: str, outcomes: Counter[str]) -> None:

@@ -5,6 +5,7 @@ it concerns (on a real redis-server; the webhook's hint writes go through it).""
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -135,3 +136,32 @@ async def test_a_unix_socket_url_connects_and_pipelines(tmp_path: Path) -> None:
             await client.aclose()
     finally:
         server.stop()
+
+
+async def test_batches_share_one_attempt_to_connect_and_a_server_that_never_answers_fails_it(
+    tmp_path: Path,
+) -> None:
+    server = start_redis_server(tmp_path)
+    client = await connect(server.url)
+    impatient = Pipelined(client, timeout=0.2)
+    try:
+        before = await _connections_received(client)
+        server.process.send_signal(signal.SIGSTOP)  # its port still accepts; nothing answers
+        try:
+            failures = await asyncio.gather(
+                *(impatient.execute([("INCR", "counter")]) for _ in range(5)), return_exceptions=True
+            )
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        assert all(isinstance(f, RedisTimeoutError) for f in failures), failures
+        assert await _connections_received(client) == before + 1  # one attempt for the five batches
+        assert await impatient.execute([("INCR", "counter")]) == [1]
+    finally:
+        await impatient.aclose()
+        await client.aclose()
+        server.stop()
+
+
+async def _connections_received(client: aioredis.Redis) -> int:
+    stats = await client.info("stats")
+    return int(stats["total_connections_received"])
