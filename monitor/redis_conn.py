@@ -123,7 +123,7 @@ class Pipelined:
         self._connection: Any = None
         self._opening: asyncio.Task[Any] | None = None
         self._reader: asyncio.Task[None] | None = None
-        # The batches sent and not yet answered, oldest first: [replies expected, replies, future, sent at].
+        # The batches sent and not yet answered, oldest first (the order of their replies).
         self._waiting: deque[_Batch] = deque()
         self._deadline: asyncio.TimerHandle | None = None
 
