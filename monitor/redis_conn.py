@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -110,8 +111,9 @@ class Pipelined:
 
     For a path that writes all the time (the webhook's hints): no pool checkout per batch, and a
     batch never waits for another batch's round trip. The connection is made with the client's
-    settings (address, TLS, credentials, database) by redis-py itself, on first use and again after
-    a failure. A batch fails with the connection (a connection error, or no reply within
+    settings (address, TLS, credentials, database) by redis-py itself, on first use, again after a
+    failure, and again after it was left idle for longer than the client's pool lets a connection go
+    unchecked (`health_check_interval`). A batch fails with the connection (a connection error, or no reply within
     `timeout` seconds: the connection is then dropped), or with its first error reply.
 
     Only for a server (`redis://`, `rediss://`, `unix://`): `available` says whether `client` is one.
@@ -126,6 +128,9 @@ class Pipelined:
         # The batches sent and not yet answered, oldest first (the order of their replies).
         self._waiting: deque[_Batch] = deque()
         self._deadline: asyncio.TimerHandle | None = None
+        self._last_sent = 0.0
+        checked_after = client.connection_pool.connection_kwargs.get("health_check_interval")
+        self._idle_limit = float(checked_after) if checked_after else math.inf
 
     @staticmethod
     def available(client: Any) -> bool:
@@ -136,8 +141,14 @@ class Pipelined:
     async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send `commands` now (after the batches sent before them) and return their replies."""
         connection = self._connection
+        now = time.monotonic()
         if connection is not None and not connection.is_connected:  # closed by redis-py, reader not yet told
             self._fail(connection, RedisConnectionError("the connection to Redis was closed"))
+            connection = None
+        elif connection is not None and not self._waiting and now - self._last_sent > self._idle_limit:
+            # Idle for longer than the client's pool lets a connection go unchecked (its
+            # `health_check_interval`): a new connection rather than one a proxy may have dropped.
+            self._fail(connection, RedisConnectionError("the connection was idle"))
             connection = None
         if connection is None:
             connection = await self._connect()
@@ -151,6 +162,7 @@ class Pipelined:
         except BaseException as exc:
             self._fail(connection, exc)
             raise
+        self._last_sent = batch.sent_at
         if self._deadline is None:
             self._deadline = asyncio.get_running_loop().call_later(self.timeout, self._check_deadline)
         replies: list[Any] = await batch.future

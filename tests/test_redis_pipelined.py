@@ -165,3 +165,22 @@ async def test_batches_share_one_attempt_to_connect_and_a_server_that_never_answ
 async def _connections_received(client: aioredis.Redis) -> int:
     stats = await client.info("stats")
     return int(stats["total_connections_received"])
+
+
+async def test_a_connection_idle_for_longer_than_the_clients_health_check_interval_is_made_anew(
+    tmp_path: Path,
+) -> None:
+    server = start_redis_server(tmp_path)
+    client = aioredis.Redis.from_url(server.url, health_check_interval=0.05)
+    checked = Pipelined(client)
+    try:
+        before = await _connections_received(client)
+        assert await checked.execute([("INCR", "counter")]) == [1]
+        assert await checked.execute([("INCR", "counter")]) == [2]  # used again at once: the same one
+        await asyncio.sleep(0.1)
+        assert await checked.execute([("INCR", "counter")]) == [3]
+        assert await _connections_received(client) == before + 2
+    finally:
+        await checked.aclose()
+        await client.aclose()
+        server.stop()
