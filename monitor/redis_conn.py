@@ -128,6 +128,7 @@ class Pipelined:
         # The batches sent and not yet answered, oldest first (the order of their replies).
         self._waiting: deque[_Batch] = deque()
         self._deadline: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # connections given up, being closed
         self._last_sent = 0.0
         checked_after = client.connection_pool.connection_kwargs.get("health_check_interval")
         self._idle_limit = float(checked_after) if checked_after else math.inf
@@ -169,8 +170,10 @@ class Pipelined:
         return replies
 
     async def aclose(self) -> None:
-        if self._opening is not None:
-            self._opening.cancel()
+        opening = self._opening
+        if opening is not None:
+            opening.cancel()
+            await asyncio.gather(opening, return_exceptions=True)
         connection = self._connection
         if connection is not None:
             self._fail(connection, RedisConnectionError("the connection was closed"))
@@ -179,6 +182,7 @@ class Pipelined:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def _connect(self) -> Any:
         """The connection, made now. Batches that need one meanwhile share the attempt, and its
@@ -269,8 +273,8 @@ class Pipelined:
             self._deadline = None
         # Closed at once (the reader, if waiting, then fails and stops); no wait for the server.
         closing = asyncio.get_running_loop().create_task(connection.disconnect(nowait=True))
-        _CLOSING.add(closing)
-        closing.add_done_callback(_CLOSING.discard)
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
 
 def _pack(commands: Sequence[Sequence[Any]]) -> bytes:
@@ -295,4 +299,3 @@ class _Batch:
 
 
 _SERVER_CONNECTIONS = (AsyncConnection, AsyncSSLConnection, AsyncUnixConnection)
-_CLOSING: set[asyncio.Task[None]] = set()
