@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import sys
 import time
@@ -35,6 +36,7 @@ SECTION = "realtime"
 RATE = 2000
 SECONDS = 10.0
 SLICES = 10  # turns each server takes (`_compare`)
+WARM_UP = 1.0  # seconds of the same load each server takes first, not measured (`_compare`)
 CLIENT_STATE = "bench-client-state-" + "x" * 40
 
 
@@ -158,7 +160,15 @@ async def _compare(targets: list[tuple[str, int]], body: bytes) -> list[Load]:
     schedule whatever the answers (open loop), in SLICES turns of SECONDS / SLICES each: the servers
     take turns, so a burst of work elsewhere on the machine falls on both alike rather than on
     whichever happened to run then. Each server's CPU time (with its children: a profiler's
-    wrapper) is measured over its turns."""
+    wrapper) is measured over its turns.
+
+    Fair to both, and measuring the servers rather than the load generator:
+    - each server first takes WARM_UP seconds of the same load, not measured: the client's
+      connections are open and the servers past their first requests when measuring starts;
+    - the generator's own cyclic garbage collector is off during the turns (and what is alive
+      before each turn frozen out of its walks): a full collection of this process stalled the
+      generator for 20 to 80 ms, and the requests due meanwhile then went out at once, a burst
+      that the servers did not ask for and that landed on whichever took its turn then."""
     loads = [Load(0, 0, 0.0, [], 0.0) for _ in targets]
     async with contextlib.AsyncExitStack() as stack:
         sessions = [
@@ -169,11 +179,21 @@ async def _compare(targets: list[tuple[str, int]], body: bytes) -> list[Load]:
             )
             for _ in targets
         ]
-        for _ in range(SLICES):
-            for (url, server), http, load in zip(targets, sessions, loads, strict=True):
-                cpu_before = _cpu_seconds(server)
-                await _open_loop(http, url, body, SECONDS / SLICES, load)
-                load.cpu_seconds += _cpu_seconds(server) - cpu_before
+        for (url, _), http in zip(targets, sessions, strict=True):
+            await _open_loop(http, url, body, WARM_UP, Load(0, 0, 0.0, [], 0.0))
+        try:
+            for _ in range(SLICES):
+                for (url, server), http, load in zip(targets, sessions, loads, strict=True):
+                    gc.collect()  # between turns: nothing is being measured
+                    gc.freeze()
+                    gc.disable()
+                    cpu_before = _cpu_seconds(server)
+                    await _open_loop(http, url, body, SECONDS / SLICES, load)
+                    load.cpu_seconds += _cpu_seconds(server) - cpu_before
+                    gc.enable()
+        finally:
+            gc.enable()
+            gc.unfreeze()
     return loads
 
 
@@ -388,8 +408,10 @@ Command: `{command_line()}` — {machine()}.
 per POST (the worst case; Graph batches), against `monitor web` (validation, clientState check,
 enqueue on a real Redis) and against a bare aiohttp handler that only answers 202, same machine,
 same run, load generator in a third process. The two take turns ({SLICES} turns of {SECONDS / SLICES:.0f} s each), so
-the other work on the machine falls on both alike. CPU: the server process's user + system time
-per request.
+the other work on the machine falls on both alike. Each first takes {WARM_UP:g} s of the same load, not
+measured, and the load generator's own garbage collector is off during the turns (its full
+collections stalled it for tens of milliseconds, and the requests due meanwhile then went out as one
+burst). CPU: the server process's user + system time per request.
 
 | | `monitor web` | bare aiohttp 202 | ratio | before: `monitor web` | before: bare | before: ratio |
 |---|---|---|---|---|---|---|

@@ -102,8 +102,19 @@ class HintQueue:
     @staticmethod
     def add_to(pipeline: Any, hints: Sequence[Hint]) -> None:
         """Queue the XADDs of `hints` on an open pipeline (to travel with other writes)."""
+        for command in HintQueue.commands(hints):
+            pipeline.execute_command(*command)
+
+    @staticmethod
+    def commands(hints: Sequence[Hint]) -> list[tuple[str, ...]]:
+        """The XADDs of `hints` as commands (for `add_to`, or `monitor.redis_conn.Pipelined`)."""
+        commands = []
         for hint in hints:
-            pipeline.xadd(HINTS, hint.fields())
+            command = ["XADD", HINTS, "*"]
+            for name, value in hint.fields().items():
+                command += (name, value)
+            commands.append(tuple(command))
+        return commands
 
     async def ensure_group(self) -> None:
         """Create the consumer group (and the stream) if they don't exist yet."""

@@ -104,9 +104,13 @@ def _escape(value: str) -> str:
 
 def queue_increments(pipeline: Any, key: str, counts: Mapping[str, int]) -> None:
     """Add HINCRBYs for `counts` to an open pipeline (so they travel with other writes)."""
-    for series, count in counts.items():
-        if count:
-            pipeline.hincrby(key, series, count)
+    for command in increment_commands(key, counts):
+        pipeline.execute_command(*command)
+
+
+def increment_commands(key: str, counts: Mapping[str, int]) -> list[tuple[str, str, str, int]]:
+    """The HINCRBYs of `counts` as commands (for `queue_increments`, or `monitor.redis_conn.Pipelined`)."""
+    return [("HINCRBY", key, series, count) for series, count in counts.items() if count]
 
 
 async def increment(redis: Redis, key: str, counts: Mapping[str, int]) -> None:

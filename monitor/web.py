@@ -111,6 +111,7 @@ def create_app(
         yield
         stop.set()
         await _finish(tasks)
+        await app[INTAKE].close()
         if runtime is None:
             await opened.close()
 

@@ -36,9 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from monitor.hints import LIFECYCLE_EVENTS, Hint, HintQueue
 from monitor.keys import GLOBAL_METRICS, TenantKeys
 from monitor.logs import RateLimited
-from monitor.metrics import metric, now_ms, queue_increments
+from monitor.metrics import increment_commands, metric, now_ms
 from monitor.records import decode_subscription
-from monitor.redis_conn import REDIS_UNAVAILABLE, Redis
+from monitor.redis_conn import REDIS_UNAVAILABLE, Pipelined, Redis
 from monitor.source_registry import BY_RESOURCE
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,10 @@ class Intake:
         self.tenants = tenants
         self.clock = clock
         self._cache: dict[tuple[str, str], _Subscription] = {}
+
+    async def close(self) -> None:
+        """Close the writer's connection (`HintWriter.close`)."""
+        await self.writer.close()
 
     async def accept(self, items: list[ChangeNotification]) -> tuple[list[Hint], Counter[str]]:
         """The hints to enqueue (one per job) and a count of every item's outcome."""
@@ -268,51 +272,96 @@ async def _check_envelope(request: web.Request) -> ChangeNotificationCollection 
 
 
 class HintWriter:
-    """Writes the hints and counters of concurrent requests in one Redis round trip.
+    """Writes the hints and counters of requests, sharing round trips between requests that come
+    together.
 
-    Under load most of a request's cost is its Redis round trip; requests that arrive together
-    share one. A request still answers only once its own hints are stored (or fails with the
-    batch), so a 202 always means "stored". An idle webhook pays nothing extra: the batch is
-    written on the next turn of the event loop.
+    A request answers only once its own hints are stored (or fails with its batch), so a 202 always
+    means "stored". A batch stores one hint per job, however many of its requests ask for it (the
+    worker answers equal hints with one run anyway: `Hint.job_key`), and its counters summed.
+
+    On a Redis server (`monitor.redis_conn.Pipelined`, a connection of the writer's own) the first
+    request of a turn of the event loop is written at once, alone: a request that comes by itself,
+    as most do, waits for nothing but its round trip. The requests handled after it in the same
+    turn (a burst) make one batch, written on the next turn. Every batch is sent as soon as it is
+    made, without waiting for the replies to the ones before.
+
+    On a Redis Cluster or the embedded engine the batches go through the client's pipeline, one at
+    a time, each made of every request that arrived while the one before was being written.
     """
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._pending: list[tuple[list[Hint], Counter[str], asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._link = Pipelined(redis) if Pipelined.available(redis) else None
+        self._pending: list[_Request] = []
+        self._collecting = False  # a task will write `_pending`
+        self._written_this_turn = False  # a request of this turn was written at once
+        self._flushes: set[asyncio.Task[None]] = set()
 
     async def write(self, hints: list[Hint], counts: Counter[str]) -> None:
+        if self._link is not None and not self._written_this_turn:
+            self._written_this_turn = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+            await self._link.execute(_commands([(hints, counts)]))
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((hints, counts, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        if not self._collecting:  # the first request of a batch starts it
+            self._collecting = True
+            flush = asyncio.create_task(self._flush())  # runs on the next turn: this turn's requests join
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
         await future
 
+    async def close(self) -> None:
+        if self._link is not None:
+            await self._link.aclose()
+
+    def _next_turn(self) -> None:
+        self._written_this_turn = False
+
     async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let requests parsed in the same turn join the batch
         while self._pending:
             batch, self._pending = self._pending, []
-            pipeline: Any = self.redis.pipeline(transaction=False)
-            total: Counter[str] = Counter()
-            # One hint per job for the whole batch: the worker answers equal hints with one run
-            # anyway (`Hint.job_key`), so each request's hints are stored all the same.
-            unique: dict[tuple[str, ...], Hint] = {}
-            for hints, counts, _ in batch:
-                for hint in hints:
-                    unique.setdefault(hint.job_key, hint)
-                total.update(counts)
-            HintQueue.add_to(pipeline, list(unique.values()))
-            queue_increments(pipeline, GLOBAL_METRICS, total)
+            if self._link is not None:
+                self._collecting = False  # pipelined: the next request starts the next batch at once
             try:
-                await pipeline.execute()
+                commands = _commands([(hints, counts) for hints, counts, _ in batch])
+                if self._link is not None:
+                    await self._link.execute(commands)
+                else:
+                    pipeline: Any = self.redis.pipeline(transaction=False)
+                    for command in commands:
+                        pipeline.execute_command(*command)
+                    await pipeline.execute()
             except Exception as exc:  # every request of the batch answers 503
                 for _, _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
-                continue
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_result(None)
+            else:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+            if self._link is not None:
+                return
+        self._collecting = False
+
+
+_Request = tuple[list[Hint], Counter[str], asyncio.Future[None]]
+
+
+def _commands(requests: list[tuple[list[Hint], Counter[str]]]) -> list[tuple[Any, ...]]:
+    """The XADDs and HINCRBYs that store `requests`: one hint per job, the counters summed."""
+    if len(requests) == 1:
+        [(hints, total)] = requests
+    else:
+        total = Counter()
+        unique: dict[tuple[str, ...], Hint] = {}
+        for request_hints, counts in requests:
+            for hint in request_hints:
+                unique.setdefault(hint.job_key, hint)
+            total.update(counts)
+        hints = list(unique.values())
+    return [*HintQueue.commands(hints), *increment_commands(GLOBAL_METRICS, total)]
 
 
 async def _enqueue(writer: HintWriter, hints: list[Hint], endpoint: str, outcomes: Counter[str]) -> None:

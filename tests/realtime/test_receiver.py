@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import uuid
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
@@ -18,7 +20,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from monitor.app import Runtime
-from monitor.keys import GLOBAL_METRICS, HINTS
+from monitor.keys import GLOBAL_METRICS, HINTS, TenantKeys
 from monitor.settings import Settings, load_settings
 from monitor.simulator.redis_process import start_redis_server
 from monitor.web import RUNTIME, create_app
@@ -149,6 +151,44 @@ async def test_redis_down_answers_503_so_graph_retries(graph: Any, tmp_path: Pat
             assert (await test_client.get("/healthz")).status == 200
     finally:
         await runtime.close()
+
+
+async def test_concurrent_notifications_are_each_stored_before_their_202(
+    client: TestClient[Any, Any], redis: aioredis.Redis
+) -> None:
+    subscription = str(uuid.uuid4())
+    await save_subscription(redis, subscription, "the-client-state")
+    body = notification(subscriptionId=subscription, clientState="the-client-state")
+    responses = await asyncio.gather(*(client.post("/graph/notifications", json=body) for _ in range(100)))
+    assert [r.status for r in responses] == [202] * 100
+    assert (await counters(redis))['monitor_notifications_total{outcome="accepted"}'] == 100
+    assert await queued(redis) >= 1  # one hint per job for each batch of requests stored together
+
+
+async def test_redis_lost_while_serving_answers_503_then_202_once_it_is_back(graph: Any, tmp_path: Path) -> None:
+    server = start_redis_server(tmp_path)
+    settings = load_settings({}, redis_url=server.url, tenant_id=TENANT_ID)
+    runtime = await Runtime.open(settings, graph=False)
+    subscription = str(uuid.uuid4())
+    await save_subscription(runtime.redis, subscription, "the-client-state")
+    body = notification(subscriptionId=subscription, clientState="the-client-state")
+    try:
+        async with TestClient(TestServer(create_app(settings, runtime=runtime))) as test_client:
+            assert (await test_client.post("/graph/notifications", json=body)).status == 202
+            server.stop()  # the hint writer's connection is lost with it
+            assert (await test_client.post("/graph/notifications", json=body)).status == 503
+            server = server.restarted()
+            assert (await test_client.post("/graph/notifications", json=body)).status == 202
+            assert await queued(runtime.redis) == 1  # stored in the restarted server
+    finally:
+        await runtime.close()
+        server.stop()
+
+
+async def save_subscription(redis: aioredis.Redis, subscription: str, client_state: str) -> None:
+    """What `monitor.graph.subscriptions` writes for a subscription it made."""
+    record = {"id": subscription, "resource": "/users", "clientState": client_state, "expiration": None}
+    await redis.hset(TenantKeys(TENANT_ID).subscriptions, subscription, orjson.dumps(record))
 
 
 METRICS_TOKEN = "metrics-token-for-the-tests-0123456789"
