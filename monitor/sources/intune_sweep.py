@@ -381,25 +381,29 @@ async def _unseen_fields(
 
 
 # Which refs are in none of the seen sets (read-only). KEYS = seen sets (one tenant: one hash tag), the
-# largest first; ARGV[1] = refs, 8 bytes each. Returns the (1-based) positions of the refs found in
+# largest first; ARGV[1] = refs, 8 bytes each. Each set is asked, a thousand refs a call (SMISMEMBER),
+# for the refs the sets before it did not have. Returns the (1-based) positions of the refs found in
 # none: usually nothing.
 UNSEEN_BY_ANY = """
 local refs = ARGV[1]
-local out = {}
-local n = 0
-for at = 1, #refs, 8 do
-  n = n + 1
-  local ref = string.sub(refs, at, at + 7)
-  local found = false
-  for i = 1, #KEYS do
-    if redis.call('SISMEMBER', KEYS[i], ref) == 1 then
-      found = true
-      break
+local left = {}
+for n = 1, #refs / 8 do left[n] = n end
+for i = 1, #KEYS do
+  if #left == 0 then break end
+  local still = {}
+  for s = 1, #left, 1000 do
+    local batch = {}
+    for j = s, math.min(s + 999, #left) do
+      batch[#batch + 1] = string.sub(refs, 8 * left[j] - 7, 8 * left[j])
+    end
+    local flags = redis.call('SMISMEMBER', KEYS[i], unpack(batch))
+    for j = 1, #flags do
+      if flags[j] == 0 then still[#still + 1] = left[s + j - 1] end
     end
   end
-  if not found then out[#out + 1] = n end
+  left = still
 end
-return out
+return left
 """
 
 

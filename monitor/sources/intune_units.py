@@ -228,14 +228,20 @@ return 1
 
 # Drop the records of units that are gone: after a complete pass, a record whose first ref is not in
 # the pass's seen set belongs to a unit the pass did not see (a seen unit adds all its refs).
-# KEYS[1] = the seen set; KEYS[2..] = unit bucket hashes. Returns the number of records dropped.
+# KEYS[1] = the seen set; KEYS[2..] = unit bucket hashes (their first refs asked a thousand a call,
+# SMISMEMBER). Returns the number of records dropped.
 PRUNE_UNITS = """
 local dropped = 0
 for k = 2, #KEYS do
-  local gone = {}
   local flat = redis.call('HGETALL', KEYS[k])
-  for i = 1, #flat, 2 do
-    if redis.call('SISMEMBER', KEYS[1], string.sub(flat[i + 1], 9, 16)) == 0 then gone[#gone + 1] = flat[i] end
+  local gone = {}
+  for s = 1, #flat, 2000 do
+    local firsts = {}
+    for i = s, math.min(s + 1999, #flat), 2 do firsts[#firsts + 1] = string.sub(flat[i + 1], 9, 16) end
+    local flags = redis.call('SMISMEMBER', KEYS[1], unpack(firsts))
+    for j = 1, #flags do
+      if flags[j] == 0 then gone[#gone + 1] = flat[s + 2 * j - 2] end
+    end
   end
   for i = 1, #gone, 1000 do
     redis.call('HDEL', KEYS[k], unpack(gone, i, math.min(i + 999, #gone)))

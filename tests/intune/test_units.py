@@ -447,3 +447,22 @@ async def test_a_scan_for_absent_objects_unpacks_only_the_keys_of_objects_no_pas
     assert failures == [] and summary(records) == expected_changes(before, after)
     gone = {key for (_, key) in before} - {key for (_, key) in after}
     assert gone and set(unpacked) == {key for key in gone if device.id in key}
+
+
+async def test_the_scan_and_prune_scripts_answer_past_a_thousand_refs_a_call(runtime: Runtime) -> None:
+    """`UNSEEN_BY_ANY` and `PRUNE_UNITS` ask Redis a thousand refs a call: past that, every answer is
+    still where it belongs (refs in the first set, the second, neither; records seen and gone)."""
+    redis = runtime.store(TENANT_ID).redis
+    base = runtime.store(TENANT_ID).keys.base
+    refs = [n.to_bytes(8, "big") for n in range(2500)]
+    first, second = f"{base}:test:first", f"{base}:test:second"
+    await redis.sadd(first, *refs[:1200])
+    await redis.sadd(second, *refs[1200:2400:2])
+    unseen = redis.register_script(intune_sweep.UNSEEN_BY_ANY)
+    missing = await unseen(keys=[first, second], args=[b"".join(refs)])
+    assert missing == [n + 1 for n in range(1200, 2500) if n >= 2400 or n % 2]
+    bucket = f"{base}:test:bucket"
+    await redis.hset(bucket, mapping={f"u{n}": bytes(8) + ref for n, ref in enumerate(refs[:1500])})
+    prune = redis.register_script(intune_units.PRUNE_UNITS)
+    assert await prune(keys=[first, bucket]) == 300
+    assert sorted(await redis.hkeys(bucket)) == sorted(f"u{n}".encode() for n in range(1200))
