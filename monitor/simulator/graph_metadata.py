@@ -514,13 +514,7 @@ def conforms(version: str, target: Target, body: Any) -> bool:
     items = body.get("value") if collection else [body]
     if not isinstance(items, (list, tuple)):
         return isinstance(items, (dict, *_SCALARS))
-    for item in items:
-        if isinstance(item, dict):
-            if not _object_conforms(meta, type_name, item):
-                return False
-        elif not isinstance(item, (list, tuple, *_SCALARS)):
-            return False
-    return True
+    return _values_conform(meta, type_name, items)
 
 
 def _object_conforms(meta: VersionMetadata, type_name: str, obj: dict[str, Any]) -> bool:
