@@ -314,7 +314,7 @@ async def delete_absent(
     families: Sequence[tuple[Kind, str]],
     complete: frozenset[str],
     owner_of: Ownership,
-    owners: Mapping[tuple[Kind, str], Sequence[str]] | None = None,
+    owners: Mapping[tuple[Kind, str], Sequence[str]],
 ) -> int:
     """After the passes: delete what a complete pass owns and did not see. Returns how many.
 
@@ -322,13 +322,13 @@ async def delete_absent(
     (`field_ref`, computed from the field as read) is in no complete pass's seen set (one round trip,
     answered with only those, usually none); for those alone their keys, owners and refs as seen
     (`_unseen`); and for the few objects that go, their records and the commits. `owners`: the passes
-    that write each family (the seen sets asked for its objects; all complete passes' otherwise).
+    that write each family (the seen sets asked for its objects; a family not named: every complete pass's).
     """
     store = writer.context.store
     sizes = await _seen_sizes(writer, complete)
     deleted = 0
     for kind, family in families:
-        asked = complete if owners is None else complete & frozenset(owners.get((kind, family), complete))
+        asked = complete & frozenset(owners.get((kind, family), complete))
         sets = [store.keys.round_seen(seen_source(name)) for name in sorted(asked, key=lambda n: -sizes[n])]
         scopes = await store.known_scopes(kind, family)
         for start in range(0, len(scopes), SCOPES_PER_READ):

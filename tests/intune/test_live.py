@@ -121,15 +121,21 @@ async def test_a_change_made_back_before_the_sweep_is_still_found_by_the_sweep(
     assert failures == [] and await mirror(runtime) == expected_intune(estate, set(tenant.users))
 
 
-async def test_a_missing_permission_is_in_the_status_and_the_devices_still_run(
-    runtime: Runtime, sim: Simulator, tenant: SimTenant, estate: IntuneTenant
-) -> None:
+async def _live_with_audit_answering(runtime: Runtime, sim: Simulator, estate: IntuneTenant, status: int) -> None:
+    """After a first sweep, a renamed device and one incremental pass whose audit read Graph answers with
+    `status`: the device is still re-read and its change emitted."""
     await first_sweep(runtime)
     device = pick(estate)
     estate.rename_device(device.id, "seen-by-sync")
-    sim.faults.inject("GET", r"^/v1\.0/deviceManagement/auditEvents", 403, times=1)
+    sim.faults.inject("GET", r"^/v1\.0/deviceManagement/auditEvents", status, times=1)
     records, failures = await live(runtime)
     assert failures == [] and device.id in {r["key"] for r in records}
+
+
+async def test_a_missing_permission_is_in_the_status_and_the_devices_still_run(
+    runtime: Runtime, sim: Simulator, tenant: SimTenant, estate: IntuneTenant
+) -> None:
+    await _live_with_audit_answering(runtime, sim, estate, 403)
     status = await tenant_status(runtime, runtime.settings.tenants[0])
     entry = status["sources"][SOURCE]
     assert "audit: missing DeviceManagementApps.Read.All" in entry["partial"]
@@ -143,12 +149,7 @@ async def test_a_refused_audit_filter_turns_the_audit_read_off_and_the_devices_s
 ) -> None:
     """One reading of the List auditEvents page, which documents no query options: Graph answers the
     activityDateTime filter with a 400 (docs/graph.md 9.1)."""
-    await first_sweep(runtime)
-    device = pick(estate)
-    estate.rename_device(device.id, "seen-by-sync")
-    sim.faults.inject("GET", r"^/v1\.0/deviceManagement/auditEvents", 400, times=1)
-    records, failures = await live(runtime)
-    assert failures == [] and device.id in {r["key"] for r in records}
+    await _live_with_audit_answering(runtime, sim, estate, 400)
     entry = (await tenant_status(runtime, runtime.settings.tenants[0]))["sources"][SOURCE]
     assert "audit: Graph refused the activityDateTime filter" in entry["partial"]
 
