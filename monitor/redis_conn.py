@@ -153,10 +153,13 @@ class Pipelined:
             connection = None
         if connection is None:
             connection = await self._connect()
+            if connection is not self._connection:  # given up in the turns before this batch's
+                raise RedisConnectionError("the connection to Redis was closed")
         packed = _pack(commands)
         batch = _Batch(len(commands), asyncio.get_running_loop().create_future(), time.monotonic())
         # No await between queueing the batch and writing it: the order of `_waiting` is the order
-        # of the bytes on the connection (redis-py writes at once; it waits only to drain a full buffer).
+        # of the bytes on the connection (redis-py writes at once; it waits only to drain a full buffer),
+        # and `_waiting` holds only the batches of the connection in use (`_fail` empties it).
         self._waiting.append(batch)
         try:
             await connection.send_packed_command(packed, check_health=False)
@@ -209,6 +212,8 @@ class Pipelined:
             await connection.disconnect(nowait=True)
             raise
         self._connection = connection
+        # New, not idle: batches that come before the ones that waited for it are sent must use it.
+        self._last_sent = time.monotonic()
         self._reader = asyncio.create_task(self._read(connection), name="redis pipelined replies")
         return connection
 

@@ -184,3 +184,42 @@ async def test_a_connection_idle_for_longer_than_the_clients_health_check_interv
         await checked.aclose()
         await client.aclose()
         server.stop()
+
+
+async def test_a_batch_that_comes_as_the_connection_opens_shares_it_with_the_batches_that_waited(
+    link: Pipelined, redis: aioredis.Redis
+) -> None:
+    """The turns between a connection being made and the batches that waited for it being sent: a
+    batch arriving then finds a connection on which nothing was sent yet, which is new, not idle."""
+    before = await _connections_received(redis)
+    waited = [asyncio.create_task(link.execute([("INCR", "counter")])) for _ in range(3)]
+    await _until_connected(link)  # the batches that waited for it are not sent yet
+    arrived = asyncio.create_task(link.execute([("INCR", "counter")]))
+    replies = await asyncio.gather(*waited, arrived)
+    assert sorted(replies) == [[1], [2], [3], [4]]
+    assert await _connections_received(redis) == before + 1
+    assert await link.execute([("INCR", "counter")]) == [5]  # the replies still match their batches
+
+
+async def test_batches_that_waited_for_a_connection_given_up_before_their_turn_fail_at_once(
+    link: Pipelined, redis: aioredis.Redis
+) -> None:
+    waited = [asyncio.create_task(link.execute([("INCR", "counter")])) for _ in range(3)]
+    await _until_connected(link)
+    link._fail(link._connection, RedisConnectionError("lost"))  # as the reader does on a lost connection
+    arrived = asyncio.create_task(link.execute([("INCR", "counter")]))  # connects anew
+    outcomes = await asyncio.gather(*waited, return_exceptions=True)
+    # Failed as their connection did, not sent on it to wait for replies that never come (or that
+    # a new connection's reader would hand them).
+    assert all(type(o) is RedisConnectionError for o in outcomes), outcomes
+    assert await arrived == [1]
+    assert await link.execute([("INCR", "counter")]) == [2]
+
+
+async def _until_connected(link: Pipelined) -> None:
+    """Return in the turn the connection is made, before the batches waiting for it resume."""
+    for _ in range(100_000):
+        if link._connection is not None:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("never connected")
