@@ -36,6 +36,7 @@ status and deletes nothing.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +79,7 @@ from monitor.model.intune_policies import (
 from monitor.model.types import Kind, Op
 from monitor.sources.intune_mirror import device_types, known_users
 from monitor.sources.intune_sweep import Batched, Ownership, PassWriter, next_link, seen_source
-from monitor.sources.intune_units import Unit, page_digest, unit, unit_of
+from monitor.sources.intune_units import PagePart, Unit, page_digest, unit, unit_of
 
 MANAGED_DEVICES_PATH = "/beta/deviceManagement/managedDevices"
 MOBILE_APPS_PATH = "/beta/deviceAppManagement/mobileApps"
@@ -283,29 +284,42 @@ async def run_detected(writer: PassWriter) -> None:
         devices = [str(d["id"]) for d in listed["value"]]
         known = await device_types(context.store, devices, writer.device_types)
         read_with = orjson.dumps(app, option=orjson.OPT_SORT_KEYS)
-        kinds = [known.get(device) for device in devices]
-        digest = page_digest(_DETECTED, read_with + b"\0" + orjson.dumps([devices, kinds]))
-        await writer.commit_page(digest, _detected_units(app, read_with, devices, kinds), objects=len(devices))
+        parts = [_detected_part(app, read_with, group, known) for group in device_groups(devices)]
+        await writer.commit_page(parts, objects=len(devices))
     await writer.finish_pages()
     entities = list(catalog.entities())
     for start in range(0, len(entities), 1000):
         await writer.commit(entities[start : start + 1000], objects=0)
 
 
-def _detected_units(
-    app: dict[str, Any], app_json: bytes, devices: list[str], kinds: list[str | None]
-) -> Callable[[], list[Unit]]:
-    """The units of a page of an application's devices (built only when the page has no record): one
-    per device in the mirror. The page's content is constant within a sweep (the application as the
-    list of detected apps gave it, the device ids, their `_type`s read once per sweep), which is what
+# The parts of a detected application's page of devices, each with a page record: a device retired,
+# enrolled or retyped changes one part, not the page (`monitor.sources.intune_units`, "Page records").
+DETECTED_PAGE_PARTS = 16
+
+
+def device_groups(devices: list[str]) -> list[list[str]]:
+    """`devices` in `DETECTED_PAGE_PARTS` groups (the non-empty ones), each device's by its id alone,
+    so a device that comes or goes changes only its own group."""
+    groups: list[list[str]] = [[] for _ in range(DETECTED_PAGE_PARTS)]
+    for device in devices:
+        groups[zlib.crc32(device.encode()) % DETECTED_PAGE_PARTS].append(device)
+    return [group for group in groups if group]
+
+
+def _detected_part(app: dict[str, Any], app_json: bytes, devices: list[str], known: dict[str, str | None]) -> PagePart:
+    """A part of a page of an application's devices; its units (built only when it has no record): one
+    per device in the mirror. Its content is constant within a sweep (the application as the list
+    of detected apps gave it, the device ids, their `_type`s read once per sweep), which is what
     lets a page record stand for its units (`monitor.sources.intune_units`, "Page records")."""
+    kinds = [known.get(device) for device in devices]
 
     def build() -> list[Unit]:
         return [
             _detected_unit(app, app_json, device, kind) for device, kind in zip(devices, kinds, strict=True) if kind
         ]
 
-    return build
+    digest = page_digest(_DETECTED, app_json + b"\0" + orjson.dumps([devices, kinds]))
+    return PagePart(digest, build, len(devices))
 
 
 def _detected_unit(app: dict[str, Any], app_json: bytes, device_id: str, device_type: str) -> Unit:

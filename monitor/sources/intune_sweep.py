@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -45,12 +45,13 @@ from monitor.sources.base import Progress, RecordListener, RoundResult, SourceCo
 from monitor.sources.intune_units import (
     CHECK_CHUNK,
     CHECK_UNITS,
-    HIT_PAGE,
+    HIT_PAGES,
     PRUNE_CHUNK,
     PRUNE_UNITS,
     REF_SIZE,
     STALE_DIGEST,
     START_PAGES,
+    PagePart,
     Unit,
     dropped_refs,
     field_ref,
@@ -142,20 +143,23 @@ class PassWriter:
         if in_flight is not None:
             await in_flight
 
-    async def commit_page(self, digest: bytes, units: Callable[[], Sequence[Unit]], *, objects: int = 0) -> None:
-        """Like `commit_units` for the units of one list page whose digest is `digest` (`page_digest`;
-        the pass called `start_pages`): a page with a record is only marked seen, its units not even
-        built; any other page's units are checked and committed with the page's new record."""
+    async def commit_page(self, parts: Sequence[PagePart], *, objects: int = 0) -> None:
+        """Like `commit_units` for the units of one list page, in parts that each have a page record
+        (`PagePart`; the pass called `start_pages`): a part with a record is only marked seen, its
+        units not even built; the other parts' units are checked and committed with their new records."""
         await self.settle()
-        self._in_flight = asyncio.ensure_future(self._commit_page(digest, units, objects))
+        self._in_flight = asyncio.ensure_future(self._commit_page(parts, objects))
 
-    async def _commit_page(self, digest: bytes, units: Callable[[], Sequence[Unit]], objects: int) -> int:
-        if self.track and await self._known_page(digest):
-            self.result.skipped += objects
+    async def _commit_page(self, parts: Sequence[PagePart], objects: int) -> int:
+        unknown = await self._unknown_parts(parts) if self.track else list(parts)
+        self.result.skipped += objects - sum(part.objects for part in unknown)
+        if not unknown:
             self._count(objects)
             return 0
-        self._pages_unknown += 1
-        return await self._commit_units(units(), objects=objects, page=digest)
+        self._pages_unknown += len(unknown)
+        built = [part.units() for part in unknown]
+        pages = [(part.digest, len(units)) for part, units in zip(unknown, built, strict=True)]
+        return await self._commit_units([u for units in built for u in units], objects=objects, pages=pages)
 
     def _pages_key(self, generation: str) -> str:
         return self.context.store.keys.sweep_pages(seen_source(self.pass_name), generation)
@@ -177,19 +181,25 @@ class PassWriter:
         await self.context.store.redis.delete(previous)
         self.same_units = self.track and self._pages_unknown == 0 and left == 0
 
-    async def _known_page(self, digest: bytes) -> bool:
-        script: Any = self.context.store.redis.register_script(HIT_PAGE)
+    async def _unknown_parts(self, parts: Sequence[PagePart]) -> list[PagePart]:
+        """The parts without a page record (`HIT_PAGES`, which marks the others seen)."""
+        script: Any = self.context.store.redis.register_script(HIT_PAGES)
         keys = [self._seen_key, self._pages_key("current"), self._pages_key("previous")]
-        return bool(await script(keys=keys, args=[digest, TenantKeys.ROUND_SEEN_TTL]))
+        digests = b"".join(part.digest for part in parts)
+        positions = await script(keys=keys, args=[digests, TenantKeys.ROUND_SEEN_TTL])
+        return [parts[int(n) - 1] for n in positions]
 
-    async def _commit_units(self, units: Sequence[Unit], *, objects: int = 0, page: bytes | None = None) -> int:
+    async def _commit_units(
+        self, units: Sequence[Unit], *, objects: int = 0, pages: Sequence[tuple[bytes, int]] = ()
+    ) -> int:
         """Commit one page of units: those whose digest matches their record are only marked seen;
-        the others are mapped, and their objects committed with their new records (and, with `page`,
-        the page's record: the refs of all of them)."""
-        want_refs = page is not None
-        changed, earlier, kept = await self._changed(units, want_refs) if self.track else (list(units), {}, b"")
+        the others are mapped, and their objects committed with their new records. `pages`: the page
+        records to write with them, each a digest and how many of `units`, in order, are its own (the
+        record names the refs of all of them)."""
+        want_refs = bool(pages)
+        changed, earlier, kept = await self._changed(units, want_refs) if self.track else (list(units), {}, [])
         ops: list[Op] = []
-        refs: list[bytes] = []
+        refs: dict[str, bytes] = {}  # uid -> the refs of a unit mapped now
         write = PageWrite(ops=ops)
         units_key = self.context.store.keys.sweep_units
         source = seen_source(self.pass_name)
@@ -200,17 +210,30 @@ class PassWriter:
                 known = earlier.get(changed_unit.uid)
                 self.may_have_dropped = (known is not None or not self.recorded) and dropped_refs(known, unit_refs)
             ops += mapped
-            refs.append(unit_refs)
+            refs[changed_unit.uid] = unit_refs
             if unit_refs:  # a unit mapped to nothing keeps no record: it is mapped every time
                 bucket = changed_unit.bucket
                 write.raw_fields.append(RawField(units_key(source, bucket), changed_unit.uid.encode(), unit_record))
                 write.raw_sets.append((self.context.store.keys.sweep_unit_buckets(source), str(bucket)))
-        mapped_refs = b"".join(refs)
-        write.raw_members = self._seen(mapped_refs)
-        if page is not None:
-            write.raw_fields.append(RawField(self._pages_key("current"), page, kept + mapped_refs))
+        write.raw_members = self._seen(b"".join(refs.values()))
+        if pages:
+            write.raw_fields += self._page_records(units, pages, refs, iter(kept))
         self.result.skipped += len(units) - len(changed)
         return await self._commit(write, objects)
+
+    def _page_records(
+        self, units: Sequence[Unit], pages: Sequence[tuple[bytes, int]], mapped: dict[str, bytes], kept: Iterator[bytes]
+    ) -> list[RawField]:
+        """The records of `pages` (see `_commit_units`): each names the refs of its units, those
+        mapped now (`mapped`, by uid) and, in order, those whose records matched (`kept`)."""
+        fields: list[RawField] = []
+        position = 0
+        for digest, count in pages:
+            own = units[position : position + count]
+            position += count
+            refs = b"".join(mapped[u.uid] if u.uid in mapped else next(kept) for u in own)
+            fields.append(RawField(self._pages_key("current"), digest, refs))
+        return fields
 
     async def commit_rereads(self, units: Sequence[Unit], *, objects: int = 0) -> int:
         """Commit units re-read between sweeps (`monitor.sources.intune_live`): each is mapped and diffed
@@ -244,9 +267,9 @@ class PassWriter:
 
     async def _changed(
         self, units: Sequence[Unit], want_refs: bool = False
-    ) -> tuple[list[Unit], dict[str, bytes | None], bytes]:
+    ) -> tuple[list[Unit], dict[str, bytes | None], list[bytes]]:
         """The units whose records do not match (`CHECK_UNITS`, which marks the others seen), the
-        records they had (None: none), and with `want_refs` the refs of the others."""
+        records they had (None: none), and with `want_refs` the refs of each of the others, in order."""
         store = self.context.store
         script: Any = store.redis.register_script(CHECK_UNITS)
         source = seen_source(self.pass_name)
@@ -263,12 +286,12 @@ class PassWriter:
             argv = [orjson.dumps(args), digests, TenantKeys.ROUND_SEEN_TTL, int(want_refs)]
             answer = await script(keys=list(keys), args=argv)
             if want_refs:
-                kept.append(answer.pop())
+                kept += answer.pop()
             for n in range(0, len(answer), 2):
                 each = chunk[int(answer[n]) - 1]
                 changed.append(each)
                 earlier[each.uid] = answer[n + 1] or None
-        return changed, earlier, b"".join(kept)
+        return changed, earlier, kept
 
     async def _commit(self, write: PageWrite, objects: int) -> int:
         store, now = self.context.store, self.context.clock()

@@ -30,17 +30,19 @@ objects. Everything else is mapped and committed as before. What this makes safe
 of 16,384 hashes, whose name travels with every check: on an unchanged sweep that is most of the bytes
 sent to Redis. A pass whose list pages are made only of what one sweep cannot see change (the
 detected applications: a page is one application's device ids, read with the application and the
-`_type`s of those devices, which a sweep reads once) also keeps, per page, a **page record**: the
-digest of everything the page's units read (`page_digest`), and the refs of every object they mapped
-to. A page whose digest has a record is skipped whole (`HIT_PAGE`: its refs marked seen, its record
-carried over), its units neither built nor checked. This is the units' own rule one level up: equal
-page digests mean every unit of the page read what it read when the record was written, when each was
-checked or mapped and committed with the record. Records live in two generations per pass
-(`TenantKeys.sweep_pages`): a pass starts by making `current` the `previous` (`start_pages`), carries
-over what it finds, writes the records of the pages it maps, and drops `previous` at its end, so a
-record whose units were mapped again since (a page that changed and then changed back) is never read.
+`_type`s of those devices, which a sweep reads once) also keeps **page records**, one per part of a
+page (`PagePart`: the page's devices fall in parts by their ids alone, so a device that comes or goes
+changes one part, not the page): the digest of everything the part's units read (`page_digest`), and
+the refs of every object they mapped to. A part whose digest has a record is skipped whole
+(`HIT_PAGES`: its refs marked seen, its record carried over), its units neither built nor checked.
+This is the units' own rule one level up: equal digests mean every unit of the part read what it read
+when the record was written, when each was checked or mapped and committed with the record. Records
+live in two generations per pass (`TenantKeys.sweep_pages`): a pass starts by making `current` the
+`previous` (`start_pages`), carries over what it finds, writes the records of the parts it maps, and
+drops `previous` at its end, so a record whose units were mapped again since (a part that changed and
+then changed back) is never read.
 A re-read between sweeps (`PassWriter.commit_rereads`) drops both generations of its pass. A pass
-that found a record for every page and left none of `previous` unread saw exactly the units the last
+that found a record for every part and left none of `previous` unread saw exactly the units the last
 one left: it has no unit records to prune (`PassWriter.finish_pages`).
 """
 
@@ -134,6 +136,16 @@ def page_digest(source: str, content: bytes) -> bytes:
     return digest.digest()
 
 
+@dataclass(slots=True)
+class PagePart:
+    """A part of a list page with a page record of its own: its digest (`page_digest`), how its units
+    are built (called only when it has no record) and how many Graph objects it holds."""
+
+    digest: bytes
+    units: Callable[[], Sequence[Unit]]
+    objects: int
+
+
 def dropped_refs(earlier: bytes | None, refs: bytes) -> bool:
     """Whether a unit mapped again may have left objects behind: its earlier record names a ref it no
     longer maps to, or it had no record (unless every object had one, a new unit or records never
@@ -174,7 +186,7 @@ def record(digest: bytes, ops: Sequence[Op]) -> tuple[bytes, bytes]:
 # skipped units (for a page record).
 # A unit whose record starts with its digest is skipped: the refs that follow the digest are added to
 # the seen set. Returns, for each other unit, its (1-based) position and its record (false: none);
-# with ARGV[4] = "1", then the skipped units' refs, one string.
+# with ARGV[4] = "1", then the skipped units' refs, one string per unit, in order (for page records).
 CHECK_UNITS = """
 local a = cjson.decode(ARGV[1])
 local digests = ARGV[2]
@@ -194,29 +206,39 @@ for n = 1, #a / 2 do
 end
 if #refs > 0 then redis.call('SADD', KEYS[1], unpack(refs)) end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-if ARGV[4] == '1' then out[#out + 1] = table.concat(kept) end
+if ARGV[4] == '1' then out[#out + 1] = kept end
 return out
 """
 
-# A page known by its digest. KEYS[1] = the pass's seen set, KEYS[2] = its current page records,
-# KEYS[3] = its previous ones; ARGV[1] = the page digest; ARGV[2] = the seen set's time to live.
-# A record found in `current` (the page was read twice in this pass) or `previous` (moved to `current`)
-# has its refs added to the seen set. Returns 1 when the page has a record, else 0.
-HIT_PAGE = """
-local rec = redis.call('HGET', KEYS[2], ARGV[1])
-if not rec then
-  rec = redis.call('HGET', KEYS[3], ARGV[1])
-  if not rec then return 0 end
-  redis.call('HSET', KEYS[2], ARGV[1], rec)
-  redis.call('HDEL', KEYS[3], ARGV[1])
+# Which parts of a page are known by their digests. KEYS[1] = the pass's seen set, KEYS[2] = its
+# current page records, KEYS[3] = its previous ones; ARGV[1] = the parts' digests, 16 bytes each, in
+# order; ARGV[2] = the seen set's time to live.
+# A record found in `current` (read twice in this pass) or `previous` (moved to `current`) has its refs
+# added to the seen set. Returns the (1-based) positions of the parts that have no record.
+HIT_PAGES = """
+local digests, unknown, refs = ARGV[1], {}, {}
+for n = 1, #digests / 16 do
+  local digest = string.sub(digests, 16 * n - 15, 16 * n)
+  local rec = redis.call('HGET', KEYS[2], digest)
+  if not rec then
+    rec = redis.call('HGET', KEYS[3], digest)
+    if rec then
+      redis.call('HSET', KEYS[2], digest, rec)
+      redis.call('HDEL', KEYS[3], digest)
+    end
+  end
+  if rec then
+    for at = 1, #rec, 8 do
+      refs[#refs + 1] = string.sub(rec, at, at + 7)
+      if #refs == 1000 then redis.call('SADD', KEYS[1], unpack(refs)); refs = {} end
+    end
+  else
+    unknown[#unknown + 1] = n
+  end
 end
-for at = 1, #rec, 8000 do
-  local refs = {}
-  for k = at, math.min(at + 7999, #rec), 8 do refs[#refs + 1] = string.sub(rec, k, k + 7) end
-  redis.call('SADD', KEYS[1], unpack(refs))
-end
+if #refs > 0 then redis.call('SADD', KEYS[1], unpack(refs)) end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
+return unknown
 """
 
 # A pass starts its page records: KEYS[1] = current, KEYS[2] = previous. What the last pass wrote (or,

@@ -234,6 +234,51 @@ async def test_an_unchanged_sweep_checks_no_unit_of_a_page_it_knows(
     """Page records (`intune_units`, "Page records"): the detected applications' pages are known whole,
     so none of their units is built or checked; the other passes still check theirs."""
     await first_sweep(runtime)
+    checked = _count_checked(monkeypatch)
+
+    records, failures = await sync(runtime)
+
+    assert (records, failures) == ([], [])
+    assert checked["detected"] == 0 and checked["devices"] == len(estate.devices)
+
+
+async def test_a_retired_device_changes_only_its_part_of_each_page_it_was_on(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A detected application's page is recorded in parts, a device's part chosen by its id alone
+    (`intune_passes.device_groups`): a retired device makes only the devices of its own part, on each
+    page it was on, checked again; every other part is known and skipped whole."""
+    await first_sweep(runtime)
+    checked = _count_checked(monkeypatch)
+    device = pick(estate, "windowsRT", lambda d: len(estate.device_apps(d.id)) > 1)
+    apps = estate.device_apps(device.id)
+    estate.retire_device(device.id)
+    part = intune_passes.device_groups
+
+    _, failures = await sync(runtime)
+
+    same_part = [
+        other
+        for app in apps
+        for group in part(list(estate.devices_with_app(app)) + [device.id])
+        if device.id in group
+        for other in group
+        if other != device.id
+    ]
+    assert failures == [] and checked["detected"] == len(same_part)
+    assert sum(len(list(estate.devices_with_app(app))) for app in apps) > 4 * len(same_part)
+    assert await mirror(runtime) == expected_intune(estate, set(tenant.users))
+    # The records of the parts checked again name the refs of their units whose records matched as
+    # well: the next sweep skips those parts, and when another device goes (so that it looks for
+    # absent objects) it deletes none of their objects.
+    estate.retire_device(pick(estate, "macMDM", lambda d: not set(apps) & set(estate.device_apps(d.id))).id)
+    _, failures = await sync(runtime)
+    assert failures == []
+    assert await mirror(runtime) == expected_intune(estate, set(tenant.users))
+
+
+def _count_checked(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """How many units each pass checks against their records from now on."""
     checked: Counter[str] = Counter()
     check = PassWriter._changed
 
@@ -242,11 +287,7 @@ async def test_an_unchanged_sweep_checks_no_unit_of_a_page_it_knows(
         return await check(writer, units, want_refs)
 
     monkeypatch.setattr(PassWriter, "_changed", counting)
-
-    records, failures = await sync(runtime)
-
-    assert (records, failures) == ([], [])
-    assert checked["detected"] == 0 and checked["devices"] == len(estate.devices)
+    return checked
 
 
 async def test_a_page_that_changed_and_changed_back_is_mapped_again(
