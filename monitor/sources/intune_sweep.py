@@ -27,9 +27,10 @@ Rules (docs/architecture.md, "Rules that keep it correct"; issue 4):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -354,16 +355,36 @@ async def delete_absent(
         asked = complete & frozenset(owners.get((kind, family), complete))
         sets = [store.keys.round_seen(seen_source(name)) for name in sorted(asked, key=lambda n: -sizes[n])]
         scopes = await store.known_scopes(kind, family)
-        for start in range(0, len(scopes), SCOPES_PER_READ):
-            chunk = scopes[start : start + SCOPES_PER_READ]
-            fields = await _scope_fields(writer, chunk)
-            candidates = await _unseen_fields(writer, kind, sets, dict(zip(chunk, fields, strict=True)))
-            keys = {scope: unpack_keys(found) for scope, found in candidates.items()}
-            missing = await _unseen(writer, kind, family, keys, complete, owner_of)
-            for scope, gone in missing.items():
-                deleted += await _delete(writer, scope, gone)
+        chunks = [scopes[start : start + SCOPES_PER_READ] for start in range(0, len(scopes), SCOPES_PER_READ)]
+        async with contextlib.aclosing(_read_ahead(writer, chunks)) as read:
+            async for chunk, fields in read:
+                candidates = await _unseen_fields(writer, kind, sets, dict(zip(chunk, fields, strict=True)))
+                keys = {scope: unpack_keys(found) for scope, found in candidates.items()}
+                missing = await _unseen(writer, kind, family, keys, complete, owner_of)
+                for scope, gone in missing.items():
+                    deleted += await _delete(writer, scope, gone)
     writer.result.deleted_by_absence += deleted
     return deleted
+
+
+async def _read_ahead(
+    writer: PassWriter, chunks: Sequence[Sequence[ScopeId]]
+) -> AsyncGenerator[tuple[Sequence[ScopeId], list[list[bytes]]], None]:
+    """Each chunk of scopes with their fields, the next chunk's read while the caller checks this one
+    (Redis reads while the refs of the fields are computed here). A chunk's deletions touch only its
+    own scopes, so a chunk read ahead reads what it would have read after them."""
+    reading: asyncio.Future[list[list[bytes]]] | None = None
+    try:
+        for position, chunk in enumerate(chunks):
+            fields = await (reading or _scope_fields(writer, chunk))
+            reading = None
+            if position + 1 < len(chunks):
+                reading = asyncio.ensure_future(_scope_fields(writer, chunks[position + 1]))
+            yield chunk, fields
+    finally:
+        if reading is not None:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
 
 
 async def _seen_sizes(writer: PassWriter, passes: frozenset[str]) -> dict[str, int]:

@@ -490,6 +490,40 @@ async def test_a_scan_for_absent_objects_unpacks_only_the_keys_of_objects_no_pas
     assert gone and set(unpacked) == {key for key in gone if device.id in key}
 
 
+async def test_the_scan_for_absent_objects_reads_the_next_scopes_while_it_checks_these(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan reads a chunk of scopes ahead: when it checks one chunk's fields, the next chunk's
+    read has started (Redis reads while the refs are computed), and it deletes exactly what went."""
+    await first_sweep(runtime)
+    before = await mirror(runtime)
+    read, check = intune_sweep._scope_fields, intune_sweep._unseen_fields
+    reads_ahead: list[int] = []  # as each check ends: reads started minus checks ended before it
+    started = Counter[str]()
+
+    async def reading(writer: PassWriter, scopes: Any) -> Any:
+        started["read"] += 1
+        return await read(writer, scopes)
+
+    async def checking(writer: PassWriter, kind: Any, sets: Any, fields: Any) -> Any:
+        unseen = await check(writer, kind, sets, fields)
+        reads_ahead.append(started["read"] - started["check"])
+        started["check"] += 1
+        return unseen
+
+    monkeypatch.setattr(intune_sweep, "SCOPES_PER_READ", 2)
+    monkeypatch.setattr(intune_sweep, "_scope_fields", reading)
+    monkeypatch.setattr(intune_sweep, "_unseen_fields", checking)
+    estate.retire_device(pick(estate, "iPhone").id)
+
+    records, failures = await sync(runtime)
+
+    after = expected_intune(estate, set(tenant.users))
+    assert failures == [] and summary(records) == expected_changes(before, after)
+    assert started["read"] == started["check"] > 10  # each chunk read once
+    assert set(reads_ahead) == {1, 2} and reads_ahead.count(2) > len(reads_ahead) / 2
+
+
 async def test_the_scan_and_prune_scripts_answer_past_a_thousand_refs_a_call(runtime: Runtime) -> None:
     """`UNSEEN_BY_ANY` and `PRUNE_UNITS` ask Redis a thousand refs a call: past that, every answer is
     still where it belongs (refs in the first set, the second, neither; records seen and gone)."""
