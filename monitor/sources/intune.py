@@ -59,6 +59,7 @@ from monitor.sources.intune_sweep import (
     prune_units,
     seen_source,
 )
+from monitor.sources.intune_units import ALL_SCOPES
 from monitor.store import iso_ms
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ class PassOutcome:
     detail: str = ""
     objects: int = 0
     http_status: int = 0
-    may_have_dropped: bool = False
+    # Whether every object the pass owns had a unit record, of this layout, when it started.
+    recorded: bool = False
     # Every unit of the pass is one the last pass had, and no other (`PassWriter.same_units`): none to prune.
     same_units: bool = False
 
@@ -229,17 +231,28 @@ async def _delete_absent_objects(
     context: SourceContext, report: SweepReport, result: RoundResult, track: bool, on_records: RecordListener | None
 ) -> None:
     """After the passes: prune the records of units that went, then delete by absence what the complete
-    passes own and did not see. The whole mirror is scanned only when an object may have gone (a unit
-    went, or dropped an object, or records were incomplete); otherwise only the families written
-    without unit records (`UNRECORDED_FAMILIES`). Then the complete passes' records are complete."""
+    passes own and did not see. Only the scopes owed a scan are read (`sweep_scan_owed`: those where
+    a unit that went, or one that now maps to fewer objects, had objects; every scope when records
+    were incomplete), and the families written without unit records (`UNRECORDED_FAMILIES`) whole.
+    Then the complete passes' records are complete, and when every pass completed nothing is owed."""
     complete = frozenset(o.name for o in report.passes if o.status == "complete")
     if track and complete:
         same = frozenset(o.name for o in report.passes if o.same_units)
-        pruned = [await prune_units(context, name) for name in sorted(complete - same)]
-        dropped = any(pruned) or any(o.may_have_dropped for o in report.passes if o.name in complete)
+        for outcome in report.passes:
+            if outcome.name in complete - same:
+                await prune_units(context, outcome.name, outcome.recorded)
+        owed_key = context.store.keys.sweep_scan_owed(SOURCE)
+        owed = await context.store.redis.smembers(owed_key)
         writer = PassWriter(context, "deletions", result, track=False, on_records=on_records)
-        families = FAMILIES if dropped else UNRECORDED_FAMILIES
-        await delete_absent(writer, families, complete, await ownership(writer), FAMILY_OWNERS)
+        owner_of = await ownership(writer)
+        if owed:
+            recorded = [each for each in FAMILIES if each not in UNRECORDED_FAMILIES]
+            buckets = None if ALL_SCOPES.encode() in owed else {int(b) for b in owed}
+            await delete_absent(writer, recorded, complete, owner_of, FAMILY_OWNERS, buckets)
+        await delete_absent(writer, UNRECORDED_FAMILIES, complete, owner_of, FAMILY_OWNERS)
+        if owed and not any(o.status in FAILED for o in report.passes):
+            # Scanned for every pass that can complete: what a failed pass owns waits for its next try.
+            await context.store.redis.srem(owed_key, *owed)
     for name in sorted(complete):
         await context.store.redis.set(context.store.keys.sweep_units_complete(seen_source(name)), 1)
 
@@ -317,8 +330,8 @@ async def _run_pass(
         "complete",
         "",
         writer.objects,
-        may_have_dropped=writer.may_have_dropped,
         same_units=writer.same_units,
+        recorded=recorded,
     )
 
 

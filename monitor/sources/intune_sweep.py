@@ -30,7 +30,16 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -38,14 +47,16 @@ import orjson
 
 from monitor.graph.client import BATCH_LIMIT, BatchRequest, BatchResponse, GraphClient, GraphError
 from monitor.keys import TenantKeys
-from monitor.mirror_codec import unpack_keys
+from monitor.mirror_codec import packed_key, unpack_keys
 from monitor.model.registry import end_placements, entity_anchor
 from monitor.model.types import Delete, JsonObject, Kind, Op, Placement, Upsert
 from monitor.scopes import ScopeId
 from monitor.sources.base import Progress, RecordListener, RoundResult, SourceContext
 from monitor.sources.intune_units import (
+    ALL_SCOPES,
     CHECK_CHUNK,
     CHECK_UNITS,
+    DIGEST_SIZE,
     HIT_PAGES,
     PRUNE_CHUNK,
     PRUNE_UNITS,
@@ -57,6 +68,7 @@ from monitor.sources.intune_units import (
     dropped_refs,
     field_ref,
     record,
+    ref_buckets,
     seen_ref,
     stale_record,
 )
@@ -103,9 +115,6 @@ class PassWriter:
         self.on_records = on_records
         self.progress = progress
         self.objects = 0
-        # Whether an object this pass owns may have gone although every unit was seen: a unit mapped
-        # to fewer objects than its record names, or one without a record (`monitor.sources.intune_units`).
-        self.may_have_dropped = False
         # Device id -> `_type` (None: not in the mirror), shared by the passes after the device pass.
         self.device_types: dict[str, str | None] = {} if device_types is None else device_types
         # The page of units being checked and committed while the pass reads and digests the next one.
@@ -127,7 +136,7 @@ class PassWriter:
         number of change records the page emitted. Pages commit in the order they are given: a page of
         units still in flight is committed first."""
         await self.settle()
-        refs = b"".join(seen_ref(op.placement.kind, op.key) for op in ops if isinstance(op, Upsert))
+        refs = b"".join(seen_ref(op.placement, op.key) for op in ops if isinstance(op, Upsert))
         return await self._commit(PageWrite(ops=list(ops), raw_members=self._seen(refs)), objects)
 
     async def commit_units(self, units: Sequence[Unit], *, objects: int = 0) -> None:
@@ -207,9 +216,8 @@ class PassWriter:
         for changed_unit in changed:
             mapped = changed_unit.mapping()
             unit_refs, unit_record = record(changed_unit.digest, mapped)
-            if self.track and not self.may_have_dropped:
-                known = earlier.get(changed_unit.uid)
-                self.may_have_dropped = (known is not None or not self.recorded) and dropped_refs(known, unit_refs)
+            if self.track:
+                write.raw_sets += self._owed(earlier.get(changed_unit.uid), unit_refs)
             ops += mapped
             refs[changed_unit.uid] = unit_refs
             if unit_refs:  # a unit mapped to nothing keeps no record: it is mapped every time
@@ -221,6 +229,21 @@ class PassWriter:
             write.raw_fields += self._page_records(units, pages, refs, iter(kept))
         self.result.skipped += len(units) - len(changed)
         return await self._commit(write, objects)
+
+    def _owed(self, earlier: bytes | None, refs: bytes) -> list[tuple[str, str]]:
+        """The scopes owed a scan because a unit mapped again now maps to `refs`, its record was
+        `earlier`: those of the objects it no longer names (`dropped_refs`), or every scope when the
+        pass's records are not known to be complete and of this layout (`recorded`). Committed with the unit's
+        new record, so a sweep killed before its scan leaves them owed."""
+        if earlier is None and self.recorded:
+            return []  # a new unit: nothing left behind
+        if not dropped_refs(earlier, refs):
+            return []
+        owed = self.context.store.keys.sweep_scan_owed(SOURCE)
+        if earlier is None or not self.recorded:  # records incomplete, or of an earlier layout
+            return [(owed, ALL_SCOPES)]
+        lost = _refs(earlier[DIGEST_SIZE:]) - _refs(refs)
+        return [(owed, str(bucket)) for bucket in sorted(ref_buckets(b"".join(lost)))]
 
     def _page_records(
         self, units: Sequence[Unit], pages: Sequence[tuple[bytes, int]], mapped: dict[str, bytes], kept: Iterator[bytes]
@@ -318,6 +341,10 @@ class PassWriter:
             self.progress(self.result)
 
 
+def _refs(joined: bytes) -> set[bytes]:
+    return {joined[at : at + REF_SIZE] for at in range(0, len(joined), REF_SIZE)}
+
+
 async def has_objects(context: SourceContext, families: Iterable[tuple[Kind, str]]) -> bool:
     for kind, family in families:
         if await context.store.known_scopes(kind, family):
@@ -339,8 +366,12 @@ async def delete_absent(
     complete: frozenset[str],
     owner_of: Ownership,
     owners: Mapping[tuple[Kind, str], Sequence[str]],
+    buckets: Collection[int] | None = None,
 ) -> int:
     """After the passes: delete what a complete pass owns and did not see. Returns how many.
+
+    `buckets`: the only scopes to read, by bucket (None: all): the scopes owed a scan
+    (`TenantKeys.sweep_scan_owed`).
 
     Per `SCOPES_PER_READ` scopes: their fields (one round trip); the fields whose seen ref
     (`field_ref`, computed from the field as read) is in no complete pass's seen set (one round trip,
@@ -355,6 +386,8 @@ async def delete_absent(
         asked = complete & frozenset(owners.get((kind, family), complete))
         sets = [store.keys.round_seen(seen_source(name)) for name in sorted(asked, key=lambda n: -sizes[n])]
         scopes = await store.known_scopes(kind, family)
+        if buckets is not None:
+            scopes = [scope for scope in scopes if scope.bucket in buckets]
         chunks = [scopes[start : start + SCOPES_PER_READ] for start in range(0, len(scopes), SCOPES_PER_READ)]
         async with contextlib.aclosing(_read_ahead(writer, chunks)) as read:
             async for chunk, fields in read:
@@ -416,7 +449,8 @@ async def _unseen_fields(
     positions: list[int] = list(range(1, len(listed) + 1))
     if listed and sets:
         script: Any = writer.context.store.redis.register_script(UNSEEN_BY_ANY)
-        positions = await script(keys=sets, args=[b"".join(field_ref(kind, field) for _, field in listed)])
+        refs = b"".join(field_ref(kind, scope.bucket, field) for scope, field in listed)
+        positions = await script(keys=sets, args=[refs])
     candidates: dict[ScopeId, list[bytes]] = {}
     for position in positions:
         scope, field = listed[int(position) - 1]
@@ -472,7 +506,9 @@ async def _unseen(
     script: Any = store.redis.register_script(UNSEEN)
     sets = [store.keys.round_seen(seen_source(owner)) for owner in by_owner]
     counts = orjson.dumps([len(owned) for owned in by_owner.values()])
-    refs = b"".join(seen_ref(kind, key) for owned in by_owner.values() for _, key in owned)
+    refs = b"".join(
+        field_ref(kind, scope.bucket, packed_key(key)[0]) for owned in by_owner.values() for scope, key in owned
+    )
     answer = await script(keys=sets, args=[counts, refs])
     owned_lists = list(by_owner.values())
     missing: dict[ScopeId, list[str]] = {}
@@ -505,17 +541,19 @@ return out
 """
 
 
-async def prune_units(context: SourceContext, pass_name: str) -> int:
+async def prune_units(context: SourceContext, pass_name: str, recorded: bool) -> int:
     """After a complete pass (before its seen set is cleared): drop the records of its units that are
-    gone (`PRUNE_UNITS`). Returns how many."""
+    gone (`PRUNE_UNITS`), owing a scan of the scopes their objects are in (of every scope unless the
+    pass's records were `recorded`, complete and of this layout, when it started). Returns how many."""
     store = context.store
     source = seen_source(pass_name)
     buckets = sorted(int(b) for b in await store.redis.smembers(store.keys.sweep_unit_buckets(source)))
     script: Any = store.redis.register_script(PRUNE_UNITS)
     dropped = 0
+    sets = [store.keys.round_seen(source), store.keys.sweep_scan_owed(SOURCE)]
     for start in range(0, len(buckets), PRUNE_CHUNK):
         keys = [store.keys.sweep_units(source, b) for b in buckets[start : start + PRUNE_CHUNK]]
-        dropped += int(await script(keys=[store.keys.round_seen(source), *keys]))
+        dropped += int(await script(keys=[*sets, *keys], args=["" if recorded else ALL_SCOPES]))
     return dropped
 
 

@@ -59,7 +59,8 @@ import orjson
 
 from monitor.keys import TenantKeys
 from monitor.mirror_codec import packed_key
-from monitor.model.types import Op, Upsert
+from monitor.model.types import Op, Placement, Upsert
+from monitor.scopes import scope_of
 
 DIGEST_SIZE = 8
 REF_SIZE = 8
@@ -87,17 +88,30 @@ def _mapping_version() -> bytes:
 MAPPING_VERSION = _mapping_version()
 
 
-def seen_ref(kind: str, key: str) -> bytes:
-    """The 8-byte ref of an object in a pass's seen set (`TenantKeys.round_seen`): a digest of its kind
-    and of its field in the mirror (`mirror_codec.pack_key`), so that a scan of the mirror computes it
-    from the fields it reads without unpacking them (`field_ref`)."""
-    return field_ref(kind, packed_key(key)[0])
+def seen_ref(placement: Placement, key: str) -> bytes:
+    """The 8-byte ref of an object in a pass's seen set (`TenantKeys.round_seen`): the bucket of its
+    mirror scope, then a digest of its kind and of its field in the mirror (`mirror_codec.pack_key`),
+    so that a scan of the mirror computes it from the scope and fields it reads without unpacking
+    them (`field_ref`), and a record's refs say which scopes its objects are in (`ref_buckets`)."""
+    return field_ref(placement.kind, scope_of(placement).bucket, packed_key(key)[0])
 
 
-def field_ref(kind: str, field: bytes) -> bytes:
-    """The seen ref of the object stored under `field` (as the mirror writes fields today; a field
-    of an earlier layout gives a ref no object has, which a scan then checks by its key)."""
-    return hashlib.blake2b(kind.encode() + b":" + field, digest_size=REF_SIZE).digest()
+def field_ref(kind: str, bucket: int, field: bytes) -> bytes:
+    """The seen ref of the object stored under `field` in bucket `bucket` of its family (as the mirror
+    writes fields today; a field of an earlier layout gives a ref no object has, which a scan then
+    checks by its key). Two bytes of bucket and six of digest: a collision within a bucket could
+    only make an absent object look seen, never delete a present one."""
+    digest = hashlib.blake2b(kind.encode() + b":" + field, digest_size=REF_SIZE - 2).digest()
+    return bucket.to_bytes(2, "big") + digest
+
+
+# The member of `TenantKeys.sweep_scan_owed` that owes a scan of every scope.
+ALL_SCOPES = "*"
+
+
+def ref_buckets(refs: bytes) -> set[int]:
+    """The mirror buckets of the objects `refs` name (`seen_ref`)."""
+    return {int.from_bytes(refs[at : at + 2], "big") for at in range(0, len(refs), REF_SIZE)}
 
 
 @dataclass(slots=True)
@@ -176,7 +190,7 @@ def stale_record(earlier: bytes | None, refs: bytes) -> bytes | None:
 
 def record(digest: bytes, ops: Sequence[Op]) -> tuple[bytes, bytes]:
     """(the seen refs of `ops`' upserts, the unit's record: digest then refs)."""
-    refs = b"".join(seen_ref(op.placement.kind, op.key) for op in ops if isinstance(op, Upsert))
+    refs = b"".join(seen_ref(op.placement, op.key) for op in ops if isinstance(op, Upsert))
     return refs, digest + refs
 
 
@@ -249,12 +263,15 @@ return 1
 """
 
 # Drop the records of units that are gone: after a complete pass, a record whose first ref is not in
-# the pass's seen set belongs to a unit the pass did not see (a seen unit adds all its refs).
-# KEYS[1] = the seen set; KEYS[2..] = unit bucket hashes (their first refs asked a thousand a call,
-# SMISMEMBER). Returns the number of records dropped.
+# the pass's seen set belongs to a unit the pass did not see (a seen unit adds all its refs). The
+# buckets its refs name (their first two bytes) are added to the scopes owed a scan, in the same call,
+# or with ARGV[1] = "*" (records not known to be complete, or of an earlier layout) every scope is.
+# KEYS[1] = the seen set; KEYS[2] = the scopes owed a scan (`TenantKeys.sweep_scan_owed`); KEYS[3..] =
+# unit bucket hashes (their first refs asked a thousand a call, SMISMEMBER). Returns the number of
+# records dropped.
 PRUNE_UNITS = """
-local dropped = 0
-for k = 2, #KEYS do
+local dropped, owed = 0, {}
+for k = 3, #KEYS do
   local flat = redis.call('HGETALL', KEYS[k])
   local gone = {}
   for s = 1, #flat, 2000 do
@@ -262,7 +279,11 @@ for k = 2, #KEYS do
     for i = s, math.min(s + 1999, #flat), 2 do firsts[#firsts + 1] = string.sub(flat[i + 1], 9, 16) end
     local flags = redis.call('SMISMEMBER', KEYS[1], unpack(firsts))
     for j = 1, #flags do
-      if flags[j] == 0 then gone[#gone + 1] = flat[s + 2 * j - 2] end
+      if flags[j] == 0 then
+        gone[#gone + 1] = flat[s + 2 * j - 2]
+        local rec = flat[s + 2 * j - 1]
+        for at = 9, #rec, 8 do owed[string.byte(rec, at) * 256 + string.byte(rec, at + 1)] = true end
+      end
     end
   end
   for i = 1, #gone, 1000 do
@@ -270,5 +291,12 @@ for k = 2, #KEYS do
   end
   dropped = dropped + #gone
 end
+local buckets = {}
+if ARGV[1] == '*' then
+  if dropped > 0 then buckets[1] = '*' end
+else
+  for bucket in pairs(owed) do buckets[#buckets + 1] = tostring(bucket) end
+end
+for i = 1, #buckets, 1000 do redis.call('SADD', KEYS[2], unpack(buckets, i, math.min(i + 999, #buckets))) end
 return dropped
 """

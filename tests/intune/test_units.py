@@ -17,6 +17,8 @@ from monitor.app import Runtime
 from monitor.graph.client import GraphError
 from monitor.mirror_codec import decode_entry
 from monitor.model.intune import DEVICE_FAMILY
+from monitor.model.types import Placement
+from monitor.scopes import scope_of
 from monitor.simulator import SimTenant
 from monitor.simulator.intune import IntuneTenant
 from monitor.simulator.intune_catalog import DEVICE_KINDS
@@ -421,9 +423,9 @@ async def test_a_pass_that_knew_every_page_prunes_nothing_and_one_that_did_not_s
     prune = intune_sweep.prune_units
     pruned: list[str] = []
 
-    async def recording(context: Any, name: str) -> int:
+    async def recording(context: Any, name: str, recorded: bool) -> int:
         pruned.append(name)
-        return await prune(context, name)
+        return await prune(context, name, recorded)
 
     monkeypatch.setattr(intune, "prune_units", recording)
     records, failures = await sync(runtime)
@@ -524,12 +526,67 @@ async def test_the_scan_for_absent_objects_reads_the_next_scopes_while_it_checks
     assert set(reads_ahead) == {1, 2} and reads_ahead.count(2) > len(reads_ahead) / 2
 
 
+async def test_the_scan_for_absent_objects_reads_only_the_scopes_owed_one(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retired device's unit records name the scopes its objects are in (a seen ref starts with its
+    scope's bucket), so the scan reads those scopes, not the mirror, and deletes exactly what went."""
+    await first_sweep(runtime)
+    before = await mirror(runtime)
+    read = intune_sweep._scope_fields
+    scanned: list[Any] = []
+
+    async def reading(writer: PassWriter, scopes: Any) -> Any:
+        scanned.extend(scopes)
+        return await read(writer, scopes)
+
+    monkeypatch.setattr(intune_sweep, "_scope_fields", reading)
+    device = pick(estate, "iPhone", lambda d: bool(estate.device_apps(d.id)))
+    estate.retire_device(device.id)
+
+    records, failures = await sync(runtime)
+
+    after = expected_intune(estate, set(tenant.users))
+    assert failures == [] and summary(records) == expected_changes(before, after)
+    store = runtime.store(TENANT_ID)
+    devices = [s for s in scanned if s.family == DEVICE_FAMILY]
+    anchored = scope_of(Placement("relationship", DEVICE_FAMILY, device.id))
+    assert anchored in devices and len(devices) * 10 < len(await store.known_scopes("relationship", DEVICE_FAMILY))
+    assert await store.redis.smembers(store.keys.sweep_scan_owed("intune")) == set()  # scanned: none owed
+
+
+async def test_a_sweep_killed_before_its_scan_leaves_the_scan_owed_to_the_next(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The records of a retired device's units are pruned, then the sweep dies before it deletes: the
+    next sweep finds nothing more to prune, and still deletes the device's objects (the scopes owed a
+    scan were written with the pruning)."""
+    await first_sweep(runtime)
+    before = await mirror(runtime)
+    estate.retire_device(pick(estate, "iPhone", lambda d: bool(estate.device_apps(d.id))).id)
+    delete_absent = intune.delete_absent
+
+    async def dying(*args: Any) -> int:
+        raise GraphError("the process was killed", status=500)
+
+    monkeypatch.setattr(intune, "delete_absent", dying)
+    _, failures = await sync(runtime)
+    assert failures and await mirror(runtime) == before
+    monkeypatch.setattr(intune, "delete_absent", delete_absent)
+
+    records, failures = await sync(runtime)
+
+    after = expected_intune(estate, set(tenant.users))
+    assert failures == [] and summary(records) == expected_changes(before, after) and after != before
+    assert await mirror(runtime) == after
+
+
 async def test_the_scan_and_prune_scripts_answer_past_a_thousand_refs_a_call(runtime: Runtime) -> None:
     """`UNSEEN_BY_ANY` and `PRUNE_UNITS` ask Redis a thousand refs a call: past that, every answer is
     still where it belongs (refs in the first set, the second, neither; records seen and gone)."""
     redis = runtime.store(TENANT_ID).redis
     base = runtime.store(TENANT_ID).keys.base
-    refs = [n.to_bytes(8, "big") for n in range(2500)]
+    refs = [(n // 100).to_bytes(2, "big") + n.to_bytes(6, "big") for n in range(2500)]  # bucket n // 100
     first, second = f"{base}:test:first", f"{base}:test:second"
     await redis.sadd(first, *refs[:1200])
     await redis.sadd(second, *refs[1200:2400:2])
@@ -539,5 +596,10 @@ async def test_the_scan_and_prune_scripts_answer_past_a_thousand_refs_a_call(run
     bucket = f"{base}:test:bucket"
     await redis.hset(bucket, mapping={f"u{n}": bytes(8) + ref for n, ref in enumerate(refs[:1500])})
     prune = redis.register_script(intune_units.PRUNE_UNITS)
-    assert await prune(keys=[first, bucket]) == 300
+    owed = f"{base}:test:owed"
+    assert await prune(keys=[first, owed, bucket], args=[""]) == 300
     assert sorted(await redis.hkeys(bucket)) == sorted(f"u{n}".encode() for n in range(1200))
+    assert await redis.smembers(owed) == {b"12", b"13", b"14"}  # the buckets of the records dropped
+    await redis.hset(bucket, "gone", bytes(8) + refs[2499])
+    assert await prune(keys=[first, owed, bucket], args=["*"]) == 1  # records not known complete
+    assert await redis.smembers(owed) == {b"12", b"13", b"14", b"*"}
