@@ -564,7 +564,6 @@ async def test_a_sweep_killed_before_its_scan_leaves_the_scan_owed_to_the_next(
     await first_sweep(runtime)
     before = await mirror(runtime)
     estate.retire_device(pick(estate, "iPhone", lambda d: bool(estate.device_apps(d.id))).id)
-    delete_absent = intune.delete_absent
 
     async def dying(*args: Any) -> int:
         raise GraphError("the process was killed", status=500)
@@ -572,7 +571,7 @@ async def test_a_sweep_killed_before_its_scan_leaves_the_scan_owed_to_the_next(
     monkeypatch.setattr(intune, "delete_absent", dying)
     _, failures = await sync(runtime)
     assert failures and await mirror(runtime) == before
-    monkeypatch.setattr(intune, "delete_absent", delete_absent)
+    monkeypatch.undo()
 
     records, failures = await sync(runtime)
 
