@@ -13,11 +13,14 @@ Rules (docs/architecture.md, "Rules that keep it correct"; issue 4):
   ownership is per object, never per scope.
 - The deletion phase reads each Intune scope once, keys only (a few hundred per scope), a pipeline
   of scopes per round trip; it reads an object's JSON only when it deletes it (for its anchor).
-- Seen-set members are 64-bit digests of "<kind>:<mirror field>" (8 raw bytes; `seen_ref`), not the
-  keys: a large estate's passes see millions of relationships, and a digest costs Redis a fraction of
-  a key. The scan for absence computes them from the fields it reads, so it unpacks only the keys of
-  objects no pass saw. A collision could only make an absent object look seen, never delete a present
-  one.
+- Seen-set members are 8-byte refs, not the keys: the bucket of the object's scope, then a digest of
+  "<kind>:<mirror field>" (`seen_ref`): a large estate's passes see millions of relationships, and a
+  ref costs Redis a fraction of a key. The scan for absence computes them from the scopes and fields
+  it reads, so it unpacks only the keys of objects no pass saw. A collision could only make an absent
+  object look seen, never delete a present one.
+- The scan reads only the scopes owed one (`TenantKeys.sweep_scan_owed`): those a unit record that
+  went, or was rewritten naming fewer objects, named (the buckets its refs start with), stored in
+  the same script or commit as that change, so a sweep killed before its scan still owes it.
 - The change records carry source "intune"; the seen sets are written in the same commit, keyed by
   pass.
 - Objects read from Graph go through `commit_units`: what Graph says the same as last time is not
