@@ -99,10 +99,6 @@ class PassOutcome:
     detail: str = ""
     objects: int = 0
     http_status: int = 0
-    # Whether every object the pass owns had a unit record, of this layout, when it started.
-    recorded: bool = False
-    # Every unit of the pass is one the last pass had, and no other (`PassWriter.same_units`): none to prune.
-    same_units: bool = False
 
 
 @dataclass(slots=True)
@@ -230,17 +226,14 @@ async def _enrich_account(
 async def _delete_absent_objects(
     context: SourceContext, report: SweepReport, result: RoundResult, track: bool, on_records: RecordListener | None
 ) -> None:
-    """After the passes: prune the records of units that went, then delete by absence what the complete
-    passes own and did not see. Only the scopes owed a scan are read (`sweep_scan_owed`: those where
-    a unit that went, or one that now maps to fewer objects, had objects; every scope when records
-    were incomplete), and the families written without unit records (`UNRECORDED_FAMILIES`) whole.
+    """After the passes (each complete one has pruned the records of its units that went): delete by
+    absence what the complete passes own and did not see. Only the scopes owed a scan are read
+    (`sweep_scan_owed`: those where a unit that went, or one that now maps to fewer objects, had
+    objects; every scope when records were incomplete), and the families written without unit records
+    (`UNRECORDED_FAMILIES`) whole.
     Then the complete passes' records are complete, and when every pass completed nothing is owed."""
     complete = frozenset(o.name for o in report.passes if o.status == "complete")
     if track and complete:
-        same = frozenset(o.name for o in report.passes if o.same_units)
-        for outcome in report.passes:
-            if outcome.name in complete - same:
-                await prune_units(context, outcome.name, outcome.recorded)
         owed_key = context.store.keys.sweep_scan_owed(SOURCE)
         owed = await context.store.redis.smembers(owed_key)
         writer = PassWriter(context, "deletions", result, track=False, on_records=on_records)
@@ -324,15 +317,11 @@ async def _run_pass(
         log.error("tenant %s: Intune %s failed, nothing deleted: %s", context.tenant.id, name, exc)
         status: PassStatus = "invalid response" if exc.code == INVALID_RESPONSE else "failed"
         return PassOutcome(name, permission, status, str(exc), writer.objects, http_status=exc.status)
-    return PassOutcome(
-        name,
-        permission,
-        "complete",
-        "",
-        writer.objects,
-        same_units=writer.same_units,
-        recorded=recorded,
-    )
+    if setup.track and not writer.same_units:
+        # At once, while the other passes run: the records of its units that went, and the scopes their
+        # objects are in owed a scan (a pass that saw the units the last one left has none to prune).
+        await prune_units(context, name, recorded)
+    return PassOutcome(name, permission, "complete", "", writer.objects)
 
 
 async def _count_passes(context: SourceContext, report: SweepReport) -> None:

@@ -442,6 +442,33 @@ async def test_a_pass_that_knew_every_page_prunes_nothing_and_one_that_did_not_s
     assert (await _records(runtime))["detected"] == held["detected"] - apps
 
 
+async def test_a_pass_prunes_its_records_as_it_ends_while_the_other_passes_run(
+    runtime: Runtime, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pruning needs only the pass's own seen set and records: the device pass prunes before the
+    passes after it have read anything, not after all of them."""
+    await first_sweep(runtime)
+    events: list[str] = []
+    prune, finish = intune_sweep.prune_units, PassWriter.finish_pages
+
+    async def pruning(context: Any, name: str, recorded: bool) -> int:
+        events.append(f"prune {name}")
+        return await prune(context, name, recorded)
+
+    async def finishing(writer: PassWriter) -> None:
+        events.append(f"{writer.pass_name} read")
+        await finish(writer)
+
+    monkeypatch.setattr(intune, "prune_units", pruning)
+    monkeypatch.setattr(PassWriter, "finish_pages", finishing)
+    estate.retire_device(pick(estate, "macMDM", lambda d: bool(estate.device_apps(d.id))).id)
+
+    _, failures = await sync(runtime)
+
+    assert failures == [] and events.index("prune devices") < events.index("detected read")
+    assert events.index("detected read") < events.index("prune detected")
+
+
 async def test_a_scan_for_absent_objects_keeps_those_stored_in_the_earlier_layout(
     runtime: Runtime, tenant: SimTenant, estate: IntuneTenant
 ) -> None:
