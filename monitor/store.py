@@ -665,7 +665,8 @@ class TenantStore:
 
     # -- full rounds: deletion by absence ------------------------------------------------------
     async def reset_seen(self, source: str) -> None:
-        await self._write_key("DEL", self.keys.round_seen(source))
+        # UNLINK: a seen set of a million refs is freed by Redis off its main thread, not in the call.
+        await self._write_key("UNLINK", self.keys.round_seen(source))
 
     async def unseen(self, source: str, keys: Sequence[str]) -> list[str]:
         if not keys:

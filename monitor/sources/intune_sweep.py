@@ -191,7 +191,7 @@ class PassWriter:
         await self.settle()
         previous = self._pages_key("previous")
         left = await self.context.store.redis.hlen(previous)
-        await self.context.store.redis.delete(previous)
+        await self.context.store.redis.unlink(previous)
         self.same_units = self.track and self._pages_unknown == 0 and left == 0
 
     async def _unknown_parts(self, parts: Sequence[PagePart]) -> list[PagePart]:
