@@ -30,36 +30,42 @@ def _grouped(store: TenantStore, family: str, keys: Iterable[str]) -> dict[str, 
 
 
 async def known_users(store: TenantStore, user_ids: Iterable[str]) -> set[str]:
-    """The ids among `user_ids` that are `azure_user` entities in the mirror."""
+    """The ids among `user_ids` that are `azure_user` entities in the mirror (one script call:
+    `FIELDS_EXIST`, not a command per user)."""
     by_hash = _grouped(store, USER_FAMILY, user_ids)
     if not by_hash:
         return set()
     await store.upgrade()
-    pipeline: Any = store.redis.pipeline(transaction=False)
-    for mirror_key, keys in by_hash.items():
-        for key in keys:
-            pipeline.hexists(mirror_key, pack_key(key))
-    flags = await pipeline.execute()
+    script: Any = store.redis.register_script(FIELDS_EXIST)
+    flags = _text(await script(keys=list(by_hash), args=_fields_args(by_hash)))
     ordered = [key for keys in by_hash.values() for key in keys]
-    return {key for key, flag in zip(ordered, flags, strict=True) if flag}
+    return {key for key, flag in zip(ordered, flags, strict=True) if flag == "1"}
+
+
+def _fields_args(by_hash: dict[str, list[str]]) -> list[bytes]:
+    """The fields of `by_hash`'s keys as two arguments (`RECORD_TYPES`, `FIELDS_EXIST`): per hash the
+    lengths of its fields, and the fields one after another."""
+    fields = [[pack_key(key) for key in keys] for keys in by_hash.values()]
+    sizes = orjson.dumps([[len(field) for field in hash_fields] for hash_fields in fields])
+    return [sizes, b"".join(f for hash_fields in fields for f in hash_fields)]
 
 
 async def device_types(
     store: TenantStore, device_ids: Iterable[str], cache: dict[str, str | None] | None = None
 ) -> dict[str, str | None]:
-    """Managed device id -> the `_type` of its device entity (None: not in the mirror).
+    """Managed device id -> the `_type` of its device entity (None: not in the mirror), for every id
+    of `device_ids` (with `cache`, the cache itself, which holds them and the sweep's others).
 
     One script call: Redis reads the records and returns only their `_type`s, so a page of a thousand
     statuses costs a few kilobytes of answer instead of the thousand device records. With `cache`
     (one sweep's, filled after its device pass wrote every device), each device is read once.
     """
-    wanted = list(dict.fromkeys(device_ids))
     if cache is None:
-        return await _read_types(store, wanted)
-    missing = [device for device in wanted if device not in cache]
+        return await _read_types(store, list(dict.fromkeys(device_ids)))
+    missing = {device for device in device_ids if device not in cache}
     if missing:
-        cache.update(await _read_types(store, missing))
-    return {device: cache[device] for device in wanted}
+        cache.update(await _read_types(store, list(missing)))
+    return cache  # every device asked for is in it: a page's worth of copies saved
 
 
 async def _read_types(store: TenantStore, device_ids: list[str]) -> dict[str, str | None]:
@@ -68,9 +74,7 @@ async def _read_types(store: TenantStore, device_ids: list[str]) -> dict[str, st
         return {}
     await store.upgrade()
     script: Any = store.redis.register_script(RECORD_TYPES)  # a hash of the text; EVALSHA after the first
-    fields = [[pack_key(key) for key in keys] for keys in by_hash.values()]
-    sizes = orjson.dumps([[len(field) for field in hash_fields] for hash_fields in fields])
-    answers = await script(keys=list(by_hash), args=[sizes, b"".join(f for hash_fields in fields for f in hash_fields)])
+    answers = await script(keys=list(by_hash), args=_fields_args(by_hash))
     ordered = [key for keys in by_hash.values() for key in keys]
     return {key: _text(kind) or None for key, kind in zip(ordered, answers, strict=True)}
 
@@ -106,4 +110,19 @@ for k = 1, #KEYS do
   end
 end
 return out
+"""
+
+# Which fields exist (read-only). KEYS and ARGV as for `RECORD_TYPES`. Returns one string with a
+# "1" or "0" per field, in order (a page of thousands of fields: one short answer).
+FIELDS_EXIST = """
+local lists = cjson.decode(ARGV[1])
+local names, at = ARGV[2], 1
+local out = {}
+for k = 1, #KEYS do
+  for _, size in ipairs(lists[k]) do
+    out[#out + 1] = redis.call('HEXISTS', KEYS[k], string.sub(names, at, at + size - 1))
+    at = at + size
+  end
+end
+return table.concat(out)
 """
