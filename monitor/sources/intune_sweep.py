@@ -126,6 +126,7 @@ class PassWriter:
         # pass saw is one the last pass had, and no other (`finish_pages`: then none is to be pruned).
         self._pages_unknown = 0
         self.same_units = False
+        self._unit_keys: dict[int, str] = {}
 
     @property
     def _seen_key(self) -> str:
@@ -214,7 +215,6 @@ class PassWriter:
         ops: list[Op] = []
         refs: dict[str, bytes] = {}  # uid -> the refs of a unit mapped now
         write = PageWrite(ops=ops)
-        units_key = self.context.store.keys.sweep_units
         source = seen_source(self.pass_name)
         for changed_unit in changed:
             mapped = changed_unit.mapping()
@@ -225,7 +225,7 @@ class PassWriter:
             refs[changed_unit.uid] = unit_refs
             if unit_refs:  # a unit mapped to nothing keeps no record: it is mapped every time
                 bucket = changed_unit.bucket
-                write.raw_fields.append(RawField(units_key(source, bucket), changed_unit.uid.encode(), unit_record))
+                write.raw_fields.append(RawField(self._units_key(bucket), changed_unit.uid.encode(), unit_record))
                 write.raw_sets.append((self.context.store.keys.sweep_unit_buckets(source), str(bucket)))
         write.raw_members = self._seen(b"".join(refs.values()))
         if pages:
@@ -299,7 +299,6 @@ class PassWriter:
         records they had (None: none), and with `want_refs` the refs of each of the others, in order."""
         store = self.context.store
         script: Any = store.redis.register_script(CHECK_UNITS)
-        source = seen_source(self.pass_name)
         changed: list[Unit] = []
         earlier: dict[str, bytes | None] = {}
         kept: list[bytes] = []
@@ -308,7 +307,7 @@ class PassWriter:
             keys: dict[str, int] = {self._seen_key: 1}
             args: list[str | int] = []
             for each in chunk:
-                args += [keys.setdefault(store.keys.sweep_units(source, each.bucket), len(keys) + 1), each.uid]
+                args += [keys.setdefault(self._units_key(each.bucket), len(keys) + 1), each.uid]
             digests = b"".join(each.digest for each in chunk)
             argv = [orjson.dumps(args), digests, TenantKeys.ROUND_SEEN_TTL, int(want_refs)]
             answer = await script(keys=list(keys), args=argv)
@@ -319,6 +318,13 @@ class PassWriter:
                 changed.append(each)
                 earlier[each.uid] = answer[n + 1] or None
         return changed, earlier, kept
+
+    def _units_key(self, bucket: int) -> str:
+        """The name of the pass's unit hash `bucket` (made once: every unit checked names its hash)."""
+        name = self._unit_keys.get(bucket)
+        if name is None:
+            name = self._unit_keys[bucket] = self.context.store.keys.sweep_units(seen_source(self.pass_name), bucket)
+        return name
 
     async def _commit(self, write: PageWrite, objects: int) -> int:
         store, now = self.context.store, self.context.clock()
