@@ -44,6 +44,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -82,6 +83,8 @@ log = logging.getLogger(__name__)
 SOURCE = "intune"
 DELETE_BATCH = 500
 SCOPES_PER_READ = 16
+# Chunks of scopes being scanned at once by the scan for absent objects (`_scanned_ahead`).
+SCANS_AHEAD = 2
 T = TypeVar("T")
 Follow = Callable[[BatchRequest, dict[str, Any]], BatchRequest | None]
 Decode = Callable[[BatchResponse], dict[str, Any]]
@@ -398,9 +401,8 @@ async def delete_absent(
         if buckets is not None:
             scopes = [scope for scope in scopes if scope.bucket in buckets]
         chunks = [scopes[start : start + SCOPES_PER_READ] for start in range(0, len(scopes), SCOPES_PER_READ)]
-        async with contextlib.aclosing(_read_ahead(writer, chunks)) as read:
-            async for chunk, fields in read:
-                candidates = await _unseen_fields(writer, kind, sets, dict(zip(chunk, fields, strict=True)))
+        async with contextlib.aclosing(_scanned_ahead(writer, kind, sets, chunks)) as scanned:
+            async for candidates in scanned:
                 keys = {scope: unpack_keys(found) for scope, found in candidates.items()}
                 missing = await _unseen(writer, kind, family, keys, complete, owner_of)
                 for scope, gone in missing.items():
@@ -409,24 +411,33 @@ async def delete_absent(
     return deleted
 
 
-async def _read_ahead(
-    writer: PassWriter, chunks: Sequence[Sequence[ScopeId]]
-) -> AsyncGenerator[tuple[Sequence[ScopeId], list[list[bytes]]], None]:
-    """Each chunk of scopes with their fields, the next chunk's read while the caller checks this one
-    (Redis reads while the refs of the fields are computed here). A chunk's deletions touch only its
-    own scopes, so a chunk read ahead reads what it would have read after them."""
-    reading: asyncio.Future[list[list[bytes]]] | None = None
+async def _scanned_ahead(
+    writer: PassWriter, kind: Kind, sets: list[str], chunks: Sequence[Sequence[ScopeId]]
+) -> AsyncGenerator[dict[ScopeId, list[bytes]], None]:
+    """The fields of each chunk of scopes that no seen set has (`_candidates`), in order, with the next
+    `SCANS_AHEAD - 1` chunks read and checked while the caller deletes from this one: Redis reads and
+    checks one chunk while the refs of another are computed here. A chunk's deletions touch only its
+    own scopes, so a chunk scanned ahead finds what it would have found after them."""
+    upcoming = iter(chunks)
+    scans = deque(asyncio.ensure_future(_candidates(writer, kind, sets, c)) for c in islice(upcoming, SCANS_AHEAD))
     try:
-        for position, chunk in enumerate(chunks):
-            fields = await (reading or _scope_fields(writer, chunk))
-            reading = None
-            if position + 1 < len(chunks):
-                reading = asyncio.ensure_future(_scope_fields(writer, chunks[position + 1]))
-            yield chunk, fields
+        while scans:
+            found = await scans.popleft()
+            following = next(upcoming, None)
+            if following is not None:
+                scans.append(asyncio.ensure_future(_candidates(writer, kind, sets, following)))
+            yield found
     finally:
-        if reading is not None:
-            reading.cancel()
-            await asyncio.gather(reading, return_exceptions=True)
+        for scan in scans:
+            scan.cancel()
+        await asyncio.gather(*scans, return_exceptions=True)
+
+
+async def _candidates(
+    writer: PassWriter, kind: Kind, sets: list[str], chunk: Sequence[ScopeId]
+) -> dict[ScopeId, list[bytes]]:
+    fields = await _scope_fields(writer, chunk)
+    return await _unseen_fields(writer, kind, sets, dict(zip(chunk, fields, strict=True)))
 
 
 async def _seen_sizes(writer: PassWriter, passes: frozenset[str]) -> dict[str, int]:
