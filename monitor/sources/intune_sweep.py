@@ -83,7 +83,7 @@ log = logging.getLogger(__name__)
 SOURCE = "intune"
 DELETE_BATCH = 500
 SCOPES_PER_READ = 16
-# Chunks of scopes being scanned at once by the scan for absent objects (`_scanned_ahead`).
+# Chunks of scopes scanned ahead of the one whose absent objects are being deleted (`_scanned_ahead`).
 SCANS_AHEAD = 2
 T = TypeVar("T")
 Follow = Callable[[BatchRequest, dict[str, Any]], BatchRequest | None]
@@ -415,7 +415,7 @@ async def _scanned_ahead(
     writer: PassWriter, kind: Kind, sets: list[str], chunks: Sequence[Sequence[ScopeId]]
 ) -> AsyncGenerator[dict[ScopeId, list[bytes]], None]:
     """The fields of each chunk of scopes that no seen set has (`_candidates`), in order, with the next
-    `SCANS_AHEAD - 1` chunks read and checked while the caller deletes from this one: Redis reads and
+    `SCANS_AHEAD` chunks read and checked while the caller deletes from this one: Redis reads and
     checks one chunk while the refs of another are computed here. A chunk's deletions touch only its
     own scopes, so a chunk scanned ahead finds what it would have found after them."""
     upcoming = iter(chunks)

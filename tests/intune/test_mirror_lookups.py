@@ -28,9 +28,7 @@ async def test_known_users_are_the_ids_of_users_in_the_mirror(
     assert found == set(users) and len(users) > 20 and estate.devices
 
 
-async def test_device_types_answer_every_id_asked_and_read_each_once(
-    runtime: Runtime, estate: IntuneTenant
-) -> None:
+async def test_device_types_answer_every_id_asked_and_read_each_once(runtime: Runtime, estate: IntuneTenant) -> None:
     await first_sweep(runtime)
     store = runtime.store(TENANT_ID)
     stored = {key: obj["_type"] for (kind, key), obj in (await mirror(runtime)).items() if kind == "entity"}

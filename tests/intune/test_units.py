@@ -519,38 +519,38 @@ async def test_a_scan_for_absent_objects_unpacks_only_the_keys_of_objects_no_pas
     assert gone and set(unpacked) == {key for key in gone if device.id in key}
 
 
-async def test_the_scan_for_absent_objects_reads_the_next_scopes_while_it_checks_these(
+async def test_the_scan_for_absent_objects_scans_the_next_scopes_while_it_deletes_from_these(
     runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The scan reads a chunk of scopes ahead: when it checks one chunk's fields, the next chunk's
-    read has started (Redis reads while the refs are computed), and it deletes exactly what went."""
+    """The scan works a chunk of scopes ahead: when it handles one chunk's candidates (checks their
+    keys, deletes), the next chunk's read and check are under way; and it deletes exactly what went."""
     await first_sweep(runtime)
     before = await mirror(runtime)
-    read, check = intune_sweep._scope_fields, intune_sweep._unseen_fields
-    reads_ahead: list[int] = []  # as each check ends: reads started minus checks ended before it
+    scan, handle = intune_sweep._candidates, intune_sweep._unseen
+    ahead: list[int] = []  # at each chunk handled: chunks whose scan was started minus chunks handled
     started = Counter[str]()
 
-    async def reading(writer: PassWriter, scopes: Any) -> Any:
-        started["read"] += 1
-        return await read(writer, scopes)
+    def scanning(*args: Any) -> Any:
+        started["scan"] += 1
+        return scan(*args)
 
-    async def checking(writer: PassWriter, kind: Any, sets: Any, fields: Any) -> Any:
-        unseen = await check(writer, kind, sets, fields)
-        reads_ahead.append(started["read"] - started["check"])
-        started["check"] += 1
-        return unseen
+    async def handling(*args: Any) -> Any:
+        started["handle"] += 1
+        ahead.append(started["scan"] - started["handle"])
+        return await handle(*args)
 
-    monkeypatch.setattr(intune_sweep, "SCOPES_PER_READ", 2)
-    monkeypatch.setattr(intune_sweep, "_scope_fields", reading)
-    monkeypatch.setattr(intune_sweep, "_unseen_fields", checking)
+    monkeypatch.setattr(intune_sweep, "SCOPES_PER_READ", 1)
+    monkeypatch.setattr(intune_sweep, "_candidates", scanning)
+    monkeypatch.setattr(intune_sweep, "_unseen", handling)
     estate.retire_device(pick(estate, "iPhone").id)
 
     records, failures = await sync(runtime)
 
     after = expected_intune(estate, set(tenant.users))
     assert failures == [] and summary(records) == expected_changes(before, after)
-    assert started["read"] == started["check"] > 10  # each chunk read once
-    assert set(reads_ahead) == {1, 2} and reads_ahead.count(2) > len(reads_ahead) / 2
+    assert started["scan"] == started["handle"] > 3  # each chunk scanned once
+    # A chunk is handled with the scans of the next ones started (but near the end of a family).
+    assert max(ahead) == intune_sweep.SCANS_AHEAD and ahead.count(max(ahead)) > len(ahead) / 2
 
 
 async def test_the_scan_for_absent_objects_reads_only_the_scopes_owed_one(
