@@ -83,6 +83,18 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+# The start of a script over the fields `_fields_args` names: for each, `field` in hash KEYS[k], and
+# `out` to answer with.
+_EACH_FIELD = """
+local lists = cjson.decode(ARGV[1])
+local names, at = ARGV[2], 1
+local out = {}
+for k = 1, #KEYS do
+  for _, size in ipairs(lists[k]) do
+    local field = string.sub(names, at, at + size - 1)
+    at = at + size
+"""
+
 # The `_type` of mirrored records, read inside Redis (read-only).
 # KEYS = mirror hashes (all of one tenant: one hash tag, one cluster slot).
 # ARGV[1] = a JSON array with, per KEYS[k], the array of the lengths of its fields; ARGV[2] = the
@@ -92,14 +104,10 @@ def _text(value: bytes | str) -> str:
 # with 0x02, its `_type` and a 0x00 byte (`monitor.mirror_codec`). One written before that encoding
 # is canonical JSON (sorted keys, no spaces), where the top-level `_type` reads as
 # `"_type":"<value>"`; the same text inside a string value would have its quotes escaped.
-RECORD_TYPES = """
-local lists = cjson.decode(ARGV[1])
-local names, at = ARGV[2], 1
-local out = {}
-for k = 1, #KEYS do
-  for _, size in ipairs(lists[k]) do
-    local raw = redis.call('HGET', KEYS[k], string.sub(names, at, at + size - 1))
-    at = at + size
+RECORD_TYPES = (
+    _EACH_FIELD
+    + """
+    local raw = redis.call('HGET', KEYS[k], field)
     local found = ''
     if raw and string.byte(raw, 1) == 2 then
       found = string.sub(raw, 2, string.find(raw, '\\0', 2, true) - 1)
@@ -111,18 +119,16 @@ for k = 1, #KEYS do
 end
 return out
 """
+)
 
 # Which fields exist (read-only). KEYS and ARGV as for `RECORD_TYPES`. Returns one string with a
 # "1" or "0" per field, in order (a page of thousands of fields: one short answer).
-FIELDS_EXIST = """
-local lists = cjson.decode(ARGV[1])
-local names, at = ARGV[2], 1
-local out = {}
-for k = 1, #KEYS do
-  for _, size in ipairs(lists[k]) do
-    out[#out + 1] = redis.call('HEXISTS', KEYS[k], string.sub(names, at, at + size - 1))
-    at = at + size
+FIELDS_EXIST = (
+    _EACH_FIELD
+    + """
+    out[#out + 1] = redis.call('HEXISTS', KEYS[k], field)
   end
 end
 return table.concat(out)
 """
+)
