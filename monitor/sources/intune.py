@@ -26,8 +26,10 @@ One sweep (`sweep_intune`, run by `run_source(context, "intune")`):
    sweep: the others relate to its devices. An answer that is not what its call returns (a report
    stream that is not a report, a list page without `value`) fails its pass the same way, as
    "invalid response" in the status and in `monitor_intune_passes_total`.
-4. Delete by absence what the *complete* passes own and did not see (`intune_sweep.delete_absent`);
-   nothing that a skipped, refused or failed pass owns is deleted.
+4. Delete by absence what the *complete* passes own and did not see (`intune_sweep.delete_absent`),
+   reading only the scopes owed a scan (each complete pass, as it ended, pruned the records of its
+   units that went and owed the scopes of their objects); nothing that a skipped, refused or failed
+   pass owns is deleted.
 """
 
 from __future__ import annotations
