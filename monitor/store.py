@@ -19,7 +19,7 @@ import asyncio
 import logging
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -664,6 +664,16 @@ class TenantStore:
         return {m: _loads(v) for m, v in zip(members, values, strict=True) if v is not None}
 
     # -- full rounds: deletion by absence ------------------------------------------------------
+    async def owed_scans(self, source: str) -> set[bytes]:
+        """The scopes owed a scan for absent objects of `source` (`TenantKeys.sweep_scan_owed`)."""
+        return {_bytes(member) for member in await self.redis.smembers(self.keys.sweep_scan_owed(source))}
+
+    async def scanned(self, source: str, owed: Collection[bytes]) -> None:
+        """Remove `owed`, the scopes owed a scan that a scan has just read (`TenantKeys.sweep_scan_owed`),
+        through the fence: a runner that lost its lease must not clear what the next one owes."""
+        if owed:
+            await self._write_key("SREM", self.keys.sweep_scan_owed(source), *owed)
+
     async def reset_seen(self, source: str) -> None:
         # UNLINK: a seen set of a million refs is freed by Redis off its main thread, not in the call.
         await self._write_key("UNLINK", self.keys.round_seen(source))
@@ -903,6 +913,10 @@ def _loads(raw: bytes | str) -> JsonObject:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def _apply(

@@ -25,6 +25,8 @@ async def test_fenced_writes_apply_only_while_the_lease_is_ours(redis: aioredis.
     await commit(fenced, user("user-00001", jobTitle="Engineer"))
     await fenced.save_delta_link("users", "https://graph/delta?token=1", "f", 1.0)
     await fenced.set_cursor("jsonl:x", 1)
+    await redis.sadd(store.keys.sweep_scan_owed("intune"), "7", "9")
+    await fenced.scanned("intune", {b"9"})
 
     await redis.set(lease.key, "the successor's token")
     with pytest.raises(LeaseLost):
@@ -37,12 +39,15 @@ async def test_fenced_writes_apply_only_while_the_lease_is_ours(redis: aioredis.
         await fenced.drop_delta_link("users")
     with pytest.raises(LeaseLost):
         await fenced.set_cursor("jsonl:x", 0)
+    with pytest.raises(LeaseLost):  # scopes the successor owes a scan stay owed
+        await fenced.scanned("intune", {b"7"})
 
     assert await store.last_seq() == 1
     assert [obj["jobTitle"] for obj in (await store.mirror_dump()).values()] == ["Engineer"]
     state = await store.delta_state("users")
     assert state is not None and state.link.endswith("token=1")
     assert await store.cursor("jsonl:x") == 1
+    assert await store.owed_scans("intune") == {b"7"}
     # The store of the lease's holder, and an unfenced one, write as usual.
     successor = store.fenced(Fence(lease.key, "the successor's token"))
     await commit(successor, user("user-00001", jobTitle="Principal Engineer"))

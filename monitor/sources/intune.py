@@ -233,11 +233,11 @@ async def _delete_absent_objects(
     (`sweep_scan_owed`: those where a unit that went, or one that now maps to fewer objects, had
     objects; every scope when records were incomplete), and the families written without unit records
     (`UNRECORDED_FAMILIES`) whole.
-    Then the complete passes' records are complete, and when every pass completed nothing is owed."""
+    Then the complete passes' records are complete, and when no pass failed the scopes read are no
+    longer owed."""
     complete = frozenset(o.name for o in report.passes if o.status == "complete")
     if track and complete:
-        owed_key = context.store.keys.sweep_scan_owed(SOURCE)
-        owed = await context.store.redis.smembers(owed_key)
+        owed = await context.store.owed_scans(SOURCE)
         writer = PassWriter(context, "deletions", result, track=False, on_records=on_records)
         owner_of = await ownership(writer)
         if owed:
@@ -247,7 +247,7 @@ async def _delete_absent_objects(
         await delete_absent(writer, UNRECORDED_FAMILIES, complete, owner_of, FAMILY_OWNERS)
         if owed and not any(o.status in FAILED for o in report.passes):
             # Scanned for every pass that can complete: what a failed pass owns waits for its next try.
-            await context.store.redis.srem(owed_key, *owed)
+            await context.store.scanned(SOURCE, owed)
     for name in sorted(complete):
         await context.store.redis.set(context.store.keys.sweep_units_complete(seen_source(name)), 1)
 
