@@ -69,7 +69,6 @@ from monitor.sources.intune_units import (
     START_PAGES,
     PagePart,
     Unit,
-    dropped_refs,
     field_ref,
     record,
     ref_buckets,
@@ -238,18 +237,22 @@ class PassWriter:
 
     def _owed(self, earlier: bytes | None, refs: bytes) -> list[tuple[str, str]]:
         """The scopes owed a scan because a unit mapped again now maps to `refs`, its record was
-        `earlier`: those of the objects it no longer names (`dropped_refs`), or every scope when the
-        pass's records are not known to be complete and of this layout (`recorded`). Committed with the unit's
-        new record, so a sweep killed before its scan leaves them owed."""
-        if earlier is None and self.recorded:
-            return []  # a new unit: nothing left behind
-        if not dropped_refs(earlier, refs):
-            return []
-        owed = self.context.store.keys.sweep_scan_owed(SOURCE)
-        if earlier is None or not self.recorded:  # records incomplete, or of an earlier layout
-            return [(owed, ALL_SCOPES)]
+        `earlier`: those of the objects it no longer names, or every scope when it may have left
+        objects behind and the pass's records are not known to be complete and of this layout
+        (`recorded`). Committed with the unit's new record, so a sweep killed before its scan leaves
+        them owed."""
+        if earlier is None:  # a new unit, unless records were not all written
+            return [] if self.recorded else [(self._owed_key, ALL_SCOPES)]
         lost = _refs(earlier[DIGEST_SIZE:]) - _refs(refs)
-        return [(owed, str(bucket)) for bucket in sorted(ref_buckets(b"".join(lost)))]
+        if not lost:
+            return []
+        if not self.recorded:
+            return [(self._owed_key, ALL_SCOPES)]
+        return [(self._owed_key, str(bucket)) for bucket in sorted(ref_buckets(b"".join(lost)))]
+
+    @property
+    def _owed_key(self) -> str:
+        return self.context.store.keys.sweep_scan_owed(SOURCE)
 
     def _page_records(
         self, units: Sequence[Unit], pages: Sequence[tuple[bytes, int]], mapped: dict[str, bytes], kept: Iterator[bytes]
@@ -273,7 +276,8 @@ class PassWriter:
         objects of its earlier record as well as those it maps to now, in the same commit: the next
         sweep maps the unit again (a record that matched would hide a change made back before that
         sweep) and, if the unit no longer maps to an object either record named, finds that it may
-        have dropped one and looks for it (`dropped_refs`), so the sweep still deletes what went."""
+        have dropped one and owes a scan of its scope (`PassWriter._owed`), so the sweep still deletes
+        what went."""
         store = self.context.store
         source = seen_source(self.pass_name)
         # A page record would skip the unit whatever its record says: the pass's records go.

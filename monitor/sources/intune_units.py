@@ -160,16 +160,6 @@ class PagePart:
     objects: int
 
 
-def dropped_refs(earlier: bytes | None, refs: bytes) -> bool:
-    """Whether a unit mapped again may have left objects behind: its earlier record names a ref it no
-    longer maps to, or it had no record (unless every object had one, a new unit or records never
-    written)."""
-    if earlier is None:
-        return True
-    now = {refs[at : at + REF_SIZE] for at in range(0, len(refs), REF_SIZE)}
-    return any(earlier[at : at + REF_SIZE] not in now for at in range(DIGEST_SIZE, len(earlier), REF_SIZE))
-
-
 # The digest of a record written between sweeps (`PassWriter.commit_rereads`): a unit's digest is a
 # keyed hash, so no unit matches it in practice, and a record carrying it is mapped again by the next sweep.
 STALE_DIGEST = bytes(DIGEST_SIZE)
