@@ -172,18 +172,18 @@ class TenantKeys:
 
     def sweep_units_complete(self, source: str) -> str:
         """STRING, present once a complete pass has left every object it owns with a unit record (the
-        first sweep, or the first with records after an upgrade): from then on a sweep in which no unit
-        went or dropped an object needs no scan of the mirror for deletions. Named anew (`unitsok2`)
-        when the records' refs changed layout (they carry their scope's bucket), so that records of
-        the earlier layout are not taken for complete."""
+        first sweep, or the first with records after an upgrade): from then on a sweep reads for
+        deletions only the scopes owed a scan (`sweep_scan_owed`), and none when no unit went or
+        dropped an object. Named anew (`unitsok2`) when the records' refs changed layout (they carry
+        their scope's bucket), so that records of the earlier layout are not taken for complete."""
         return f"{self.base}:unitsok2:{source}"
 
     def sweep_scan_owed(self, source: str) -> str:
         """SET of the mirror buckets the next scan for absent objects of `source` must read: decimal
-        bucket numbers, or `*` for every scope. Added to in the same commit as the change that may
-        leave an object behind (a unit record dropped or rewritten naming fewer objects), removed once
-        a sweep whose passes all completed has scanned them; so a sweep killed in between still owes
-        the scan to the next one (`monitor.sources.intune_units`, "Which scopes to scan")."""
+        bucket numbers, or `*` for every scope. Added to in the same script or commit as the change
+        that may leave an object behind (a unit record dropped, or rewritten naming fewer objects),
+        and the members a scan read removed after it when no pass of its sweep failed; so a sweep
+        killed in between still owes the scan to the next one (`monitor.sources.intune_sweep`)."""
         return f"{self.base}:owed:{source}"
 
     def sweep_pages(self, source: str, generation: str) -> str:

@@ -51,7 +51,7 @@ import orjson
 
 from monitor.graph.client import BATCH_LIMIT, BatchRequest, BatchResponse, GraphClient, GraphError
 from monitor.keys import TenantKeys
-from monitor.mirror_codec import packed_key, unpack_keys
+from monitor.mirror_codec import unpack_keys
 from monitor.model.registry import end_placements, entity_anchor
 from monitor.model.types import Delete, JsonObject, Kind, Op, Placement, Upsert
 from monitor.scopes import ScopeId
@@ -70,6 +70,7 @@ from monitor.sources.intune_units import (
     PagePart,
     Unit,
     field_ref,
+    key_ref,
     record,
     ref_buckets,
     seen_ref,
@@ -284,7 +285,7 @@ class PassWriter:
         await store.redis.delete(self._pages_key("current"), self._pages_key("previous"))
         pipeline: Any = store.redis.pipeline(transaction=False)
         for each in units:
-            pipeline.hget(store.keys.sweep_units(source, each.bucket), each.uid)
+            pipeline.hget(self._units_key(each.bucket), each.uid)
         earlier: list[bytes | None] = await pipeline.execute() if units else []
         write = PageWrite(ops=[])
         for each, known in zip(units, earlier, strict=True):
@@ -293,9 +294,7 @@ class PassWriter:
             merged = stale_record(known, refs)
             write.ops += mapped
             if merged is not None:
-                write.raw_fields.append(
-                    RawField(store.keys.sweep_units(source, each.bucket), each.uid.encode(), merged)
-                )
+                write.raw_fields.append(RawField(self._units_key(each.bucket), each.uid.encode(), merged))
                 write.raw_sets.append((store.keys.sweep_unit_buckets(source), str(each.bucket)))
         return await self._commit(write, objects)
 
@@ -530,9 +529,7 @@ async def _unseen(
     script: Any = store.redis.register_script(UNSEEN)
     sets = [store.keys.round_seen(seen_source(owner)) for owner in by_owner]
     counts = orjson.dumps([len(owned) for owned in by_owner.values()])
-    refs = b"".join(
-        field_ref(kind, scope.bucket, packed_key(key)[0]) for owned in by_owner.values() for scope, key in owned
-    )
+    refs = b"".join(key_ref(kind, scope.bucket, key) for owned in by_owner.values() for scope, key in owned)
     answer = await script(keys=sets, args=[counts, refs])
     owned_lists = list(by_owner.values())
     missing: dict[ScopeId, list[str]] = {}

@@ -93,7 +93,12 @@ def seen_ref(placement: Placement, key: str) -> bytes:
     mirror scope, then a digest of its kind and of its field in the mirror (`mirror_codec.pack_key`),
     so that a scan of the mirror computes it from the scope and fields it reads without unpacking
     them (`field_ref`), and a record's refs say which scopes its objects are in (`ref_buckets`)."""
-    return field_ref(placement.kind, scope_of(placement).bucket, packed_key(key)[0])
+    return key_ref(placement.kind, scope_of(placement).bucket, key)
+
+
+def key_ref(kind: str, bucket: int, key: str) -> bytes:
+    """The seen ref of the object `key` of `kind` in bucket `bucket` of its family (`seen_ref`)."""
+    return field_ref(kind, bucket, packed_key(key)[0])
 
 
 def field_ref(kind: str, bucket: int, field: bytes) -> bytes:
