@@ -116,10 +116,10 @@ class TenantKeys:
         """STREAM: the change log, one entry per committed page.
 
         Entry id `<last seq of the page>-0`; fields `first` (the seq of its first record), `n` (the
-        number of records) and `z` (the records, one JSON object per line in seq order, without
-        their `seq`: line i has seq first + i; zlib-compressed, since records of one page repeat
-        the same property names and the log is most of a tenant's memory). Entries written before
-        compression hold the same lines uncompressed in `r`; both are read. Kept without trimming:
+        number of records) and `s` (the records, one JSON object per line in seq order, without
+        their `seq`: line i has seq first + i; zstd-compressed, since records of one page repeat
+        the same property names and the log is most of a tenant's memory). Entries written earlier
+        hold the same lines zlib-compressed in `z`, or uncompressed in `r`; all three are read. Kept without trimming:
         replaying it from the start rebuilds the mirror (docs/change-record.md, "The replay rule").
         """
         return f"{self.base}:changes"
@@ -534,11 +534,14 @@ return out
 #   ARGV[4]: unless the lease still holds that token, nothing is written and -2 is returned, so a
 #   runner that stalled past its lease cannot overwrite the newer state its successor committed.
 # ARGV[2] = a blob of mirror values and fields, referenced by (offset, length).
-# ARGV[3] = the page's change records, one JSON object per line, without their seq, zlib-compressed.
+# ARGV[3] = the page's change records, one JSON object per line, without their seq, zstd-compressed.
 # ARGV[1] = a JSON array: the number of change records N, the number of checks C, then C pairs
-#   (scope id, expected version or "" for never written): if a scope the page writes was written
-#   by anyone since the page read it, nothing is written and -1 is returned (the page is read
-#   again and recomputed). Then commands, each a code, a KEYS index and its arguments:
+#   (scope id, expected version, "" for never written or "*" for not checked): if a scope the page
+#   writes was written by anyone since the page read it, nothing is written and -1 is returned (the
+#   page is read again and recomputed). Then the number of absence checks A, then A groups
+#   (KEYS index k, n, (offset length)*n): if hash KEYS[k] has any of those n fields (read from ARGV[2]),
+#   nothing is written and -1 is returned (a page written without reading, its objects taken to
+#   be absent). Then commands, each a code, a KEYS index and its arguments:
 #     H k n (field offset length)*n   HSET the n fields to their values in ARGV[2]
 #     F k n (offset flen vlen)*n      HSET n fields read from ARGV[2] at offset, each followed by
 #                                     its value (mirror fields are bytes)
@@ -550,7 +553,7 @@ return out
 #                                                                      page's last seq
 # Every scope the page writes gets the page's last seq as its new version. The records get the
 # next N sequence numbers and are appended as one stream entry with id "<last seq>-0" and fields
-# first (the first seq), n (N) and z (ARGV[3], verbatim).
+# first (the first seq), n (N) and s (ARGV[3], verbatim).
 # Returns the seq before the page's first record, -1 on conflict, or -2 when the lease is lost.
 COMMIT_PAGE = """
 if ARGV[4] and redis.call('GET', KEYS[4]) ~= ARGV[4] then return -2 end
@@ -560,9 +563,19 @@ local n = a[1]
 local i = 3
 local written = {}
 for _ = 1, a[2] do
-  if (redis.call('HGET', KEYS[3], a[i]) or '') ~= a[i + 1] then return -1 end
+  if a[i + 1] ~= '*' and (redis.call('HGET', KEYS[3], a[i]) or '') ~= a[i + 1] then return -1 end
   written[#written + 1] = a[i]
   i = i + 2
+end
+local groups = a[i]
+i = i + 1
+for _ = 1, groups do
+  local key, count = KEYS[a[i]], a[i + 1]
+  for k = 0, count - 1 do
+    local at = i + 2 + 2 * k
+    if redis.call('HEXISTS', key, string.sub(blob, a[at] + 1, a[at] + a[at + 1])) == 1 then return -1 end
+  end
+  i = i + 2 + 2 * count
 end
 local base = tonumber(redis.call('GET', KEYS[1]) or '0')
 local last = base + n
@@ -615,7 +628,7 @@ while i <= #a do
 end
 for k = 1, #written do redis.call('HSET', KEYS[3], written[k], last) end
 if n > 0 then
-  redis.call('XADD', KEYS[2], last .. '-0', 'first', base + 1, 'n', n, 'z', ARGV[3])
+  redis.call('XADD', KEYS[2], last .. '-0', 'first', base + 1, 'n', n, 's', ARGV[3])
   redis.call('SET', KEYS[1], last)
 end
 return base

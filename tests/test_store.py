@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import zlib
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import pytest
 import redis.asyncio as aioredis
 
 from monitor.keys import TenantKeys
@@ -153,20 +155,86 @@ async def test_replaying_the_log_rebuilds_the_mirror(redis: aioredis.Redis) -> N
 
 
 async def test_a_log_written_before_compression_still_reads(redis: aioredis.Redis) -> None:
-    """Entries of the earlier layout (records uncompressed, in field `r`) read back in order with
-    the compressed entries committed after an upgrade."""
+    """Entries of the earlier layouts (records uncompressed, in field `r`; zlib-compressed, in `z`) read
+    back in order with the entries committed after an upgrade (zstd-compressed, in `s`)."""
     store = TenantStore(redis, TENANT)
-    [created] = await commit(store, user("user-00001"))
-    line = orjson.dumps({k: v for k, v in created.items() if k != "seq"})
+    created = [(await commit(store, user(f"user-0000{n}")))[0] for n in (1, 2)]
+    lines = [orjson.dumps({k: v for k, v in record.items() if k != "seq"}) for record in created]
     await redis.delete(store.keys.changes)
-    await redis.xadd(store.keys.changes, {"first": 1, "n": 1, "r": line}, id="1-0")
-    await commit(store, user("user-00001", jobTitle="Auditor"), user("user-00002"))
+    await redis.xadd(store.keys.changes, {"first": 1, "n": 1, "r": lines[0]}, id="1-0")
+    await redis.xadd(store.keys.changes, {"first": 2, "n": 1, "z": zlib.compress(lines[1])}, id="2-0")
+    await commit(store, user("user-00001", jobTitle="Auditor"), user("user-00003"))
 
     records = await store.read_changes(0)
 
-    assert [r["seq"] for r in records] == [1, 2, 3]
-    assert records[0] == created
+    assert [r["seq"] for r in records] == [1, 2, 3, 4]
+    assert records[:2] == created
     assert replay(records) == await store.mirror_dump()
+    newest: Any = await redis.xrange(store.keys.changes, min="3", max="+")
+    assert [set(fields) for _, fields in newest] == [{b"first", b"n", b"s"}]  # written with zstd
+
+
+async def fresh(store: TenantStore, *ops: Any) -> list[ChangeRecord]:
+    return await store.commit(PageWrite(ops=list(ops), fresh=True), source="test", observed_at=NOW)
+
+
+def count_reads(store: TenantStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one each time the store reads a page's objects before writing them."""
+    reads: list[int] = []
+    read_slots = store._read_slots
+
+    async def counted(*args: Any) -> Any:
+        reads.append(1)
+        return await read_slots(*args)
+
+    monkeypatch.setattr(store, "_read_slots", counted)
+    return reads
+
+
+async def test_a_fresh_page_of_absent_objects_is_written_without_reading_them(
+    redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh page is one round trip; another writer's object in the same scope, written since, does
+    not make it collide (only its own objects are checked)."""
+    store = TenantStore(redis, TENANT)
+    reads = count_reads(store, monkeypatch)
+    await commit(store, membership("group-0001", "user-00001"))
+    assert reads == [1]
+
+    records = await fresh(store, membership("group-0001", "user-00002"), user("user-00002"))
+
+    assert reads == [1]  # not read, and written on the first try
+    assert [(r["op"], r["key"], r["before"]) for r in records] == [
+        ("upsert", "group-0001|has|user-00002", None),
+        ("upsert", "user-00002", None),
+    ]
+    assert replay(await store.read_changes(0)) == await store.mirror_dump()
+
+
+async def test_a_fresh_page_with_an_object_already_there_is_read_and_its_records_are_exact(
+    redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken to be absent, an object that is there is found so by the write, which writes nothing; the
+    page is then read and committed as usual: an update shows what it replaced, a delete is recorded."""
+    store = TenantStore(redis, TENANT)
+    await commit(store, user("user-00001", jobTitle="Engineer"), user("user-00002"))
+    reads = count_reads(store, monkeypatch)
+
+    records = await fresh(
+        store,
+        user("user-00001", jobTitle="CTO"),
+        Delete(entity_placement("azure_user", "user-00002"), "user-00002"),
+        user("user-00003"),
+    )
+
+    assert reads == [1]
+    assert [(r["op"], r["key"], r["changed"]) for r in records] == [
+        ("upsert", "user-00001", ["jobTitle"]),
+        ("delete", "user-00002", ["_class", "_key", "_type", "name"]),
+        ("upsert", "user-00003", ["_class", "_key", "_type", "name"]),
+    ]
+    assert obj(records[0]["before"])["jobTitle"] == "Engineer"
+    assert replay(await store.read_changes(0)) == await store.mirror_dump()
 
 
 async def test_concurrent_writers_never_lose_or_reuse_a_seq(redis: aioredis.Redis, redis_server: RedisServer) -> None:

@@ -15,12 +15,12 @@ One sweep (`sweep_intune`, run by `run_source(context, "intune")`):
    `mobileDeviceManagementAuthority` (`GET /organization/{id}?$select=mobileDeviceManagementAuthority`,
    `Organization.Read.All`); the account source owns the entity, so this is a `Patch`.
 3. Run the passes (`monitor.sources.intune_passes`): devices first, since the others look up the
-   `_type` of the devices they relate to. The others do not depend on one another: when the mirror
-   already holds the estate, most of their pages are only checked (`intune_units`), and they run
-   `PASSES_SIDE_BY_SIDE` at a time so that Graph, Redis and this process work at once; a first sweep
-   writes every object, and runs them one after another so that their commits do not keep colliding
-   on the device-anchored scopes they share (`TenantStore.commit` recomputes a page whose scopes
-   changed under it). A pass answered 403 is skipped and its permission
+   `_type` of the devices they relate to. The others do not depend on one another, and they run
+   `PASSES_SIDE_BY_SIDE` at a time so that Graph, Redis and this process work at once. When the
+   mirror already holds the estate, most of their pages are only checked (`intune_units`); a first
+   sweep writes every object into the device-anchored scopes they share, and its pages of new units
+   are committed fresh (`PageWrite.fresh`): each checks that its own objects are absent, not that
+   the scopes are unchanged, so passes side by side do not collide. A pass answered 403 is skipped and its permission
    recorded as missing by name; a pass that fails otherwise is recorded, the other passes still
    run, and the sweep ends with the error, so the status shows it. A failed device pass stops the
    sweep: the others relate to its devices. An answer that is not what its call returns (a report
@@ -135,7 +135,7 @@ async def sweep_intune(
         report.passes.append(await _run_pass(context, intune_pass, result, setup))
     if not any(outcome.status in FAILED for outcome in report.passes):
         others = [p for p in PASSES if not p.required]
-        report.passes += await _run_side_by_side(context, others, result, setup, PASSES_SIDE_BY_SIDE if track else 1)
+        report.passes += await _run_side_by_side(context, others, result, setup, PASSES_SIDE_BY_SIDE)
     await _delete_absent_objects(context, report, result, track, on_records)
     if track:
         for intune_pass in PASSES:

@@ -3,8 +3,9 @@ complete pass no longer sees, and page through per-object lists in JSON batches.
 
 Rules (docs/architecture.md, "Rules that keep it correct"; issue 4):
 
-- Each page is committed (mirror + change log, atomically) before the next one is read: memory
-  holds a page (or one batch of 20 pages), never the tenant.
+- Each page is committed atomically (mirror + change log), and a pass's pages commit one at a time,
+  in the order they were read; while one commits, the next (up to `PAGES_IN_FLIGHT` in all) are
+  checked and mapped: memory holds a few pages (or batches of 20 pages), never the tenant.
 - Each pass records every object it produced in a seen set of its own (Redis,
   `TenantKeys.round_seen("intune.<pass>")`). Deletion by absence runs once, after the passes: an
   object is deleted only if the pass that owns it (`Ownership`, by key) read *everything* and did
@@ -36,6 +37,7 @@ from collections import deque
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
+    Awaitable,
     Callable,
     Collection,
     Iterable,
@@ -85,6 +87,9 @@ DELETE_BATCH = 500
 SCOPES_PER_READ = 16
 # Chunks of scopes scanned ahead of the one whose absent objects are being deleted (`_scanned_ahead`).
 SCANS_AHEAD = 2
+# Pages of units a pass may have started before it reads the next: while Redis commits the oldest,
+# this process checks and maps the others (`PassWriter.commit_units`).
+PAGES_IN_FLIGHT = 3
 T = TypeVar("T")
 Follow = Callable[[BatchRequest, dict[str, Any]], BatchRequest | None]
 Decode = Callable[[BatchResponse], dict[str, Any]]
@@ -123,8 +128,8 @@ class PassWriter:
         self.objects = 0
         # Device id -> `_type` (None: not in the mirror), shared by the passes after the device pass.
         self.device_types: dict[str, str | None] = {} if device_types is None else device_types
-        # The page of units being checked and committed while the pass reads and digests the next one.
-        self._in_flight: asyncio.Future[int] | None = None
+        # The pages of units being checked, mapped and committed (in order) while the pass reads on.
+        self._in_flight: deque[asyncio.Future[int]] = deque()
         # Pages with page records: how many were not known (`commit_page`), and whether every unit the
         # pass saw is one the last pass had, and no other (`finish_pages`: then none is to be pruned).
         self._pages_unknown = 0
@@ -148,35 +153,42 @@ class PassWriter:
 
     async def commit_units(self, units: Sequence[Unit], *, objects: int = 0) -> None:
         """Start committing one page of units (`_commit_units`) and return once the page before it is
-        committed: Redis checks and commits one page while the pass reads and digests the next, and
-        pages still commit one at a time, in order. `settle` waits for the last one; an error of a
-        page's commit is raised by the next call."""
-        await self.settle()
-        self._in_flight = asyncio.ensure_future(self._commit_units(units, objects=objects))
+        committed. While Redis commits one page, this page's units are checked and mapped and the pass
+        reads the next page from Graph; pages still commit one at a time, in order. `settle` waits for
+        the last one; an error of a page's commit is raised by the next call."""
+        await self._start(lambda before: self._commit_units(units, objects=objects, before=before))
+
+    async def _start(self, page: Callable[[asyncio.Future[int] | None], Awaitable[int]]) -> None:
+        """Start `page` (given the page in flight before it, which it must commit after) and wait until
+        fewer than `PAGES_IN_FLIGHT` pages are: one commits while the next are checked and mapped."""
+        before = self._in_flight[-1] if self._in_flight else None
+        self._in_flight.append(asyncio.ensure_future(page(before)))
+        while len(self._in_flight) >= PAGES_IN_FLIGHT:
+            await self._in_flight.popleft()
 
     async def settle(self) -> None:
-        """Wait until the page of units in flight, if any, is committed (raising its error)."""
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None:
-            await in_flight
+        """Wait until the pages of units in flight, if any, are committed (raising the first error)."""
+        while self._in_flight:
+            await self._in_flight.popleft()
 
     async def commit_page(self, parts: Sequence[PagePart], *, objects: int = 0) -> None:
         """Like `commit_units` for the units of one list page, in parts that each have a page record
         (`PagePart`; the pass called `start_pages`): a part with a record is only marked seen, its
         units not even built; the other parts' units are checked and committed with their new records."""
-        await self.settle()
-        self._in_flight = asyncio.ensure_future(self._commit_page(parts, objects))
+        await self._start(lambda before: self._commit_page(parts, objects, before))
 
-    async def _commit_page(self, parts: Sequence[PagePart], objects: int) -> int:
+    async def _commit_page(self, parts: Sequence[PagePart], objects: int, before: asyncio.Future[int] | None) -> int:
         unknown = await self._unknown_parts(parts) if self.track else list(parts)
         self.result.skipped += objects - sum(part.objects for part in unknown)
         if not unknown:
+            await _committed(before)
             self._count(objects)
             return 0
         self._pages_unknown += len(unknown)
         built = [part.units() for part in unknown]
         pages = [(part.digest, len(units)) for part, units in zip(unknown, built, strict=True)]
-        return await self._commit_units([u for units in built for u in units], objects=objects, pages=pages)
+        flat = [u for units in built for u in units]
+        return await self._commit_units(flat, objects=objects, pages=pages, before=before)
 
     def _pages_key(self, generation: str) -> str:
         return self.context.store.keys.sweep_pages(seen_source(self.pass_name), generation)
@@ -207,12 +219,27 @@ class PassWriter:
         return [parts[int(n) - 1] for n in positions]
 
     async def _commit_units(
-        self, units: Sequence[Unit], *, objects: int = 0, pages: Sequence[tuple[bytes, int]] = ()
+        self,
+        units: Sequence[Unit],
+        *,
+        objects: int = 0,
+        pages: Sequence[tuple[bytes, int]] = (),
+        before: asyncio.Future[int] | None = None,
     ) -> int:
         """Commit one page of units: those whose digest matches their record are only marked seen;
-        the others are mapped, and their objects committed with their new records. `pages`: the page
-        records to write with them, each a digest and how many of `units`, in order, are its own (the
-        record names the refs of all of them)."""
+        the others are mapped, and their objects committed with their new records once the page
+        `before` it is committed. `pages`: the page records to write with them, each a digest and how
+        many of `units`, in order, are its own (the record names the refs of all of them).
+
+        Checking and mapping may run while the page before commits: they read only the unit records of
+        this page's own units, which that page does not write. (A unit Graph lists twice, on two pages,
+        is then mapped twice; its second commit finds its objects as the first left them.)"""
+        write = await self._units_write(units, pages)
+        await _committed(before)
+        return await self._commit(write, objects)
+
+    async def _units_write(self, units: Sequence[Unit], pages: Sequence[tuple[bytes, int]]) -> PageWrite:
+        """What committing `units` writes (`_commit_units`): checked against their records, mapped."""
         want_refs = bool(pages)
         changed, earlier, kept = await self._changed(units, want_refs) if self.track else (list(units), {}, [])
         ops: list[Op] = []
@@ -231,10 +258,13 @@ class PassWriter:
                 write.raw_fields.append(RawField(self._units_key(bucket), changed_unit.uid.encode(), unit_record))
                 write.raw_sets.append((self.context.store.keys.sweep_unit_buckets(source), str(bucket)))
         write.raw_members = self._seen(b"".join(refs.values()))
+        # New units (none had a record, and records are complete, or the mirror held no Intune object
+        # when the sweep began) map to new objects, as a rule: committed without reading them first.
+        write.fresh = (self.recorded or not self.track) and not any(earlier.get(u.uid) for u in changed)
         if pages:
             write.raw_fields += self._page_records(units, pages, refs, iter(kept))
         self.result.skipped += len(units) - len(changed)
-        return await self._commit(write, objects)
+        return write
 
     def _owed(self, earlier: bytes | None, refs: bytes) -> list[tuple[str, str]]:
         """The scopes owed a scan because a unit mapped again now maps to `refs`, its record was
@@ -354,6 +384,12 @@ class PassWriter:
         self.objects += objects
         if self.progress is not None:
             self.progress(self.result)
+
+
+async def _committed(page: asyncio.Future[int] | None) -> None:
+    """Wait for `page`, the page in flight before another (raising its error)."""
+    if page is not None:
+        await page
 
 
 def _refs(joined: bytes) -> set[bytes]:

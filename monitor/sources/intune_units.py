@@ -60,7 +60,7 @@ import orjson
 from monitor.keys import TenantKeys
 from monitor.mirror_codec import packed_key
 from monitor.model.types import Op, Placement, Upsert
-from monitor.scopes import scope_of
+from monitor.scopes import BUCKETS, DEFAULT_BUCKETS, scope_of
 
 DIGEST_SIZE = 8
 REF_SIZE = 8
@@ -92,8 +92,10 @@ def seen_ref(placement: Placement, key: str) -> bytes:
     """The 8-byte ref of an object in a pass's seen set (`TenantKeys.round_seen`): the bucket of its
     mirror scope, then a digest of its kind and of its field in the mirror (`mirror_codec.pack_key`),
     so that a scan of the mirror computes it from the scope and fields it reads without unpacking
-    them (`field_ref`), and a record's refs say which scopes its objects are in (`ref_buckets`)."""
-    return key_ref(placement.kind, scope_of(placement).bucket, key)
+    them (`field_ref`), and a record's refs say which scopes its objects are in (`ref_buckets`).
+    (`field_ref` written out: a first sweep computes millions.)"""
+    digest = hashlib.blake2b(_KIND_PREFIX[placement.kind] + packed_key(key)[0], digest_size=REF_SIZE - 2).digest()
+    return _BUCKET_BYTES[scope_of(placement).bucket] + digest
 
 
 def key_ref(kind: str, bucket: int, key: str) -> bytes:
@@ -106,8 +108,12 @@ def field_ref(kind: str, bucket: int, field: bytes) -> bytes:
     writes fields today; a field of an earlier layout gives a ref no object has, which a scan then
     checks by its key). Two bytes of bucket and six of digest: a collision within a bucket could
     only make an absent object look seen, never delete a present one."""
-    digest = hashlib.blake2b(kind.encode() + b":" + field, digest_size=REF_SIZE - 2).digest()
-    return bucket.to_bytes(2, "big") + digest
+    digest = hashlib.blake2b(_KIND_PREFIX[kind] + field, digest_size=REF_SIZE - 2).digest()
+    return _BUCKET_BYTES[bucket] + digest
+
+
+_KIND_PREFIX = {kind: f"{kind}:".encode() for kind in ("entity", "relationship")}
+_BUCKET_BYTES = [bucket.to_bytes(2, "big") for bucket in range(max(*BUCKETS.values(), DEFAULT_BUCKETS))]
 
 
 # The member of `TenantKeys.sweep_scan_owed` that owes a scan of every scope.

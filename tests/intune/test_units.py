@@ -24,6 +24,7 @@ from monitor.simulator.intune import IntuneTenant
 from monitor.simulator.intune_catalog import DEVICE_KINDS
 from monitor.sources import intune, intune_passes, intune_sweep, intune_units
 from monitor.sources.intune_sweep import PassWriter
+from monitor.store import TenantStore
 from tests.conftest import TENANT_ID
 
 from .helpers import expected_changes, expected_intune, summary
@@ -352,11 +353,13 @@ async def test_a_failed_commit_of_the_last_page_fails_its_pass(
     assert left == 0 and await mirror(runtime) != before  # other pages committed
 
 
-async def test_passes_after_the_devices_run_side_by_side_once_the_mirror_holds_the_estate(
+async def test_passes_after_the_devices_run_side_by_side_and_a_first_sweep_never_collides(
     runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A first sweep runs its passes one after another (each writes everything); a later sweep runs the
-    passes after the device pass `PASSES_SIDE_BY_SIDE` at a time, and a change is still emitted once."""
+    """The passes after the device pass run `PASSES_SIDE_BY_SIDE` at a time. On a first sweep they write
+    new objects into the same device-anchored scopes; its pages are fresh (`PageWrite.fresh`: each
+    checks only its own objects), so no commit collides with another and is computed again. A later
+    sweep still emits a change once."""
     run_pass = intune._run_pass
     running: list[str] = []
     most: list[int] = []
@@ -369,18 +372,64 @@ async def test_passes_after_the_devices_run_side_by_side_once_the_mirror_holds_t
         finally:
             running.remove(intune_pass.name)
 
+    write = TenantStore._write
+    answers: list[int] = []
+
+    async def written(store: TenantStore, *args: Any) -> int:
+        answers.append(await write(store, *args))
+        return answers[-1]
+
     monkeypatch.setattr(intune, "_run_pass", watched)
+    monkeypatch.setattr(TenantStore, "_write", written)
     await first_sweep(runtime)
-    assert max(most) == 1
+    assert max(most) == intune.PASSES_SIDE_BY_SIDE == 2
+    assert len(answers) > 20 and min(answers) >= 0  # -1: a collision
     before = await mirror(runtime)
     device_id = flip_configuration(estate)
     most.clear()
 
     records, failures = await sync(runtime)
 
-    assert failures == [] and max(most) == intune.PASSES_SIDE_BY_SIDE == 2
+    assert failures == [] and max(most) == 2
     assert summary(records) == expected_changes(before, expected_intune(estate, set(tenant.users)))
     assert all(device_id in r["key"] for r in records)
+
+
+async def test_a_page_is_mapped_while_the_page_before_it_commits_and_pages_commit_in_order(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`PassWriter.commit_units`: a page's units are checked and mapped while the page before it is
+    still committing (up to `PAGES_IN_FLIGHT` pages at once), and each pass's pages commit one at a
+    time, in the order they were read; the sweep writes the whole estate."""
+    monkeypatch.setattr(intune_sweep, "PAGES_IN_FLIGHT", 3)
+    units_write, commit = PassWriter._units_write, PassWriter._commit
+    order: dict[int, tuple[str, int]] = {}  # id of a page's write -> (pass, its place in the pass)
+    mapped: Counter[str] = Counter()
+    committed: dict[str, list[int]] = {}
+    overlaps = 0
+
+    async def mapping(writer: PassWriter, *args: Any) -> Any:
+        nonlocal overlaps
+        page = await units_write(writer, *args)
+        order[id(page)] = (writer.pass_name, mapped[writer.pass_name])
+        overlaps += mapped[writer.pass_name] > len(committed.get(writer.pass_name, [])) + 1
+        mapped[writer.pass_name] += 1
+        return page
+
+    async def committing(writer: PassWriter, page: Any, objects: int) -> int:
+        emitted = await commit(writer, page, objects)
+        if id(page) in order:
+            committed.setdefault(writer.pass_name, []).append(order.pop(id(page))[1])
+        return emitted
+
+    monkeypatch.setattr(PassWriter, "_units_write", mapping)
+    monkeypatch.setattr(PassWriter, "_commit", committing)
+
+    assert await first_sweep(runtime)
+
+    assert overlaps > 0  # a page mapped while two before it had not committed
+    assert all(places == list(range(len(places))) for places in committed.values())
+    assert await mirror(runtime) == expected_intune(estate, set(tenant.users))
 
 
 async def test_a_pass_that_raises_ends_the_sweep_with_no_pass_left_running(
