@@ -45,7 +45,7 @@ from bench.common import (
 from monitor.app import Runtime
 from monitor.graph.auth import TokenProvider
 from monitor.graph.client import GraphClient, GraphError
-from monitor.graph.pacing import INTUNE_LIMITS, IntunePacer, intune_bucket
+from monitor.graph.pacing import INTUNE_LIMITS, WINDOW_SECONDS, IntunePacer, intune_bucket
 from monitor.model.intune import AGENT_TYPE, FINDING_TYPE, device_of_agent
 from monitor.records import ChangeRecord
 from monitor.settings import load_settings
@@ -144,6 +144,11 @@ def run(scale: float) -> str:
 
 
 def _sweep(env: Environment, source: str = INTUNE_SOURCE) -> Sweep:
+    """One sweep in its own process. It starts with Intune's 20-second windows clear (the simulator's
+    clock moved past them), as a periodic sweep minutes after the last does: the pacer of a new process
+    cannot know what the process before it sent in its last seconds, and back-to-back sweeps would
+    otherwise be throttled for the tail of the sweep before."""
+    asyncio.run(_control(env, "POST", None, {"seconds": WINDOW_SECONDS + 1}, path="/_sim/clock/advance"))
     asyncio.run(_control(env, "DELETE", None, None, path="/_sim/requests"))
     simulator_before, redis_before = env.service_cpu()
     child = _run_sweep_child(env.monitor_env(), source)
