@@ -920,11 +920,19 @@ class _CommitScript:
         for key, pairs in self._absent.items():
             header += [self._index(key), len(pairs) // 2, *pairs]
         structure = orjson.dumps(header + commands + self._single + self._tail)
-        records = _LOG_COMPRESSOR.compress(b"\n".join(self._records))
+        records = _compressed_log(b"\n".join(self._records))
         args = [structure, b"".join(self._blob), records]
         if self._fence is not None:
             args.append(self._fence.token.encode())
         return list(self._keys), args
+
+
+def _compressed_log(lines: bytes) -> bytes:
+    """A page's records as one zstd frame (with its size, which `decompress` needs). Streamed: a
+    one-shot `compress` first takes a buffer as large as the input, and a directory page's records
+    are megabytes, which left the process holding about twice its memory."""
+    stream = _LOG_COMPRESSOR.compressobj(size=len(lines))
+    return stream.compress(lines) + stream.flush()
 
 
 def _entry_records(fields: dict[bytes, bytes]) -> list[ChangeRecord]:
