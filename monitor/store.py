@@ -289,7 +289,9 @@ class TenantStore:
             fresh = write.fresh and attempt == 1
             slots, versions = self._absent_slots(placements) if fresh else await self._read_slots(placements)
             changes = _apply(zip(write.ops, ids, strict=True), slots)
-            if not changes and not write.bookkeeping:
+            # A fresh page that changes nothing taken as absent is still written: its checks may find
+            # an object there (a delete, a patch) and send it down the reading path.
+            if not changes and not write.bookkeeping and not fresh:
                 return [], 0, stamp
             base = await self._write(changes, None if fresh else versions, write, source, stamp, slots)
             if base >= 0:
@@ -297,6 +299,8 @@ class TenantStore:
             if base == FENCE_REFUSED:
                 assert self.fence is not None
                 raise LeaseLost(self.fence.key)
+            if fresh:  # an object taken to be absent is there: read the page, at once
+                continue
             log.debug("tenant %s %s: page changed under us; recomputing", self.tenant, source)
             # Writers that collided would collide again if they all retried at once.
             await asyncio.sleep(COMMIT_RETRIES.delay(attempt, None))

@@ -237,6 +237,18 @@ async def test_a_fresh_page_with_an_object_already_there_is_read_and_its_records
     assert replay(await store.read_changes(0)) == await store.mirror_dump()
 
 
+async def test_a_fresh_page_of_only_a_delete_still_deletes_the_object_that_is_there(redis: aioredis.Redis) -> None:
+    """Taken to be absent, a deleted object makes no change and the page writes nothing else; the
+    page is still checked, so the object that is there is deleted and recorded."""
+    store = TenantStore(redis, TENANT)
+    await commit(store, user("user-00001"))
+
+    records = await fresh(store, Delete(entity_placement("azure_user", "user-00001"), "user-00001"))
+
+    assert [(r["op"], r["key"]) for r in records] == [("delete", "user-00001")]
+    assert await store.mirror_dump() == {}
+
+
 async def test_concurrent_writers_never_lose_or_reuse_a_seq(redis: aioredis.Redis, redis_server: RedisServer) -> None:
     """Sources committing to the same scopes at once: the commit's version check makes the losers retry."""
     stores = [TenantStore(await connect(redis_server.url), TENANT) for _ in range(4)]
