@@ -464,7 +464,8 @@ Command: `{_COMMAND[0] if _COMMAND else command_line()}` — {machine()}.
 Estate: {number(devices)} managed devices (every device kind) of {number(users)} users, with their host
 agents, 8 compliance policies, 10 device configurations, 12 managed apps and about 10 detected apps per
 device (scale {scale:g}). The simulator enforces Intune's per-app limits (docs/graph.md 10.3); monitor paces
-under them. Each sweep runs alone in its own process (`run_source(context, "intune")`).
+under them. Each sweep runs alone in its own process (`run_source(context, "intune")`), and starts
+with Intune's 20-second windows clear, as a periodic sweep does.
 
 | Sweep | first (empty mirror) | unchanged | after 1% of devices changed |
 |---|---|---|---|

@@ -92,10 +92,8 @@ def seen_ref(placement: Placement, key: str) -> bytes:
     """The 8-byte ref of an object in a pass's seen set (`TenantKeys.round_seen`): the bucket of its
     mirror scope, then a digest of its kind and of its field in the mirror (`mirror_codec.pack_key`),
     so that a scan of the mirror computes it from the scope and fields it reads without unpacking
-    them (`field_ref`), and a record's refs say which scopes its objects are in (`ref_buckets`).
-    (`field_ref` written out: a first sweep computes millions.)"""
-    digest = hashlib.blake2b(_KIND_PREFIX[placement.kind] + packed_key(key)[0], digest_size=REF_SIZE - 2).digest()
-    return _BUCKET_BYTES[scope_of(placement).bucket] + digest
+    them (`field_ref`), and a record's refs say which scopes its objects are in (`ref_buckets`)."""
+    return key_ref(placement.kind, scope_of(placement).bucket, key)
 
 
 def key_ref(kind: str, bucket: int, key: str) -> bytes:
@@ -195,6 +193,23 @@ def record(digest: bytes, ops: Sequence[Op]) -> tuple[bytes, bytes]:
     return refs, digest + refs
 
 
+# The start of the scripts that mark refs seen in the seen set KEYS[1]: `see(rec, from)` adds the
+# 8-byte refs of `rec` from byte `from` on, a thousand per SADD; `seen(ttl)` adds the last of them
+# and sets the set's time to live.
+_SEE_REFS = """
+local pending = {}
+local function see(rec, from)
+  for at = from, #rec, 8 do
+    pending[#pending + 1] = string.sub(rec, at, at + 7)
+    if #pending == 1000 then redis.call('SADD', KEYS[1], unpack(pending)); pending = {} end
+  end
+end
+local function seen(ttl)
+  if #pending > 0 then redis.call('SADD', KEYS[1], unpack(pending)) end
+  redis.call('EXPIRE', KEYS[1], ttl)
+end
+"""
+
 # Which units need mapping. KEYS[1] = the pass's seen set; KEYS[2..] = unit bucket hashes.
 # ARGV[1] = a JSON array: per unit its KEYS index and its id; ARGV[2] = the units' digests, 8 bytes
 # each, in order; ARGV[3] = the seen set's time to live; ARGV[4] = "1" to also get the refs of the
@@ -202,36 +217,37 @@ def record(digest: bytes, ops: Sequence[Op]) -> tuple[bytes, bytes]:
 # A unit whose record starts with its digest is skipped: the refs that follow the digest are added to
 # the seen set. Returns, for each other unit, its (1-based) position and its record (false: none);
 # with ARGV[4] = "1", then the skipped units' refs, one string per unit, in order (for page records).
-CHECK_UNITS = """
+CHECK_UNITS = (
+    _SEE_REFS
+    + """
 local a = cjson.decode(ARGV[1])
 local digests = ARGV[2]
-local out, refs, kept = {}, {}, {}
+local out, kept = {}, {}
 for n = 1, #a / 2 do
   local rec = redis.call('HGET', KEYS[a[2 * n - 1]], a[2 * n])
   if rec and string.sub(rec, 1, 8) == string.sub(digests, 8 * n - 7, 8 * n) then
     kept[#kept + 1] = string.sub(rec, 9)
-    for at = 9, #rec, 8 do
-      refs[#refs + 1] = string.sub(rec, at, at + 7)
-      if #refs == 1000 then redis.call('SADD', KEYS[1], unpack(refs)); refs = {} end
-    end
+    see(rec, 9)
   else
     out[#out + 1] = n
     out[#out + 1] = rec
   end
 end
-if #refs > 0 then redis.call('SADD', KEYS[1], unpack(refs)) end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+seen(ARGV[3])
 if ARGV[4] == '1' then out[#out + 1] = kept end
 return out
 """
+)
 
 # Which parts of a page are known by their digests. KEYS[1] = the pass's seen set, KEYS[2] = its
 # current page records, KEYS[3] = its previous ones; ARGV[1] = the parts' digests, 16 bytes each, in
 # order; ARGV[2] = the seen set's time to live.
 # A record found in `current` (read twice in this pass) or `previous` (moved to `current`) has its refs
 # added to the seen set. Returns the (1-based) positions of the parts that have no record.
-HIT_PAGES = """
-local digests, unknown, refs = ARGV[1], {}, {}
+HIT_PAGES = (
+    _SEE_REFS
+    + """
+local digests, unknown = ARGV[1], {}
 for n = 1, #digests / 16 do
   local digest = string.sub(digests, 16 * n - 15, 16 * n)
   local rec = redis.call('HGET', KEYS[2], digest)
@@ -243,18 +259,15 @@ for n = 1, #digests / 16 do
     end
   end
   if rec then
-    for at = 1, #rec, 8 do
-      refs[#refs + 1] = string.sub(rec, at, at + 7)
-      if #refs == 1000 then redis.call('SADD', KEYS[1], unpack(refs)); refs = {} end
-    end
+    see(rec, 1)
   else
     unknown[#unknown + 1] = n
   end
 end
-if #refs > 0 then redis.call('SADD', KEYS[1], unpack(refs)) end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+seen(ARGV[2])
 return unknown
 """
+)
 
 # A pass starts its page records: KEYS[1] = current, KEYS[2] = previous. What the last pass wrote (or,
 # had it none, what it found) becomes `previous`.
