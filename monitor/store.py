@@ -19,7 +19,7 @@ import asyncio
 import logging
 import zlib
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -601,11 +601,17 @@ class TenantStore:
         keys = (unpack_key(k) for k in await self.redis.hkeys(self.keys.mirror(scope)))
         return [k for k in keys if k.startswith(prefix)] if prefix else list(keys)
 
-    async def mirror_values(self, scope: ScopeId, keys: Sequence[str]) -> list[bytes | None]:
-        """The canonical JSON of some objects of a scope (None where absent)."""
+    async def mirror_values(self, wanted: Mapping[ScopeId, Sequence[str]]) -> dict[ScopeId, list[bytes | None]]:
+        """The canonical JSON of some objects of some scopes (None where absent), in one round trip."""
         await self.upgrade()
-        raws = await self.redis.hmget(self.mirror_key(scope), [pack_key(key) for key in keys])
-        return [None if raw is None else decode_value(key, raw) for key, raw in zip(keys, raws, strict=True)]
+        pipeline: Any = self.redis.pipeline(transaction=False)
+        for scope, keys in wanted.items():
+            pipeline.hmget(self.mirror_key(scope), [pack_key(key) for key in keys])
+        answers: list[list[bytes | None]] = await pipeline.execute() if wanted else []
+        return {
+            scope: [None if raw is None else decode_value(key, raw) for key, raw in zip(keys, raws, strict=True)]
+            for (scope, keys), raws in zip(wanted.items(), answers, strict=True)
+        }
 
     async def known_scopes(self, kind: Kind | None = None, family: str | None = None) -> list[ScopeId]:
         scopes = sorted(ScopeId.parse(_text(raw)) for raw in await self.redis.smembers(self.keys.scopes))

@@ -17,6 +17,7 @@ from monitor.model.account import account_key
 from monitor.model.types import entity_placement
 from monitor.records import ChangeRecord
 from monitor.rounds import RoundResult
+from monitor.scopes import scope_of
 from monitor.simulator import SimTenant, Simulator
 from monitor.simulator.intune import IntuneTenant, SimDevice
 from monitor.sources.intune_passes import FAMILIES, FAMILY_OWNERS, PASSES, ownership
@@ -451,3 +452,30 @@ async def test_account_refresh_and_sweep_together_emit_nothing_when_nothing_chan
     records, failures = await sync(runtime, ("account", "intune"))
     assert failures == []
     assert records == []
+
+
+async def test_the_objects_of_retired_devices_are_deleted_a_chunk_of_scopes_per_commit(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Devices that retire leave a few objects in each of many scopes (their agents, relationships and
+    findings): the deletions of a chunk of scopes are read and committed together, not a commit per
+    scope, and still delete exactly what went."""
+    await first_sweep(runtime)
+    before = await mirror(runtime)
+    for device in list(estate.devices.values())[:4]:
+        estate.retire_device(device.id)
+    commit = PassWriter.commit
+    scopes_per_commit: list[int] = []
+
+    async def counted(writer: PassWriter, ops: Any, **kwargs: Any) -> int:
+        if writer.pass_name == "deletions":
+            scopes_per_commit.append(len({scope_of(op.placement) for op in ops}))
+        return await commit(writer, ops, **kwargs)
+
+    monkeypatch.setattr(PassWriter, "commit", counted)
+    records, failures = await sync(runtime)
+
+    after = expected_intune(estate, set(tenant.users))
+    assert failures == [] and await mirror(runtime) == after
+    assert summary(records) == expected_changes(before, after) and {r["op"] for r in records} == {"delete"}
+    assert sum(scopes_per_commit) > len(scopes_per_commit)  # some commit deletes in several scopes
