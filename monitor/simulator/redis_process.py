@@ -59,6 +59,28 @@ def free_port() -> int:
         return port
 
 
+# A cluster node also listens on its port + 10,000 (the cluster bus), so Redis refuses a port above
+# 55,535 ("Redis port number too high"). The kernel's ephemeral ports go up to 60,999 and successive
+# picks are close together, so a node's port is drawn below that, with its bus port free as well.
+CLUSTER_BUS_OFFSET = 10_000
+HIGHEST_CLUSTER_PORT = 65_535 - CLUSTER_BUS_OFFSET
+
+
+def free_cluster_port() -> int:
+    """A free loopback port for a cluster node whose bus port (port + 10,000) is free too."""
+    for _ in range(100):
+        port = free_port()
+        if port > HIGHEST_CLUSTER_PORT:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + CLUSTER_BUS_OFFSET))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port for a Redis Cluster node and its bus port")
+
+
 def _answers_ping(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5) as sock:
@@ -75,7 +97,7 @@ def start_redis_server(data_dir: Path, *extra_args: str, port: int | None = None
     if executable is None:
         raise RedisServerMissing("redis-server is not installed (./dev test and ./dev bench install it)")
     for _ in range(1 if port is not None else 5):  # a free port may be taken before we bind it: try another
-        chosen = port or free_port()
+        chosen = port or (free_cluster_port() if "--cluster-enabled" in extra_args else free_port())
         process = subprocess.Popen(
             [
                 executable,
