@@ -179,11 +179,13 @@ class TenantKeys:
         return f"{self.base}:unitsok2:{source}"
 
     def sweep_scan_owed(self, source: str) -> str:
-        """SET of the mirror buckets the next scan for absent objects of `source` must read: decimal
-        bucket numbers, or `*` for every scope. Added to in the same script or commit as the change
-        that may leave an object behind (a unit record dropped, or rewritten naming fewer objects),
-        and the members a scan read removed after it when no pass of its sweep failed; so a sweep
-        killed in between still owes the scan to the next one (`monitor.sources.intune_sweep`)."""
+        """SET of the mirror scopes the next scan for absent objects of `source` must read: their seen
+        refs' prefixes as decimal numbers (`intune_units.scope_prefix`; one below 4,096, of the earlier
+        layout, is a bucket number and stands for that bucket of every family), or `*` for every scope.
+        Added to in the same script or commit as the change that may leave an object behind (a unit
+        record dropped, or rewritten naming fewer objects), and the members a scan read removed after
+        it when no pass of its sweep failed; so a sweep killed in between still owes the scan to the
+        next one (`monitor.sources.intune_sweep`)."""
         return f"{self.base}:owed:{source}"
 
     def sweep_pages(self, source: str, generation: str) -> str:

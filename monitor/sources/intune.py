@@ -35,7 +35,9 @@ One sweep (`sweep_intune`, run by `run_source(context, "intune")`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -131,11 +133,12 @@ async def sweep_intune(
     # Nothing to delete on a first sweep (an empty mirror): it skips the seen-set bookkeeping.
     track = await has_objects(context, FAMILIES)
     setup = PassSetup(track, {}, on_records, progress)
-    for intune_pass in (p for p in PASSES if p.required):
-        report.passes.append(await _run_pass(context, intune_pass, result, setup))
-    if not any(outcome.status in FAILED for outcome in report.passes):
-        others = [p for p in PASSES if not p.required]
-        report.passes += await _run_side_by_side(context, others, result, setup, PASSES_SIDE_BY_SIDE)
+    async with _pruning(setup):
+        for intune_pass in (p for p in PASSES if p.required):
+            report.passes.append(await _run_pass(context, intune_pass, result, setup))
+        if not any(outcome.status in FAILED for outcome in report.passes):
+            others = [p for p in PASSES if not p.required]
+            report.passes += await _run_side_by_side(context, others, result, setup, PASSES_SIDE_BY_SIDE)
     await _delete_absent_objects(context, report, result, track, on_records)
     if track:
         for intune_pass in PASSES:
@@ -242,8 +245,8 @@ async def _delete_absent_objects(
         owner_of = await ownership(writer)
         if owed:
             recorded = [each for each in FAMILIES if each not in UNRECORDED_FAMILIES]
-            buckets = None if ALL_SCOPES.encode() in owed else {int(b) for b in owed}
-            await delete_absent(writer, recorded, complete, owner_of, FAMILY_OWNERS, buckets)
+            prefixes = None if ALL_SCOPES.encode() in owed else {int(p) for p in owed}
+            await delete_absent(writer, recorded, complete, owner_of, FAMILY_OWNERS, prefixes)
         await delete_absent(writer, UNRECORDED_FAMILIES, complete, owner_of, FAMILY_OWNERS)
         if owed and not any(o.status in FAILED for o in report.passes):
             # Scanned for every pass that can complete: what a failed pass owns waits for its next try.
@@ -255,12 +258,28 @@ async def _delete_absent_objects(
 @dataclass(frozen=True, slots=True)
 class PassSetup:
     """What every pass of one sweep shares: whether to track what it sees (not on a first sweep), the
-    device `_type`s read so far, and the record listener and progress callback."""
+    device `_type`s read so far, the record listener and progress callback, and the prunes of the
+    complete passes still running (`_pruning`)."""
 
     track: bool
     device_types: dict[str, str | None]
     on_records: RecordListener | None
     progress: Progress | None
+    prunes: list[asyncio.Future[int]] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def _pruning(setup: PassSetup) -> AsyncIterator[None]:
+    """Around the passes: on leaving, wait for every prune a complete pass started (raising the first
+    error), so deletion by absence finds the scopes they owe; on an error, cancel them. A prune runs in
+    Redis while the next pass reads and maps here, instead of holding up that pass."""
+    try:
+        yield
+        await asyncio.gather(*setup.prunes)
+    finally:
+        for prune in setup.prunes:
+            prune.cancel()
+        await asyncio.gather(*setup.prunes, return_exceptions=True)
 
 
 async def _run_side_by_side(
@@ -320,9 +339,10 @@ async def _run_pass(
         status: PassStatus = "invalid response" if exc.code == INVALID_RESPONSE else "failed"
         return PassOutcome(name, permission, status, str(exc), writer.objects, http_status=exc.status)
     if setup.track and not writer.same_units:
-        # At once, while the other passes run: the records of its units that went, and the scopes their
-        # objects are in owed a scan (a pass that saw the units the last one left has none to prune).
-        await prune_units(context, name, recorded)
+        # Started now, and run while the next passes do: the records of its units that went, and the
+        # scopes their objects are in owed a scan (a pass that saw the units the last one left has none
+        # to prune). Deletion by absence waits for it (`_pruning`).
+        setup.prunes.append(asyncio.ensure_future(prune_units(context, name, recorded)))
     return PassOutcome(name, permission, "complete", "", writer.objects)
 
 

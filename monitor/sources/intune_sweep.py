@@ -14,13 +14,14 @@ Rules (docs/architecture.md, "Rules that keep it correct"; issue 4):
   ownership is per object, never per scope.
 - The deletion phase reads each Intune scope once, keys only (a few hundred per scope), a pipeline
   of scopes per round trip; it reads an object's JSON only when it deletes it (for its anchor).
-- Seen-set members are 8-byte refs, not the keys: the bucket of the object's scope, then a digest of
+- Seen-set members are 8-byte refs, not the keys: the prefix of the object's scope (its family, kind
+  and bucket: `scope_prefix`), then a digest of
   "<kind>:<mirror field>" (`seen_ref`): a large estate's passes see millions of relationships, and a
   ref costs Redis a fraction of a key. The scan for absence computes them from the scopes and fields
   it reads, so it unpacks only the keys of objects no pass saw. A collision could only make an absent
   object look seen, never delete a present one.
 - The scan reads only the scopes owed one (`TenantKeys.sweep_scan_owed`): those a unit record that
-  went, or was rewritten naming fewer objects, named (the buckets its refs start with), stored in
+  went, or was rewritten naming fewer objects, named (the prefixes its refs start with), stored in
   the same script or commit as that change, so a sweep killed before its scan still owes it.
 - The change records carry source "intune"; the seen sets are written in the same commit, keyed by
   pass.
@@ -73,8 +74,9 @@ from monitor.sources.intune_units import (
     Unit,
     field_ref,
     key_ref,
+    owes_scan,
     record,
-    ref_buckets,
+    ref_prefixes,
     seen_ref,
     stale_record,
 )
@@ -279,7 +281,7 @@ class PassWriter:
             return []
         if not self.recorded:
             return [(self._owed_key, ALL_SCOPES)]
-        return [(self._owed_key, str(bucket)) for bucket in sorted(ref_buckets(b"".join(lost)))]
+        return [(self._owed_key, str(prefix)) for prefix in sorted(ref_prefixes(b"".join(lost)))]
 
     @property
     def _owed_key(self) -> str:
@@ -417,12 +419,12 @@ async def delete_absent(
     complete: frozenset[str],
     owner_of: Ownership,
     owners: Mapping[tuple[Kind, str], Sequence[str]],
-    buckets: Collection[int] | None = None,
+    owed: Collection[int] | None = None,
 ) -> int:
     """After the passes: delete what a complete pass owns and did not see. Returns how many.
 
-    `buckets`: the only scopes to read, by bucket (None: all): the scopes owed a scan
-    (`TenantKeys.sweep_scan_owed`).
+    `owed`: the only scopes to read, by prefix (None: all): the scopes owed a scan
+    (`TenantKeys.sweep_scan_owed`, `owes_scan`).
 
     Per `SCOPES_PER_READ` scopes: their fields (one round trip); the fields whose seen ref
     (`field_ref`, computed from the field as read) is in no complete pass's seen set (one round trip,
@@ -437,10 +439,10 @@ async def delete_absent(
         asked = complete & frozenset(owners.get((kind, family), complete))
         sets = [store.keys.round_seen(seen_source(name)) for name in sorted(asked, key=lambda n: -sizes[n])]
         scopes = await store.known_scopes(kind, family)
-        if buckets is not None:
-            scopes = [scope for scope in scopes if scope.bucket in buckets]
+        if owed is not None:
+            scopes = [scope for scope in scopes if owes_scan(scope, owed)]
         chunks = [scopes[start : start + SCOPES_PER_READ] for start in range(0, len(scopes), SCOPES_PER_READ)]
-        async with contextlib.aclosing(_scanned_ahead(writer, kind, sets, chunks)) as scanned:
+        async with contextlib.aclosing(_scanned_ahead(writer, sets, chunks)) as scanned:
             async for candidates in scanned:
                 keys = {scope: unpack_keys(found) for scope, found in candidates.items()}
                 deleted += await _delete(writer, await _unseen(writer, kind, family, keys, complete, owner_of))
@@ -449,20 +451,20 @@ async def delete_absent(
 
 
 async def _scanned_ahead(
-    writer: PassWriter, kind: Kind, sets: list[str], chunks: Sequence[Sequence[ScopeId]]
+    writer: PassWriter, sets: list[str], chunks: Sequence[Sequence[ScopeId]]
 ) -> AsyncGenerator[dict[ScopeId, list[bytes]], None]:
     """The fields of each chunk of scopes that no seen set has (`_candidates`), in order, with the next
     `SCANS_AHEAD` chunks read and checked while the caller deletes from this one: Redis reads and
     checks one chunk while the refs of another are computed here. A chunk's deletions touch only its
     own scopes, so a chunk scanned ahead finds what it would have found after them."""
     upcoming = iter(chunks)
-    scans = deque(asyncio.ensure_future(_candidates(writer, kind, sets, c)) for c in islice(upcoming, SCANS_AHEAD))
+    scans = deque(asyncio.ensure_future(_candidates(writer, sets, c)) for c in islice(upcoming, SCANS_AHEAD))
     try:
         while scans:
             found = await scans.popleft()
             following = next(upcoming, None)
             if following is not None:
-                scans.append(asyncio.ensure_future(_candidates(writer, kind, sets, following)))
+                scans.append(asyncio.ensure_future(_candidates(writer, sets, following)))
             yield found
     finally:
         for scan in scans:
@@ -470,11 +472,9 @@ async def _scanned_ahead(
         await asyncio.gather(*scans, return_exceptions=True)
 
 
-async def _candidates(
-    writer: PassWriter, kind: Kind, sets: list[str], chunk: Sequence[ScopeId]
-) -> dict[ScopeId, list[bytes]]:
+async def _candidates(writer: PassWriter, sets: list[str], chunk: Sequence[ScopeId]) -> dict[ScopeId, list[bytes]]:
     fields = await _scope_fields(writer, chunk)
-    return await _unseen_fields(writer, kind, sets, dict(zip(chunk, fields, strict=True)))
+    return await _unseen_fields(writer, sets, dict(zip(chunk, fields, strict=True)))
 
 
 async def _seen_sizes(writer: PassWriter, passes: frozenset[str]) -> dict[str, int]:
@@ -498,7 +498,7 @@ async def _scope_fields(writer: PassWriter, scopes: Sequence[ScopeId]) -> list[l
 
 
 async def _unseen_fields(
-    writer: PassWriter, kind: Kind, sets: list[str], scope_fields: dict[ScopeId, list[bytes]]
+    writer: PassWriter, sets: list[str], scope_fields: dict[ScopeId, list[bytes]]
 ) -> dict[ScopeId, list[bytes]]:
     """The fields per scope whose ref is in none of `sets` (`UNSEEN_BY_ANY`). An object is seen only by
     the pass that owns it, so one found in any set was seen; the others are checked by their key."""
@@ -506,7 +506,7 @@ async def _unseen_fields(
     positions: list[int] = list(range(1, len(listed) + 1))
     if listed and sets:
         script: Any = writer.context.store.redis.register_script(UNSEEN_BY_ANY)
-        refs = b"".join(field_ref(kind, scope.bucket, field) for scope, field in listed)
+        refs = b"".join(field_ref(scope, field) for scope, field in listed)
         positions = await script(keys=sets, args=[refs])
     candidates: dict[ScopeId, list[bytes]] = {}
     for position in positions:
@@ -563,7 +563,7 @@ async def _unseen(
     script: Any = store.redis.register_script(UNSEEN)
     sets = [store.keys.round_seen(seen_source(owner)) for owner in by_owner]
     counts = orjson.dumps([len(owned) for owned in by_owner.values()])
-    refs = b"".join(key_ref(kind, scope.bucket, key) for owned in by_owner.values() for scope, key in owned)
+    refs = b"".join(key_ref(scope, key) for owned in by_owner.values() for scope, key in owned)
     answer = await script(keys=sets, args=[counts, refs])
     owned_lists = list(by_owner.values())
     missing: dict[ScopeId, list[str]] = {}

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -59,8 +59,9 @@ import orjson
 
 from monitor.keys import TenantKeys
 from monitor.mirror_codec import packed_key
-from monitor.model.types import Op, Placement, Upsert
-from monitor.scopes import BUCKETS, DEFAULT_BUCKETS, scope_of
+from monitor.model.intune import APPLICATION_FAMILY, DEVICE_FAMILY, FINDING_FAMILY, POLICY_FAMILY
+from monitor.model.types import Kind, Op, Placement, Upsert
+from monitor.scopes import ScopeId, bucket_count, scope_of
 
 DIGEST_SIZE = 8
 REF_SIZE = 8
@@ -89,37 +90,75 @@ MAPPING_VERSION = _mapping_version()
 
 
 def seen_ref(placement: Placement, key: str) -> bytes:
-    """The 8-byte ref of an object in a pass's seen set (`TenantKeys.round_seen`): the bucket of its
-    mirror scope, then a digest of its kind and of its field in the mirror (`mirror_codec.pack_key`),
-    so that a scan of the mirror computes it from the scope and fields it reads without unpacking
-    them (`field_ref`), and a record's refs say which scopes its objects are in (`ref_buckets`)."""
-    return key_ref(placement.kind, scope_of(placement).bucket, key)
+    """The 8-byte ref of an object in a pass's seen set (`TenantKeys.round_seen`): the prefix of its
+    mirror scope (`scope_prefix`), then a digest of its kind and of its field in the mirror
+    (`mirror_codec.pack_key`), so that a scan of the mirror computes it from the scope and fields it
+    reads without unpacking them (`field_ref`), and a record's refs say which scopes its objects are in
+    (`ref_prefixes`)."""
+    return key_ref(scope_of(placement), key)
 
 
-def key_ref(kind: str, bucket: int, key: str) -> bytes:
-    """The seen ref of the object `key` of `kind` in bucket `bucket` of its family (`seen_ref`)."""
-    return field_ref(kind, bucket, packed_key(key)[0])
+def key_ref(scope: ScopeId, key: str) -> bytes:
+    """The seen ref of the object `key` in the mirror scope `scope` (`seen_ref`)."""
+    return field_ref(scope, packed_key(key)[0])
 
 
-def field_ref(kind: str, bucket: int, field: bytes) -> bytes:
-    """The seen ref of the object stored under `field` in bucket `bucket` of its family (as the mirror
+def field_ref(scope: ScopeId, field: bytes) -> bytes:
+    """The seen ref of the object stored under `field` in the mirror scope `scope` (as the mirror
     writes fields today; a field of an earlier layout gives a ref no object has, which a scan then
-    checks by its key). Two bytes of bucket and six of digest: a collision within a bucket could
+    checks by its key). Two bytes of scope prefix and six of digest: a collision within a scope could
     only make an absent object look seen, never delete a present one."""
-    digest = hashlib.blake2b(_KIND_PREFIX[kind] + field, digest_size=REF_SIZE - 2).digest()
-    return _BUCKET_BYTES[bucket] + digest
+    digest = hashlib.blake2b(_KIND_PREFIX[scope.kind] + field, digest_size=REF_SIZE - 2).digest()
+    return _PREFIX_BYTES[scope.kind][scope.family][scope.bucket] + digest
 
 
 _KIND_PREFIX = {kind: f"{kind}:".encode() for kind in ("entity", "relationship")}
-_BUCKET_BYTES = [bucket.to_bytes(2, "big") for bucket in range(max(*BUCKETS.values(), DEFAULT_BUCKETS))]
+
+# The scopes an Intune pass writes to, numbered from 1: a ref's two-byte prefix is this number in its
+# top 4 bits and the scope's bucket in the other 12 (an Intune family has at most 512 buckets). A
+# record's refs then name the scopes of its objects, not only their bucket numbers, so the scan for
+# absent objects reads only the scopes that held an object of a unit that went. The number 0 is the
+# earlier layout's (the prefix was the bucket alone): such a prefix, in a record or owed a scan, stands
+# for the scopes of every family with that bucket (`owes_scan`).
+SCOPE_CODES: dict[tuple[Kind, str], int] = {
+    (kind, family): 1 + 2 * n + (kind == "relationship")
+    for n, family in enumerate((DEVICE_FAMILY, POLICY_FAMILY, FINDING_FAMILY, APPLICATION_FAMILY))
+    for kind in ("entity", "relationship")
+}
+_BUCKET_BITS = 12
+
+
+def scope_prefix(scope: ScopeId) -> int:
+    """The two-byte prefix of the seen refs of the objects in `scope`, as a number (`SCOPE_CODES`)."""
+    return SCOPE_CODES[(scope.kind, scope.family)] << _BUCKET_BITS | scope.bucket
+
+
+def _prefix_bytes() -> dict[Kind, dict[str, list[bytes]]]:
+    """Every Intune scope's prefix as two bytes, by kind, family and bucket (looked up per object)."""
+    table: dict[Kind, dict[str, list[bytes]]] = {"entity": {}, "relationship": {}}
+    for (kind, family), _ in SCOPE_CODES.items():
+        count = bucket_count(kind, family)
+        if count > 1 << _BUCKET_BITS:
+            raise ValueError(f"{family} has more buckets than a seen ref's prefix holds")
+        table[kind][family] = [scope_prefix(ScopeId(kind, family, b)).to_bytes(2, "big") for b in range(count)]
+    return table
+
+
+_PREFIX_BYTES = _prefix_bytes()
+
+
+def owes_scan(scope: ScopeId, owed: Collection[int]) -> bool:
+    """Whether `scope` is among `owed`, prefixes owed a scan (`ref_prefixes`), one of the earlier
+    layout (its bucket alone, below 4,096) included."""
+    return scope_prefix(scope) in owed or scope.bucket in owed
 
 
 # The member of `TenantKeys.sweep_scan_owed` that owes a scan of every scope.
 ALL_SCOPES = "*"
 
 
-def ref_buckets(refs: bytes) -> set[int]:
-    """The mirror buckets of the objects `refs` name (`seen_ref`)."""
+def ref_prefixes(refs: bytes) -> set[int]:
+    """The prefixes (`scope_prefix`) of the scopes of the objects `refs` name (`seen_ref`)."""
     return {int.from_bytes(refs[at : at + 2], "big") for at in range(0, len(refs), REF_SIZE)}
 
 
@@ -278,7 +317,7 @@ return 1
 
 # Drop the records of units that are gone: after a complete pass, a record whose first ref is not in
 # the pass's seen set belongs to a unit the pass did not see (a seen unit adds all its refs). The
-# buckets its refs name (their first two bytes) are added to the scopes owed a scan, in the same call,
+# scopes its refs name (their prefixes, `scope_prefix`) are added to the scopes owed a scan, in the same call,
 # or with ARGV[1] = "*" (records not known to be complete, or of an earlier layout) every scope is.
 # KEYS[1] = the seen set; KEYS[2] = the scopes owed a scan (`TenantKeys.sweep_scan_owed`); KEYS[3..] =
 # unit bucket hashes (their first refs asked a thousand a call, SMISMEMBER). Returns the number of
@@ -305,12 +344,12 @@ for k = 3, #KEYS do
   end
   dropped = dropped + #gone
 end
-local buckets = {}
+local prefixes = {}
 if ARGV[1] == '*' then
-  if dropped > 0 then buckets[1] = '*' end
+  if dropped > 0 then prefixes[1] = '*' end
 else
-  for bucket in pairs(owed) do buckets[#buckets + 1] = tostring(bucket) end
+  for prefix in pairs(owed) do prefixes[#prefixes + 1] = tostring(prefix) end
 end
-for i = 1, #buckets, 1000 do redis.call('SADD', KEYS[2], unpack(buckets, i, math.min(i + 999, #buckets))) end
+for i = 1, #prefixes, 1000 do redis.call('SADD', KEYS[2], unpack(prefixes, i, math.min(i + 999, #prefixes))) end
 return dropped
 """

@@ -5,20 +5,22 @@ the `_type` of a device, a user who left) is still emitted exactly, while the de
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from monitor import collector, mirror_codec
 from monitor.app import Runtime
 from monitor.graph.client import GraphError
 from monitor.mirror_codec import decode_entry
-from monitor.model.intune import DEVICE_FAMILY
+from monitor.model.intune import DEVICE_FAMILY, FINDING_FAMILY
 from monitor.model.types import Placement
-from monitor.scopes import scope_of
+from monitor.scopes import ScopeId, scope_of
 from monitor.simulator import SimTenant
 from monitor.simulator.intune import IntuneTenant
 from monitor.simulator.intune_catalog import DEVICE_KINDS
@@ -491,6 +493,64 @@ async def test_a_pass_that_knew_every_page_prunes_nothing_and_one_that_did_not_s
     assert (await _records(runtime))["detected"] == held["detected"] - apps
 
 
+async def test_the_next_pass_of_a_lane_starts_while_the_pass_before_it_prunes(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prune runs in Redis: the pass after it in its lane (the configurations after the managed apps)
+    does not wait for it, and deletion by absence does, so the retired device's objects still go."""
+    await first_sweep(runtime)
+    before = await mirror(runtime)
+    prune, run_pass = intune_sweep.prune_units, intune._run_pass
+    configurations = asyncio.Event()
+
+    async def starting(context: Any, intune_pass: Any, *args: Any) -> Any:
+        if intune_pass.name == "configurations":
+            configurations.set()
+        if intune_pass.name == "detected":  # holds the other lane until then
+            await asyncio.wait_for(configurations.wait(), 10)
+        return await run_pass(context, intune_pass, *args)
+
+    async def pruning(context: Any, name: str, recorded: bool) -> int:
+        if name == "apps":  # held until the next pass of its lane has started: never, were it waited for
+            await asyncio.wait_for(configurations.wait(), 10)
+        return await prune(context, name, recorded)
+
+    monkeypatch.setattr(intune, "_run_pass", starting)
+    monkeypatch.setattr(intune, "prune_units", pruning)
+    estate.retire_device(pick(estate, "macMDM", lambda d: bool(estate.device_apps(d.id))).id)
+
+    _, failures = await sync(runtime)
+
+    assert failures == [] and await mirror(runtime) == expected_intune(estate, set(tenant.users))
+    assert await mirror(runtime) != before
+
+
+async def test_a_prune_that_fails_fails_the_sweep_before_it_deletes_anything(
+    runtime: Runtime, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prune's error (Redis gone in the middle of it) is the sweep's, raised as any Redis error is:
+    nothing is deleted by absence, and the next sweep deletes what went."""
+    await first_sweep(runtime)
+    before = await mirror(runtime)
+    prune = intune_sweep.prune_units
+
+    async def failing(context: Any, name: str, recorded: bool) -> int:
+        if name == "compliance":
+            raise RedisConnectionError("Redis went away")
+        return await prune(context, name, recorded)
+
+    monkeypatch.setattr(intune, "prune_units", failing)
+    estate.retire_device(pick(estate, "macMDM", lambda d: bool(estate.device_apps(d.id))).id)
+    with pytest.raises(RedisConnectionError, match="Redis went away"):
+        await sync(runtime)
+    assert await mirror(runtime) == before
+    monkeypatch.undo()
+
+    _, failures = await sync(runtime)
+
+    assert failures == [] and await mirror(runtime) != before
+
+
 async def test_a_pass_prunes_its_records_as_it_ends_while_the_other_passes_run(
     runtime: Runtime, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -606,7 +666,7 @@ async def test_the_scan_for_absent_objects_reads_only_the_scopes_owed_one(
     runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A retired device's unit records name the scopes its objects are in (a seen ref starts with its
-    scope's bucket), so the scan reads those scopes, not the mirror, and deletes exactly what went."""
+    scope's prefix), so the scan reads those scopes, not the mirror, and deletes exactly what went."""
     await first_sweep(runtime)
     before = await mirror(runtime)
     read = intune_sweep._scope_fields
@@ -629,6 +689,57 @@ async def test_the_scan_for_absent_objects_reads_only_the_scopes_owed_one(
     anchored = scope_of(Placement("relationship", DEVICE_FAMILY, device.id))
     assert anchored in devices and len(devices) * 10 < len(await store.known_scopes("relationship", DEVICE_FAMILY))
     assert await store.redis.smembers(store.keys.sweep_scan_owed("intune")) == set()  # scanned: none owed
+
+
+async def test_the_scan_reads_only_the_scopes_that_held_an_object_of_a_unit_that_went(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A seen ref's prefix names its scope's family and kind as well as its bucket, so the scopes owed a
+    scan after devices retire are exactly those their objects were in: not every family's scope of
+    the same bucket number (a device's findings are in a bucket of 64, which a device scope also has)."""
+    await first_sweep(runtime)
+    store = runtime.store(TENANT_ID)
+    recorded = [each for each in intune_passes.FAMILIES if each not in intune_passes.UNRECORDED_FAMILIES]
+
+    async def keys_by_scope() -> dict[Any, set[str]]:
+        return {
+            scope: set(await store.scope_objects(scope))
+            for kind, family in recorded
+            for scope in await store.known_scopes(kind, family)
+        }
+
+    before = await keys_by_scope()
+    read = intune_sweep._scope_fields
+    scanned: set[Any] = set()
+
+    async def reading(writer: PassWriter, scopes: Any) -> Any:
+        scanned.update(scopes)
+        return await read(writer, scopes)
+
+    monkeypatch.setattr(intune_sweep, "_scope_fields", reading)
+    for device in [d for d in estate.devices.values() if estate.device_apps(d.id)][:3]:
+        estate.retire_device(device.id)
+
+    _, failures = await sync(runtime)
+
+    after = await keys_by_scope()
+    emptied = {scope for scope, keys in before.items() if keys - after.get(scope, set())}
+    assert failures == [] and len({scope.family for scope in emptied}) > 1
+    assert {scope for scope in scanned if (scope.kind, scope.family) in recorded} == emptied
+
+
+def test_a_scope_is_owed_a_scan_by_its_own_prefix_or_by_its_bucket_alone_as_the_earlier_layout_wrote_it() -> None:
+    """Refs and owed scopes written before the prefix named the family (a bucket number alone, below
+    4,096) still owe a scan of that bucket in every family, so no deletion is lost across the upgrade."""
+    device, finding = ScopeId("entity", DEVICE_FAMILY, 7), ScopeId("relationship", FINDING_FAMILY, 7)
+    prefixes = intune_units.ref_prefixes(intune_units.key_ref(device, "d1") + intune_units.key_ref(finding, "f|d1"))
+    assert prefixes == {intune_units.scope_prefix(device), intune_units.scope_prefix(finding)}
+    assert all(prefix >= 4096 for prefix in prefixes)
+    assert intune_units.owes_scan(device, {intune_units.scope_prefix(device)})
+    assert not intune_units.owes_scan(finding, {intune_units.scope_prefix(device)})
+    assert not intune_units.owes_scan(ScopeId("relationship", DEVICE_FAMILY, 7), {intune_units.scope_prefix(device)})
+    assert intune_units.owes_scan(device, {7}) and intune_units.owes_scan(finding, {7})
+    assert not intune_units.owes_scan(device, {8})
 
 
 async def test_a_sweep_killed_before_its_scan_leaves_the_scan_owed_to_the_next(
