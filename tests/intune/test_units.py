@@ -20,7 +20,7 @@ from monitor.graph.client import GraphError
 from monitor.mirror_codec import decode_entry
 from monitor.model.intune import DEVICE_FAMILY, FINDING_FAMILY
 from monitor.model.types import Placement
-from monitor.scopes import ScopeId, scope_of
+from monitor.scopes import ScopeId, bucket_count, scope_of
 from monitor.simulator import SimTenant
 from monitor.simulator.intune import IntuneTenant
 from monitor.simulator.intune_catalog import DEVICE_KINDS
@@ -726,6 +726,14 @@ async def test_the_scan_reads_only_the_scopes_that_held_an_object_of_a_unit_that
     emptied = {scope for scope, keys in before.items() if keys - after.get(scope, set())}
     assert failures == [] and len({scope.family for scope in emptied}) > 1
     assert {scope for scope in scanned if (scope.kind, scope.family) in recorded} == emptied
+
+
+def test_every_family_an_intune_pass_writes_has_a_scope_code_of_its_own_that_fits_a_ref_prefix() -> None:
+    """A seen ref's two-byte prefix is 4 bits of scope code (0 is the earlier layout's) and 12 of bucket."""
+    codes = intune_units.SCOPE_CODES
+    assert set(intune_passes.FAMILIES) <= set(codes)
+    assert len(set(codes.values())) == len(codes) and all(1 <= code <= 15 for code in codes.values())
+    assert all(bucket_count(kind, family) <= 4096 for kind, family in codes)
 
 
 def test_a_scope_is_owed_a_scan_by_its_own_prefix_or_by_its_bucket_alone_as_the_earlier_layout_wrote_it() -> None:
