@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from bisect import bisect_right
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -47,7 +48,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from itertools import islice
+from itertools import accumulate, islice
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -72,11 +73,11 @@ from monitor.sources.intune_units import (
     START_PAGES,
     PagePart,
     Unit,
-    field_ref,
     key_ref,
     owes_scan,
     record,
     ref_prefixes,
+    scope_refs,
     seen_ref,
     stale_record,
 )
@@ -501,18 +502,30 @@ async def _unseen_fields(
     writer: PassWriter, sets: list[str], scope_fields: dict[ScopeId, list[bytes]]
 ) -> dict[ScopeId, list[bytes]]:
     """The fields per scope whose ref is in none of `sets` (`UNSEEN_BY_ANY`). An object is seen only by
-    the pass that owns it, so one found in any set was seen; the others are checked by their key."""
-    listed = [(scope, field) for scope, fields in scope_fields.items() for field in fields]
-    positions: list[int] = list(range(1, len(listed) + 1))
-    if listed and sets:
-        script: Any = writer.context.store.redis.register_script(UNSEEN_BY_ANY)
-        refs = b"".join(field_ref(scope, field) for scope, field in listed)
-        positions = await script(keys=sets, args=[refs])
-    candidates: dict[ScopeId, list[bytes]] = {}
+    the pass that owns it, so one found in any set was seen; the others are checked by their key.
+    The refs are computed a scope at a time (`scope_refs`): a scan computes a million of them."""
+    if not sets:
+        return {scope: fields for scope, fields in scope_fields.items() if fields}
+    if not any(scope_fields.values()):
+        return {}
+    script: Any = writer.context.store.redis.register_script(UNSEEN_BY_ANY)
+    refs = b"".join([scope_refs(scope, fields) for scope, fields in scope_fields.items()])
+    positions: list[int] = await script(keys=sets, args=[refs])
+    return _fields_at(scope_fields, positions)
+
+
+def _fields_at(scope_fields: dict[ScopeId, list[bytes]], positions: Sequence[int]) -> dict[ScopeId, list[bytes]]:
+    """The fields at `positions` (1-based, ascending) of the fields of `scope_fields` one after another,
+    per scope."""
+    scopes = list(scope_fields)
+    ends = list(accumulate(len(fields) for fields in scope_fields.values()))
+    found: dict[ScopeId, list[bytes]] = {}
     for position in positions:
-        scope, field = listed[int(position) - 1]
-        candidates.setdefault(scope, []).append(field)
-    return candidates
+        at = int(position) - 1
+        n = bisect_right(ends, at)
+        scope = scopes[n]
+        found.setdefault(scope, []).append(scope_fields[scope][at - (ends[n - 1] if n else 0)])
+    return found
 
 
 # Which refs are in none of the seen sets (read-only). KEYS = seen sets (one tenant: one hash tag), the

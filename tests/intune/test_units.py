@@ -728,6 +728,19 @@ async def test_the_scan_reads_only_the_scopes_that_held_an_object_of_a_unit_that
     assert {scope for scope in scanned if (scope.kind, scope.family) in recorded} == emptied
 
 
+def test_the_scan_computes_a_scopes_refs_at_once_and_finds_each_unseen_field_in_its_scope() -> None:
+    """`scope_refs` is `field_ref` of each field; the positions `UNSEEN_BY_ANY` answers, counted over
+    the fields of every scope one after another, map back to their own scopes (an empty scope too)."""
+    devices, findings = ScopeId("relationship", DEVICE_FAMILY, 3), ScopeId("entity", FINDING_FAMILY, 60)
+    entities = ScopeId("entity", DEVICE_FAMILY, 3)
+    fields = {devices: [b"a", b"b"], findings: [], entities: [b"c", b"d"]}
+    for scope, listed in fields.items():
+        assert intune_units.scope_refs(scope, listed) == b"".join(intune_units.field_ref(scope, f) for f in listed)
+    assert intune_sweep._fields_at(fields, [1, 3, 4]) == {devices: [b"a"], entities: [b"c", b"d"]}
+    assert intune_sweep._fields_at(fields, [2]) == {devices: [b"b"]}
+    assert intune_sweep._fields_at(fields, []) == {}
+
+
 def test_every_family_an_intune_pass_writes_has_a_scope_code_of_its_own_that_fits_a_ref_prefix() -> None:
     """A seen ref's two-byte prefix is 4 bits of scope code (0 is the earlier layout's) and 12 of bucket."""
     codes = intune_units.SCOPE_CODES
