@@ -144,7 +144,7 @@ def scope_prefix(scope: ScopeId) -> int:
 def _prefix_bytes() -> dict[Kind, dict[str, list[bytes]]]:
     """Every Intune scope's prefix as two bytes, by kind, family and bucket (looked up per object)."""
     table: dict[Kind, dict[str, list[bytes]]] = {"entity": {}, "relationship": {}}
-    for (kind, family), _ in SCOPE_CODES.items():
+    for kind, family in SCOPE_CODES:
         count = bucket_count(kind, family)
         if count > 1 << _BUCKET_BITS:
             raise ValueError(f"{family} has more buckets than a seen ref's prefix holds")
