@@ -175,7 +175,10 @@ class TenantKeys:
         first sweep, or the first with records after an upgrade): from then on a sweep reads for
         deletions only the scopes owed a scan (`sweep_scan_owed`), and none when no unit went or
         dropped an object. Named anew (`unitsok2`) when the records' refs changed layout (they carry
-        their scope's bucket), so that records of the earlier layout are not taken for complete."""
+        their scope's bucket), so that records of the earlier layout are not taken for complete. Not
+        named anew when the prefix came to name the scope's family and kind as well: a record of the
+        bucket-only layout still names the buckets of its objects, which owe that bucket of every
+        family a scan (`intune_units.owes_scan`), so it is complete all the same."""
         return f"{self.base}:unitsok2:{source}"
 
     def sweep_scan_owed(self, source: str) -> str:
