@@ -763,6 +763,42 @@ def test_a_scope_is_owed_a_scan_by_its_own_prefix_or_by_its_bucket_alone_as_the_
     assert not intune_units.owes_scan(device, {8})
 
 
+async def test_records_of_the_bucket_only_layout_still_owe_the_scans_that_delete_a_retired_device(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant
+) -> None:
+    """Upgrading from refs whose prefix was the bucket alone: the records are left as that layout wrote
+    them (and, as a new mapping version makes them, matching no digest), so the first sweep after the
+    upgrade owes scans by bucket number alone, which must still read every family's scope of those
+    buckets and delete exactly what went."""
+    await first_sweep(runtime)
+    before = await mirror(runtime)
+    store = runtime.store(TENANT_ID)
+    for name in ("devices", "compliance", "configurations", "apps", "detected"):
+        source = intune_sweep.seen_source(name)
+        await store.redis.delete(store.keys.sweep_pages(source, "current"), store.keys.sweep_pages(source, "previous"))
+        for bucket in await store.redis.smembers(store.keys.sweep_unit_buckets(source)):
+            key = store.keys.sweep_units(source, int(bucket))
+            earlier: dict[Any, Any] = await store.redis.hgetall(key)
+            await store.redis.hset(key, mapping={uid: _bucket_only(record) for uid, record in earlier.items()})
+    estate.retire_device(pick(estate, "macMDM", lambda d: bool(estate.device_apps(d.id))).id)
+
+    records, failures = await sync(runtime)
+
+    after = expected_intune(estate, set(tenant.users))
+    assert failures == [] and after != before
+    assert summary(records) == expected_changes(before, after) and await mirror(runtime) == after
+
+
+def _bucket_only(record: bytes) -> bytes:
+    """A unit record as the layout before scope codes wrote it, with a digest no unit has."""
+    refs = record[intune_units.DIGEST_SIZE :]
+    old = b"".join(
+        (int.from_bytes(refs[at : at + 2], "big") & 0x0FFF).to_bytes(2, "big") + refs[at + 2 : at + 8]
+        for at in range(0, len(refs), intune_units.REF_SIZE)
+    )
+    return intune_units.STALE_DIGEST + old
+
+
 async def test_a_sweep_killed_before_its_scan_leaves_the_scan_owed_to_the_next(
     runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
