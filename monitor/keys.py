@@ -192,10 +192,27 @@ class TenantKeys:
         return f"{self.base}:owed:{source}"
 
     def sweep_pages(self, source: str, generation: str) -> str:
-        """HASH page digest (16 bytes) -> the 8-byte refs of every object the units of one list page
-        mapped to (`monitor.sources.intune_units`, "Page records"). Generation `current` is written by
-        the pass in progress; `previous` holds what the last pass left, read once and then dropped."""
-        return f"{self.base}:pages:{source}:{generation}"
+        """HASH page digest (16 bytes) -> a page record: the number of units of one part of a list page
+        that have a unit record (4 bytes), their unit ids (8 bytes each), then the 8-byte refs of every
+        object they mapped to (`monitor.sources.intune_units`, "Page records"). Generation `current` is
+        written by the pass in progress; `previous` holds what the last pass left, read once; `gone`,
+        what the pass did not find of it, until its prune has read it. Named anew (`pages2`) when the
+        records came to name their units: records of the earlier layout (`earlier_sweep_pages`) are
+        refs alone, and are never read."""
+        return f"{self.base}:pages2:{source}:{generation}"
+
+    def earlier_sweep_pages(self, source: str) -> tuple[str, str]:
+        """The page records of the layout before `sweep_pages` named units (refs alone): deleted unread
+        when the pass starts its pages."""
+        return f"{self.base}:pages:{source}:current", f"{self.base}:pages:{source}:previous"
+
+    def sweep_pages_complete(self, source: str) -> str:
+        """STRING, present while every unit record of the pass `source` is named by one of its `current`
+        page records (`sweep_pages`): then the units that went since are all named by the records a pass
+        does not find again, and its prune reads only those (`intune_sweep.prune_pages`). Deleted as a
+        pass starts its pages and set again as its records are complete: after a pass that found every
+        record, after a first sweep's, or after its prune."""
+        return f"{self.base}:pagesok:{source}"
 
     # 1,000,000 units (the detected applications of 100,000 devices) -> ~60 a hash: far under the 512
     # entries of Redis's default `hash-max-listpack-entries` (and a listpack is searched end to end).

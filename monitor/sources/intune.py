@@ -60,6 +60,7 @@ from monitor.sources.intune_sweep import (
     PassWriter,
     delete_absent,
     has_objects,
+    prune_pages,
     prune_units,
     seen_source,
 )
@@ -341,9 +342,21 @@ async def _run_pass(
     if setup.track and not writer.same_units:
         # Started now, and run while the next passes do: the records of its units that went, and the
         # scopes their objects are in owed a scan (a pass that saw the units the last one left has none
-        # to prune). Deletion by absence waits for it (`_pruning`).
-        setup.prunes.append(asyncio.ensure_future(prune_units(context, name, recorded)))
+        # to prune; one whose page records named every unit reads only those of the pages it did not
+        # find again). Deletion by absence waits for it (`_pruning`).
+        setup.prunes.append(asyncio.ensure_future(_prune(context, writer)))
     return PassOutcome(name, permission, "complete", "", writer.objects)
+
+
+async def _prune(context: SourceContext, writer: PassWriter) -> int:
+    """The prune of a complete pass: of the records named by the page records it did not find, when its
+    page records named every unit record (`PassWriter.prunes_named`), else of all its records. After it,
+    a pass's page records name every unit record it has."""
+    prune = prune_pages if writer.prunes_named else prune_units
+    dropped = await prune(context, writer.pass_name, writer.recorded)
+    if writer.paged:
+        await writer.pages_name_every_unit()
+    return dropped
 
 
 async def _count_passes(context: SourceContext, report: SweepReport) -> None:

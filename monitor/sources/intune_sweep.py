@@ -67,6 +67,7 @@ from monitor.sources.intune_units import (
     DIGEST_SIZE,
     HIT_PAGES,
     PRUNE_CHUNK,
+    PRUNE_NAMED,
     PRUNE_UNITS,
     REF_SIZE,
     STALE_DIGEST,
@@ -75,11 +76,14 @@ from monitor.sources.intune_units import (
     Unit,
     key_ref,
     owes_scan,
+    page_record,
+    page_record_units,
     record,
     ref_prefixes,
     scope_refs,
     seen_ref,
     stale_record,
+    unit_bucket,
 )
 from monitor.store import PageWrite, RawField, RawMembers
 
@@ -137,6 +141,12 @@ class PassWriter:
         # pass saw is one the last pass had, and no other (`finish_pages`: then none is to be pruned).
         self._pages_unknown = 0
         self.same_units = False
+        # Whether every unit record of the pass was named by a page record when it started its pages
+        # (`TenantKeys.sweep_pages_complete`), and so whether its prune reads only the records of the
+        # units named by the page records it did not find (`prune_pages`).
+        self._pages_complete = False
+        self.prunes_named = False
+        self.paged = False  # the pass keeps page records (`start_pages`)
         self._unit_keys: dict[int, str] = {}
 
     @property
@@ -198,20 +208,38 @@ class PassWriter:
 
     async def start_pages(self) -> None:
         """Before a pass's first `commit_page`: the page records the last pass wrote become the ones to
-        read (`START_PAGES`)."""
-        script: Any = self.context.store.redis.register_script(START_PAGES)
-        await script(keys=[self._pages_key("current"), self._pages_key("previous")])
+        read (`START_PAGES`), and whether they named every unit record is noted."""
+        store = self.context.store
+        source = seen_source(self.pass_name)
+        script: Any = store.redis.register_script(START_PAGES)
+        keys = [*map(self._pages_key, ("current", "previous", "gone")), store.keys.sweep_pages_complete(source)]
+        self._pages_complete = bool(await script(keys=[*keys, *store.keys.earlier_sweep_pages(source)]))
+        self.paged = True
 
     async def finish_pages(self) -> None:
-        """After a pass's last `commit_page`: the records it did not carry over are dropped. When every
-        page had a record and every record of the last pass was found, the pass saw the units the last
-        one left and no other (each unit record was written with the record of its page, and a
-        complete pass prunes the others): `same_units`."""
+        """After a pass's last `commit_page`. When every page had a record and every record of the last
+        pass was found, and those named every unit record, the pass saw the units the last one left and
+        no other (each unit record was written with the record of its page, and a complete pass prunes
+        the others): `same_units`. Otherwise, when they named every unit record, the units that went are
+        named by the records not found: they are kept (as `gone`) for the prune to read
+        (`prunes_named`, `prune_pages`); the others are dropped."""
         await self.settle()
+        redis = self.context.store.redis
         previous = self._pages_key("previous")
-        left = await self.context.store.redis.hlen(previous)
-        await self.context.store.redis.unlink(previous)
-        self.same_units = self.track and self._pages_unknown == 0 and left == 0
+        left = await redis.hlen(previous)
+        self.same_units = self.track and self._pages_complete and self._pages_unknown == 0 and left == 0
+        self.prunes_named = self.track and self._pages_complete and not self.same_units
+        if self.prunes_named and left:
+            await redis.rename(previous, self._pages_key("gone"))
+        else:
+            await redis.unlink(previous)
+        if not self.track or self.same_units:  # a first sweep writes a record for every unit it maps
+            await self.pages_name_every_unit()
+
+    async def pages_name_every_unit(self) -> None:
+        """Mark the pass's page records as naming every unit record (`TenantKeys.sweep_pages_complete`):
+        after its prune, or when nothing was to be pruned."""
+        await self.context.store.redis.set(self.context.store.keys.sweep_pages_complete(seen_source(self.pass_name)), 1)
 
     async def _unknown_parts(self, parts: Sequence[PagePart]) -> list[PagePart]:
         """The parts without a page record (`HIT_PAGES`, which marks the others seen)."""
@@ -298,8 +326,9 @@ class PassWriter:
         for digest, count in pages:
             own = units[position : position + count]
             position += count
-            refs = b"".join(mapped[u.uid] if u.uid in mapped else next(kept) for u in own)
-            fields.append(RawField(self._pages_key("current"), digest, refs))
+            unit_refs = [mapped[u.uid] if u.uid in mapped else next(kept) for u in own]
+            named = [u.uid for u, refs in zip(own, unit_refs, strict=True) if refs]
+            fields.append(RawField(self._pages_key("current"), digest, page_record(named, b"".join(unit_refs))))
         return fields
 
     async def commit_rereads(self, units: Sequence[Unit], *, objects: int = 0) -> int:
@@ -315,7 +344,8 @@ class PassWriter:
         store = self.context.store
         source = seen_source(self.pass_name)
         # A page record would skip the unit whatever its record says: the pass's records go.
-        await store.redis.delete(self._pages_key("current"), self._pages_key("previous"))
+        generations = map(self._pages_key, ("current", "previous", "gone"))
+        await store.redis.delete(*generations, store.keys.sweep_pages_complete(source))
         pipeline: Any = store.redis.pipeline(transaction=False)
         for each in units:
             pipeline.hget(self._units_key(each.bucket), each.uid)
@@ -622,6 +652,32 @@ async def prune_units(context: SourceContext, pass_name: str, recorded: bool) ->
     for start in range(0, len(buckets), PRUNE_CHUNK):
         keys = [store.keys.sweep_units(source, b) for b in buckets[start : start + PRUNE_CHUNK]]
         dropped += int(await script(keys=[*sets, *keys], args=["" if recorded else ALL_SCOPES]))
+    return dropped
+
+
+async def prune_pages(context: SourceContext, pass_name: str, recorded: bool) -> int:
+    """`prune_units` for a pass whose page records named every unit record when it started
+    (`PassWriter.prunes_named`): only the records of the units named by the page records it did not find
+    (`gone`) are read (`PRUNE_NAMED`), for a unit that went was on a page part that changed or went.
+    Returns how many records went."""
+    store = context.store
+    source = seen_source(pass_name)
+    gone = store.keys.sweep_pages(source, "gone")
+    by_bucket: dict[int, list[str]] = {}
+    records: list[Any] = await store.redis.hvals(gone)
+    for uid in {uid for named in records for uid in page_record_units(named)}:
+        by_bucket.setdefault(unit_bucket(uid), []).append(uid)
+    script: Any = store.redis.register_script(PRUNE_NAMED)
+    sets = [store.keys.round_seen(source), store.keys.sweep_scan_owed(SOURCE)]
+    buckets = sorted(by_bucket)
+    dropped = 0
+    for start in range(0, len(buckets), PRUNE_CHUNK):
+        chunk = buckets[start : start + PRUNE_CHUNK]
+        keys = [store.keys.sweep_units(source, b) for b in chunk]
+        counts = orjson.dumps([len(by_bucket[b]) for b in chunk])
+        uids = "".join(uid for b in chunk for uid in by_bucket[b])
+        dropped += int(await script(keys=[*sets, *keys], args=[counts, uids, "" if recorded else ALL_SCOPES]))
+    await store.redis.unlink(gone)
     return dropped
 
 

@@ -39,11 +39,20 @@ This is the units' own rule one level up: equal digests mean every unit of the p
 when the record was written, when each was checked or mapped and committed with the record. Records
 live in two generations per pass (`TenantKeys.sweep_pages`): a pass starts by making `current` the
 `previous` (`start_pages`), carries over what it finds, writes the records of the parts it maps, and
-drops `previous` at its end, so a record whose units were mapped again since (a part that changed and
-then changed back) is never read.
-A re-read between sweeps (`PassWriter.commit_rereads`) drops both generations of its pass. A pass
+drops what is left of `previous` at its end, so a record whose units were mapped again since (a part
+that changed and then changed back) is never read.
+A re-read between sweeps (`PassWriter.commit_rereads`) drops every generation of its pass. A pass
 that found a record for every part and left none of `previous` unread saw exactly the units the last
 one left: it has no unit records to prune (`PassWriter.finish_pages`).
+
+A page record also names its units (those with a unit record: `page_record`). While every unit record
+of the pass is named by one of its page records (`TenantKeys.sweep_pages_complete`: so after a first
+sweep, and after each complete pass's prune), a unit that went since was on a part that changed or
+went, whose record the next pass does not find: its prune reads only the unit records named by those
+(`PRUNE_NAMED`), a few thousand after 1% of the devices changed, instead of every record of the pass
+(`PRUNE_UNITS`: a million for 100,000 devices). A pass that starts without that mark (its page records
+were dropped, or a pass before it failed part-way and left some of them unread) prunes every record
+once, and its records are complete again after it.
 """
 
 from __future__ import annotations
@@ -180,7 +189,12 @@ class Unit:
 
     @property
     def bucket(self) -> int:
-        return int(self.uid[:8], 16) % TenantKeys.SWEEP_UNIT_BUCKETS
+        return unit_bucket(self.uid)
+
+
+def unit_bucket(uid: str) -> int:
+    """Which of its pass's unit hashes (`TenantKeys.sweep_units`) holds the record of unit `uid`."""
+    return int(uid[:8], 16) % TenantKeys.SWEEP_UNIT_BUCKETS
 
 
 def unit(source: str, unit_id: str, raw: Any, context: Any, mapping: Callable[[], Sequence[Op]]) -> Unit:
@@ -214,6 +228,23 @@ class PagePart:
     digest: bytes
     units: Callable[[], Sequence[Unit]]
     objects: int
+
+
+# A page record starts with the number of the units it names, in this many bytes (`page_record`).
+_COUNT_BYTES = 4
+
+
+def page_record(uids: Sequence[str], refs: bytes) -> bytes:
+    """The record of a part of a page (`TenantKeys.sweep_pages`): the units of it that have a unit record
+    (their ids, 8 bytes each), then the refs of every object its units mapped to."""
+    return len(uids).to_bytes(_COUNT_BYTES, "big") + bytes.fromhex("".join(uids)) + refs
+
+
+def page_record_units(record: bytes) -> list[str]:
+    """The unit ids a page record names (`page_record`)."""
+    count = int.from_bytes(record[:_COUNT_BYTES], "big")
+    named = record[_COUNT_BYTES : _COUNT_BYTES + 8 * count]
+    return [named[at : at + 8].hex() for at in range(0, len(named), 8)]
 
 
 # The digest of a record written between sweeps (`PassWriter.commit_rereads`): a unit's digest is a
@@ -306,7 +337,8 @@ for n = 1, #digests / 16 do
     end
   end
   if rec then
-    see(rec, 1)
+    see(rec, 5 + 8 * (((string.byte(rec, 1) * 256 + string.byte(rec, 2)) * 256 + string.byte(rec, 3)) * 256
+      + string.byte(rec, 4)))
   else
     unknown[#unknown + 1] = n
   end
@@ -316,48 +348,100 @@ return unknown
 """
 )
 
-# A pass starts its page records: KEYS[1] = current, KEYS[2] = previous. What the last pass wrote (or,
-# had it none, what it found) becomes `previous`.
+# A pass starts its page records: KEYS[1] = current, KEYS[2] = previous, KEYS[3] = gone, KEYS[4] = the
+# pass's `sweep_pages_complete`, KEYS[5..6] = the page records of the earlier layout. What the last pass
+# wrote (or, had it none, what it found) becomes `previous`; what a pass before left for a prune that
+# never ran, the earlier layout's records and the mark that the records are complete go (the mark comes
+# back when the pass's records are complete again). Returns 1 if they were complete.
 START_PAGES = """
+local complete = redis.call('EXISTS', KEYS[4])
+redis.call('UNLINK', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('RENAME', KEYS[1], KEYS[2]) end
-return 1
+return complete
 """
 
-# Drop the records of units that are gone: after a complete pass, a record whose first ref is not in
-# the pass's seen set belongs to a unit the pass did not see (a seen unit adds all its refs). The
-# scopes its refs name (their prefixes, `scope_prefix`) are added to the scopes owed a scan, in the same call,
-# or with ARGV[1] = "*" (records not known to be complete, or of an earlier layout) every scope is.
-# KEYS[1] = the seen set; KEYS[2] = the scopes owed a scan (`TenantKeys.sweep_scan_owed`); KEYS[3..] =
-# unit bucket hashes (their first refs asked a thousand a call, SMISMEMBER). Returns the number of
-# records dropped.
-PRUNE_UNITS = """
+# The start of the scripts that drop the records of units that are gone, after a complete pass: a record
+# whose first ref is not in the pass's seen set KEYS[1] belongs to a unit the pass did not see (a seen
+# unit adds all its refs). `prune(key, names, recs)` drops those of `recs` (the records of the fields
+# `names` of hash `key`; false where there is none, at most a thousand), and remembers the scopes their
+# refs name (their prefixes, `scope_prefix`); `owe(all)` adds them to the scopes owed a scan KEYS[2]
+# (`TenantKeys.sweep_scan_owed`), in the same call, or with `all` = "*" (records not known to be complete,
+# or of an earlier layout) every scope if any record went, and returns how many went.
+_PRUNE = """
 local dropped, owed = 0, {}
-for k = 3, #KEYS do
-  local flat = redis.call('HGETALL', KEYS[k])
-  local gone = {}
-  for s = 1, #flat, 2000 do
-    local firsts = {}
-    for i = s, math.min(s + 1999, #flat), 2 do firsts[#firsts + 1] = string.sub(flat[i + 1], 9, 16) end
-    local flags = redis.call('SMISMEMBER', KEYS[1], unpack(firsts))
-    for j = 1, #flags do
-      if flags[j] == 0 then
-        gone[#gone + 1] = flat[s + 2 * j - 2]
-        local rec = flat[s + 2 * j - 1]
-        for at = 9, #rec, 8 do owed[string.byte(rec, at) * 256 + string.byte(rec, at + 1)] = true end
-      end
+local function prune(key, names, recs)
+  local firsts, at = {}, {}
+  for j = 1, #names do
+    if recs[j] then
+      firsts[#firsts + 1] = string.sub(recs[j], 9, 16)
+      at[#at + 1] = j
     end
   end
-  for i = 1, #gone, 1000 do
-    redis.call('HDEL', KEYS[k], unpack(gone, i, math.min(i + 999, #gone)))
+  if #firsts == 0 then return end
+  local flags = redis.call('SMISMEMBER', KEYS[1], unpack(firsts))
+  local gone = {}
+  for i = 1, #flags do
+    if flags[i] == 0 then
+      local rec = recs[at[i]]
+      gone[#gone + 1] = names[at[i]]
+      for p = 9, #rec, 8 do owed[string.byte(rec, p) * 256 + string.byte(rec, p + 1)] = true end
+    end
   end
+  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
   dropped = dropped + #gone
 end
-local prefixes = {}
-if ARGV[1] == '*' then
-  if dropped > 0 then prefixes[1] = '*' end
-else
-  for prefix in pairs(owed) do prefixes[#prefixes + 1] = tostring(prefix) end
+local function owe(all)
+  local prefixes = {}
+  if all == '*' then
+    if dropped > 0 then prefixes[1] = '*' end
+  else
+    for prefix in pairs(owed) do prefixes[#prefixes + 1] = tostring(prefix) end
+  end
+  for i = 1, #prefixes, 1000 do redis.call('SADD', KEYS[2], unpack(prefixes, i, math.min(i + 999, #prefixes))) end
+  return dropped
 end
-for i = 1, #prefixes, 1000 do redis.call('SADD', KEYS[2], unpack(prefixes, i, math.min(i + 999, #prefixes))) end
-return dropped
 """
+
+# Drop the records of the units that are gone among all of a pass's (`_PRUNE`). KEYS[3..] = unit bucket
+# hashes, each read whole; ARGV[1] = "*" or "". Returns the number of records dropped.
+PRUNE_UNITS = (
+    _PRUNE
+    + """
+for k = 3, #KEYS do
+  local flat = redis.call('HGETALL', KEYS[k])
+  for s = 1, #flat, 2000 do
+    local names, recs = {}, {}
+    for i = s, math.min(s + 1999, #flat), 2 do
+      names[#names + 1] = flat[i]
+      recs[#recs + 1] = flat[i + 1]
+    end
+    prune(KEYS[k], names, recs)
+  end
+end
+return owe(ARGV[1])
+"""
+)
+
+# Drop the records of the units that are gone among those named (`_PRUNE`; `intune_sweep.prune_pages`).
+# KEYS[3..] = unit bucket hashes; ARGV[1] = a JSON array of the number of unit ids named in each;
+# ARGV[2] = the unit ids, 16 characters each, in that order; ARGV[3] = "*" or "". Returns the number of
+# records dropped.
+PRUNE_NAMED = (
+    _PRUNE
+    + """
+local counts = cjson.decode(ARGV[1])
+local ids, at = ARGV[2], 1
+for k = 3, #KEYS do
+  local names = {}
+  for j = 1, counts[k - 2] do
+    names[j] = string.sub(ids, at, at + 15)
+    at = at + 16
+  end
+  for s = 1, #names, 1000 do
+    local slice = {unpack(names, s, math.min(s + 999, #names))}
+    prune(KEYS[k], slice, redis.call('HMGET', KEYS[k], unpack(slice)))
+  end
+end
+return owe(ARGV[3])
+"""
+)

@@ -464,24 +464,19 @@ async def test_a_pass_that_raises_ends_the_sweep_with_no_pass_left_running(
     assert await mirror(runtime) == before
 
 
-async def test_a_pass_that_knew_every_page_prunes_nothing_and_one_that_did_not_still_prunes(
+async def test_a_pass_that_knew_every_page_prunes_nothing_and_one_that_did_not_reads_only_what_it_did_not_find(
     runtime: Runtime, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every page of the detected applications known, and every page the last sweep left found: its
     unit records are the last sweep's, so pruning them is skipped. A retired device changes the pages
-    it was on, and the records of its units go."""
+    it was on, and the records of its units go; as the page records named every unit record, the prune
+    reads only the records of the units of the page parts not found again (`prune_pages`), not all."""
     await first_sweep(runtime)
-    prune = intune_sweep.prune_units
-    pruned: list[str] = []
-
-    async def recording(context: Any, name: str, recorded: bool) -> int:
-        pruned.append(name)
-        return await prune(context, name, recorded)
-
-    monkeypatch.setattr(intune, "prune_units", recording)
+    pruned = _recording_prunes(monkeypatch)
     records, failures = await sync(runtime)
     assert (records, failures) == ([], [])
-    assert "detected" not in pruned and "devices" in pruned
+    assert ("detected", "pages") not in pruned and ("detected", "units") not in pruned
+    assert ("devices", "units") in pruned
     device = pick(estate, "macMDM", lambda d: bool(estate.device_apps(d.id)))
     held, apps = await _records(runtime), len(estate.device_apps(device.id))
     estate.retire_device(device.id)
@@ -489,8 +484,104 @@ async def test_a_pass_that_knew_every_page_prunes_nothing_and_one_that_did_not_s
 
     records, failures = await sync(runtime)
 
-    assert failures == [] and "detected" in pruned
+    assert failures == [] and ("detected", "units") not in pruned
+    read = pruned[("detected", "pages")]
+    assert apps <= read < held["detected"] / 4
     assert (await _records(runtime))["detected"] == held["detected"] - apps
+
+
+def _recording_prunes(monkeypatch: pytest.MonkeyPatch) -> Counter[tuple[str, str]]:
+    """The prunes of the sweeps from now on, by pass and kind ("units": every record read; "pages": those
+    named by the page records not found), with how many unit ids the page records not found named."""
+    pruned: Counter[tuple[str, str]] = Counter()
+    prune_units, prune_pages = intune_sweep.prune_units, intune_sweep.prune_pages
+
+    async def units(context: Any, name: str, recorded: bool) -> int:
+        pruned[(name, "units")] += 1
+        return await prune_units(context, name, recorded)
+
+    async def pages(context: Any, name: str, recorded: bool) -> int:
+        store = context.store
+        gone = await store.redis.hvals(store.keys.sweep_pages(intune_sweep.seen_source(name), "gone"))
+        pruned[(name, "pages")] += len({uid for record in gone for uid in intune_units.page_record_units(record)})
+        return await prune_pages(context, name, recorded)
+
+    monkeypatch.setattr(intune, "prune_units", units)
+    monkeypatch.setattr(intune, "prune_pages", pages)
+    return pruned
+
+
+async def test_page_records_that_did_not_name_every_unit_record_leave_the_prune_reading_them_all(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the detected applications' page records went (as a re-read between sweeps drops them), the
+    unit records of a device retired since are named by no page record: the next prune reads every
+    record, drops exactly the device's, and the page records name every unit record again after it."""
+    await first_sweep(runtime)
+    before = await mirror(runtime)
+    store = runtime.store(TENANT_ID)
+    source = intune_sweep.seen_source("detected")
+    await store.redis.delete(store.keys.sweep_pages(source, "current"), store.keys.sweep_pages_complete(source))
+    device = pick(estate, "macMDM", lambda d: bool(estate.device_apps(d.id)))
+    held, apps = await _records(runtime), len(estate.device_apps(device.id))
+    estate.retire_device(device.id)
+    pruned = _recording_prunes(monkeypatch)
+
+    records, failures = await sync(runtime)
+
+    after = expected_intune(estate, set(tenant.users))
+    assert failures == [] and summary(records) == expected_changes(before, after) and await mirror(runtime) == after
+    assert (await _records(runtime))["detected"] == held["detected"] - apps and ("detected", "units") in pruned
+    assert await store.redis.exists(store.keys.sweep_pages_complete(source))
+    estate.retire_device(pick(estate, "macMDM", lambda d: bool(estate.device_apps(d.id))).id)
+    pruned.clear()
+    _, failures = await sync(runtime)
+    assert failures == [] and ("detected", "pages") in pruned and ("detected", "units") not in pruned
+    assert await mirror(runtime) == expected_intune(estate, set(tenant.users))
+
+
+async def test_a_detected_pass_that_fails_part_way_leaves_the_next_prune_reading_every_record(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A detected pass that fails after it carried some page records over: those it did not reach are
+    lost when the next pass starts, and with them the names of the units on them. The next prune then
+    reads every record, and the sweep still deletes exactly what went."""
+    await first_sweep(runtime)
+    before = await mirror(runtime)
+    store = runtime.store(TENANT_ID)
+    source = intune_sweep.seen_source("detected")
+    commit_page, pages = PassWriter.commit_page, 0
+
+    async def failing(writer: PassWriter, *args: Any, **kwargs: Any) -> None:
+        nonlocal pages
+        if writer.pass_name == "detected":
+            pages += 1
+            if pages == 3:
+                raise GraphError("the third page failed", status=500)
+        await commit_page(writer, *args, **kwargs)
+
+    monkeypatch.setattr(PassWriter, "commit_page", failing)
+    _, failures = await sync(runtime)
+    assert failures and await mirror(runtime) == before
+    assert await store.redis.hlen(store.keys.sweep_pages(source, "previous"))  # records not reached
+    monkeypatch.undo()
+    device = pick(estate, "macMDM", lambda d: bool(estate.device_apps(d.id)))
+    held, apps = await _records(runtime), len(estate.device_apps(device.id))
+    estate.retire_device(device.id)
+    pruned = _recording_prunes(monkeypatch)
+
+    records, failures = await sync(runtime)
+
+    after = expected_intune(estate, set(tenant.users))
+    assert failures == [] and summary(records) == expected_changes(before, after) and await mirror(runtime) == after
+    assert (await _records(runtime))["detected"] == held["detected"] - apps and ("detected", "units") in pruned
+
+
+def test_a_page_record_names_the_units_it_holds_before_their_refs() -> None:
+    uids = ["00000000000000ff", "8000000000000001"]
+    record = intune_units.page_record(uids, b"r" * 24)
+    assert intune_units.page_record_units(record) == uids and record.endswith(b"r" * 24)
+    assert intune_units.page_record_units(intune_units.page_record([], b"r" * 8)) == []
 
 
 async def test_the_next_pass_of_a_lane_starts_while_the_pass_before_it_prunes(
@@ -558,17 +649,21 @@ async def test_a_pass_prunes_its_records_as_it_ends_while_the_other_passes_run(
     passes after it have read anything, not after all of them."""
     await first_sweep(runtime)
     events: list[str] = []
-    prune, finish = intune_sweep.prune_units, PassWriter.finish_pages
+    finish = PassWriter.finish_pages
 
-    async def pruning(context: Any, name: str, recorded: bool) -> int:
-        events.append(f"prune {name}")
-        return await prune(context, name, recorded)
+    def pruning(prune: Callable[..., Any]) -> Callable[..., Any]:
+        async def recorded(context: Any, name: str, recorded: bool) -> int:
+            events.append(f"prune {name}")
+            return int(await prune(context, name, recorded))
+
+        return recorded
 
     async def finishing(writer: PassWriter) -> None:
         events.append(f"{writer.pass_name} read")
         await finish(writer)
 
-    monkeypatch.setattr(intune, "prune_units", pruning)
+    monkeypatch.setattr(intune, "prune_units", pruning(intune_sweep.prune_units))
+    monkeypatch.setattr(intune, "prune_pages", pruning(intune_sweep.prune_pages))
     monkeypatch.setattr(PassWriter, "finish_pages", finishing)
     estate.retire_device(pick(estate, "macMDM", lambda d: bool(estate.device_apps(d.id))).id)
 
@@ -825,8 +920,8 @@ async def test_a_sweep_killed_before_its_scan_leaves_the_scan_owed_to_the_next(
 
 
 async def test_the_scan_and_prune_scripts_answer_past_a_thousand_refs_a_call(runtime: Runtime) -> None:
-    """`UNSEEN_BY_ANY` and `PRUNE_UNITS` ask Redis a thousand refs a call: past that, every answer is
-    still where it belongs (refs in the first set, the second, neither; records seen and gone)."""
+    """`UNSEEN_BY_ANY`, `PRUNE_UNITS` and `PRUNE_NAMED` ask Redis a thousand refs a call: past that, every
+    answer is still where it belongs (refs in the first set, the second, neither; records seen and gone)."""
     redis = runtime.store(TENANT_ID).redis
     base = runtime.store(TENANT_ID).keys.base
     refs = [(n // 100).to_bytes(2, "big") + n.to_bytes(6, "big") for n in range(2500)]  # bucket n // 100
@@ -846,3 +941,15 @@ async def test_the_scan_and_prune_scripts_answer_past_a_thousand_refs_a_call(run
     await redis.hset(bucket, "gone", bytes(8) + refs[2499])
     assert await prune(keys=[first, owed, bucket], args=["*"]) == 1  # records not known complete
     assert await redis.smembers(owed) == {b"12", b"13", b"14", b"*"}
+    # The same, for records named: two hashes, the first with 1,500 names (some with no record).
+    await redis.delete(bucket, owed)
+    other = f"{base}:test:other"
+    uids = [f"{n:016x}" for n in range(2500)]
+    await redis.hset(bucket, mapping={uids[n]: bytes(8) + refs[n] for n in range(0, 1500, 2)})
+    await redis.hset(other, mapping={uids[n]: bytes(8) + refs[n] for n in range(1500, 2500)})
+    named = redis.register_script(intune_units.PRUNE_NAMED)
+    counts, ids = b"[1500,1000]", "".join(uids).encode()
+    assert await named(keys=[first, owed, bucket, other], args=[counts, ids, ""]) == 150 + 1000
+    assert sorted(await redis.hkeys(bucket)) == sorted(uids[n].encode() for n in range(0, 1200, 2))
+    assert sorted(await redis.hkeys(other)) == []
+    assert await redis.smembers(owed) == {str(n).encode() for n in range(12, 25)}
