@@ -182,14 +182,26 @@ class TenantKeys:
         return f"{self.base}:unitsok2:{source}"
 
     def sweep_scan_owed(self, source: str) -> str:
-        """SET of the mirror scopes the next scan for absent objects of `source` must read: their seen
-        refs' prefixes as decimal numbers (`intune_units.scope_prefix`; one below 4,096, of the earlier
-        layout, is a bucket number and stands for that bucket of every family), or `*` for every scope.
-        Added to in the same script or commit as the change that may leave an object behind (a unit
-        record dropped, or rewritten naming fewer objects), and the members a scan read removed after
-        it when no pass of its sweep failed; so a sweep killed in between still owes the scan to the
-        next one (`monitor.sources.intune_sweep`)."""
+        """SET of the mirror scopes the next scan for absent objects of `source` must read whole: `*` for
+        every scope, added in the same script or commit as the change that may leave an object behind
+        where the pass's records are not known to be complete (a unit record dropped, or rewritten
+        naming fewer objects). The members a scan read are removed after it when no pass of its sweep
+        failed; so a sweep killed in between still owes the scan to the next one
+        (`monitor.sources.intune_sweep`). Earlier versions also owed scopes here by their seen refs'
+        prefix as a decimal number (`intune_units.scope_prefix`; one below 4,096 is a bucket number and
+        stands for that bucket of every family); such members are still read. Now the objects
+        themselves are owed (`sweep_owed_refs`)."""
         return f"{self.base}:owed:{source}"
+
+    def sweep_owed_refs(self, source: str) -> str:
+        """SET of the 8-byte seen refs (`intune_units.seen_ref`) of the objects the next check for absent
+        objects of `source` must look for: those of a unit that went (added by the prune that drops its
+        record) or that a unit no longer maps to (added in the page commit that rewrites its record).
+        The check reads only the scopes where one of them was seen by no complete pass, and looks there
+        for those refs alone; the members read are removed after a check in which no pass failed, so a
+        sweep killed before it leaves them owed (`monitor.sources.intune_sweep`). Before refs were owed,
+        their scopes were (`sweep_scan_owed`)."""
+        return f"{self.base}:owedrefs:{source}"
 
     def sweep_pages(self, source: str, generation: str) -> str:
         """HASH page digest (16 bytes) -> a page record: the number of units of one part of a list page

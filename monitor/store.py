@@ -714,11 +714,18 @@ class TenantStore:
         """The scopes owed a scan for absent objects of `source` (`TenantKeys.sweep_scan_owed`)."""
         return {_bytes(member) for member in await self.redis.smembers(self.keys.sweep_scan_owed(source))}
 
-    async def scanned(self, source: str, owed: Collection[bytes]) -> None:
-        """Remove `owed`, the scopes owed a scan that a scan has just read (`TenantKeys.sweep_scan_owed`),
-        through the fence: a runner that lost its lease must not clear what the next one owes."""
+    async def owed_refs(self, source: str) -> set[bytes]:
+        """The refs of the objects owed a check for absence of `source` (`TenantKeys.sweep_owed_refs`)."""
+        return {_bytes(member) for member in await self.redis.smembers(self.keys.sweep_owed_refs(source))}
+
+    async def scanned(self, source: str, owed: Collection[bytes], refs: Collection[bytes] = ()) -> None:
+        """Remove `owed` and `refs`, the scopes and objects owed a check that one has just read
+        (`TenantKeys.sweep_scan_owed`, `TenantKeys.sweep_owed_refs`), through the fence: a runner that
+        lost its lease must not clear what the next one owes."""
         if owed:
             await self._write_key("SREM", self.keys.sweep_scan_owed(source), *owed)
+        if refs:
+            await self._write_key("SREM", self.keys.sweep_owed_refs(source), *refs)
 
     async def reset_seen(self, source: str) -> None:
         # UNLINK: a seen set of a million refs is freed by Redis off its main thread, not in the call.

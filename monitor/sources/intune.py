@@ -26,9 +26,9 @@ One sweep (`sweep_intune`, run by `run_source(context, "intune")`):
    sweep: the others relate to its devices. An answer that is not what its call returns (a report
    stream that is not a report, a list page without `value`) fails its pass the same way, as
    "invalid response" in the status and in `monitor_intune_passes_total`.
-4. Delete by absence what the *complete* passes own and did not see (`intune_sweep.delete_absent`),
-   reading only the scopes owed a scan (each complete pass, as it ended, pruned the records of its
-   units that went and owed the scopes of their objects); nothing that a skipped, refused or failed
+4. Delete by absence what the *complete* passes own and did not see (`intune_sweep.delete_owed`),
+   looking only for the objects owed a check (each complete pass, as it ended, pruned the records of
+   its units that went and owed a check of their objects); nothing that a skipped, refused or failed
    pass owns is deleted.
 """
 
@@ -59,12 +59,13 @@ from monitor.sources.intune_sweep import (
     SOURCE,
     PassWriter,
     delete_absent,
+    delete_owed,
     has_objects,
     prune_pages,
     prune_units,
     seen_source,
 )
-from monitor.sources.intune_units import ALL_SCOPES
+from monitor.sources.intune_units import ALL_SCOPES, earlier_prefixes
 from monitor.store import iso_ms
 
 log = logging.getLogger(__name__)
@@ -233,25 +234,29 @@ async def _delete_absent_objects(
     context: SourceContext, report: SweepReport, result: RoundResult, track: bool, on_records: RecordListener | None
 ) -> None:
     """After the passes (each complete one has pruned the records of its units that went): delete by
-    absence what the complete passes own and did not see. Only the scopes owed a scan are read
-    (`sweep_scan_owed`: those where a unit that went, or one that now maps to fewer objects, had
-    objects; every scope when records were incomplete), and the families written without unit records
-    (`UNRECORDED_FAMILIES`) whole.
-    Then the complete passes' records are complete, and when no pass failed the scopes read are no
-    longer owed."""
+    absence what the complete passes own and did not see. Only the objects owed a check are looked for
+    (`sweep_owed_refs`: those of a unit that went, or of one that now maps to fewer objects), in the
+    scopes where one of them was seen by no pass; every scope is scanned whole when records were
+    incomplete (`sweep_scan_owed`), and the families written without unit records
+    (`UNRECORDED_FAMILIES`) are. Then the complete passes' records are complete, and when no pass failed
+    what was checked is no longer owed."""
     complete = frozenset(o.name for o in report.passes if o.status == "complete")
     if track and complete:
-        owed = await context.store.owed_scans(SOURCE)
+        owed, refs = await context.store.owed_scans(SOURCE), await context.store.owed_refs(SOURCE)
         writer = PassWriter(context, "deletions", result, track=False, on_records=on_records)
         owner_of = await ownership(writer)
-        if owed:
-            recorded = [each for each in FAMILIES if each not in UNRECORDED_FAMILIES]
-            prefixes = None if ALL_SCOPES.encode() in owed else {int(p) for p in owed}
-            await delete_absent(writer, recorded, complete, owner_of, FAMILY_OWNERS, prefixes)
+        recorded = [each for each in FAMILIES if each not in UNRECORDED_FAMILIES]
+        if ALL_SCOPES.encode() in owed:
+            await delete_absent(writer, recorded, complete, owner_of, FAMILY_OWNERS)
+        else:
+            earlier = {int(p) for p in owed} | earlier_prefixes(refs)
+            if earlier:
+                await delete_absent(writer, recorded, complete, owner_of, FAMILY_OWNERS, earlier)
+            await delete_owed(writer, refs, complete, owner_of, FAMILY_OWNERS)
         await delete_absent(writer, UNRECORDED_FAMILIES, complete, owner_of, FAMILY_OWNERS)
-        if owed and not any(o.status in FAILED for o in report.passes):
-            # Scanned for every pass that can complete: what a failed pass owns waits for its next try.
-            await context.store.scanned(SOURCE, owed)
+        if (owed or refs) and not any(o.status in FAILED for o in report.passes):
+            # Checked for every pass that can complete: what a failed pass owns waits for its next try.
+            await context.store.scanned(SOURCE, owed, refs)
     for name in sorted(complete):
         await context.store.redis.set(context.store.keys.sweep_units_complete(seen_source(name)), 1)
 
@@ -340,8 +345,8 @@ async def _run_pass(
         status: PassStatus = "invalid response" if exc.code == INVALID_RESPONSE else "failed"
         return PassOutcome(name, permission, status, str(exc), writer.objects, http_status=exc.status)
     if setup.track and not writer.same_units:
-        # Started now, and run while the next passes do: the records of its units that went, and the
-        # scopes their objects are in owed a scan (a pass that saw the units the last one left has none
+        # Started now, and run while the next passes do: the records of its units that went dropped, and
+        # their objects owed a check (a pass that saw the units the last one left has none
         # to prune; one whose page records named every unit reads only those of the pages it did not
         # find again). Deletion by absence waits for it (`_pruning`).
         setup.prunes.append(asyncio.ensure_future(_prune(context, writer)))

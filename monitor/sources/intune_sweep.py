@@ -20,9 +20,11 @@ Rules (docs/architecture.md, "Rules that keep it correct"; issue 4):
   ref costs Redis a fraction of a key. The scan for absence computes them from the scopes and fields
   it reads, so it unpacks only the keys of objects no pass saw. A collision could only make an absent
   object look seen, never delete a present one.
-- The scan reads only the scopes owed one (`TenantKeys.sweep_scan_owed`): those a unit record that
-  went, or was rewritten naming fewer objects, named (the prefixes its refs start with), stored in
-  the same script or commit as that change, so a sweep killed before its scan still owes it.
+- The check looks only for the objects owed one (`TenantKeys.sweep_owed_refs`): those a unit record
+  that went, or was rewritten naming fewer objects, named (its refs), stored in the same script or
+  commit as that change, so a sweep killed before its check still owes it (`delete_owed`). Only
+  where a pass's records are not known complete is every scope owed a scan whole
+  (`TenantKeys.sweep_scan_owed`, `delete_absent`).
 - The change records carry source "intune"; the seen sets are written in the same commit, keyed by
   pass.
 - Objects read from Graph go through `commit_units`: what Graph says the same as last time is not
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from bisect import bisect_right
 from collections import deque
@@ -79,7 +82,7 @@ from monitor.sources.intune_units import (
     page_record,
     page_record_units,
     record,
-    ref_prefixes,
+    ref_scope,
     scope_refs,
     seen_ref,
     stale_record,
@@ -277,11 +280,14 @@ class PassWriter:
         refs: dict[str, bytes] = {}  # uid -> the refs of a unit mapped now
         write = PageWrite(ops=ops)
         source = seen_source(self.pass_name)
+        owed: list[bytes] = []  # the refs of objects units no longer map to
         for changed_unit in changed:
             mapped = changed_unit.mapping()
             unit_refs, unit_record = record(changed_unit.digest, mapped)
             if self.track:
-                write.raw_sets += self._owed(earlier.get(changed_unit.uid), unit_refs)
+                everything, lost = self._owed(earlier.get(changed_unit.uid), unit_refs)
+                write.raw_sets += everything
+                owed.append(lost)
             ops += mapped
             refs[changed_unit.uid] = unit_refs
             if unit_refs:  # a unit mapped to nothing keeps no record: it is mapped every time
@@ -289,6 +295,8 @@ class PassWriter:
                 write.raw_fields.append(RawField(self._units_key(bucket), changed_unit.uid.encode(), unit_record))
                 write.raw_sets.append((self.context.store.keys.sweep_unit_buckets(source), str(bucket)))
         write.raw_members = self._seen(b"".join(refs.values()))
+        if any(owed):
+            write.raw_members.append(RawMembers(self._owed_refs_key, b"".join(owed), REF_SIZE))
         # New units (none had a record, and records are complete, or the mirror held no Intune object
         # when the sweep began) map to new objects, as a rule: committed without reading them first.
         write.fresh = (self.recorded or not self.track) and not any(earlier.get(u.uid) for u in changed)
@@ -297,24 +305,28 @@ class PassWriter:
         self.result.skipped += len(units) - len(changed)
         return write
 
-    def _owed(self, earlier: bytes | None, refs: bytes) -> list[tuple[str, str]]:
-        """The scopes owed a scan because a unit mapped again now maps to `refs`, its record was
-        `earlier`: those of the objects it no longer names, or every scope when it may have left
-        objects behind and the pass's records are not known to be complete and of this layout
-        (`recorded`). Committed with the unit's new record, so a sweep killed before its scan leaves
-        them owed."""
+    def _owed(self, earlier: bytes | None, refs: bytes) -> tuple[list[tuple[str, str]], bytes]:
+        """What a unit mapped again, now to `refs`, owes the check for absent objects, its record having
+        been `earlier`: a scan of every scope when it may have left objects behind and the pass's records
+        are not known to be complete and of this layout (`recorded`), else the refs of the objects it no
+        longer names (`TenantKeys.sweep_owed_refs`). Committed with the unit's new record, so a sweep
+        killed before its check leaves them owed."""
         if earlier is None:  # a new unit, unless records were not all written
-            return [] if self.recorded else [(self._owed_key, ALL_SCOPES)]
+            return ([] if self.recorded else [(self._owed_key, ALL_SCOPES)]), b""
         lost = _refs(earlier[DIGEST_SIZE:]) - _refs(refs)
         if not lost:
-            return []
+            return [], b""
         if not self.recorded:
-            return [(self._owed_key, ALL_SCOPES)]
-        return [(self._owed_key, str(prefix)) for prefix in sorted(ref_prefixes(b"".join(lost)))]
+            return [(self._owed_key, ALL_SCOPES)], b""
+        return [], b"".join(sorted(lost))
 
     @property
     def _owed_key(self) -> str:
         return self.context.store.keys.sweep_scan_owed(SOURCE)
+
+    @property
+    def _owed_refs_key(self) -> str:
+        return self.context.store.keys.sweep_owed_refs(SOURCE)
 
     def _page_records(
         self, units: Sequence[Unit], pages: Sequence[tuple[bytes, int]], mapped: dict[str, bytes], kept: Iterator[bytes]
@@ -339,7 +351,7 @@ class PassWriter:
         objects of its earlier record as well as those it maps to now, in the same commit: the next
         sweep maps the unit again (a record that matched would hide a change made back before that
         sweep) and, if the unit no longer maps to an object either record named, finds that it may
-        have dropped one and owes a scan of its scope (`PassWriter._owed`), so the sweep still deletes
+        have dropped one and owes a check of that object (`PassWriter._owed`), so the sweep still deletes
         what went."""
         store = self.context.store
         source = seen_source(self.pass_name)
@@ -473,7 +485,8 @@ async def delete_absent(
         if owed is not None:
             scopes = [scope for scope in scopes if owes_scan(scope, owed)]
         chunks = [scopes[start : start + SCOPES_PER_READ] for start in range(0, len(scopes), SCOPES_PER_READ)]
-        async with contextlib.aclosing(_scanned_ahead(writer, sets, chunks)) as scanned:
+        scan = functools.partial(_candidates, writer, sets)
+        async with contextlib.aclosing(_scanned_ahead(scan, chunks)) as scanned:
             async for candidates in scanned:
                 keys = {scope: unpack_keys(found) for scope, found in candidates.items()}
                 deleted += await _delete(writer, await _unseen(writer, kind, family, keys, complete, owner_of))
@@ -481,25 +494,89 @@ async def delete_absent(
     return deleted
 
 
+async def delete_owed(
+    writer: PassWriter,
+    refs: Collection[bytes],
+    complete: frozenset[str],
+    owner_of: Ownership,
+    owners: Mapping[tuple[Kind, str], Sequence[str]],
+) -> int:
+    """After the passes: delete what a complete pass owns and did not see among the objects owed a check
+    (`TenantKeys.sweep_owed_refs`: those of the units that went or now map to less). Returns how many.
+
+    Per family, the refs that no complete pass writing it saw (`UNSEEN_BY_ANY`, one round trip for a few
+    thousand) name the scopes to read, usually one per retired device and family; in each, only the
+    fields whose ref is one of them are taken (`scope_refs` of every field), their keys unpacked and
+    checked against their owner's seen set (`_unseen`), and what went is deleted. A scope is not read
+    for its other objects, nor a ref asked of a seen set, as the scan of whole scopes did
+    (`delete_absent`). Refs of the earlier layout (`intune_units.earlier_prefixes`) are left to it."""
+    sizes = await _seen_sizes(writer, complete)
+    by_family: dict[tuple[Kind, str], list[bytes]] = {}
+    for ref in refs:
+        scope = ref_scope(ref)
+        if scope is not None:
+            by_family.setdefault((scope.kind, scope.family), []).append(ref)
+    deleted = 0
+    for (kind, family), owed in by_family.items():
+        asked = sorted(complete & frozenset(owners.get((kind, family), complete)), key=lambda n: -sizes[n])
+        if not asked:  # objects no complete pass owns are never deleted
+            continue
+        sets = [writer.context.store.keys.round_seen(seen_source(name)) for name in asked]
+        unseen = await _unseen_refs(writer, sets, owed)
+        scopes = sorted({scope for scope in map(ref_scope, unseen) if scope is not None}, key=lambda s: s.bucket)
+        chunks = [scopes[start : start + SCOPES_PER_READ] for start in range(0, len(scopes), SCOPES_PER_READ)]
+        scan = functools.partial(_owed_candidates, writer, unseen)
+        async with contextlib.aclosing(_scanned_ahead(scan, chunks)) as scanned:
+            async for candidates in scanned:
+                keys = {scope: unpack_keys(found) for scope, found in candidates.items()}
+                deleted += await _delete(writer, await _unseen(writer, kind, family, keys, complete, owner_of))
+    writer.result.deleted_by_absence += deleted
+    return deleted
+
+
+async def _owed_candidates(
+    writer: PassWriter, unseen: set[bytes], chunk: Sequence[ScopeId]
+) -> dict[ScopeId, list[bytes]]:
+    """The fields of each scope of `chunk` whose seen ref is one of `unseen`."""
+    fields = await _scope_fields(writer, chunk)
+    return {scope: _fields_among(scope, listed, unseen) for scope, listed in zip(chunk, fields, strict=True)}
+
+
+async def _unseen_refs(writer: PassWriter, sets: list[str], refs: list[bytes]) -> set[bytes]:
+    """Those of `refs` in none of `sets` (`UNSEEN_BY_ANY`)."""
+    script: Any = writer.context.store.redis.register_script(UNSEEN_BY_ANY)
+    positions: list[int] = await script(keys=sets, args=[b"".join(refs)])
+    return {refs[int(position) - 1] for position in positions}
+
+
+def _fields_among(scope: ScopeId, fields: list[bytes], refs: set[bytes]) -> list[bytes]:
+    """The fields of `scope` whose seen ref is one of `refs`."""
+    joined = scope_refs(scope, fields)
+    return [field for n, field in enumerate(fields) if joined[n * REF_SIZE : (n + 1) * REF_SIZE] in refs]
+
+
+Scan = Callable[[Sequence[ScopeId]], Awaitable[dict[ScopeId, list[bytes]]]]
+
+
 async def _scanned_ahead(
-    writer: PassWriter, sets: list[str], chunks: Sequence[Sequence[ScopeId]]
+    scan: Scan, chunks: Sequence[Sequence[ScopeId]]
 ) -> AsyncGenerator[dict[ScopeId, list[bytes]], None]:
-    """The fields of each chunk of scopes that no seen set has (`_candidates`), in order, with the next
-    `SCANS_AHEAD` chunks read and checked while the caller deletes from this one: Redis reads and
-    checks one chunk while the refs of another are computed here. A chunk's deletions touch only its
-    own scopes, so a chunk scanned ahead finds what it would have found after them."""
+    """The candidate fields of each chunk of scopes (`scan`: `_candidates`, `_owed_candidates`), in order,
+    with the next `SCANS_AHEAD` chunks read and checked while the caller deletes from this one: Redis
+    reads and checks one chunk while the refs of another are computed here. A chunk's deletions touch
+    only its own scopes, so a chunk scanned ahead finds what it would have found after them."""
     upcoming = iter(chunks)
-    scans = deque(asyncio.ensure_future(_candidates(writer, sets, c)) for c in islice(upcoming, SCANS_AHEAD))
+    scans = deque(asyncio.ensure_future(scan(c)) for c in islice(upcoming, SCANS_AHEAD))
     try:
         while scans:
             found = await scans.popleft()
             following = next(upcoming, None)
             if following is not None:
-                scans.append(asyncio.ensure_future(_candidates(writer, sets, following)))
+                scans.append(asyncio.ensure_future(scan(following)))
             yield found
     finally:
-        for scan in scans:
-            scan.cancel()
+        for running in scans:
+            running.cancel()
         await asyncio.gather(*scans, return_exceptions=True)
 
 
@@ -641,14 +718,14 @@ return out
 
 async def prune_units(context: SourceContext, pass_name: str, recorded: bool) -> int:
     """After a complete pass (before its seen set is cleared): drop the records of its units that are
-    gone (`PRUNE_UNITS`), owing a scan of the scopes their objects are in (of every scope unless the
-    pass's records were `recorded`, complete and of this layout, when it started). Returns how many."""
+    gone (`PRUNE_UNITS`), owing a check of their objects (a scan of every scope unless the pass's records
+    were `recorded`, complete and of this layout, when it started). Returns how many."""
     store = context.store
     source = seen_source(pass_name)
     buckets = sorted(int(b) for b in await store.redis.smembers(store.keys.sweep_unit_buckets(source)))
     script: Any = store.redis.register_script(PRUNE_UNITS)
     dropped = 0
-    sets = [store.keys.round_seen(source), store.keys.sweep_scan_owed(SOURCE)]
+    sets = [store.keys.round_seen(source), store.keys.sweep_scan_owed(SOURCE), store.keys.sweep_owed_refs(SOURCE)]
     for start in range(0, len(buckets), PRUNE_CHUNK):
         keys = [store.keys.sweep_units(source, b) for b in buckets[start : start + PRUNE_CHUNK]]
         dropped += int(await script(keys=[*sets, *keys], args=["" if recorded else ALL_SCOPES]))
@@ -668,7 +745,7 @@ async def prune_pages(context: SourceContext, pass_name: str, recorded: bool) ->
     for uid in {uid for named in records for uid in page_record_units(named)}:
         by_bucket.setdefault(unit_bucket(uid), []).append(uid)
     script: Any = store.redis.register_script(PRUNE_NAMED)
-    sets = [store.keys.round_seen(source), store.keys.sweep_scan_owed(SOURCE)]
+    sets = [store.keys.round_seen(source), store.keys.sweep_scan_owed(SOURCE), store.keys.sweep_owed_refs(SOURCE)]
     buckets = sorted(by_bucket)
     dropped = 0
     for start in range(0, len(buckets), PRUNE_CHUNK):

@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -162,6 +162,25 @@ def _prefix_bytes() -> dict[Kind, dict[str, list[bytes]]]:
 
 
 _PREFIX_BYTES = _prefix_bytes()
+
+
+_CODE_SCOPES = {code: kind_family for kind_family, code in SCOPE_CODES.items()}
+
+
+def ref_scope(ref: bytes) -> ScopeId | None:
+    """The scope of the object whose seen ref is `ref` (`scope_prefix`), or None for a ref of the earlier
+    layout, whose prefix is a bucket number alone (`owes_scan`)."""
+    prefix = int.from_bytes(ref[:2], "big")
+    kind_family = _CODE_SCOPES.get(prefix >> _BUCKET_BITS)
+    if kind_family is None:
+        return None
+    return ScopeId(kind_family[0], kind_family[1], prefix & ((1 << _BUCKET_BITS) - 1))
+
+
+def earlier_prefixes(refs: Iterable[bytes]) -> set[int]:
+    """The prefixes of those of `refs` written by the earlier layout (a bucket number alone, which owes
+    that bucket of every family a scan: `owes_scan`)."""
+    return {int.from_bytes(ref[:2], "big") for ref in refs if ref_scope(ref) is None}
 
 
 def owes_scan(scope: ScopeId, owed: Collection[int]) -> bool:
@@ -363,10 +382,10 @@ return complete
 # The start of the scripts that drop the records of units that are gone, after a complete pass: a record
 # whose first ref is not in the pass's seen set KEYS[1] belongs to a unit the pass did not see (a seen
 # unit adds all its refs). `prune(key, names, recs)` drops those of `recs` (the records of the fields
-# `names` of hash `key`; false where there is none, at most a thousand), and remembers the scopes their
-# refs name (their prefixes, `scope_prefix`); `owe(all)` adds them to the scopes owed a scan KEYS[2]
-# (`TenantKeys.sweep_scan_owed`), in the same call, or with `all` = "*" (records not known to be complete,
-# or of an earlier layout) every scope if any record went, and returns how many went.
+# `names` of hash `key`; false where there is none, at most a thousand), and remembers their refs;
+# `owe(all)` adds them to the objects owed a check KEYS[3] (`TenantKeys.sweep_owed_refs`), in the same
+# call, or with `all` = "*" (records not known to be complete, or of an earlier layout) owes a scan of
+# every scope (KEYS[2], `TenantKeys.sweep_scan_owed`) if any record went, and returns how many went.
 _PRUNE = """
 local dropped, owed = 0, {}
 local function prune(key, names, recs)
@@ -384,30 +403,30 @@ local function prune(key, names, recs)
     if flags[i] == 0 then
       local rec = recs[at[i]]
       gone[#gone + 1] = names[at[i]]
-      for p = 9, #rec, 8 do owed[string.byte(rec, p) * 256 + string.byte(rec, p + 1)] = true end
+      for p = 9, #rec, 8 do owed[string.sub(rec, p, p + 7)] = true end
     end
   end
   if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
   dropped = dropped + #gone
 end
 local function owe(all)
-  local prefixes = {}
   if all == '*' then
-    if dropped > 0 then prefixes[1] = '*' end
-  else
-    for prefix in pairs(owed) do prefixes[#prefixes + 1] = tostring(prefix) end
+    if dropped > 0 then redis.call('SADD', KEYS[2], '*') end
+    return dropped
   end
-  for i = 1, #prefixes, 1000 do redis.call('SADD', KEYS[2], unpack(prefixes, i, math.min(i + 999, #prefixes))) end
+  local refs = {}
+  for ref in pairs(owed) do refs[#refs + 1] = ref end
+  for i = 1, #refs, 1000 do redis.call('SADD', KEYS[3], unpack(refs, i, math.min(i + 999, #refs))) end
   return dropped
 end
 """
 
-# Drop the records of the units that are gone among all of a pass's (`_PRUNE`). KEYS[3..] = unit bucket
+# Drop the records of the units that are gone among all of a pass's (`_PRUNE`). KEYS[4..] = unit bucket
 # hashes, each read whole; ARGV[1] = "*" or "". Returns the number of records dropped.
 PRUNE_UNITS = (
     _PRUNE
     + """
-for k = 3, #KEYS do
+for k = 4, #KEYS do
   local flat = redis.call('HGETALL', KEYS[k])
   for s = 1, #flat, 2000 do
     local names, recs = {}, {}
@@ -423,7 +442,7 @@ return owe(ARGV[1])
 )
 
 # Drop the records of the units that are gone among those named (`_PRUNE`; `intune_sweep.prune_pages`).
-# KEYS[3..] = unit bucket hashes; ARGV[1] = a JSON array of the number of unit ids named in each;
+# KEYS[4..] = unit bucket hashes; ARGV[1] = a JSON array of the number of unit ids named in each;
 # ARGV[2] = the unit ids, 16 characters each, in that order; ARGV[3] = "*" or "". Returns the number of
 # records dropped.
 PRUNE_NAMED = (
@@ -431,9 +450,9 @@ PRUNE_NAMED = (
     + """
 local counts = cjson.decode(ARGV[1])
 local ids, at = ARGV[2], 1
-for k = 3, #KEYS do
+for k = 4, #KEYS do
   local names = {}
-  for j = 1, counts[k - 2] do
+  for j = 1, counts[k - 3] do
     names[j] = string.sub(ids, at, at + 15)
     at = at + 16
   end

@@ -723,30 +723,47 @@ async def test_a_scan_for_absent_objects_unpacks_only_the_keys_of_objects_no_pas
     assert gone and set(unpacked) == {key for key in gone if device.id in key}
 
 
+@pytest.mark.parametrize("check", ["_owed_candidates", "_candidates"], ids=["objects owed", "whole scopes"])
 async def test_the_scan_for_absent_objects_scans_the_next_scopes_while_it_deletes_from_these(
-    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch, check: str
 ) -> None:
     """The scan works a chunk of scopes ahead: when it handles one chunk's candidates (checks their
-    keys, deletes), the next chunk's read and check are under way; and it deletes exactly what went."""
+    keys, deletes), the next chunk's read and check are under way; and it deletes exactly what went.
+    So does the check of the objects owed one and the scan of whole scopes, when the records are not
+    known to be complete (the completeness marks gone: every scope is owed a scan)."""
     await first_sweep(runtime)
     before = await mirror(runtime)
-    scan, handle = intune_sweep._candidates, intune_sweep._unseen
+    if check == "_candidates":
+        store = runtime.store(TENANT_ID)
+        await store.redis.delete(*(store.keys.sweep_units_complete(f"intune.{p.name}") for p in intune_passes.PASSES))
+    scan, handle, delete_owed = getattr(intune_sweep, check), intune_sweep._unseen, intune_sweep.delete_owed
     ahead: list[int] = []  # at each chunk handled: chunks whose scan was started minus chunks handled
     started = Counter[str]()
+    checking = {"owed": False}
 
     def scanning(*args: Any) -> Any:
         started["scan"] += 1
         return scan(*args)
 
     async def handling(*args: Any) -> Any:
-        started["handle"] += 1
-        ahead.append(started["scan"] - started["handle"])
+        if checking["owed"] == (check == "_owed_candidates"):  # the chunks of the check under test
+            started["handle"] += 1
+            ahead.append(started["scan"] - started["handle"])
         return await handle(*args)
 
+    async def checking_owed(*args: Any) -> int:
+        checking["owed"] = True
+        try:
+            return int(await delete_owed(*args))
+        finally:
+            checking["owed"] = False
+
     monkeypatch.setattr(intune_sweep, "SCOPES_PER_READ", 1)
-    monkeypatch.setattr(intune_sweep, "_candidates", scanning)
+    monkeypatch.setattr(intune_sweep, check, scanning)
     monkeypatch.setattr(intune_sweep, "_unseen", handling)
-    estate.retire_device(pick(estate, "iPhone").id)
+    monkeypatch.setattr(intune, "delete_owed", checking_owed)
+    for device in list(estate.devices.values())[:8]:
+        estate.retire_device(device.id)
 
     records, failures = await sync(runtime)
 
@@ -784,6 +801,50 @@ async def test_the_scan_for_absent_objects_reads_only_the_scopes_owed_one(
     anchored = scope_of(Placement("relationship", DEVICE_FAMILY, device.id))
     assert anchored in devices and len(devices) * 10 < len(await store.known_scopes("relationship", DEVICE_FAMILY))
     assert await store.redis.smembers(store.keys.sweep_scan_owed("intune")) == set()  # scanned: none owed
+    assert await store.redis.smembers(store.keys.sweep_owed_refs("intune")) == set()
+
+
+async def test_the_check_for_absent_objects_asks_the_seen_sets_only_for_the_objects_owed_one(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The records of a retired device's units name its objects: the check asks the seen sets for those
+    refs alone, reads the scopes where one was not seen, and looks there for those fields alone, not for
+    every field of the scope (which the scan of whole scopes asked the seen sets about)."""
+    await first_sweep(runtime)
+    before = await mirror(runtime)
+    asked, read = Counter[str](), Counter[str]()
+    unseen_refs, scope_fields, unseen_fields = (
+        intune_sweep._unseen_refs,
+        intune_sweep._scope_fields,
+        intune_sweep._unseen_fields,
+    )
+
+    async def asking(writer: Any, sets: Any, refs: list[bytes]) -> Any:
+        asked["owed"] += len(refs)
+        return await unseen_refs(writer, sets, refs)
+
+    async def reading(writer: Any, scopes: Any) -> Any:
+        fields = await scope_fields(writer, scopes)
+        read["fields"] += sum(len(listed) for listed in fields)
+        return fields
+
+    async def scanning(writer: Any, sets: Any, fields: dict[ScopeId, list[bytes]]) -> Any:
+        asked["whole"] += sum(len(listed) for scope, listed in fields.items() if scope.family == DEVICE_FAMILY)
+        return await unseen_fields(writer, sets, fields)
+
+    monkeypatch.setattr(intune_sweep, "_unseen_refs", asking)
+    monkeypatch.setattr(intune_sweep, "_scope_fields", reading)
+    monkeypatch.setattr(intune_sweep, "_unseen_fields", scanning)
+    device = pick(estate, "iPhone", lambda d: bool(estate.device_apps(d.id)))
+    estate.retire_device(device.id)
+
+    records, failures = await sync(runtime)
+
+    after = expected_intune(estate, set(tenant.users))
+    assert failures == [] and summary(records) == expected_changes(before, after) and after != before
+    gone = sum(1 for key in before if key not in after)
+    assert asked["whole"] == 0 and gone <= asked["owed"] < 2 * gone
+    assert read["fields"] > 5 * asked["owed"]
 
 
 async def test_the_scan_reads_only_the_scopes_that_held_an_object_of_a_unit_that_went(
@@ -907,9 +968,12 @@ async def test_a_sweep_killed_before_its_scan_leaves_the_scan_owed_to_the_next(
     async def dying(*args: Any) -> int:
         raise GraphError("the process was killed", status=500)
 
+    monkeypatch.setattr(intune, "delete_owed", dying)
     monkeypatch.setattr(intune, "delete_absent", dying)
     _, failures = await sync(runtime)
     assert failures and await mirror(runtime) == before
+    store = runtime.store(TENANT_ID)
+    assert await store.redis.scard(store.keys.sweep_owed_refs("intune"))
     monkeypatch.undo()
 
     records, failures = await sync(runtime)
@@ -934,22 +998,22 @@ async def test_the_scan_and_prune_scripts_answer_past_a_thousand_refs_a_call(run
     bucket = f"{base}:test:bucket"
     await redis.hset(bucket, mapping={f"u{n}": bytes(8) + ref for n, ref in enumerate(refs[:1500])})
     prune = redis.register_script(intune_units.PRUNE_UNITS)
-    owed = f"{base}:test:owed"
-    assert await prune(keys=[first, owed, bucket], args=[""]) == 300
+    owed, owed_refs = f"{base}:test:owed", f"{base}:test:owed-refs"
+    assert await prune(keys=[first, owed, owed_refs, bucket], args=[""]) == 300
     assert sorted(await redis.hkeys(bucket)) == sorted(f"u{n}".encode() for n in range(1200))
-    assert await redis.smembers(owed) == {b"12", b"13", b"14"}  # the buckets of the records dropped
+    assert await redis.smembers(owed_refs) == set(refs[1200:1500])  # the objects of the records dropped
     await redis.hset(bucket, "gone", bytes(8) + refs[2499])
-    assert await prune(keys=[first, owed, bucket], args=["*"]) == 1  # records not known complete
-    assert await redis.smembers(owed) == {b"12", b"13", b"14", b"*"}
+    assert await prune(keys=[first, owed, owed_refs, bucket], args=["*"]) == 1  # records not known complete
+    assert await redis.smembers(owed) == {b"*"} and await redis.scard(owed_refs) == 300
     # The same, for records named: two hashes, the first with 1,500 names (some with no record).
-    await redis.delete(bucket, owed)
+    await redis.delete(bucket, owed, owed_refs)
     other = f"{base}:test:other"
     uids = [f"{n:016x}" for n in range(2500)]
     await redis.hset(bucket, mapping={uids[n]: bytes(8) + refs[n] for n in range(0, 1500, 2)})
     await redis.hset(other, mapping={uids[n]: bytes(8) + refs[n] for n in range(1500, 2500)})
     named = redis.register_script(intune_units.PRUNE_NAMED)
     counts, ids = b"[1500,1000]", "".join(uids).encode()
-    assert await named(keys=[first, owed, bucket, other], args=[counts, ids, ""]) == 150 + 1000
+    assert await named(keys=[first, owed, owed_refs, bucket, other], args=[counts, ids, ""]) == 150 + 1000
     assert sorted(await redis.hkeys(bucket)) == sorted(uids[n].encode() for n in range(0, 1200, 2))
     assert sorted(await redis.hkeys(other)) == []
-    assert await redis.smembers(owed) == {str(n).encode() for n in range(12, 25)}
+    assert await redis.smembers(owed_refs) == set(refs[1200:1500:2] + refs[1500:2500])
