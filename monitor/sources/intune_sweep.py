@@ -479,17 +479,12 @@ async def delete_absent(
     sizes = await _seen_sizes(writer, complete)
     deleted = 0
     for kind, family in families:
-        asked = complete & frozenset(owners.get((kind, family), complete))
-        sets = [store.keys.round_seen(seen_source(name)) for name in sorted(asked, key=lambda n: -sizes[n])]
+        sets = _owner_sets(writer, sizes, complete & frozenset(owners.get((kind, family), complete)))
         scopes = await store.known_scopes(kind, family)
         if owed is not None:
             scopes = [scope for scope in scopes if owes_scan(scope, owed)]
-        chunks = [scopes[start : start + SCOPES_PER_READ] for start in range(0, len(scopes), SCOPES_PER_READ)]
         scan = functools.partial(_candidates, writer, sets)
-        async with contextlib.aclosing(_scanned_ahead(scan, chunks)) as scanned:
-            async for candidates in scanned:
-                keys = {scope: unpack_keys(found) for scope, found in candidates.items()}
-                deleted += await _delete(writer, await _unseen(writer, kind, family, keys, complete, owner_of))
+        deleted += await _delete_candidates(writer, kind, family, scopes, scan, complete, owner_of)
     writer.result.deleted_by_absence += deleted
     return deleted
 
@@ -518,19 +513,39 @@ async def delete_owed(
             by_family.setdefault((scope.kind, scope.family), []).append(ref)
     deleted = 0
     for (kind, family), owed in by_family.items():
-        asked = sorted(complete & frozenset(owners.get((kind, family), complete)), key=lambda n: -sizes[n])
-        if not asked:  # objects no complete pass owns are never deleted
+        sets = _owner_sets(writer, sizes, complete & frozenset(owners.get((kind, family), complete)))
+        if not sets:  # objects no complete pass owns are never deleted
             continue
-        sets = [writer.context.store.keys.round_seen(seen_source(name)) for name in asked]
         unseen = await _unseen_refs(writer, sets, owed)
         scopes = sorted({scope for scope in map(ref_scope, unseen) if scope is not None}, key=lambda s: s.bucket)
-        chunks = [scopes[start : start + SCOPES_PER_READ] for start in range(0, len(scopes), SCOPES_PER_READ)]
         scan = functools.partial(_owed_candidates, writer, unseen)
-        async with contextlib.aclosing(_scanned_ahead(scan, chunks)) as scanned:
-            async for candidates in scanned:
-                keys = {scope: unpack_keys(found) for scope, found in candidates.items()}
-                deleted += await _delete(writer, await _unseen(writer, kind, family, keys, complete, owner_of))
+        deleted += await _delete_candidates(writer, kind, family, scopes, scan, complete, owner_of)
     writer.result.deleted_by_absence += deleted
+    return deleted
+
+
+def _owner_sets(writer: PassWriter, sizes: dict[str, int], passes: Collection[str]) -> list[str]:
+    """The seen sets of `passes`, the largest first: most refs are in it."""
+    return [writer.context.store.keys.round_seen(seen_source(name)) for name in sorted(passes, key=lambda n: -sizes[n])]
+
+
+async def _delete_candidates(
+    writer: PassWriter,
+    kind: Kind,
+    family: str,
+    scopes: Sequence[ScopeId],
+    scan: Scan,
+    complete: frozenset[str],
+    owner_of: Ownership,
+) -> int:
+    """Read `scopes` of one family `SCOPES_PER_READ` at a time for their candidate fields (`scan`, run
+    ahead: `_scanned_ahead`), and delete those a complete pass owns and did not see (`_unseen`, by key)."""
+    chunks = [scopes[start : start + SCOPES_PER_READ] for start in range(0, len(scopes), SCOPES_PER_READ)]
+    deleted = 0
+    async with contextlib.aclosing(_scanned_ahead(scan, chunks)) as scanned:
+        async for candidates in scanned:
+            keys = {scope: unpack_keys(found) for scope, found in candidates.items()}
+            deleted += await _delete(writer, await _unseen(writer, kind, family, keys, complete, owner_of))
     return deleted
 
 

@@ -522,17 +522,10 @@ async def test_page_records_that_did_not_name_every_unit_record_leave_the_prune_
     store = runtime.store(TENANT_ID)
     source = intune_sweep.seen_source("detected")
     await store.redis.delete(store.keys.sweep_pages(source, "current"), store.keys.sweep_pages_complete(source))
-    device = pick(estate, "macMDM", lambda d: bool(estate.device_apps(d.id)))
-    held, apps = await _records(runtime), len(estate.device_apps(device.id))
-    estate.retire_device(device.id)
-    pruned = _recording_prunes(monkeypatch)
 
-    records, failures = await sync(runtime)
+    pruned = await _retire_a_device_and_sweep(runtime, tenant, estate, monkeypatch, before)
 
-    after = expected_intune(estate, set(tenant.users))
-    assert failures == [] and summary(records) == expected_changes(before, after) and await mirror(runtime) == after
-    assert (await _records(runtime))["detected"] == held["detected"] - apps and ("detected", "units") in pruned
-    assert await store.redis.exists(store.keys.sweep_pages_complete(source))
+    assert ("detected", "units") in pruned and await store.redis.exists(store.keys.sweep_pages_complete(source))
     estate.retire_device(pick(estate, "macMDM", lambda d: bool(estate.device_apps(d.id))).id)
     pruned.clear()
     _, failures = await sync(runtime)
@@ -565,6 +558,17 @@ async def test_a_detected_pass_that_fails_part_way_leaves_the_next_prune_reading
     assert failures and await mirror(runtime) == before
     assert await store.redis.hlen(store.keys.sweep_pages(source, "previous"))  # records not reached
     monkeypatch.undo()
+
+    pruned = await _retire_a_device_and_sweep(runtime, tenant, estate, monkeypatch, before)
+
+    assert ("detected", "units") in pruned
+
+
+async def _retire_a_device_and_sweep(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch, before: Any
+) -> Counter[tuple[str, str]]:
+    """Retire a device with detected applications and sweep: exactly what went is deleted (the mirror was
+    `before`), and exactly the device's detected unit records are pruned. Returns the prunes run."""
     device = pick(estate, "macMDM", lambda d: bool(estate.device_apps(d.id)))
     held, apps = await _records(runtime), len(estate.device_apps(device.id))
     estate.retire_device(device.id)
@@ -574,7 +578,8 @@ async def test_a_detected_pass_that_fails_part_way_leaves_the_next_prune_reading
 
     after = expected_intune(estate, set(tenant.users))
     assert failures == [] and summary(records) == expected_changes(before, after) and await mirror(runtime) == after
-    assert (await _records(runtime))["detected"] == held["detected"] - apps and ("detected", "units") in pruned
+    assert (await _records(runtime))["detected"] == held["detected"] - apps
+    return pruned
 
 
 def test_a_page_record_names_the_units_it_holds_before_their_refs() -> None:
