@@ -582,6 +582,39 @@ async def _retire_a_device_and_sweep(
     return pruned
 
 
+async def test_a_sweep_that_dies_before_the_detected_prune_leaves_the_next_reading_every_record(
+    runtime: Runtime, tenant: SimTenant, estate: IntuneTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The detected pass ended (the page records it did not find kept for its prune), then the sweep died
+    before the prune read them: the next pass finds every page again, and still prunes the records of
+    the units that went, reading every record (the mark that page records name every unit record went
+    when the dead pass started its pages, and came back only after a prune)."""
+    await first_sweep(runtime)
+    before, held = await mirror(runtime), await _records(runtime)
+    device = pick(estate, "macMDM", lambda d: bool(estate.device_apps(d.id)))
+    apps = len(estate.device_apps(device.id))
+    estate.retire_device(device.id)
+
+    async def dying(context: Any, name: str, recorded: bool) -> int:
+        raise RedisConnectionError("Redis went away")
+
+    monkeypatch.setattr(intune, "prune_pages", dying)
+    with pytest.raises(RedisConnectionError, match="Redis went away"):
+        await sync(runtime)
+    store = runtime.store(TENANT_ID)
+    gone = store.keys.sweep_pages(intune_sweep.seen_source("detected"), "gone")
+    assert await store.redis.hlen(gone) and await mirror(runtime) == before
+    monkeypatch.undo()
+    pruned = _recording_prunes(monkeypatch)
+
+    records, failures = await sync(runtime)
+
+    after = expected_intune(estate, set(tenant.users))
+    assert failures == [] and summary(records) == expected_changes(before, after) and await mirror(runtime) == after
+    assert (await _records(runtime))["detected"] == held["detected"] - apps
+    assert ("detected", "units") in pruned and not await store.redis.exists(gone)
+
+
 def test_a_page_record_names_the_units_it_holds_before_their_refs() -> None:
     uids = ["00000000000000ff", "8000000000000001"]
     record = intune_units.page_record(uids, b"r" * 24)
