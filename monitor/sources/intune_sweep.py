@@ -502,9 +502,10 @@ async def delete_owed(
     Per family, the refs that no complete pass writing it saw (`UNSEEN_BY_ANY`, one round trip for a few
     thousand) name the scopes to read, usually one per retired device and family; in each, only the
     fields whose ref is one of them are taken (`scope_refs` of every field), their keys unpacked and
-    checked against their owner's seen set (`_unseen`), and what went is deleted. A scope is not read
-    for its other objects, nor a ref asked of a seen set, as the scan of whole scopes did
-    (`delete_absent`). Refs of the earlier layout (`intune_units.earlier_prefixes`) are left to it."""
+    checked against their owner's seen set (`_unseen`), and what went is deleted. The seen sets are not
+    asked about the scope's other objects, as the scan of whole scopes asks about every field
+    (`delete_absent`). Refs of the earlier layout (`intune_units.earlier_prefixes`) are left to that
+    scan."""
     sizes = await _seen_sizes(writer, complete)
     by_family: dict[tuple[Kind, str], list[bytes]] = {}
     for ref in refs:
