@@ -721,11 +721,14 @@ class TenantStore:
     async def scanned(self, source: str, owed: Collection[bytes], refs: Collection[bytes] = ()) -> None:
         """Remove `owed` and `refs`, the scopes and objects owed a check that one has just read
         (`TenantKeys.sweep_scan_owed`, `TenantKeys.sweep_owed_refs`), through the fence: a runner that
-        lost its lease must not clear what the next one owes."""
-        if owed:
-            await self._write_key("SREM", self.keys.sweep_scan_owed(source), *owed)
-        if refs:
-            await self._write_key("SREM", self.keys.sweep_owed_refs(source), *refs)
+        lost its lease must not clear what the next one owes. `UNPACK_CHUNK` members a call: the fence
+        is a script, and retiring many devices owes tens of thousands of objects."""
+        for key, members in (
+            (self.keys.sweep_scan_owed(source), list(owed)),
+            (self.keys.sweep_owed_refs(source), list(refs)),
+        ):
+            for start in range(0, len(members), UNPACK_CHUNK):
+                await self._write_key("SREM", key, *members[start : start + UNPACK_CHUNK])
 
     async def reset_seen(self, source: str) -> None:
         # UNLINK: a seen set of a million refs is freed by Redis off its main thread, not in the call.

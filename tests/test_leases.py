@@ -55,6 +55,20 @@ async def test_fenced_writes_apply_only_while_the_lease_is_ours(redis: aioredis.
     assert await store.last_seq() == 2 and await store.cursor("jsonl:x") == 2
 
 
+async def test_a_fenced_check_clears_more_owed_objects_than_a_script_can_unpack(redis: aioredis.Redis) -> None:
+    """Retiring many devices at once owes tens of thousands of objects a check: clearing them after it,
+    through the fence, must not hand Redis's Lua more arguments than it unpacks at once (about 8,000)."""
+    store = TenantStore(redis, TENANT)
+    lease = Lease(redis, store.keys.lease("intune"))
+    assert await lease.acquire()
+    refs = {n.to_bytes(8, "big") for n in range(20_000)}
+    await redis.sadd(store.keys.sweep_owed_refs("intune"), *refs, b"owed since")
+
+    await store.fenced(lease.fence).scanned("intune", set(), refs)
+
+    assert await store.owed_refs("intune") == {b"owed since"}
+
+
 async def test_a_holder_notices_that_its_lease_was_taken(
     redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
