@@ -741,11 +741,17 @@ async def prune_units(context: SourceContext, pass_name: str, recorded: bool) ->
     buckets = sorted(int(b) for b in await store.redis.smembers(store.keys.sweep_unit_buckets(source)))
     script: Any = store.redis.register_script(PRUNE_UNITS)
     dropped = 0
-    sets = [store.keys.round_seen(source), store.keys.sweep_scan_owed(SOURCE), store.keys.sweep_owed_refs(SOURCE)]
+    sets = _prune_sets(store.keys, source)
     for start in range(0, len(buckets), PRUNE_CHUNK):
         keys = [store.keys.sweep_units(source, b) for b in buckets[start : start + PRUNE_CHUNK]]
         dropped += int(await script(keys=[*sets, *keys], args=["" if recorded else ALL_SCOPES]))
     return dropped
+
+
+def _prune_sets(keys: TenantKeys, source: str) -> list[str]:
+    """The first keys of a prune script (`intune_units._PRUNE`): the pass's seen set, then what is owed a
+    check: every scope, and objects."""
+    return [keys.round_seen(source), keys.sweep_scan_owed(SOURCE), keys.sweep_owed_refs(SOURCE)]
 
 
 async def prune_pages(context: SourceContext, pass_name: str, recorded: bool) -> int:
@@ -761,7 +767,7 @@ async def prune_pages(context: SourceContext, pass_name: str, recorded: bool) ->
     for uid in {uid for named in records for uid in page_record_units(named)}:
         by_bucket.setdefault(unit_bucket(uid), []).append(uid)
     script: Any = store.redis.register_script(PRUNE_NAMED)
-    sets = [store.keys.round_seen(source), store.keys.sweep_scan_owed(SOURCE), store.keys.sweep_owed_refs(SOURCE)]
+    sets = _prune_sets(store.keys, source)
     buckets = sorted(by_bucket)
     dropped = 0
     for start in range(0, len(buckets), PRUNE_CHUNK):
