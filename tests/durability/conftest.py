@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -155,13 +154,6 @@ async def wait_until(check: Callable[[], Awaitable[bool]], what: str) -> None:
 async def fired(fault: Fault) -> bool:
     """Whether a simulated Graph fault has fired (its request has arrived)."""
     return fault.fired > 0
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every line of a JSONL file, each of which must be one whole JSON object."""
-    data = path.read_bytes()
-    assert not data or data.endswith(b"\n"), f"{path} ends in a torn line"
-    return [orjson.loads(line) for line in data.splitlines()]
 
 
 @dataclass

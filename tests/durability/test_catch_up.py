@@ -9,7 +9,8 @@ import pytest
 
 from monitor.simulator import seed
 from monitor.sinks.alerts import ALERTS_SINK
-from tests.durability.conftest import Hook, Scene, fired, read_jsonl, wait_until
+from tests.durability.conftest import Hook, Scene, fired, wait_until
+from tests.sink_files import read_jsonl
 from tests.test_cli import run
 
 SECRET = "whsec-catch-up-test"

@@ -19,7 +19,8 @@ from monitor.simulator import seed
 from monitor.status import status_gauges, tenant_status
 from monitor.store import TenantStore
 from tests.conftest import TENANT_ID, simulator_settings
-from tests.durability.conftest import Monitor, Scene, read_jsonl, wait_until
+from tests.durability.conftest import Monitor, Scene, wait_until
+from tests.sink_files import read_jsonl
 from tests.test_cli import run
 
 # What is left for the sink file to grow by once the disk "fills up": less than the next batch.

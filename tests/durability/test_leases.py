@@ -10,7 +10,8 @@ import redis.asyncio as aioredis
 
 from monitor.simulator import Simulator, seed
 from monitor.store import TenantStore
-from tests.durability.conftest import Scene, fired, read_jsonl, wait_until
+from tests.durability.conftest import Scene, fired, wait_until
+from tests.sink_files import read_jsonl
 from tests.test_cli import run
 
 # How long a dead run may keep its lease (it used to be a minute).

@@ -25,7 +25,8 @@ from monitor.status import render_tenant, tenant_status
 from monitor.sync import sync_tenant
 from tests.conftest import TENANT_ID
 from tests.directory_helpers import expected_mirror, replay
-from tests.durability.conftest import ACCOUNT_KEY, Hook, Monitor, Scene, read_jsonl, wait_until
+from tests.durability.conftest import ACCOUNT_KEY, Hook, Monitor, Scene, wait_until
+from tests.sink_files import read_jsonl, read_written_lines
 from tests.test_cli import run
 
 RESTARTED = "the change log started again"
@@ -131,7 +132,7 @@ async def delivered_whole(scene: Scene, path: Path, hook: Hook, since: int) -> b
     if not await scene.delivered(f"jsonl:{path}"):
         return False
     log = await scene.store.read_changes(0, 1_000_000)
-    return bool(log) and read_jsonl(path)[since:] == log and hook.records[since:] == log
+    return bool(log) and read_written_lines(path)[since:] == log and hook.records[since:] == log
 
 
 async def assert_new_log_after_the_old(

@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 
-from monitor.records import ChangeRecord
 from monitor.simulator import RunningSimulator
 from monitor.simulator.redis_process import (
     RedisClusterProcesses,
@@ -169,9 +167,3 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], *, within: float, w
             pytest.fail(f"not within {within:g}s: {what}")
         await asyncio.sleep(0.05)
     return time.monotonic() - started
-
-
-def read_jsonl(path: Path) -> list[ChangeRecord]:
-    if not path.exists():
-        return []
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]

@@ -23,7 +23,14 @@ from monitor.simulator.redis_process import free_port
 from monitor.store import TenantStore
 from tests.conftest import TENANT_ID
 from tests.directory_helpers import replay
-from tests.faults.conftest import Launch, MonitorProcess, RestartableRedis, monitor_env, read_jsonl, wait_for
+from tests.faults.conftest import (
+    Launch,
+    MonitorProcess,
+    RestartableRedis,
+    monitor_env,
+    wait_for,
+)
+from tests.sink_files import read_jsonl, read_written_lines
 
 # Generous: the aim is 10 s (the supervisor retries at most every 5 s); a busy machine must not flake.
 BACK_TO_WORK = 30.0
@@ -47,7 +54,7 @@ async def caught_up(redis_url: str, jsonl: Path) -> bool:
         last = await TenantStore(client, TENANT_ID).last_seq()
     finally:
         await client.aclose()
-    records = read_jsonl(jsonl)
+    records = read_written_lines(jsonl)
     return depth == 0 and last > 0 and bool(records) and int(records[-1]["seq"]) == last
 
 
@@ -72,7 +79,7 @@ async def assert_nothing_lost(redis_url: str, jsonl: Path) -> None:
     records = read_jsonl(jsonl)
     assert [int(r["seq"]) for r in records] == list(range(1, len(records) + 1))
     assert records == log
-    assert replay(records) == mirror
+    assert replay(log) == mirror  # the file is the log (above)
 
 
 async def stop_redis_under(process: MonitorProcess, redis: RestartableRedis, task: str) -> None:
@@ -105,6 +112,16 @@ def change_the_directory(tenant: SimTenant) -> str:
     return tenant.add_user(displayName="Joined during the outage", userPrincipalName="outage@contoso.example")
 
 
+def test_a_file_read_while_the_sink_writes_it_gives_its_whole_lines(tmp_path: Path) -> None:
+    """The tests below poll the sink's file while the worker writes it; a read that overlaps a write
+    sees the first part of its last line, which is not read yet rather than failing the test."""
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b'{"seq": 1}\n{"seq": 2}\n{"seq": 3, "key": "us')
+    assert read_written_lines(path) == [{"seq": 1}, {"seq": 2}]
+    with pytest.raises(AssertionError, match="torn line"):
+        read_jsonl(path)
+
+
 @pytest.mark.parametrize("command", ["serve", "worker"])
 async def test_a_worker_survives_redis_going_away_and_resumes(
     command: str,
@@ -131,7 +148,7 @@ async def test_a_worker_survives_redis_going_away_and_resumes(
     await ask_for_rounds(outage_redis.url)
 
     async def delivered() -> bool:
-        return any(r["key"] == joined for r in read_jsonl(jsonl)) and await caught_up(outage_redis.url, jsonl)
+        return any(r["key"] == joined for r in read_written_lines(jsonl)) and await caught_up(outage_redis.url, jsonl)
 
     await wait_for(delivered, within=BACK_TO_WORK, what="the changes made during the outage delivered")
     took = time.monotonic() - back
