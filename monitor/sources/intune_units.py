@@ -103,7 +103,7 @@ def seen_ref(placement: Placement, key: str) -> bytes:
     mirror scope (`scope_prefix`), then a digest of its kind and of its field in the mirror
     (`mirror_codec.pack_key`), so that a scan of the mirror computes it from the scope and fields it
     reads without unpacking them (`field_ref`), and a record's refs say which scopes its objects are in
-    (`ref_prefixes`)."""
+    (`ref_scope`)."""
     return key_ref(scope_of(placement), key)
 
 
@@ -184,18 +184,13 @@ def earlier_prefixes(refs: Iterable[bytes]) -> set[int]:
 
 
 def owes_scan(scope: ScopeId, owed: Collection[int]) -> bool:
-    """Whether `scope` is among `owed`, prefixes owed a scan (`ref_prefixes`), one of the earlier
+    """Whether `scope` is among `owed`, prefixes owed a scan (`scope_prefix`), one of the earlier
     layout (its bucket alone, below 4,096) included."""
     return scope_prefix(scope) in owed or scope.bucket in owed
 
 
 # The member of `TenantKeys.sweep_scan_owed` that owes a scan of every scope.
 ALL_SCOPES = "*"
-
-
-def ref_prefixes(refs: bytes) -> set[int]:
-    """The prefixes (`scope_prefix`) of the scopes of the objects `refs` name (`seen_ref`)."""
-    return {int.from_bytes(refs[at : at + 2], "big") for at in range(0, len(refs), REF_SIZE)}
 
 
 @dataclass(slots=True)

@@ -947,9 +947,12 @@ def test_a_scope_is_owed_a_scan_by_its_own_prefix_or_by_its_bucket_alone_as_the_
     """Refs and owed scopes written before the prefix named the family (a bucket number alone, below
     4,096) still owe a scan of that bucket in every family, so no deletion is lost across the upgrade."""
     device, finding = ScopeId("entity", DEVICE_FAMILY, 7), ScopeId("relationship", FINDING_FAMILY, 7)
-    prefixes = intune_units.ref_prefixes(intune_units.key_ref(device, "d1") + intune_units.key_ref(finding, "f|d1"))
-    assert prefixes == {intune_units.scope_prefix(device), intune_units.scope_prefix(finding)}
-    assert all(prefix >= 4096 for prefix in prefixes)
+    refs = [intune_units.key_ref(device, "d1"), intune_units.key_ref(finding, "f|d1")]
+    assert [intune_units.ref_scope(ref) for ref in refs] == [device, finding]
+    assert [int.from_bytes(ref[:2], "big") for ref in refs] == [intune_units.scope_prefix(s) for s in (device, finding)]
+    assert all(int.from_bytes(ref[:2], "big") >= 4096 for ref in refs)
+    earlier = (7).to_bytes(2, "big") + bytes(6)  # a ref of the bucket-only layout
+    assert intune_units.ref_scope(earlier) is None and intune_units.earlier_prefixes([*refs, earlier]) == {7}
     assert intune_units.owes_scan(device, {intune_units.scope_prefix(device)})
     assert not intune_units.owes_scan(finding, {intune_units.scope_prefix(device)})
     assert not intune_units.owes_scan(ScopeId("relationship", DEVICE_FAMILY, 7), {intune_units.scope_prefix(device)})
